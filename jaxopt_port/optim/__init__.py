@@ -1,0 +1,76 @@
+"""Every ``torch.optim`` optimizer as an Optax gradient transformation with torch's numbers.
+
+Each factory takes torch's keyword names and defaults, raises torch's ``ValueError`` messages,
+accepts a float or an optax schedule for ``lr`` and returns an
+``optax.GradientTransformationExtraArgs``. State NamedTuples name their fields after torch's
+state keys; :func:`per_param_state` shows any state the way ``optimizer.state`` does.
+"""
+
+from jaxopt_port.optim import textbook
+from jaxopt_port.optim._from_torch import from_torch
+from jaxopt_port.optim._state import per_param_state
+from jaxopt_port.optim._transforms import (
+    add_decoupled_weight_decay,
+    add_weight_decay,
+    maximize_gradient,
+    scale_by_learning_rate,
+    scale_by_momentum,
+)
+from jaxopt_port.optim.adafactor import adafactor, scale_by_adafactor
+from jaxopt_port.optim.adagrad import adadelta, adagrad, scale_by_adadelta, scale_by_adagrad
+from jaxopt_port.optim.adam import adam, adamw, scale_by_adam
+from jaxopt_port.optim.adamax import adamax, scale_by_adamax
+from jaxopt_port.optim.asgd import asgd, scale_by_asgd
+from jaxopt_port.optim.lbfgs import lbfgs
+from jaxopt_port.optim.muon import muon, scale_by_muon
+from jaxopt_port.optim.nadam import nadam, scale_by_nadam
+from jaxopt_port.optim.radam import radam, scale_by_radam
+from jaxopt_port.optim.rmsprop import rmsprop, scale_by_rms
+from jaxopt_port.optim.rprop import rprop, scale_by_rprop
+from jaxopt_port.optim.sgd import sgd
+from jaxopt_port.optim.sparse_adam import scale_by_sparse_adam, sparse_adam
+
+#: The 15 torch.optim optimizers, by jaxopt_port name.
+OPTIMIZERS = (
+    "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "asgd", "lbfgs", "muon",
+    "nadam", "radam", "rmsprop", "rprop", "sgd", "sparse_adam",
+)  # fmt: skip
+
+__all__ = [
+    "OPTIMIZERS",
+    "adadelta",
+    "adafactor",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "add_decoupled_weight_decay",
+    "add_weight_decay",
+    "asgd",
+    "from_torch",
+    "lbfgs",
+    "maximize_gradient",
+    "muon",
+    "nadam",
+    "per_param_state",
+    "radam",
+    "rmsprop",
+    "rprop",
+    "scale_by_adadelta",
+    "scale_by_adafactor",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_asgd",
+    "scale_by_learning_rate",
+    "scale_by_momentum",
+    "scale_by_muon",
+    "scale_by_nadam",
+    "scale_by_radam",
+    "scale_by_rms",
+    "scale_by_rprop",
+    "scale_by_sparse_adam",
+    "sgd",
+    "sparse_adam",
+    "textbook",
+]

@@ -1,0 +1,29 @@
+"""Argument descriptions shared by the optimizer docstrings, written once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+ARGS = {
+    "lr": "lr: learning rate γ: a float, a 1-element array or tensor, or an optax schedule "
+    "``count -> lr`` evaluated at the number of previous updates (torch's lr at its k-th "
+    "``step()`` when a scheduler steps after each).",
+    "weight_decay": "weight_decay: L2 penalty λ added to the gradient (``g += λθ``).",
+    "decoupled_weight_decay": "decoupled_weight_decay: if True, decay the parameters instead "
+    "(``θ *= 1 - γλ``, AdamW-style) rather than adding ``λθ`` to the gradient.",
+    "maximize": "maximize: maximize the objective (the gradient is negated first).",
+    "kernel_flags": "foreach, fused, capturable, differentiable: torch's kernel choices. Accepted "
+    "for signature compatibility; they change nothing here (torch's kernels agree to rounding).",
+    "returns": "An ``optax.GradientTransformationExtraArgs``. ``update(grads, state, params)`` "
+    "returns the parameter change to pass to ``optax.apply_updates``.",
+}
+
+
+def doc(func: F) -> F:
+    """Fill ``{lr}``, ``{maximize}``, ... in ``func.__doc__`` from :data:`ARGS`."""
+    if func.__doc__:
+        func.__doc__ = func.__doc__.format(**ARGS)
+    return func

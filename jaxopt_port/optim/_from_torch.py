@@ -1,0 +1,111 @@
+"""Build the jaxopt_port transformation equivalent to a live ``torch.optim`` optimizer."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+from jaxopt_port.optim._base import as_float, is_tensor_like
+
+__all__ = ["factory_for", "from_torch"]
+
+
+def _snake(name: str) -> str:
+    return {
+        "AdamW": "adamw",
+        "RMSprop": "rmsprop",
+        "NAdam": "nadam",
+        "RAdam": "radam",
+        "ASGD": "asgd",
+        "LBFGS": "lbfgs",
+        "SGD": "sgd",
+        "SparseAdam": "sparse_adam",
+    }.get(name, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
+
+
+def factory_for(
+    torch_optimizer_class: type,
+) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """The jaxopt_port factory for a ``torch.optim`` class (or one derived from it)."""
+    from jaxopt_port import optim
+
+    for cls in torch_optimizer_class.__mro__:
+        factory = getattr(optim, _snake(cls.__name__), None)
+        if factory is not None and cls.__module__.startswith("torch.optim"):
+            return factory
+    raise TypeError(f"no jaxopt_port optimizer for {torch_optimizer_class.__name__}")
+
+
+def _plain(value: Any) -> Any:
+    """Tensors (lr, betas) to Python floats; tuples element-wise."""
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if is_tensor_like(value) and hasattr(value, "numel"):
+        return as_float(value)
+    return value
+
+
+#: Hyperparameters torch reads from the constructor, not from the param group (torch quirks):
+#: Adagrad fills every group's ``sum`` with the constructor's ``initial_accumulator_value``.
+CONSTRUCTOR_ONLY = {"adagrad": ("initial_accumulator_value",)}
+
+
+def group_kwargs(
+    factory: Callable, group: dict[str, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """The factory's keyword arguments read from one torch param group."""
+    names = inspect.signature(factory).parameters
+    kwargs = {name: _plain(group[name]) for name in names if name in group}
+    for name in CONSTRUCTOR_ONLY.get(factory.__name__, ()):
+        kwargs[name] = _plain(defaults[name])
+    return kwargs
+
+
+def from_torch(optimizer: Any, **overrides: Any) -> optax.GradientTransformationExtraArgs:
+    """The transformation equivalent to a live torch optimizer.
+
+    Args:
+      optimizer: any ``torch.optim`` optimizer of the 15, with one or several param groups; lr and
+        betas may be floats or 1-element tensors.
+      **overrides: keyword arguments for every group's factory that torch has no counterpart for
+        (e.g. ``ns_dtype=None`` for Muon).
+
+    Returns:
+      A transformation for a params pytree whose leaves, in ``jax.tree_util.tree_leaves`` order,
+      are the torch parameters in ``param_groups`` order. As in torch, Adagrad's
+      ``initial_accumulator_value`` is the constructor's for every group. With several groups each group's leaves
+      get that group's hyperparameters (``optax.partition`` over labels ``"group0"``, ``"group1"``,
+      ...); ``init`` raises if the number of leaves differs from torch's number of parameters.
+
+    Example:
+      >>> import torch
+      >>> from jaxopt_port import optim
+      >>> model = torch.nn.Linear(3, 2)
+      >>> tx = optim.from_torch(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    """
+    factory = factory_for(type(optimizer))
+    groups = optimizer.param_groups
+    transforms = [
+        factory(**group_kwargs(factory, g, optimizer.defaults), **overrides) for g in groups
+    ]
+    if len(groups) == 1:
+        return transforms[0]
+    sizes = [len(g["params"]) for g in groups]
+    labels = [f"group{i}" for i, n in enumerate(sizes) for _ in range(n)]
+
+    def param_labels(params):
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        if len(leaves) != len(labels):
+            raise ValueError(
+                f"params has {len(leaves)} leaves but the torch optimizer has {len(labels)} "
+                f"parameters in {len(groups)} param groups (sizes {sizes}); the leaves must be "
+                "the torch parameters in param_groups order"
+            )
+        return jax.tree_util.tree_unflatten(treedef, labels)
+
+    return optax.partition({f"group{i}": tx for i, tx in enumerate(transforms)}, param_labels)

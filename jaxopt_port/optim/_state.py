@@ -1,0 +1,89 @@
+"""A torch-shaped view of any jaxopt_port optimizer state: one dict per parameter.
+
+Every state NamedTuple names its fields as torch names its state keys, so the view is mechanical:
+a field holding one entry per parameter gives that entry to each parameter; a scalar field
+(``step``, ``eta``, ``mu_product``, ...) is shared by the parameters its NamedTuple serves; fields
+named ``count`` are bookkeeping and are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+__all__ = ["per_param_state"]
+
+
+def _absent(x: Any) -> bool:
+    return x is None or isinstance(x, optax.MaskedNode)
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray)) or (hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+def _per_param(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -> list[Any] | None:
+    """``value`` as one entry per parameter, or None if it is not laid out like the parameters."""
+    try:
+        entries = treedef.flatten_up_to(value)
+    except (ValueError, TypeError):
+        return None
+    for entry, shape in zip(entries, shapes, strict=True):
+        if _absent(entry):
+            continue
+        if not _is_array(entry) or (entry.ndim == 0 and len(shape) != 0):
+            return None
+    return entries
+
+
+def _walk(
+    node: Any, treedef: Any, shapes: list[tuple[int, ...]], out: list[dict[str, Any]]
+) -> None:
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        scalars = {}
+        served: set[int] = set()
+        for name, value in zip(node._fields, node, strict=True):
+            if name == "count" or _absent(value):
+                continue
+            entries = _per_param(value, treedef, shapes)
+            if entries is not None:
+                for i, entry in enumerate(entries):
+                    if not _absent(entry):
+                        out[i][name] = entry
+                        served.add(i)
+            elif _is_array(value) and np.ndim(value) == 0:
+                scalars[name] = value
+            else:
+                _walk(value, treedef, shapes, out)
+        for i in served or range(len(out)):
+            for name, value in scalars.items():
+                out[i][name] = value
+    elif isinstance(node, (tuple, list)):
+        for child in node:
+            _walk(child, treedef, shapes, out)
+    elif isinstance(node, dict):
+        for child in node.values():
+            _walk(child, treedef, shapes, out)
+
+
+def per_param_state(opt_state: optax.OptState, params: Any) -> list[dict[str, Any]]:
+    """Per-parameter state dicts keyed as torch keys ``optimizer.state[p]``.
+
+    Args:
+      opt_state: a state returned by a jaxopt_port optimizer (possibly inside optax wrappers that
+        keep their inner state in NamedTuples, tuples or dicts, such as ``optax.chain`` and
+        ``optax.partition``).
+      params: the parameters; the i-th dict belongs to the i-th leaf of
+        ``jax.tree_util.tree_leaves(params)``.
+
+    Returns:
+      A list with one dict per parameter leaf.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    shapes = [tuple(np.shape(leaf)) for leaf in leaves]
+    out: list[dict[str, Any]] = [{} for _ in leaves]
+    _walk(opt_state, treedef, shapes, out)
+    return out

@@ -1,0 +1,332 @@
+"""Run one optimizer configuration in torch, in JAX and in the NumPy reference, and compare.
+
+The three runs start from the same parameters and see the same batches; each framework computes
+its own gradients at its own parameters. The result holds final parameters and per-parameter
+state (torch's keys) for each, and :func:`max_difference` measures them against each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from parity.optim_specs import KERNEL_FLAGS, SCHEDULES, Config, OptimSpec
+from parity.problems import Problem, make_problem
+
+__all__ = ["Run", "max_difference", "run_jax", "run_reference", "run_torch", "torch_dtype"]
+
+
+@dataclass
+class Run:
+    """Final parameters and per-parameter state (dicts keyed as torch keys), as float64 NumPy."""
+
+    params: list[np.ndarray]
+    state: list[dict[str, np.ndarray]]
+
+
+@contextlib.contextmanager
+def torch_dtype(dtype: str) -> Iterator[None]:
+    """Torch's default dtype for the duration (scalar state such as ``step`` follows it)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
+def torch_muon_ns_in_param_dtype() -> Iterator[None]:
+    """Run torch's Muon Newton–Schulz iteration in the gradient's dtype instead of bfloat16."""
+    import torch
+    from torch.optim import _muon
+
+    original = _muon._zeropower_via_newtonschulz
+
+    def patched(grad, ns_coefficients, ns_steps, eps):
+        a, b, c = ns_coefficients
+        x = grad.clone()
+        if grad.size(0) > grad.size(1):
+            x = x.T
+        x = x / x.norm().clamp(min=eps)
+        for _ in range(ns_steps):
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x.T if grad.size(0) > grad.size(1) else x
+
+    _muon._zeropower_via_newtonschulz = patched
+    try:
+        yield
+    finally:
+        _muon._zeropower_via_newtonschulz = original
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach()
+        if x.is_sparse:
+            x = x.to_dense()
+        x = x.to(dtype=__import__("torch").float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _base_lr(spec_kwargs: dict[str, Any], factory: Any) -> float:
+    lr = spec_kwargs.get("lr", inspect.signature(factory).parameters["lr"].default)
+    return float(lr)
+
+
+def _torch_kwargs(torch_cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """kwargs for torch, with ``foreach=False`` (the single-tensor reference kernels).
+
+    A tensor lr is re-created in the current default dtype: torch's ``optim_db`` builds it in
+    float32, and Muon and SparseAdam then multiply it into other scalars in float32 (a documented
+    torch quirk worth ~8e-7 relative in float64 runs, not reproduced here).
+    """
+    import torch
+
+    kwargs = dict(kwargs)
+    if isinstance(kwargs.get("lr"), torch.Tensor):
+        kwargs["lr"] = torch.tensor(float(kwargs["lr"]))
+    params = inspect.signature(torch_cls).parameters
+    if "foreach" in params and "foreach" not in kwargs and not kwargs.get("fused"):
+        kwargs["foreach"] = False
+    return kwargs
+
+
+def _groups(
+    problem: Problem, spec: OptimSpec, config: Config, base_lr: float
+) -> list[dict[str, Any]]:
+    """Two param groups: the first half of the leaves with the config, the rest with overrides."""
+    half = max(1, len(problem.params) // 2)
+    second = {"lr": base_lr / 2, **spec.group_overrides}
+    return [{"indices": range(half)}, {"indices": range(half, len(problem.params)), **second}]
+
+
+def run_torch(spec: OptimSpec, config: Config, dtype: str = "float64", seed: int = 0) -> Run:
+    """``spec.steps`` torch steps (``foreach=False``) under torch's default ``dtype``."""
+    import torch
+
+    problem = make_problem(spec.problem, spec.steps, seed)
+    torch_cls = getattr(torch.optim, spec.torch_cls)
+    with torch_dtype(dtype), _muon_context(spec, dtype):
+        params = [
+            torch.nn.Parameter(torch.tensor(p, dtype=getattr(torch, dtype))) for p in problem.params
+        ]
+        kwargs = _torch_kwargs(torch_cls, config.kwargs)
+        base_lr = float(kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default))
+        if config.groups:
+            groups = [
+                {"params": [params[i] for i in g.pop("indices")], **g}
+                for g in _groups(problem, spec, config, base_lr)
+            ]
+            optimizer = torch_cls(groups, **kwargs)
+        else:
+            optimizer = torch_cls(params, **kwargs)
+        group_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        for k in range(spec.steps):
+            if config.schedule:
+                factor = SCHEDULES[config.schedule](k)
+                for group, lr in zip(optimizer.param_groups, group_lrs, strict=True):
+                    group["lr"] = lr * factor
+            batch = problem.batches[0 if spec.name == "lbfgs" else k]
+
+            def closure(batch=batch):
+                optimizer.zero_grad()
+                loss = problem.torch_loss(params, batch)
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+        state = [{key: _to_numpy(v) for key, v in optimizer.state[p].items()} for p in params]
+        return Run([_to_numpy(p) for p in params], state)
+
+
+@contextlib.contextmanager
+def _muon_context(spec: OptimSpec, dtype: str) -> Iterator[None]:
+    if spec.name == "muon":
+        with torch_muon_ns_in_param_dtype():
+            yield
+    else:
+        yield
+
+
+def jax_transformation(spec: OptimSpec, config: Config, torch_optimizer: Any = None) -> Any:
+    """The jaxopt_port transformation for a config (scheduled lr as an optax schedule)."""
+    from jaxopt_port import optim
+
+    factory = getattr(optim, spec.name)
+    kwargs = dict(config.kwargs)
+    if spec.name == "muon":
+        kwargs["ns_dtype"] = None  # parity runs use the parameter dtype on both sides
+    if config.schedule:
+        base = _base_lr(kwargs, factory)
+        factor = SCHEDULES[config.schedule]
+        kwargs["lr"] = lambda count: base * factor(count)
+    return factory(**kwargs)
+
+
+def run_jax(spec: OptimSpec, config: Config, dtype: str = "float64", seed: int = 0) -> Run:
+    """``spec.steps`` jaxopt_port steps, jitted as one ``lax.scan`` (x64 on for float64)."""
+    import jax
+
+    with jax.enable_x64(dtype == "float64"):
+        return _run_jax(spec, config, dtype, seed)
+
+
+def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int) -> Run:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxopt_port import optim
+
+    problem = make_problem(spec.problem, spec.steps, seed)
+    if config.groups:
+        import torch
+
+        with torch_dtype(dtype):
+            dummies = [torch.nn.Parameter(torch.zeros(p.shape)) for p in problem.params]
+            torch_cls = getattr(torch.optim, spec.torch_cls)
+            base_lr = float(
+                config.kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default)
+            )
+            groups = [
+                {"params": [dummies[i] for i in g.pop("indices")], **g}
+                for g in _groups(problem, spec, config, base_lr)
+            ]
+            extra = {"ns_dtype": None} if spec.name == "muon" else {}
+            tx = optim.from_torch(torch_cls(groups, **config.kwargs), **extra)
+    else:
+        tx = jax_transformation(spec, config)
+    params = [jnp.asarray(p, dtype) for p in problem.params]
+    batches = [jnp.asarray(np.stack(column)) for column in zip(*problem.batches, strict=True)]
+    state = tx.init(params)
+    if spec.name == "lbfgs":
+        batch = [b[0] for b in batches]
+        value_fn = lambda p: problem.jax_loss(p, *batch)
+
+        @jax.jit
+        def step(params, state):
+            value, grad = jax.value_and_grad(value_fn)(params)
+            updates, state = tx.update(
+                grad, state, params, value=value, grad=grad, value_fn=value_fn
+            )
+            return optax.apply_updates(params, updates), state
+
+        for _ in range(spec.steps):
+            params, state = step(params, state)
+    else:
+
+        @jax.jit
+        def train(params, state, batches):
+            def body(carry, batch):
+                params, state = carry
+                grads = jax.grad(problem.jax_loss)(params, *batch)
+                updates, state = tx.update(grads, state, params)
+                return (optax.apply_updates(params, updates), state), None
+
+            return jax.lax.scan(body, (params, state), batches)[0]
+
+        params, state = train(params, state, batches)
+    per_param = optim.per_param_state(state, params)
+    return Run(
+        [_to_numpy(p) for p in params],
+        [{k: _to_numpy(v) for k, v in d.items()} for d in per_param],
+    )
+
+
+def run_reference(spec: OptimSpec, config: Config, seed: int = 0) -> Run:
+    """``spec.steps`` steps of the NumPy float64 reference, fed torch-autograd gradients."""
+    import torch
+
+    from parity import reference
+
+    problem = make_problem(spec.problem, spec.steps, seed)
+    kwargs = {k: _plain(v) for k, v in config.kwargs.items() if k not in KERNEL_FLAGS}
+    params = [np.array(p, dtype=np.float64) for p in problem.params]
+    torch_cls = getattr(torch.optim, spec.torch_cls)
+    base_lr = float(kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default))
+    if config.groups:
+        parts = []
+        for g in _groups(problem, spec, config, base_lr):
+            indices = list(g.pop("indices"))
+            parts.append(
+                (
+                    indices,
+                    reference.make(spec.name, [params[i] for i in indices], **{**kwargs, **g}),
+                )
+            )
+    else:
+        parts = [(list(range(len(params))), reference.make(spec.name, params, **kwargs))]
+    group_lrs = [ref.lr for _, ref in parts]
+
+    def current() -> list[np.ndarray]:
+        out: list[Any] = [None] * len(params)
+        for indices, ref in parts:
+            for i, p in zip(indices, ref.params, strict=True):
+                out[i] = p
+        return out
+
+    def torch_grads(values: list[np.ndarray], batch: Any) -> tuple[float, list[np.ndarray]]:
+        with torch_dtype("float64"):
+            tensors = [torch.tensor(v, requires_grad=True) for v in values]
+            loss = problem.torch_loss(tensors, batch)
+            loss.backward()
+            return float(loss), [_to_numpy(t.grad) for t in tensors]
+
+    for k in range(spec.steps):
+        if config.schedule:
+            factor = SCHEDULES[config.schedule](k)
+            for (_, ref), lr in zip(parts, group_lrs, strict=True):
+                ref.lr = lr * factor
+        if spec.name == "lbfgs":
+            ((_, ref),) = parts
+            ref.step(lambda values: torch_grads(values, problem.batches[0]))
+        else:
+            _, grads = torch_grads(current(), problem.batches[k])
+            for indices, ref in parts:
+                ref.step([grads[i] for i in indices])
+    state: list[dict[str, np.ndarray]] = [{} for _ in params]
+    for indices, ref in parts:
+        for i, s in zip(indices, ref.state, strict=True):
+            state[i] = {key: _to_numpy(v) for key, v in s.items()}
+    return Run([_to_numpy(p) for p in current()], state)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if hasattr(value, "numel"):
+        return float(value)
+    return value
+
+
+def max_difference(a: Run, b: Run, *, state: bool = True) -> tuple[float, str]:
+    """The largest difference between two runs, and where it is.
+
+    Each parameter and state leaf is compared as ``max|a - b| / max(1, max|b|)``: absolute for
+    leaves of magnitude up to 1, relative to the leaf's largest entry above; a state key present in one run but not the other is an infinite
+    difference.
+    """
+    worst, where = 0.0, ""
+    pairs = [(f"param[{i}]", x, y) for i, (x, y) in enumerate(zip(a.params, b.params, strict=True))]
+    if state:
+        for i, (sa, sb) in enumerate(zip(a.state, b.state, strict=True)):
+            if set(sa) != set(sb):
+                return float("inf"), f"state[{i}] keys {sorted(sa)} vs {sorted(sb)}"
+            pairs += [(f"state[{i}][{key!r}]", sa[key], sb[key]) for key in sa]
+    for name, x, y in pairs:
+        if np.shape(x) != np.shape(y):
+            return float("inf"), f"{name} shapes {np.shape(x)} vs {np.shape(y)}"
+        scale = max(1.0, float(np.max(np.abs(y), initial=0.0)))
+        diff = float(np.max(np.abs(x - y), initial=0.0)) / scale
+        if not diff <= worst:
+            worst, where = diff, name
+    return worst, where

@@ -1,0 +1,333 @@
+"""The one table of optimizer specs that drives every optimizer test and parity run.
+
+Like torch's ``optim_db``: each :class:`OptimSpec` names the torch class and the jaxopt_port
+factory, the problem it trains, the option combinations to run (torch's own ``optim_db`` inputs
+plus ours), the invalid inputs torch rejects, and the float32 tolerance we measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SPECS", "Config", "OptimSpec", "configs_for", "spec"]
+
+KERNEL_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One option combination: torch kwargs, an optional lr schedule, optional param groups."""
+
+    desc: str
+    kwargs: dict[str, Any]
+    schedule: str | None = None  # a name in SCHEDULES: lr at update k = base lr * factor(k)
+    groups: bool = False  # two param groups: the second with lr / 2 (and other overrides)
+
+    @property
+    def id(self) -> str:
+        return self.desc.replace(" ", "_").replace(",", "")
+
+
+def _decay(k: Any) -> Any:
+    if not isinstance(k, int):
+        import jax.numpy as jnp
+
+        k = jnp.asarray(k, jnp.result_type(float))
+    return 0.97**k
+
+
+def _warmup_cosine(k: Any) -> Any:
+    if isinstance(k, int):
+        return min(1.0, (k + 1) / 5) * (0.55 + 0.45 * math.cos(math.pi * k / 50))
+    import jax.numpy as jnp
+
+    k = jnp.asarray(k, jnp.result_type(float))  # the count arrives as int32
+    return jnp.minimum(1.0, (k + 1) / 5) * (0.55 + 0.45 * jnp.cos(math.pi * k / 50))
+
+
+#: Multiplicative lr factors: ``factor(k)`` for update k (works on Python ints and JAX arrays).
+SCHEDULES = {"decay": _decay, "warmup_cosine": _warmup_cosine}
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    """How to test one optimizer.
+
+    Attributes:
+      name: jaxopt_port factory name (``jaxopt_port.optim.<name>``).
+      torch_cls: class name in ``torch.optim``.
+      problem: a name in ``parity.problems.PROBLEMS``.
+      extra_configs: configurations beyond torch's own ``optim_db`` inputs.
+      invalid: kwargs torch rejects at construction (the message is read from torch in the test).
+      f32_atol: max |Δθ| after ``steps`` float32 steps, measured (see the comment at each entry).
+      group_overrides: kwargs of the second param group in the param-groups config.
+      steps: number of optimizer steps in a parity run.
+      f64_config_kwargs: kwargs that both sides need in float64 parity runs only.
+    """
+
+    name: str
+    torch_cls: str
+    problem: str = "mlp"
+    extra_configs: tuple[Config, ...] = ()
+    invalid: tuple[dict[str, Any], ...] = ()
+    f32_atol: float = 1e-5
+    group_overrides: dict[str, Any] = field(default_factory=dict)
+    steps: int = 50
+
+
+def _c(desc: str, schedule: str | None = None, groups: bool = False, **kwargs: Any) -> Config:
+    return Config(desc, kwargs, schedule, groups)
+
+
+_NEG = ({"lr": -0.1}, {"weight_decay": -1})
+_ADAM_FAMILY_INVALID = (
+    *_NEG,
+    {"eps": -1e-8},
+    {"betas": (1.0, 0.9)},
+    {"betas": (0.9, 1.0)},
+    {"betas": (-0.1, 0.9)},
+)
+
+SPECS: tuple[OptimSpec, ...] = (
+    OptimSpec(
+        "adadelta",
+        "Adadelta",
+        extra_configs=(
+            _c("scheduled", "decay", lr=0.5),
+            _c("groups", groups=True, weight_decay=0.05),
+        ),
+        invalid=(*_NEG, {"rho": 1.1}, {"rho": -0.1}, {"eps": -1.0}),
+        group_overrides={"rho": 0.8},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "adafactor",
+        "Adafactor",
+        extra_configs=(
+            _c("explicit eps1", eps=(1e-20, 1e-3), lr=0.05),
+            _c("scheduled", "warmup_cosine", lr=0.05, weight_decay=0.1),
+            _c("groups", groups=True, lr=0.02),
+        ),
+        invalid=(
+            {"lr": -0.1},
+            {"beta2_decay": 0.5},
+            {"eps": (-1e-30, 1e-3)},
+            {"eps": (None, -1.0)},
+            {"d": 0.5},
+            {"weight_decay": -1},
+        ),
+        group_overrides={"d": 2.0, "weight_decay": 0.05},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "adagrad",
+        "Adagrad",
+        extra_configs=(
+            _c("eps", eps=1e-2, lr=0.05),
+            _c("scheduled with lr_decay", "decay", lr=0.05, lr_decay=0.01),
+            _c("groups", groups=True, lr=0.05),
+        ),
+        invalid=(*_NEG, {"lr_decay": -0.5}, {"initial_accumulator_value": -1}, {"eps": -1}),
+        group_overrides={"lr_decay": 0.1, "initial_accumulator_value": 0.2},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "adam",
+        "Adam",
+        extra_configs=(
+            _c("amsgrad maximize", lr=0.01, amsgrad=True, maximize=True),
+            _c("large eps", lr=0.01, eps=1e-3),
+            _c("decoupled", lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+            _c("scheduled", "warmup_cosine", lr=0.01, amsgrad=True, weight_decay=0.1),
+            _c("groups", groups=True, lr=0.01, weight_decay=0.1),
+        ),
+        invalid=(
+            *_ADAM_FAMILY_INVALID,
+            {"lr": "tensor", "foreach": True},
+            {"betas": (0.9, "tensor")},
+        ),
+        group_overrides={"weight_decay": 0.0, "betas": (0.8, 0.99), "amsgrad": True},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "adamax",
+        "Adamax",
+        extra_configs=(
+            _c("scheduled", "decay", lr=0.02),
+            _c("groups", groups=True, weight_decay=0.1),
+        ),
+        invalid=_ADAM_FAMILY_INVALID,
+        group_overrides={"betas": (0.5, 0.9)},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "adamw",
+        "AdamW",
+        extra_configs=(
+            _c("scheduled", "warmup_cosine", lr=0.01, weight_decay=0.1),
+            _c("groups", groups=True, lr=0.01),
+        ),
+        invalid=_ADAM_FAMILY_INVALID,
+        group_overrides={"weight_decay": 0.0},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "asgd",
+        "ASGD",
+        extra_configs=(
+            _c("averaging", lr=0.05, t0=5, lambd=0.01, alpha=0.6),
+            _c("scheduled", "warmup_cosine", lr=0.05, t0=10),
+            _c("groups", groups=True, lr=0.05, t0=5),
+        ),
+        invalid=_NEG,
+        group_overrides={"lambd": 0.1, "t0": 20},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "lbfgs",
+        "LBFGS",
+        extra_configs=(
+            _c("small history", lr=0.5, max_iter=5, history_size=3),
+            _c(
+                "strong wolfe small history",
+                line_search_fn="strong_wolfe",
+                max_iter=4,
+                history_size=2,
+            ),
+            _c("scheduled", "decay", lr=0.5, max_iter=3),
+        ),
+        invalid=({"lr": -0.1},),
+        f32_atol=1e-4,
+        steps=20,
+    ),
+    OptimSpec(
+        "muon",
+        "Muon",
+        problem="mlp_nobias",
+        extra_configs=(
+            _c("plain momentum", lr=0.02, nesterov=False),
+            _c("match_rms_adamw", lr=0.02, adjust_lr_fn="match_rms_adamw"),
+            _c("scheduled", "warmup_cosine", lr=0.02),
+            _c("groups", groups=True, lr=0.02),
+        ),
+        invalid=(
+            {"lr": -0.1},
+            {"momentum": -0.5},
+            {"weight_decay": -1},
+            {"adjust_lr_fn": "arbitrary"},
+        ),
+        group_overrides={"momentum": 0.5, "weight_decay": 0.0},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "nadam",
+        "NAdam",
+        extra_configs=(
+            _c(
+                "scheduled", "warmup_cosine", lr=0.01, weight_decay=0.1, decoupled_weight_decay=True
+            ),
+            _c("groups", groups=True, lr=0.01),
+        ),
+        invalid=(*_ADAM_FAMILY_INVALID, {"momentum_decay": -0.2}),
+        group_overrides={"momentum_decay": 0.01, "weight_decay": 0.1},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "radam",
+        "RAdam",
+        extra_configs=(
+            _c("scheduled", "decay", lr=0.01, weight_decay=0.1),
+            _c("groups", groups=True, lr=0.01),
+        ),
+        invalid=_ADAM_FAMILY_INVALID,
+        group_overrides={"betas": (0.9, 0.99), "weight_decay": 0.1, "decoupled_weight_decay": True},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "rmsprop",
+        "RMSprop",
+        extra_configs=(
+            _c("momentum uncentered", lr=0.005, momentum=0.9),
+            _c("scheduled momentum", "warmup_cosine", lr=0.005, momentum=0.5, centered=True),
+            _c("groups", groups=True, lr=0.005),
+        ),
+        invalid=(*_NEG, {"eps": -1}, {"momentum": -1.0}, {"alpha": -0.5}),
+        group_overrides={"alpha": 0.9, "momentum": 0.3},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "rprop",
+        "Rprop",
+        extra_configs=(
+            _c("large steps", lr=0.1, step_sizes=(1e-3, 0.2)),
+            _c("scheduled (ignored)", "decay", lr=0.05),
+            _c("groups", groups=True, lr=0.05),
+        ),
+        invalid=({"lr": -0.1}, {"etas": (1.0, 0.5)}, {"etas": (0.5, 0.9)}, {"etas": (0.0, 1.2)}),
+        group_overrides={"etas": (0.3, 1.5)},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "sgd",
+        "SGD",
+        extra_configs=(
+            _c("nesterov maximize", lr=0.005, momentum=0.5, nesterov=True, maximize=True),
+            _c("scheduled momentum", "warmup_cosine", lr=0.05, momentum=0.9, dampening=0.1),
+            _c("groups", groups=True, lr=0.05, momentum=0.9),
+        ),
+        invalid=(
+            *_NEG,
+            {"momentum": -0.5},
+            {"nesterov": True},
+            {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+        ),
+        group_overrides={"momentum": 0.5, "weight_decay": 0.01, "nesterov": True},
+        f32_atol=1e-5,
+    ),
+    OptimSpec(
+        "sparse_adam",
+        "SparseAdam",
+        problem="embedding",
+        extra_configs=(
+            _c("scheduled", "decay", lr=0.05),
+            _c("groups", groups=True, lr=0.05),
+        ),
+        invalid=(
+            {"lr": 0.0},
+            {"lr": -0.1},
+            {"eps": 0.0},
+            {"betas": (1.0, 0.9)},
+            {"betas": (0.9, 1.0)},
+        ),
+        group_overrides={"betas": (0.5, 0.9)},
+        f32_atol=1e-5,
+    ),
+)
+
+
+def spec(name: str) -> OptimSpec:
+    """The spec of one optimizer by jaxopt_port name."""
+    for s in SPECS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no spec named {name!r}; expected one of {[s.name for s in SPECS]}")
+
+
+def torch_db_configs(s: OptimSpec) -> tuple[Config, ...]:
+    """Torch's own ``optim_db`` option combinations for this optimizer (needs torch, expecttest)."""
+    from torch.testing._internal.common_optimizers import optim_db
+
+    for info in optim_db:
+        if info.optim_cls.__name__ == s.torch_cls:
+            inputs = info.optim_inputs_func(device="cpu")
+            return tuple(
+                Config(f"torch {i.desc}", dict(i.kwargs)) for i in inputs if i.params is None
+            )
+    raise KeyError(f"{s.torch_cls} is not in torch's optim_db")
+
+
+def configs_for(s: OptimSpec) -> tuple[Config, ...]:
+    """Every configuration to run: torch's ``optim_db`` inputs, then ours."""
+    return (*torch_db_configs(s), *s.extra_configs)

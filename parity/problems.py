@@ -1,0 +1,126 @@
+"""Small training problems written once per framework: torch, JAX and NumPy-via-torch gradients.
+
+Each problem has a parameter list (the leaves, in order), a stream of batches, and a loss written
+for torch and for JAX. The reference implementation receives gradients from torch autograd at its
+own float64 parameters, so it shares no code with jaxopt_port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PROBLEMS", "Problem", "make_problem"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Initial parameters (float64 NumPy), per-step batches, and the name of the loss."""
+
+    name: str
+    params: tuple[np.ndarray, ...]
+    batches: tuple[tuple[np.ndarray, ...], ...]
+
+    def torch_loss(self, params: list[Any], batch: tuple[np.ndarray, ...]) -> Any:
+        import torch
+
+        dtype = params[0].dtype
+        tensors = [
+            torch.as_tensor(b) if b.dtype.kind == "i" else torch.as_tensor(b, dtype=dtype)
+            for b in batch
+        ]
+        return _LOSSES[self.name](_TorchOps, params, tensors)
+
+    def jax_loss(self, params: list[Any], *batch: Any) -> Any:
+        dtype = params[0].dtype
+        return _LOSSES[self.name](
+            _JaxOps, params, [b if b.dtype.kind == "i" else b.astype(dtype) for b in batch]
+        )
+
+
+class _TorchOps:
+    """The few tensor ops the losses use."""
+
+    @staticmethod
+    def tanh(x):
+        return x.tanh()
+
+    @staticmethod
+    def mean(x):
+        return x.mean()
+
+    @staticmethod
+    def embedding(idx, table):
+        import torch
+
+        return torch.nn.functional.embedding(idx, table, sparse=True)
+
+
+class _JaxOps:
+    """The same ops in JAX."""
+
+    @staticmethod
+    def tanh(x):
+        import jax.numpy as jnp
+
+        return jnp.tanh(x)
+
+    @staticmethod
+    def mean(x):
+        return x.mean()
+
+    @staticmethod
+    def embedding(idx, table):
+        return table[idx]
+
+
+def _mlp(ops: Any, params: list[Any], batch: list[Any]) -> Any:
+    x, y = batch
+    if len(params) == 4:
+        w1, b1, w2, b2 = params
+        hidden = ops.tanh(x @ w1 + b1)
+        out = hidden @ w2 + b2
+    else:
+        w1, w2 = params
+        out = ops.tanh(x @ w1) @ w2
+    return ops.mean((out - y) ** 2)
+
+
+def _embedding(ops: Any, params: list[Any], batch: list[Any]) -> Any:
+    (table,) = params
+    idx, v, y = batch
+    return ops.mean(((ops.embedding(idx, table) * v).sum(-1) - y) ** 2)
+
+
+_LOSSES = {"mlp": _mlp, "mlp_nobias": _mlp, "embedding": _embedding}
+PROBLEMS = tuple(_LOSSES)
+
+
+def make_problem(name: str, steps: int, seed: int = 0) -> Problem:
+    """A problem with ``steps`` batches, deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    if name in ("mlp", "mlp_nobias"):
+        n_in, n_hidden, n_out, batch = 6, 8, 3, 16
+        w1 = rng.normal(size=(n_in, n_hidden)) / np.sqrt(n_in)
+        w2 = rng.normal(size=(n_hidden, n_out)) / np.sqrt(n_hidden)
+        if name == "mlp":
+            params = (w1, rng.normal(size=n_hidden) * 0.1, w2, rng.normal(size=n_out) * 0.1)
+        else:
+            params = (w1, w2)
+        teacher = rng.normal(size=(n_in, n_out))
+        batches = []
+        for _ in range(steps):
+            x = rng.normal(size=(batch, n_in))
+            batches.append((x, np.sin(x @ teacher) + 0.1 * rng.normal(size=(batch, n_out))))
+    elif name == "embedding":
+        rows, dim, lookups = 12, 4, 5
+        params = (rng.normal(size=(rows, dim)),)
+        batches = []
+        for _ in range(steps):
+            idx = rng.choice(rows, size=lookups, replace=False).astype(np.int64)
+            batches.append((idx, rng.normal(size=dim), rng.normal(size=lookups)))
+    else:
+        raise ValueError(f"unknown problem {name!r}; expected one of {PROBLEMS}")
+    return Problem(name, params, tuple(batches))
