@@ -100,7 +100,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=(*_NEG, {"rho": 1.1}, {"rho": -0.1}, {"eps": -1.0}),
         group_overrides={"rho": 0.8},
-        f32_atol=1e-5,
+        f32_atol=5e-7,  # measured 1.69e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "adafactor",
@@ -119,7 +119,7 @@ SPECS: tuple[OptimSpec, ...] = (
             {"weight_decay": -1},
         ),
         group_overrides={"d": 2.0, "weight_decay": 0.05},
-        f32_atol=1e-5,
+        f32_atol=2e-6,  # measured 9.54e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "adagrad",
@@ -131,7 +131,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=(*_NEG, {"lr_decay": -0.5}, {"initial_accumulator_value": -1}, {"eps": -1}),
         group_overrides={"lr_decay": 0.1, "initial_accumulator_value": 0.2},
-        f32_atol=1e-5,
+        f32_atol=5e-7,  # measured 1.79e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "adam",
@@ -149,7 +149,7 @@ SPECS: tuple[OptimSpec, ...] = (
             {"betas": (0.9, "tensor")},
         ),
         group_overrides={"weight_decay": 0.0, "betas": (0.8, 0.99), "amsgrad": True},
-        f32_atol=1e-5,
+        f32_atol=2e-6,  # measured 5.96e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "adamax",
@@ -160,7 +160,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=_ADAM_FAMILY_INVALID,
         group_overrides={"betas": (0.5, 0.9)},
-        f32_atol=1e-5,
+        f32_atol=5e-7,  # measured 1.59e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "adamw",
@@ -171,7 +171,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=_ADAM_FAMILY_INVALID,
         group_overrides={"weight_decay": 0.0},
-        f32_atol=1e-5,
+        f32_atol=2e-6,  # measured 9.54e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "asgd",
@@ -183,7 +183,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=_NEG,
         group_overrides={"lambd": 0.1, "t0": 20},
-        f32_atol=1e-5,
+        f32_atol=3e-6,  # measured 1.31e-06 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "lbfgs",
@@ -219,7 +219,7 @@ SPECS: tuple[OptimSpec, ...] = (
             {"adjust_lr_fn": "arbitrary"},
         ),
         group_overrides={"momentum": 0.5, "weight_decay": 0.0},
-        f32_atol=1e-5,
+        f32_atol=3e-6,  # measured 1.37e-06 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "nadam",
@@ -232,7 +232,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=(*_ADAM_FAMILY_INVALID, {"momentum_decay": -0.2}),
         group_overrides={"momentum_decay": 0.01, "weight_decay": 0.1},
-        f32_atol=1e-5,
+        f32_atol=3e-6,  # measured 1.01e-06 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "radam",
@@ -243,7 +243,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=_ADAM_FAMILY_INVALID,
         group_overrides={"betas": (0.9, 0.99), "weight_decay": 0.1, "decoupled_weight_decay": True},
-        f32_atol=1e-5,
+        f32_atol=3e-6,  # measured 1.31e-06 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "rmsprop",
@@ -255,7 +255,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=(*_NEG, {"eps": -1}, {"momentum": -1.0}, {"alpha": -0.5}),
         group_overrides={"alpha": 0.9, "momentum": 0.3},
-        f32_atol=1e-5,
+        f32_atol=2e-6,  # measured 5.13e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "rprop",
@@ -267,7 +267,7 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         invalid=({"lr": -0.1}, {"etas": (1.0, 0.5)}, {"etas": (0.5, 0.9)}, {"etas": (0.0, 1.2)}),
         group_overrides={"etas": (0.3, 1.5)},
-        f32_atol=1e-5,
+        f32_atol=0.0,  # measured 0: bitwise equal to torch after 50 float32 steps (every config)
     ),
     OptimSpec(
         "sgd",
@@ -284,7 +284,7 @@ SPECS: tuple[OptimSpec, ...] = (
             {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
         ),
         group_overrides={"momentum": 0.5, "weight_decay": 0.01, "nesterov": True},
-        f32_atol=1e-5,
+        f32_atol=5e-7,  # measured 1.19e-07 after 50 float32 steps (worst config)
     ),
     OptimSpec(
         "sparse_adam",
@@ -302,7 +302,7 @@ SPECS: tuple[OptimSpec, ...] = (
             {"betas": (0.9, 1.0)},
         ),
         group_overrides={"betas": (0.5, 0.9)},
-        f32_atol=1e-5,
+        f32_atol=5e-7,  # measured 1.17e-07 after 50 float32 steps (worst config)
     ),
 )
 

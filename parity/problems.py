@@ -1,4 +1,4 @@
-"""Small training problems written once per framework: torch, JAX and NumPy-via-torch gradients.
+"""Small training problems written once for torch and JAX (the losses share one definition).
 
 Each problem has a parameter list (the leaves, in order), a stream of batches, and a loss written
 for torch and for JAX. The reference implementation receives gradients from torch autograd at its
@@ -57,6 +57,10 @@ class _TorchOps:
 
         return torch.nn.functional.embedding(idx, table, sparse=True)
 
+    @staticmethod
+    def log_softmax(x):
+        return x.log_softmax(-1)
+
 
 class _JaxOps:
     """The same ops in JAX."""
@@ -74,6 +78,12 @@ class _JaxOps:
     @staticmethod
     def embedding(idx, table):
         return table[idx]
+
+    @staticmethod
+    def log_softmax(x):
+        import jax
+
+        return jax.nn.log_softmax(x, axis=-1)
 
 
 def _mlp(ops: Any, params: list[Any], batch: list[Any]) -> Any:
@@ -94,7 +104,24 @@ def _embedding(ops: Any, params: list[Any], batch: list[Any]) -> Any:
     return ops.mean(((ops.embedding(idx, table) * v).sum(-1) - y) ** 2)
 
 
-_LOSSES = {"mlp": _mlp, "mlp_nobias": _mlp, "embedding": _embedding}
+def _digits(ops: Any, params: list[Any], batch: list[Any]) -> Any:
+    x, onehot = batch
+    if len(params) == 4:
+        w1, b1, w2, b2 = params
+        logits = ops.tanh(x @ w1 + b1) @ w2 + b2
+    else:
+        w1, w2 = params
+        logits = ops.tanh(x @ w1) @ w2
+    return -ops.mean((onehot * ops.log_softmax(logits)).sum(-1))
+
+
+_LOSSES = {
+    "mlp": _mlp,
+    "mlp_nobias": _mlp,
+    "embedding": _embedding,
+    "digits": _digits,
+    "digits_nobias": _digits,
+}
 PROBLEMS = tuple(_LOSSES)
 
 
@@ -121,6 +148,18 @@ def make_problem(name: str, steps: int, seed: int = 0) -> Problem:
         for _ in range(steps):
             idx = rng.choice(rows, size=lookups, replace=False).astype(np.int64)
             batches.append((idx, rng.normal(size=dim), rng.normal(size=lookups)))
+    elif name in ("digits", "digits_nobias"):
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        x_all, onehot_all = data.data / 16.0, np.eye(10)[data.target]
+        w1 = rng.normal(size=(64, 32)) / 8.0
+        w2 = rng.normal(size=(32, 10)) / np.sqrt(32)
+        params = (w1, np.zeros(32), w2, np.zeros(10)) if name == "digits" else (w1, w2)
+        batches = []
+        for _ in range(steps):
+            rows = rng.choice(len(x_all), size=64, replace=False)
+            batches.append((x_all[rows], onehot_all[rows]))
     else:
         raise ValueError(f"unknown problem {name!r}; expected one of {PROBLEMS}")
     return Problem(name, params, tuple(batches))

@@ -79,7 +79,7 @@ def scale_by_muon(
     eps: float = 1e-7,
     ns_steps: int = 5,
     adjust_lr_fn: str | None = None,
-    ns_dtype: Any = jnp.bfloat16,
+    ns_dtype: Any = "bfloat16",
 ) -> optax.GradientTransformation:
     r"""Muon's direction, before the learning rate.
 
@@ -103,9 +103,8 @@ def scale_by_muon(
         directions = tree_map(lambda g, b: lerp(g, b, momentum), updates, buf) if nesterov else buf
 
         def orthogonalize(u):
-            ortho = newton_schulz(u, ns_coefficients, ns_steps, eps, ns_dtype or u.dtype).astype(
-                u.dtype
-            )
+            dtype = u.dtype if ns_dtype is None else jnp.dtype(ns_dtype)
+            ortho = newton_schulz(u, ns_coefficients, ns_steps, eps, dtype).astype(u.dtype)
             return cast_like(adjusted_lr_ratio(u.shape, adjust_lr_fn), ortho) * ortho
 
         return tree_map(orthogonalize, directions), ScaleByMuonState(buf)
@@ -124,7 +123,7 @@ def muon(
     ns_steps: int = 5,
     adjust_lr_fn: str | None = None,
     *,
-    ns_dtype: Any = jnp.bfloat16,
+    ns_dtype: Any = "bfloat16",
 ) -> optax.GradientTransformationExtraArgs:
     r"""``torch.optim.Muon``, for 2-D parameters.
 
@@ -145,8 +144,8 @@ def muon(
       eps: floor of the Frobenius norm in the normalization.
       ns_steps: number of iterations (< 100).
       adjust_lr_fn: None or "original", or "match_rms_adamw".
-      ns_dtype: dtype of the iteration: bfloat16 as torch (default), or ``None`` for the
-        parameter dtype (jaxopt_port's option, used for float64 parity).
+      ns_dtype: dtype of the iteration (a name or dtype): "bfloat16" as torch (default), or
+        ``None`` for the parameter dtype (jaxopt_port's option, used for float64 parity).
 
     Returns:
       {returns}
