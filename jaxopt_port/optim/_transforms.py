@@ -45,6 +45,17 @@ def second_moment(exp_avg_sq: Array, grad: Array, beta2: Any) -> Array:
     return exp_avg_sq * cast_like(beta2, grad) + cast_like(_one_minus(beta2), grad) * grad * grad
 
 
+def update_moments(
+    grads: Any, exp_avg: Any, exp_avg_sq: Any, betas: tuple[Any, Any]
+) -> tuple[Any, Any]:
+    """Both Adam moments for a whole tree: ``(first_moment, second_moment)`` leaf by leaf."""
+    beta1, beta2 = betas
+    return (
+        tree_map(lambda m, g: first_moment(m, g, beta1), exp_avg, grads),
+        tree_map(lambda v, g: second_moment(v, g, beta2), exp_avg_sq, grads),
+    )
+
+
 def _one_minus(x: Any) -> Any:
     return 1.0 - x if isinstance(x, (int, float)) else 1 - x
 

@@ -25,10 +25,9 @@ from jaxopt_port.optim._docs import doc
 from jaxopt_port.optim._transforms import (
     add_decoupled_weight_decay,
     add_weight_decay,
-    first_moment,
     maximize_gradient,
     scale_by_learning_rate,
-    second_moment,
+    update_moments,
 )
 
 tree_map = jax.tree_util.tree_map
@@ -72,8 +71,7 @@ def scale_by_nadam(
         mu_product_next = mu_product * mu_next
         grad_coef = (1.0 - mu) / (1.0 - mu_product)
         avg_coef = mu_next / (1.0 - mu_product_next)
-        exp_avg = tree_map(lambda m, g: first_moment(m, g, beta1), state.exp_avg, updates)
-        exp_avg_sq = tree_map(lambda v, g: second_moment(v, g, beta2), state.exp_avg_sq, updates)
+        exp_avg, exp_avg_sq = update_moments(updates, state.exp_avg, state.exp_avg_sq, betas)
 
         def direction(g, m, v):
             denom = jnp.sqrt(v / cast_like(bias_correction2, v)) + cast_like(eps, v)

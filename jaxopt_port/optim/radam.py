@@ -25,10 +25,9 @@ from jaxopt_port.optim._docs import doc
 from jaxopt_port.optim._transforms import (
     add_decoupled_weight_decay,
     add_weight_decay,
-    first_moment,
     maximize_gradient,
     scale_by_learning_rate,
-    second_moment,
+    update_moments,
 )
 
 tree_map = jax.tree_util.tree_map
@@ -63,8 +62,7 @@ def scale_by_radam(
     def update(updates, state, params=None):
         del params
         step = increment(state.step)
-        exp_avg = tree_map(lambda m, g: first_moment(m, g, beta1), state.exp_avg, updates)
-        exp_avg_sq = tree_map(lambda v, g: second_moment(v, g, beta2), state.exp_avg_sq, updates)
+        exp_avg, exp_avg_sq = update_moments(updates, state.exp_avg, state.exp_avg_sq, betas)
         bias_correction1 = one_minus_power(beta1, step)
         bias_correction2 = one_minus_power(beta2, step)
         rho_inf = 2 / (1 - beta2) - 1
