@@ -186,23 +186,6 @@ SPECS: tuple[OptimSpec, ...] = (
         f32_atol=3e-6,  # measured 1.31e-06 after 50 float32 steps (worst config)
     ),
     OptimSpec(
-        "lbfgs",
-        "LBFGS",
-        extra_configs=(
-            _c("small history", lr=0.5, max_iter=5, history_size=3),
-            _c(
-                "strong wolfe small history",
-                line_search_fn="strong_wolfe",
-                max_iter=4,
-                history_size=2,
-            ),
-            _c("scheduled", "decay", lr=0.5, max_iter=3),
-        ),
-        invalid=({"lr": -0.1},),
-        f32_atol=1e-4,
-        steps=20,
-    ),
-    OptimSpec(
         "muon",
         "Muon",
         problem="mlp_nobias",

@@ -49,6 +49,8 @@ def _torch_db_errors():
     cases = []
     for info in optim_db:
         spec_names = [s.name for s in SPECS if s.torch_cls == info.optim_cls.__name__]
+        if not spec_names:
+            continue
         for error in info.optim_error_inputs_func(device="cpu", dtype=torch.float32):
             oi = error.optimizer_error_input
             if oi.params is None and error.error_on == OptimizerErrorEnum.CONSTRUCTION_ERROR:

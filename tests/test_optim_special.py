@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 import torch
 from jax.experimental import sparse
 
@@ -111,42 +110,6 @@ def test_textbook_momentum_equals_torch_sgd_momentum_at_constant_lr():
         optim.sgd = original
     diff, where = max_difference(ours, torch_run, state=False)
     assert diff <= 1e-12, f"{diff:.3g} at {where}"
-
-
-@pytest.mark.parametrize(
-    ("name", "kwargs"),
-    [
-        ("textbook_sgd", {"lr": 0.1}),
-        ("textbook_momentum", {"lr": 0.05, "momentum": 0.9}),
-        ("textbook_rmsprop", {"lr": 0.01, "beta": 0.9, "eps": 1e-3}),
-        ("textbook_adam", {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-3}),
-    ],
-)
-def test_textbook_rules_match_the_reference(name, kwargs):
-    from parity import reference
-    from parity.problems import make_problem
-
-    problem = make_problem("mlp", 50)
-    factory = getattr(optim.textbook, name.removeprefix("textbook_"))
-    ref = reference.make(name, [p.copy() for p in problem.params], **kwargs)
-    with jax.enable_x64(True):
-        tx = factory(**kwargs)
-        params = [jnp.asarray(p) for p in problem.params]
-        state = tx.init(params)
-        for batch in problem.batches:
-            grads = jax.grad(problem.jax_loss)(params, *map(jnp.asarray, batch))
-            ref.step(
-                [
-                    np.asarray(g)
-                    for g in jax.grad(problem.jax_loss)(
-                        [jnp.asarray(p) for p in ref.params], *map(jnp.asarray, batch)
-                    )
-                ]
-            )
-            updates, state = tx.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
-        for p, q in zip(params, ref.params, strict=True):
-            np.testing.assert_allclose(np.asarray(p), q, rtol=0, atol=1e-12)
 
 
 def test_from_torch_tensor_hyperparameters():

@@ -21,7 +21,6 @@ from jaxopt_port.optim.adagrad import adadelta, adagrad, scale_by_adadelta, scal
 from jaxopt_port.optim.adam import adam, adamw, scale_by_adam
 from jaxopt_port.optim.adamax import adamax, scale_by_adamax
 from jaxopt_port.optim.asgd import asgd, scale_by_asgd
-from jaxopt_port.optim.lbfgs import lbfgs
 from jaxopt_port.optim.muon import muon, scale_by_muon
 from jaxopt_port.optim.nadam import nadam, scale_by_nadam
 from jaxopt_port.optim.radam import radam, scale_by_radam
@@ -30,9 +29,9 @@ from jaxopt_port.optim.rprop import rprop, scale_by_rprop
 from jaxopt_port.optim.sgd import sgd
 from jaxopt_port.optim.sparse_adam import scale_by_sparse_adam, sparse_adam
 
-#: The 15 torch.optim optimizers, by jaxopt_port name.
+#: The torch.optim optimizers available, by jaxopt_port name (LBFGS: not yet).
 OPTIMIZERS = (
-    "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "asgd", "lbfgs", "muon",
+    "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "asgd", "muon",
     "nadam", "radam", "rmsprop", "rprop", "sgd", "sparse_adam",
 )  # fmt: skip
 
@@ -48,7 +47,6 @@ __all__ = [
     "add_weight_decay",
     "asgd",
     "from_torch",
-    "lbfgs",
     "maximize_gradient",
     "muon",
     "nadam",
