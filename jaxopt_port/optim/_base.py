@@ -58,14 +58,6 @@ def is_tensor_like(value: Any) -> bool:
     return not isinstance(value, (int, float)) and not callable(value)
 
 
-def as_schedule(lr: LearningRate) -> Schedule:
-    """Turn a learning rate into a schedule ``count -> lr`` (a constant one for a number)."""
-    if callable(lr):
-        return lr
-    value = as_float(lr)
-    return lambda count: jnp.asarray(value, scalar_dtype())
-
-
 def lr_at(lr: LearningRate, count: Array) -> Array:
     """The learning rate at update ``count`` (0 for the first update), in :func:`scalar_dtype`."""
     if callable(lr):
