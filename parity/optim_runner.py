@@ -69,12 +69,15 @@ def torch_muon_ns_in_param_dtype() -> Iterator[None]:
 
 
 def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, list):  # LBFGS's history (old_dirs, old_stps, ro), oldest first
+        x = np.stack([_to_numpy(v) for v in x]) if x else np.zeros((0,))
     if hasattr(x, "detach"):
         x = x.detach()
         if x.is_sparse:
             x = x.to_dense()
         x = x.to(dtype=__import__("torch").float64).numpy()
-    return np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(0) if x.size == 0 else x  # an empty history, whatever its vector length
 
 
 def _base_lr(spec_kwargs: dict[str, Any], factory: Any) -> float:
@@ -144,7 +147,11 @@ def run_torch(spec: OptimSpec, config: Config, dtype: str = "float64", seed: int
                 return loss
 
             optimizer.step(closure)
-        state = [{key: _to_numpy(v) for key, v in optimizer.state[p].items()} for p in params]
+        # LBFGS's "al" is scratch space for its two-loop recursion (None where never written)
+        state = [
+            {key: _to_numpy(v) for key, v in optimizer.state[p].items() if key != "al"}
+            for p in params
+        ]
         return Run([_to_numpy(p) for p in params], state)
 
 
@@ -242,6 +249,10 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int) -> Run:
     )
 
 
+#: Options torch reads in the constructor only, so that a param group's own value has no effect.
+CONSTRUCTOR_ONLY = {"adagrad": ("initial_accumulator_value",)}
+
+
 def run_reference(spec: OptimSpec, config: Config, seed: int = 0) -> Run:
     """``spec.steps`` steps of the NumPy float64 reference, fed torch-autograd gradients."""
     import torch
@@ -257,6 +268,9 @@ def run_reference(spec: OptimSpec, config: Config, seed: int = 0) -> Run:
         parts = []
         for g in _groups(problem, spec, config, base_lr):
             indices = list(g.pop("indices"))
+            # torch's Adagrad fills its sums in the constructor, from the constructor's argument
+            for key in CONSTRUCTOR_ONLY.get(spec.name, ()):
+                g.pop(key, None)
             parts.append(
                 (
                     indices,
@@ -279,7 +293,7 @@ def run_reference(spec: OptimSpec, config: Config, seed: int = 0) -> Run:
             tensors = [torch.tensor(v, requires_grad=True) for v in values]
             loss = problem.torch_loss(tensors, batch)
             loss.backward()
-            return float(loss), [_to_numpy(t.grad) for t in tensors]
+            return float(loss.detach()), [_to_numpy(t.grad) for t in tensors]
 
     for k in range(spec.steps):
         if config.schedule:

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from parity import optim_specs
-from parity.optim_runner import max_difference, run_jax, run_torch
+from parity.optim_runner import max_difference, run_jax, run_reference, run_torch
 from parity.optim_specs import SPECS, Config, configs_for, spec
 
 F64_TOL = 1e-12  # the hard gate (DESIGN.md); measured worst case 4e-14 (rprop, maximize)
@@ -21,12 +21,17 @@ CASES = [pytest.param(s, c, id=f"{s.name}-{c.id}") for s in SPECS for c in confi
 
 
 @pytest.mark.parametrize(("s", "config"), CASES)
-def test_float64_matches_torch(s, config):
+def test_float64_jax_torch_and_the_reference_agree(s, config):
     torch_run = run_torch(s, config, "float64")
     jax_run = run_jax(s, config, "float64")
-    lbfgs = s.name == "lbfgs"  # LBFGS keeps one global state: tests/test_lbfgs.py compares it
-    diff, where = max_difference(jax_run, torch_run, state=not lbfgs)
-    assert diff <= F64_TOL, f"JAX vs torch: {diff:.3g} at {where}"
+    reference_run = run_reference(s, config)
+    for pair, (a, b) in {
+        "JAX vs torch": (jax_run, torch_run),
+        "JAX vs the NumPy reference": (jax_run, reference_run),
+        "torch vs the NumPy reference": (torch_run, reference_run),
+    }.items():
+        diff, where = max_difference(a, b)
+        assert diff <= F64_TOL, f"{pair}: {diff:.3g} at {where}"
 
 
 @pytest.mark.parametrize(("s", "config"), CASES)
@@ -49,8 +54,7 @@ def test_every_torch_optimizer_has_a_spec():
         and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)
         and name != "Optimizer"
     }
-    # LBFGS is not implemented yet (issue 2 stays open until it is).
-    assert torch_names - {s.torch_cls for s in SPECS} == {"LBFGS"}
+    assert torch_names == {s.torch_cls for s in SPECS}
     assert len(torch_names) == 15
 
 
@@ -66,9 +70,12 @@ def test_epsilon_inside_the_root_is_caught(monkeypatch):
     s = spec("adam")
     config = Config("large eps", {"lr": 0.01, "eps": 1e-3})
     torch_run = run_torch(s, config)
+    reference_run = run_reference(s, config)
     monkeypatch.setattr(optim, "adam", wrong_adam)
-    diff, where = max_difference(run_jax(s, config), torch_run)
-    assert diff > 1e-4, f"the ε-inside-the-root variant was not caught ({diff:.3g} at {where})"
+    wrong = run_jax(s, config)
+    for against, run in (("torch", torch_run), ("the reference", reference_run)):
+        diff, where = max_difference(wrong, run)
+        assert diff > 1e-4, f"ε inside the root not caught by {against} ({diff:.3g} at {where})"
 
 
 def test_lr_one_step_late_is_caught(monkeypatch):

@@ -21,6 +21,7 @@ from jaxopt_port.optim.adagrad import adadelta, adagrad, scale_by_adadelta, scal
 from jaxopt_port.optim.adam import adam, adamw, scale_by_adam
 from jaxopt_port.optim.adamax import adamax, scale_by_adamax
 from jaxopt_port.optim.asgd import asgd, scale_by_asgd
+from jaxopt_port.optim.lbfgs import LBFGSState, lbfgs
 from jaxopt_port.optim.muon import muon, scale_by_muon
 from jaxopt_port.optim.nadam import nadam, scale_by_nadam
 from jaxopt_port.optim.radam import radam, scale_by_radam
@@ -29,14 +30,15 @@ from jaxopt_port.optim.rprop import rprop, scale_by_rprop
 from jaxopt_port.optim.sgd import sgd
 from jaxopt_port.optim.sparse_adam import scale_by_sparse_adam, sparse_adam
 
-#: The torch.optim optimizers available, by jaxopt_port name (LBFGS: not yet).
+#: The torch.optim optimizers available, by jaxopt_port name.
 OPTIMIZERS = (
-    "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "asgd", "muon",
+    "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "asgd", "lbfgs", "muon",
     "nadam", "radam", "rmsprop", "rprop", "sgd", "sparse_adam",
 )  # fmt: skip
 
 __all__ = [
     "OPTIMIZERS",
+    "LBFGSState",
     "adadelta",
     "adafactor",
     "adagrad",
@@ -47,6 +49,7 @@ __all__ = [
     "add_weight_decay",
     "asgd",
     "from_torch",
+    "lbfgs",
     "maximize_gradient",
     "muon",
     "nadam",

@@ -3,7 +3,8 @@
 Every state NamedTuple names its fields as torch names its state keys, so the view is mechanical:
 a field holding one entry per parameter gives that entry to each parameter; a scalar field
 (``step``, ``eta``, ``mu_product``, ...) is shared by the parameters its NamedTuple serves; fields
-named ``count`` are bookkeeping and are left out.
+named ``count`` are bookkeeping and are left out. L-BFGS keeps one global state, which torch files
+under the first parameter: it goes there, with its ring buffers unrolled into torch's history lists.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+
+from jaxopt_port.optim.lbfgs import LBFGSState, ordered_history
 
 __all__ = ["per_param_state"]
 
@@ -42,6 +45,9 @@ def _per_param(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -> list[
 def _walk(
     node: Any, treedef: Any, shapes: list[tuple[int, ...]], out: list[dict[str, Any]]
 ) -> None:
+    if isinstance(node, LBFGSState) and out:
+        out[0].update(_lbfgs_state(node))
+        return
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         scalars = {}
         served: set[int] = set()
@@ -69,6 +75,16 @@ def _walk(
             _walk(child, treedef, shapes, out)
 
 
+def _lbfgs_state(state: Any) -> dict[str, Any]:
+    """torch's ``optimizer.state[params[0]]`` for an ``LBFGSState`` (without the scratch ``al``)."""
+    out: dict[str, Any] = {"func_evals": state.func_evals, "n_iter": state.n_iter}
+    if int(state.n_iter) > 0:  # torch creates the other keys in its first iteration
+        out.update(zip(("old_dirs", "old_stps", "ro"), ordered_history(state), strict=True))
+        for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss"):
+            out[key] = getattr(state, key)
+    return out
+
+
 def per_param_state(opt_state: optax.OptState, params: Any) -> list[dict[str, Any]]:
     """Per-parameter state dicts keyed as torch keys ``optimizer.state[p]``.
 
@@ -80,7 +96,8 @@ def per_param_state(opt_state: optax.OptState, params: Any) -> list[dict[str, An
         ``jax.tree_util.tree_leaves(params)``.
 
     Returns:
-      A list with one dict per parameter leaf.
+      A list with one dict per parameter leaf. Host-side (L-BFGS's history lists have the length
+      ``num_old``), so not for use under ``jax.jit``.
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     shapes = [tuple(np.shape(leaf)) for leaf in leaves]
