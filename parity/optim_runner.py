@@ -179,15 +179,20 @@ def jax_transformation(spec: OptimSpec, config: Config, torch_optimizer: Any = N
     return factory(**kwargs)
 
 
-def run_jax(spec: OptimSpec, config: Config, dtype: str = "float64", seed: int = 0) -> Run:
-    """``spec.steps`` jaxopt_port steps, jitted as one ``lax.scan`` (x64 on for float64)."""
+def run_jax(
+    spec: OptimSpec, config: Config, dtype: str = "float64", seed: int = 0, tx: Any = None
+) -> Run:
+    """``spec.steps`` jaxopt_port steps, jitted as one ``lax.scan`` (x64 on for float64).
+
+    ``tx`` replaces the transformation the config describes (to run optax's own optimizers).
+    """
     import jax
 
     with jax.enable_x64(dtype == "float64"):
-        return _run_jax(spec, config, dtype, seed)
+        return _run_jax(spec, config, dtype, seed, tx)
 
 
-def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int) -> Run:
+def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any) -> Run:
     import jax
     import jax.numpy as jnp
     import optax
@@ -195,7 +200,9 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int) -> Run:
     from jaxopt_port import optim
 
     problem = make_problem(spec.problem, spec.steps, seed)
-    if config.groups:
+    if tx is not None:
+        pass
+    elif config.groups:
         import torch
 
         with torch_dtype(dtype):

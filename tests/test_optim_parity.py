@@ -15,7 +15,9 @@ from parity import optim_specs
 from parity.optim_runner import max_difference, run_jax, run_reference, run_torch
 from parity.optim_specs import SPECS, Config, configs_for, spec
 
-F64_TOL = 1e-12  # the hard gate (DESIGN.md); measured worst case 4e-14 (rprop, maximize)
+# the hard gate (DESIGN.md); measured worst: JAX vs torch 8.6e-13 and JAX vs the reference 9.0e-13
+# (L-BFGS search direction, lr=0.001), torch vs the reference 2.7e-13; without L-BFGS all <= 4e-14
+F64_TOL = 1e-12
 
 CASES = [pytest.param(s, c, id=f"{s.name}-{c.id}") for s in SPECS for c in configs_for(s)]
 
