@@ -89,3 +89,22 @@ def test_lr_one_step_late_is_caught(monkeypatch):
     monkeypatch.setitem(optim_specs.SCHEDULES, "decay", lambda k: decay(k + 1))
     diff, where = max_difference(run_jax(s, config), torch_run)
     assert diff > 1e-6, f"a one-step-late lr was not caught ({diff:.3g} at {where})"
+
+
+@pytest.mark.parametrize("s", SPECS, ids=[s.name for s in SPECS])
+def test_from_torch_of_a_live_optimizer_matches_torch(s):
+    """``optim.from_torch`` of a torch optimizer built with non-default options (the first such
+    configuration in the table) trains as torch does, float64, ≤ 1e-12."""
+    import torch
+
+    from jaxopt_port import optim
+    from parity.optim_runner import torch_dtype
+    from parity.problems import make_problem
+
+    config = next(c for c in configs_for(s) if c.kwargs and not c.schedule and not c.groups)
+    with torch_dtype("float64"):
+        params = [torch.nn.Parameter(torch.tensor(p)) for p in make_problem(s.problem, 1).params]
+        torch_optimizer = getattr(torch.optim, s.torch_cls)(params, **config.kwargs)
+    tx = optim.from_torch(torch_optimizer, **({"ns_dtype": None} if s.name == "muon" else {}))
+    diff, where = max_difference(run_jax(s, config, tx=tx), run_torch(s, config))
+    assert diff <= F64_TOL, f"{config.id}: {diff:.3g} at {where}"
