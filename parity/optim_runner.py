@@ -200,9 +200,7 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any) ->
     from jaxopt_port import optim
 
     problem = make_problem(spec.problem, spec.steps, seed)
-    if tx is not None:
-        pass
-    elif config.groups:
+    if tx is None and config.groups:
         import torch
 
         with torch_dtype(dtype):
@@ -217,7 +215,7 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any) ->
             ]
             extra = {"ns_dtype": None} if spec.name == "muon" else {}
             tx = optim.from_torch(torch_cls(groups, **config.kwargs), **extra)
-    else:
+    elif tx is None:
         tx = jax_transformation(spec, config)
     params = [jnp.asarray(p, dtype) for p in problem.params]
     batches = [jnp.asarray(np.stack(column)) for column in zip(*problem.batches, strict=True)]
