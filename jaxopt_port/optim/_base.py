@@ -29,6 +29,13 @@ def scalar_dtype() -> jnp.dtype:
     return jnp.dtype(jnp.float64) if jax.config.jax_enable_x64 else jnp.dtype(jnp.float32)
 
 
+def params_dtype(params: Any) -> jnp.dtype:
+    """The dtype the leaves of ``params`` (arrays or ``jax.ShapeDtypeStruct``s) promote to; JAX's
+    default float for no leaves."""
+    dtypes = [getattr(leaf, "dtype", leaf) for leaf in jax.tree_util.tree_leaves(params)]
+    return jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
+
+
 def as_float(value: Any, what: str = "lr") -> float:
     """``float(value)`` for a Python number, 0-d/1-element array or torch tensor.
 

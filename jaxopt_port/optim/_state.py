@@ -75,7 +75,7 @@ def _walk(
             _walk(child, treedef, shapes, out)
 
 
-def _lbfgs_state(state: Any) -> dict[str, Any]:
+def _lbfgs_state(state: LBFGSState) -> dict[str, Any]:
     """torch's ``optimizer.state[params[0]]`` for an ``LBFGSState`` (without the scratch ``al``)."""
     out: dict[str, Any] = {"func_evals": state.func_evals, "n_iter": state.n_iter}
     if int(state.n_iter) > 0:  # torch creates the other keys in its first iteration

@@ -16,7 +16,14 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_port.optim._base import Array, LearningRate, check_lr, increment, lr_at
+from jaxopt_port.optim._base import (
+    Array,
+    LearningRate,
+    check_lr,
+    increment,
+    lr_at,
+    params_dtype,
+)
 from jaxopt_port.optim._docs import doc
 
 __all__ = ["LBFGSState", "lbfgs", "ordered_history"]
@@ -441,9 +448,7 @@ def lbfgs(
 
     def init(params: Any) -> LBFGSState:
         leaves = jax.tree_util.tree_leaves(params)
-        dtype = (
-            jnp.result_type(*(leaf.dtype for leaf in leaves)) if leaves else jnp.result_type(float)
-        )
+        dtype = params_dtype(params)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"lbfgs needs real floating-point parameters, got {dtype}")
         n = sum(int(np.prod(leaf.shape)) for leaf in leaves)

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_port.optim._base import params_dtype
+
 __all__ = [
     "ClipGradNormState",
     "clip_grad_norm",
@@ -142,9 +144,7 @@ def clip_grad_norm(
     max_norm, norm_type = float(max_norm), float(norm_type)
 
     def init(params: Any) -> ClipGradNormState:
-        leaves = jax.tree_util.tree_leaves(params)
-        dtype = jnp.result_type(*leaves) if leaves else jnp.result_type(float)
-        return ClipGradNormState(jnp.zeros([], dtype))
+        return ClipGradNormState(jnp.zeros([], params_dtype(params)))
 
     def update(updates: Any, state: ClipGradNormState, params: Any = None) -> tuple[Any, Any]:
         del params
