@@ -66,12 +66,20 @@ def group_kwargs(
     return kwargs
 
 
-def from_torch(optimizer: Any, **overrides: Any) -> optax.GradientTransformationExtraArgs:
-    """The transformation equivalent to a live torch optimizer.
+def from_torch(
+    optimizer: Any, scheduler: Any = None, *, steps_per_epoch: int = 1, **overrides: Any
+) -> optax.GradientTransformationExtraArgs:
+    """The transformation equivalent to a live torch optimizer, and its lr scheduler.
 
     Args:
       optimizer: any ``torch.optim`` optimizer of the 15, with one or several param groups; lr and
         betas may be floats or 1-element tensors.
+      scheduler: optionally its freshly built lr scheduler (any ``torch.optim.lr_scheduler`` class
+        or ``SWALR``): each group's lr follows ``jaxopt_port.schedules.from_torch(scheduler,
+        group=i)``, with CyclicLR's and OneCycleLR's momentum / β1 cycling; for ReduceLROnPlateau
+        pass the metric to every update as ``value=``.
+      steps_per_epoch: optimizer steps per ``scheduler.step()`` (the number of batches when the
+        scheduler is stepped once per epoch).
       **overrides: keyword arguments for every group's factory that torch has no counterpart for
         (e.g. ``ns_dtype=None`` for Muon).
 
@@ -90,9 +98,19 @@ def from_torch(optimizer: Any, **overrides: Any) -> optax.GradientTransformation
     """
     factory = factory_for(type(optimizer))
     groups = optimizer.param_groups
-    transforms = [
-        factory(**group_kwargs(factory, g, optimizer.defaults), **overrides) for g in groups
-    ]
+    transforms = []
+    for index, group in enumerate(groups):
+        kwargs = {**group_kwargs(factory, group, optimizer.defaults), **overrides}
+        if scheduler is None:
+            transforms.append(factory(**kwargs))
+            continue
+        from jaxopt_port import schedules  # schedules sit above optim
+        from jaxopt_port.schedules._wiring import schedule_kwargs
+
+        schedule = schedules.from_torch(scheduler, index, steps_per_epoch=steps_per_epoch)
+        names = inspect.signature(factory).parameters
+        kwargs.update(schedule_kwargs(schedule, names, group))
+        transforms.append(schedules.with_schedules(factory, **kwargs))
     if len(groups) == 1:
         return transforms[0]
     sizes = [len(g["params"]) for g in groups]

@@ -1,0 +1,135 @@
+"""What every torch scheduler shares here: the schedule object, per-epoch stepping, user callables.
+
+A torch scheduler changes ``group["lr"]`` in place each ``scheduler.step()``. Written as an optax
+schedule it is a pure function ``count -> lr`` of the number of ``step()`` calls. Most torch
+schedulers are *recursive* (each step multiplies the current lr by a factor); where the recursion
+telescopes, the closed form is used and agrees with torch's recursion to a few ulps (measured in
+tests/test_schedules.py). Where it does not (``MultiplicativeLR``), the recursion is replayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxopt_port.optim._base import scalar_dtype
+
+__all__ = ["TorchSchedule", "as_traceable", "check_steps_per_epoch", "divide"]
+
+#: How a scheduler acts when chained (``ChainedScheduler``) with others on one param group:
+#: "multiplicative" ones multiply the current lr by a factor that depends only on the step,
+#: "absolute" ones overwrite it with a value computed from the base lr, "affine" ones do neither.
+KINDS = ("multiplicative", "absolute", "affine")
+
+
+def divide(numerator: Any, denominator: Any) -> jax.Array:
+    """``numerator / denominator`` correctly rounded, as torch's Python division is.
+
+    XLA turns a division by a constant into a multiplication by its reciprocal, which is off by an
+    ulp about a third of the time; near a zero of ``1 + cos`` (CosineAnnealingLR past ``T_max``)
+    that ulp becomes a relative error of 1e-11 in the lr. An optimization barrier on the divisor
+    keeps the true division.
+    """
+    dtype = scalar_dtype()
+    return jnp.asarray(numerator, dtype) / jax.lax.optimization_barrier(
+        jnp.asarray(denominator, dtype)
+    )
+
+
+def check_steps_per_epoch(steps_per_epoch: int) -> None:
+    if not isinstance(steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1:
+        raise ValueError(f"Expected positive integer steps_per_epoch, but got {steps_per_epoch}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TorchSchedule:
+    """An optax schedule ``count -> lr`` equal to a torch scheduler's ``get_last_lr()[group]``.
+
+    ``count`` is the number of optimizer updates made so far (optax's convention; 0 for the first
+    update). With ``steps_per_epoch == 1`` the torch scheduler is stepped after every optimizer
+    step; with ``steps_per_epoch == n`` it is stepped once every ``n`` optimizer steps (once per
+    epoch of ``n`` batches), and the lr at update ``count`` is the value after ``count // n`` steps.
+
+    Attributes:
+      name: the torch class name.
+      lr_at_epoch: ``epoch -> lr``, the value after ``epoch`` calls of ``scheduler.step()``.
+      kind: "multiplicative", "absolute" or "affine" (how it composes in ``chained_scheduler``).
+      base_lr: torch's ``base_lrs[group]``.
+      steps_per_epoch: optimizer steps per scheduler step.
+      momentum_at_epoch: for ``CyclicLR``/``OneCycleLR`` with ``cycle_momentum``, ``epoch ->
+        momentum``, the momentum (β1 for Adam-family optimizers) torch writes into the param
+        group; otherwise None. :meth:`momentum` is the matching optax schedule.
+      restart: for ``SequentialLR``: ``(epoch, lr_in) -> lr`` where ``lr_in`` is the lr when this
+        scheduler takes over at a milestone (torch's ``_update_lr(0)``); None when the scheduler
+        restarts from ``base_lr`` like its standalone form.
+    """
+
+    name: str
+    lr_at_epoch: Callable[[jax.Array], jax.Array]
+    kind: str
+    base_lr: float
+    steps_per_epoch: int = 1
+    momentum_at_epoch: Callable[[jax.Array], jax.Array] | None = None
+    restart: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        check_steps_per_epoch(self.steps_per_epoch)
+
+    def epoch(self, count: Any) -> jax.Array:
+        """The number of scheduler steps taken before optimizer update ``count``."""
+        count = jnp.asarray(count)
+        return count // self.steps_per_epoch if self.steps_per_epoch != 1 else count
+
+    def __call__(self, count: Any) -> jax.Array:
+        return jnp.asarray(self.lr_at_epoch(self.epoch(count)), scalar_dtype())
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return self.momentum_at_epoch is not None
+
+    def momentum(self, count: Any) -> jax.Array:
+        """The momentum (or β1) torch's param group holds at optimizer update ``count``."""
+        if self.momentum_at_epoch is None:
+            raise ValueError(f"{self.name} does not cycle momentum")
+        return jnp.asarray(self.momentum_at_epoch(self.epoch(count)), scalar_dtype())
+
+    def per_epoch(self, steps_per_epoch: int) -> TorchSchedule:
+        """The same schedule stepped once every ``steps_per_epoch`` optimizer steps."""
+        return dataclasses.replace(self, steps_per_epoch=steps_per_epoch)
+
+    def __repr__(self) -> str:
+        per = "" if self.steps_per_epoch == 1 else f", steps_per_epoch={self.steps_per_epoch}"
+        return f"{self.name}(base_lr={self.base_lr}{per})"
+
+
+def as_traceable(fn: Callable[[Any], Any], what: str) -> Callable[[jax.Array], jax.Array]:
+    """``fn`` (a user's ``lr_lambda`` or ``scale_fn``) as a function of a traced number.
+
+    A function written with ``jnp`` or plain arithmetic (``lambda e: 0.95 ** e``) is traced as it
+    is. One that needs a concrete Python number (``math.cos``, ``if e < 10``) runs on the host
+    through ``jax.pure_callback`` with ``int``/``float`` arguments, exactly as torch calls it.
+    """
+    probe_int = jax.ShapeDtypeStruct((), jnp.int32)
+    try:
+        jax.eval_shape(lambda x: jnp.asarray(fn(x), float), probe_int)
+        return lambda x: jnp.asarray(fn(x), scalar_dtype())
+    except (jax.errors.ConcretizationTypeError, TypeError, jax.errors.TracerBoolConversionError):
+        pass
+
+    def on_host(x: np.ndarray) -> np.ndarray:
+        value = x.item()
+        return np.asarray(fn(value), dtype=scalar_dtype())
+
+    def traced(x: jax.Array) -> jax.Array:
+        shape = jax.ShapeDtypeStruct((), scalar_dtype())
+        return jax.pure_callback(on_host, shape, x, vmap_method="sequential")
+
+    traced.__name__ = f"{what}_on_host"
+    return traced

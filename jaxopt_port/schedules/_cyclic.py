@@ -1,0 +1,297 @@
+r"""torch's cyclical schedulers, CyclicLR and OneCycleLR, with their momentum cycling, and SWALR.
+
+With ``cycle_momentum`` (torch's default) torch also writes a momentum into the param group at
+every step (``group["momentum"]``, or β1 of ``group["betas"]`` for Adam-family optimizers),
+overwriting the optimizer's own value from construction on. The returned schedule carries it as
+:meth:`TorchSchedule.momentum`; ``optim.from_torch(optimizer, scheduler=...)`` and
+:func:`jaxopt_port.schedules.with_schedules` feed it to the optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_port.optim._base import scalar_dtype
+from jaxopt_port.schedules._core import TorchSchedule, as_traceable, divide
+
+__all__ = ["cyclic_lr", "one_cycle_lr", "swalr"]
+
+
+def _f(x: Any) -> jax.Array:
+    return jnp.asarray(x, scalar_dtype())
+
+
+def cyclic_lr(
+    base_lr: float,
+    max_lr: float,
+    step_size_up: int = 2000,
+    step_size_down: int | None = None,
+    mode: Literal["triangular", "triangular2", "exp_range"] = "triangular",
+    gamma: float = 1.0,
+    scale_fn: Callable[[Any], Any] | None = None,
+    scale_mode: Literal["cycle", "iterations"] = "cycle",
+    cycle_momentum: bool = True,
+    base_momentum: float = 0.8,
+    max_momentum: float = 0.9,
+    *,
+    steps_per_epoch: int = 1,
+) -> TorchSchedule:
+    r"""``torch.optim.lr_scheduler.CyclicLR``: the lr cycles between ``base_lr`` and ``max_lr``.
+
+    With ``c = floor(1 + t / (u + d))`` the cycle, ``x = 1 + t/(u + d) - c`` the position in it and
+    ``h = x / r`` on the way up (``x <= r = u/(u + d)``), ``(x - 1)/(r - 1)`` on the way down:
+
+    .. math:: \eta_t = \eta_{base} + (\eta_{max} - \eta_{base})\,h\,s(\cdot), \qquad
+              m_t = m_{max} - (m_{max} - m_{base})\,h\,s(\cdot)
+
+    with ``s`` = 1 (triangular), :math:`2^{1-c}` (triangular2), :math:`\gamma^t` (exp_range) or
+    ``scale_fn`` evaluated at the cycle or the iteration (``scale_mode``). The built-in modes
+    choose their own ``scale_mode``, as torch does. No optax schedule cycles like this.
+
+    Args:
+      base_lr: lower lr bound (torch writes it into the param group at construction).
+      max_lr: upper lr bound.
+      step_size_up: steps from ``base_lr`` to ``max_lr``.
+      step_size_down: steps back down (``step_size_up`` if None).
+      mode: "triangular", "triangular2" or "exp_range" (ignored when ``scale_fn`` is given).
+      gamma: the base of exp_range.
+      scale_fn: custom ``x -> scale`` (traced, or called on the host with a Python number).
+      scale_mode: whether ``scale_fn`` gets the cycle number or the iteration.
+      cycle_momentum: also cycle momentum / β1, inversely to the lr.
+      base_momentum: lower momentum bound.
+      max_momentum: upper momentum bound (the momentum at step 0).
+      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+    """
+    up = float(step_size_up)
+    down = float(step_size_down) if step_size_down is not None else up
+    if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+        raise ValueError("mode is invalid and scale_fn is None")
+    return cyclic_schedule(
+        base_lr, max_lr, up + down, up / (up + down), mode, gamma, scale_fn, scale_mode,
+        (base_momentum, max_momentum) if cycle_momentum else None, steps_per_epoch,
+    )  # fmt: skip
+
+
+def cyclic_schedule(
+    base_lr: float,
+    max_lr: float,
+    total_size: float,
+    step_ratio: float,
+    mode: str,
+    gamma: float,
+    scale_fn: Callable[[Any], Any] | None,
+    scale_mode: str,
+    momentums: tuple[float, float] | None,
+    steps_per_epoch: int,
+) -> TorchSchedule:
+    """CyclicLR from torch's own attributes (``total_size``, ``step_ratio``), as from_torch reads them."""
+    if scale_fn is not None:
+        scale = as_traceable(scale_fn, "scale_fn")
+    elif mode == "triangular":
+        scale, scale_mode = (lambda x: _f(1.0)), "cycle"
+    elif mode == "triangular2":
+        scale, scale_mode = (lambda x: 1 / jnp.power(_f(2.0), _f(x) - 1)), "cycle"
+    else:
+        scale, scale_mode = (lambda x: jnp.power(_f(gamma), _f(x))), "iterations"
+
+    def position(t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cycle = jnp.floor(1 + divide(t, total_size))
+        x = 1.0 + divide(t, total_size) - cycle
+        height = jnp.where(x <= step_ratio, divide(x, step_ratio), divide(x - 1, step_ratio - 1))
+        return height, scale(cycle if scale_mode == "cycle" else t)
+
+    def lr_at(t: jax.Array) -> jax.Array:
+        height, s = position(t)
+        return base_lr + (max_lr - base_lr) * height * s
+
+    momentum_at = None
+    if momentums is not None:
+        base_momentum, max_momentum = momentums
+
+        def momentum_at(t: jax.Array) -> jax.Array:
+            height, s = position(t)
+            return max_momentum - (max_momentum - base_momentum) * height * s
+
+    return TorchSchedule(
+        "CyclicLR", lr_at, "absolute", base_lr, steps_per_epoch, momentum_at_epoch=momentum_at
+    )
+
+
+def _anneal(strategy: str) -> Callable[[Any, Any, jax.Array], jax.Array]:
+    if strategy == "cos":
+        return lambda start, end, pct: end + (start - end) / 2.0 * (jnp.cos(math.pi * pct) + 1)
+    return lambda start, end, pct: (end - start) * pct + start
+
+
+def one_cycle_lr(
+    max_lr: float,
+    total_steps: int | None = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    pct_start: float = 0.3,
+    anneal_strategy: Literal["cos", "linear"] = "cos",
+    cycle_momentum: bool = True,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    three_phase: bool = False,
+    *,
+    scheduler_steps_per_epoch: int = 1,
+) -> TorchSchedule:
+    r"""``torch.optim.lr_scheduler.OneCycleLR`` (1cycle), two or three phases, cos or linear.
+
+    The lr rises from ``max_lr / div_factor`` to ``max_lr`` by step ``pct_start * T - 1`` and falls
+    to ``max_lr / div_factor / final_div_factor`` at step ``T - 1`` (``three_phase``: back to the
+    initial lr by ``2 * pct_start * T - 2`` first); momentum moves the opposite way between
+    ``max_momentum`` and ``base_momentum``. optax's ``cosine_onecycle_schedule`` peaks one step later
+    and ends at ``T``.
+
+    Past ``total_steps`` torch raises ``ValueError``; a traced schedule cannot, so the last phase's
+    formula continues there — keep ``count < total_steps``.
+
+    Args:
+      max_lr: peak lr.
+      total_steps: T; or give ``epochs`` and ``steps_per_epoch`` (T = their product), as in torch.
+      epochs: see ``total_steps``.
+      steps_per_epoch: see ``total_steps`` (torch's meaning: batches per epoch, the scheduler is
+        still stepped per batch).
+      pct_start: fraction of the cycle spent rising.
+      anneal_strategy: "cos" or "linear".
+      cycle_momentum: also cycle momentum / β1.
+      base_momentum: lower momentum bound.
+      max_momentum: upper momentum bound (the momentum at step 0).
+      div_factor: initial lr = max_lr / div_factor.
+      final_div_factor: minimum lr = initial lr / final_div_factor.
+      three_phase: use the three-phase variant.
+      scheduler_steps_per_epoch: optimizer steps per ``scheduler.step()`` (1: the usual per-batch
+        stepping; named apart from torch's ``steps_per_epoch``, which means something else here).
+    """
+    if total_steps is not None:
+        if total_steps <= 0 or not isinstance(total_steps, int):
+            raise ValueError(f"Expected positive integer total_steps, but got {total_steps}")
+    elif epochs is not None and steps_per_epoch is not None:
+        if not isinstance(epochs, int) or epochs <= 0:
+            raise ValueError(f"Expected positive integer epochs, but got {epochs}")
+        if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
+            raise ValueError(
+                f"Expected positive integer steps_per_epoch, but got {steps_per_epoch}"
+            )
+        total_steps = epochs * steps_per_epoch
+    else:
+        raise ValueError("You must define either total_steps OR (epochs AND steps_per_epoch)")
+    if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
+        raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(
+            f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
+        )
+    initial_lr = max_lr / div_factor
+    values = {
+        "initial_lr": initial_lr,
+        "max_lr": max_lr,
+        "min_lr": initial_lr / final_div_factor,
+        "max_momentum": max_momentum,
+        "base_momentum": base_momentum,
+    }
+    if three_phase:
+        phases = [
+            (float(pct_start * total_steps) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+            (float(2 * pct_start * total_steps) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+            (total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
+        ]  # fmt: skip
+    else:
+        phases = [
+            (float(pct_start * total_steps) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+            (total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
+        ]  # fmt: skip
+    return one_cycle_schedule(
+        phases, values, anneal_strategy, cycle_momentum, scheduler_steps_per_epoch
+    )
+
+
+def one_cycle_schedule(
+    phases: list[tuple[float, str, str, str, str]],
+    values: dict[str, float],
+    anneal_strategy: str,
+    cycle_momentum: bool,
+    steps_per_epoch: int,
+) -> TorchSchedule:
+    """OneCycleLR from torch's phase table ``(end_step, start_lr, end_lr, start_momentum,
+    end_momentum)`` and the param group's values for those keys, as from_torch reads them."""
+    anneal = _anneal(anneal_strategy)
+    starts = [0.0] + [phase[0] for phase in phases[:-1]]
+
+    def piecewise(t: jax.Array, key: int) -> jax.Array:
+        """torch's phase loop: the first phase with ``t <= end_step`` (the last one otherwise)."""
+        t = _f(t)
+        by_phase = [
+            anneal(values[phase[key]], values[phase[key + 1]], divide(t - start, phase[0] - start))
+            for start, phase in zip(starts, phases, strict=True)
+        ]
+        in_phase = [t <= phase[0] for phase in phases[:-1]]
+        return jnp.select(in_phase, by_phase[:-1], by_phase[-1])
+
+    return TorchSchedule(
+        "OneCycleLR",
+        lambda t: piecewise(t, 1),
+        "absolute",
+        values["initial_lr"],
+        steps_per_epoch,
+        momentum_at_epoch=(lambda t: piecewise(t, 3)) if cycle_momentum else None,
+    )
+
+
+def swalr(
+    lr: float,
+    swa_lr: float,
+    anneal_epochs: int = 10,
+    anneal_strategy: Literal["cos", "linear"] = "cos",
+    *,
+    steps_per_epoch: int = 1,
+) -> TorchSchedule:
+    r"""``torch.optim.swa_utils.SWALR``: anneal from the current lr to ``swa_lr``, then hold it.
+
+    .. math:: \eta_t = \alpha_t\,\eta_{swa} + (1 - \alpha_t)\,\eta_0, \qquad
+              \alpha_t = a(\min(1, t / \max(1, E)))
+
+    with :math:`a(\tau) = (1 - \cos \pi\tau)/2` ("cos") or :math:`\tau` ("linear"). torch recovers
+    :math:`\eta_0` each step by inverting the previous step's mix; the closed form agrees to a few
+    ulps. In ``SequentialLR`` torch anneals from the lr the previous scheduler left.
+
+    Args:
+      lr: the lr of the param group when SWALR starts.
+      swa_lr: the lr to anneal to.
+      anneal_epochs: E, scheduler steps of the annealing (0: jump to ``swa_lr`` at step 1).
+      anneal_strategy: "cos" or "linear".
+      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+    """
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(
+            f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
+        )
+    if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
+        raise ValueError(f"anneal_epochs must be equal or greater than 0, got {anneal_epochs}")
+    if anneal_strategy == "cos":
+        alpha_of = lambda tau: (1 - jnp.cos(math.pi * tau)) / 2
+    else:
+        alpha_of = lambda tau: tau
+
+    def mix(t: jax.Array, start: Any) -> jax.Array:
+        step = jnp.maximum(t, 1) if anneal_epochs == 0 else t
+        alpha = alpha_of(jnp.clip(divide(step, max(1, anneal_epochs)), 0.0, 1.0))
+        return jnp.where(alpha == 1, _f(swa_lr), swa_lr * alpha + start * (1 - alpha))
+
+    return TorchSchedule(
+        "SWALR",
+        lambda t: mix(t, lr),
+        "affine",
+        lr,
+        steps_per_epoch,
+        restart=mix,
+    )

@@ -1,0 +1,69 @@
+"""Training loops written once for torch and for JAX on a parity problem, with a scheduler.
+
+Both loops take the batches of the same :class:`parity.problems.Problem` from step ``start`` on,
+so a run can be split (N steps in one framework, M in the other) and compared with an unbroken one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from parity.problems import Problem
+
+__all__ = ["jax_steps", "metric_at", "torch_steps"]
+
+
+def metric_at(k: int) -> float:
+    """A validation metric that falls, stalls and jumps: it exercises ReduceLROnPlateau's rules."""
+    return 1.0 / (1 + k // 4) + 0.02 * ((k * 7) % 5) + (0.5 if k % 23 == 0 else 0.0)
+
+
+def torch_steps(
+    problem: Problem,
+    params: Sequence[Any],
+    optimizer: Any,
+    scheduler: Any = None,
+    steps: int = 1,
+    start: int = 0,
+    plateau: bool = False,
+) -> list[float]:
+    """``steps`` torch steps (``scheduler.step()`` after each); returns the lr used at each."""
+    lrs = []
+    for k in range(start, start + steps):
+        lrs.append(float(optimizer.param_groups[0]["lr"]))
+        optimizer.zero_grad()
+        problem.torch_loss(list(params), problem.batches[k]).backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step(metric_at(k)) if plateau else scheduler.step()
+    return lrs
+
+
+def jax_steps(
+    problem: Problem,
+    params: list[Any],
+    state: Any,
+    tx: Any,
+    steps: int,
+    start: int = 0,
+    plateau: bool = False,
+) -> tuple[list[Any], Any]:
+    """``steps`` JAX updates, jitted once; with ``plateau`` the metric goes in as ``value=``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    @jax.jit
+    def step(params: list[Any], state: Any, batch: Any, metric: Any) -> tuple[list[Any], Any]:
+        grads = jax.grad(problem.jax_loss)(params, *batch)
+        extra: dict[str, Callable[..., Any] | Any] = {"value": metric} if plateau else {}
+        updates, state = tx.update(grads, state, params, **extra)
+        return optax.apply_updates(params, updates), state
+
+    for k in range(start, start + steps):
+        batch = [jnp.asarray(b) for b in problem.batches[k]]
+        params, state = step(params, state, batch, np.float64(metric_at(k)))
+    return params, state
