@@ -6,7 +6,7 @@ so a run can be split (N steps in one framework, M in the other) and compared wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,9 +34,15 @@ def torch_steps(
     lrs = []
     for k in range(start, start + steps):
         lrs.append(float(optimizer.param_groups[0]["lr"]))
-        optimizer.zero_grad()
-        problem.torch_loss(list(params), problem.batches[k]).backward()
-        optimizer.step()
+        batch = problem.batches[k]
+
+        def closure(batch=batch):
+            optimizer.zero_grad()
+            loss = problem.torch_loss(list(params), batch)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
         if scheduler is not None:
             scheduler.step(metric_at(k)) if plateau else scheduler.step()
     return lrs
@@ -50,16 +56,22 @@ def jax_steps(
     steps: int,
     start: int = 0,
     plateau: bool = False,
+    lbfgs: bool = False,
 ) -> tuple[list[Any], Any]:
-    """``steps`` JAX updates, jitted once; with ``plateau`` the metric goes in as ``value=``."""
+    """``steps`` JAX updates, jitted once; with ``plateau`` the metric goes in as ``value=``;
+    ``lbfgs`` passes the loss and ``value_fn`` as L-BFGS needs them."""
     import jax
     import jax.numpy as jnp
     import optax
 
     @jax.jit
     def step(params: list[Any], state: Any, batch: Any, metric: Any) -> tuple[list[Any], Any]:
-        grads = jax.grad(problem.jax_loss)(params, *batch)
-        extra: dict[str, Callable[..., Any] | Any] = {"value": metric} if plateau else {}
+        value_fn = lambda p: problem.jax_loss(p, *batch)
+        value, grads = jax.value_and_grad(value_fn)(params)
+        if lbfgs:  # one update is one torch step(closure)
+            extra: dict[str, Any] = {"value": value, "grad": grads, "value_fn": value_fn}
+        else:
+            extra = {"value": metric} if plateau else {}
         updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 

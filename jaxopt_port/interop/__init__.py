@@ -1,0 +1,9 @@
+"""Carrying training state between PyTorch and JAX: model weights, optimizer state, checkpoints."""
+
+from jaxopt_port.interop.optimizer_state import (
+    load_into_torch,
+    optimizer_state_from_torch,
+    optimizer_state_to_torch,
+)
+
+__all__ = ["load_into_torch", "optimizer_state_from_torch", "optimizer_state_to_torch"]
