@@ -6,12 +6,20 @@ from jaxopt_port.interop.optimizer_state import (
     optimizer_state_from_torch,
     optimizer_state_to_torch,
 )
+from jaxopt_port.interop.weights import (
+    flax_batchnorm_momentum,
+    load_torch_state_dict,
+    torch_state_dict,
+)
 
 __all__ = [
+    "flax_batchnorm_momentum",
     "latest_step",
     "load_into_torch",
+    "load_torch_state_dict",
     "optimizer_state_from_torch",
     "optimizer_state_to_torch",
     "restore_checkpoint",
     "save_checkpoint",
+    "torch_state_dict",
 ]
