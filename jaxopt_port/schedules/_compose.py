@@ -23,6 +23,11 @@ def _components(name: str, schedulers: Sequence[TorchSchedule], verb: str) -> No
                 f"{type(scheduler).__name__} (ReduceLROnPlateau cannot be combined: it needs the "
                 "metric at every step)"
             )
+        if scheduler.name in ("SequentialLR", "ChainedScheduler"):
+            raise ValueError(
+                f"{name} at index {index} is a {scheduler.name}: nested composite schedulers are "
+                "not supported (torch's nested restarts and chains do not reduce to closed forms)"
+            )
         if scheduler.steps_per_epoch != 1:
             raise ValueError(
                 f"{name} at index {index} has steps_per_epoch={scheduler.steps_per_epoch}; give "

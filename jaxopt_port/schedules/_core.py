@@ -31,9 +31,9 @@ def divide(numerator: Any, denominator: Any) -> jax.Array:
     """``numerator / denominator`` correctly rounded, as torch's Python division is.
 
     XLA turns a division by a constant into a multiplication by its reciprocal, which is off by an
-    ulp about a third of the time; near a zero of ``1 + cos`` (CosineAnnealingLR past ``T_max``)
-    that ulp becomes a relative error of 1e-11 in the lr. An optimization barrier on the divisor
-    keeps the true division.
+    ulp about a third of the time; where the lr is a small difference or root of the quotient
+    (PolynomialLR near ``total_iters``: 9e-11 relative, or a nonzero lr where torch has 0) that
+    ulp shows. An optimization barrier on the divisor keeps the true division.
     """
     dtype = scalar_dtype()
     return jnp.asarray(numerator, dtype) / jax.lax.optimization_barrier(

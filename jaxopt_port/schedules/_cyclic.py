@@ -152,8 +152,9 @@ def one_cycle_lr(
     ``max_momentum`` and ``base_momentum``. optax's ``cosine_onecycle_schedule`` peaks one step later
     and ends at ``T``.
 
-    Past ``total_steps`` torch raises ``ValueError``; a traced schedule cannot, so the last phase's
-    formula continues there — keep ``count < total_steps``.
+    torch evaluates step ``total_steps`` with the last phase's formula continued, and raises
+    ``ValueError`` at the next ``step()``; a traced schedule cannot raise, so the formula keeps
+    going past it — keep ``count <= total_steps``.
 
     Args:
       max_lr: peak lr.
