@@ -18,27 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_port.optim import per_param_state
+from jaxopt_port.interop.weights import to_numpy as _numpy
+from jaxopt_port.optim._state import absent as _absent
+from jaxopt_port.optim._state import is_array as _is_array
+from jaxopt_port.optim._state import per_param_entries, per_param_state
 from jaxopt_port.optim.lbfgs import LBFGSState
 
 __all__ = ["load_into_torch", "optimizer_state_from_torch", "optimizer_state_to_torch"]
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu()
-        if hasattr(value, "is_sparse") and value.is_sparse:
-            value = value.to_dense()
-        return value.numpy()
-    return np.asarray(value)
-
-
-def _absent(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
-
-
-def _is_array(x: Any) -> bool:
-    return hasattr(x, "shape") and hasattr(x, "dtype")
 
 
 def _cast(value: Any, like: Any, where: str) -> jax.Array:
@@ -58,20 +44,9 @@ class _Filler:
 
     def __init__(self, torch_state: list[dict[str, Any]], params: Any, count: int) -> None:
         self.torch_state = torch_state
-        self.leaves, self.treedef = jax.tree_util.tree_flatten(params)
+        leaves, self.treedef = jax.tree_util.tree_flatten(params)
+        self.shapes = [tuple(np.shape(leaf)) for leaf in leaves]
         self.count = count
-
-    def _per_param(self, value: Any) -> list[Any] | None:
-        try:
-            entries = self.treedef.flatten_up_to(value)
-        except (ValueError, TypeError):
-            return None
-        for entry, leaf in zip(entries, self.leaves, strict=True):
-            if _absent(entry):
-                continue
-            if not _is_array(entry) or (entry.ndim == 0 and np.ndim(leaf) != 0):
-                return None
-        return entries
 
     def fill(self, node: Any) -> Any:
         if isinstance(node, LBFGSState):
@@ -94,7 +69,7 @@ class _Filler:
             return value
         if name == "count" and _is_array(value) and np.ndim(value) == 0:
             return jnp.asarray(self.count, value.dtype)
-        entries = self._per_param(value)
+        entries = per_param_entries(value, self.treedef, self.shapes)
         if entries is not None:
             filled = []
             for i, entry in enumerate(entries):

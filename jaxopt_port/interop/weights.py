@@ -102,7 +102,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["flax_batchnorm_momentum", "load_torch_state_dict", "torch_state_dict"]
+__all__ = ["flax_batchnorm_momentum", "load_torch_state_dict", "to_numpy", "torch_state_dict"]
 
 Shape = tuple[int, ...]
 Path = tuple[Any, ...]
@@ -458,11 +458,13 @@ def _bindings(module: nnx.Module, num_batches_tracked: int = 0) -> list[tuple[st
     return out
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(
-        value, "cpu"
-    ):  # a torch.Tensor, without importing torch
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (detected without importing torch; sparse ones made dense) or array-like as
+    a NumPy array."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu()
+        if getattr(value, "is_sparse", False):
+            value = value.to_dense()
         if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
             return np.asarray(value.float()).astype(jnp.bfloat16)
     return np.asarray(value)
@@ -537,7 +539,7 @@ def load_torch_state_dict(
                     f"the {where} needs {shape} (torch layout)"
                 )
             else:
-                arrays[sfx] = _to_numpy(state_dict[key])
+                arrays[sfx] = to_numpy(state_dict[key])
         if missing and strict:
             problems += [
                 f"missing key {_join(prefix, s)} (shape {binding.shapes[s]}, for the {where})"

@@ -17,27 +17,27 @@ import optax
 
 from jaxopt_port.optim.lbfgs import LBFGSState, ordered_history
 
-__all__ = ["per_param_state"]
+__all__ = ["absent", "is_array", "per_param_entries", "per_param_state"]
 
 
-def _absent(x: Any) -> bool:
+def absent(x: Any) -> bool:
     return x is None or isinstance(x, optax.MaskedNode)
 
 
-def _is_array(x: Any) -> bool:
+def is_array(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray)) or (hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
-def _per_param(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -> list[Any] | None:
+def per_param_entries(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -> list[Any] | None:
     """``value`` as one entry per parameter, or None if it is not laid out like the parameters."""
     try:
         entries = treedef.flatten_up_to(value)
     except (ValueError, TypeError):
         return None
     for entry, shape in zip(entries, shapes, strict=True):
-        if _absent(entry):
+        if absent(entry):
             continue
-        if not _is_array(entry) or (entry.ndim == 0 and len(shape) != 0):
+        if not is_array(entry) or (entry.ndim == 0 and len(shape) != 0):
             return None
     return entries
 
@@ -52,15 +52,15 @@ def _walk(
         scalars = {}
         served: set[int] = set()
         for name, value in zip(node._fields, node, strict=True):
-            if name == "count" or _absent(value):
+            if name == "count" or absent(value):
                 continue
-            entries = _per_param(value, treedef, shapes)
+            entries = per_param_entries(value, treedef, shapes)
             if entries is not None:
                 for i, entry in enumerate(entries):
-                    if not _absent(entry):
+                    if not absent(entry):
                         out[i][name] = entry
                         served.add(i)
-            elif _is_array(value) and np.ndim(value) == 0:
+            elif is_array(value) and np.ndim(value) == 0:
                 scalars[name] = value
             else:
                 _walk(value, treedef, shapes, out)

@@ -19,12 +19,17 @@ import numpy as np
 
 from jaxopt_port.optim._base import scalar_dtype
 
-__all__ = ["TorchSchedule", "as_traceable", "check_steps_per_epoch", "divide"]
+__all__ = ["TorchSchedule", "as_traceable", "check_steps_per_epoch", "divide", "scalar"]
 
 #: How a scheduler acts when chained (``ChainedScheduler``) with others on one param group:
 #: "multiplicative" ones multiply the current lr by a factor that depends only on the step,
 #: "absolute" ones overwrite it with a value computed from the base lr, "affine" ones do neither.
 KINDS = ("multiplicative", "absolute", "affine")
+
+
+def scalar(x: Any) -> jax.Array:
+    """``x`` in the dtype torch's Python-float scheduler arithmetic corresponds to."""
+    return jnp.asarray(x, scalar_dtype())
 
 
 def divide(numerator: Any, denominator: Any) -> jax.Array:
@@ -35,10 +40,7 @@ def divide(numerator: Any, denominator: Any) -> jax.Array:
     (PolynomialLR near ``total_iters``: 9e-11 relative, or a nonzero lr where torch has 0) that
     ulp shows. An optimization barrier on the divisor keeps the true division.
     """
-    dtype = scalar_dtype()
-    return jnp.asarray(numerator, dtype) / jax.lax.optimization_barrier(
-        jnp.asarray(denominator, dtype)
-    )
+    return scalar(numerator) / jax.lax.optimization_barrier(scalar(denominator))
 
 
 def check_steps_per_epoch(steps_per_epoch: int) -> None:

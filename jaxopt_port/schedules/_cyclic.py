@@ -16,14 +16,9 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jaxopt_port.optim._base import scalar_dtype
-from jaxopt_port.schedules._core import TorchSchedule, as_traceable, divide
+from jaxopt_port.schedules._core import TorchSchedule, as_traceable, divide, scalar
 
 __all__ = ["cyclic_lr", "one_cycle_lr", "swalr"]
-
-
-def _f(x: Any) -> jax.Array:
-    return jnp.asarray(x, scalar_dtype())
 
 
 def cyclic_lr(
@@ -93,11 +88,11 @@ def cyclic_schedule(
     if scale_fn is not None:
         scale = as_traceable(scale_fn, "scale_fn")
     elif mode == "triangular":
-        scale, scale_mode = (lambda x: _f(1.0)), "cycle"
+        scale, scale_mode = (lambda x: scalar(1.0)), "cycle"
     elif mode == "triangular2":
-        scale, scale_mode = (lambda x: 1 / jnp.power(_f(2.0), _f(x) - 1)), "cycle"
+        scale, scale_mode = (lambda x: 1 / jnp.power(scalar(2.0), scalar(x) - 1)), "cycle"
     else:
-        scale, scale_mode = (lambda x: jnp.power(_f(gamma), _f(x))), "iterations"
+        scale, scale_mode = (lambda x: jnp.power(scalar(gamma), scalar(x))), "iterations"
 
     def position(t: jax.Array) -> tuple[jax.Array, jax.Array]:
         cycle = jnp.floor(1 + divide(t, total_size))
@@ -230,7 +225,7 @@ def one_cycle_schedule(
 
     def piecewise(t: jax.Array, key: int) -> jax.Array:
         """torch's phase loop: the first phase with ``t <= end_step`` (the last one otherwise)."""
-        t = _f(t)
+        t = scalar(t)
         by_phase = [
             anneal(values[phase[key]], values[phase[key + 1]], divide(t - start, phase[0] - start))
             for start, phase in zip(starts, phases, strict=True)
@@ -286,7 +281,7 @@ def swalr(
     def mix(t: jax.Array, start: Any) -> jax.Array:
         step = jnp.maximum(t, 1) if anneal_epochs == 0 else t
         alpha = alpha_of(jnp.clip(divide(step, max(1, anneal_epochs)), 0.0, 1.0))
-        return jnp.where(alpha == 1, _f(swa_lr), swa_lr * alpha + start * (1 - alpha))
+        return jnp.where(alpha == 1, scalar(swa_lr), swa_lr * alpha + start * (1 - alpha))
 
     return TorchSchedule(
         "SWALR",

@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_port.optim._base import scalar_dtype
-from jaxopt_port.schedules._core import TorchSchedule, as_traceable, divide
+from jaxopt_port.schedules._core import TorchSchedule, as_traceable, divide, scalar
 
 __all__ = [
     "constant_lr",
@@ -33,10 +32,6 @@ __all__ = [
     "polynomial_lr",
     "step_lr",
 ]
-
-
-def _f(x: Any) -> jax.Array:
-    return jnp.asarray(x, scalar_dtype())
 
 
 def lambda_lr(
@@ -74,7 +69,7 @@ def multiplicative_lr(
     factor = as_traceable(lr_lambda, "lr_lambda")
 
     def product(t: jax.Array, start: jax.Array, first: int) -> jax.Array:
-        return jax.lax.fori_loop(first, t + 1, lambda s, value: value * factor(s), _f(start))
+        return jax.lax.fori_loop(first, t + 1, lambda s, value: value * factor(s), scalar(start))
 
     # In SequentialLR torch restarts it with _update_lr(0): the incoming lr times lr_lambda(0).
     return TorchSchedule(
@@ -100,7 +95,7 @@ def step_lr(
     """
     return TorchSchedule(
         "StepLR",
-        lambda t: lr * jnp.power(_f(gamma), _f(t // step_size)),
+        lambda t: lr * jnp.power(scalar(gamma), scalar(t // step_size)),
         "multiplicative",
         lr,
         steps_per_epoch,
@@ -125,7 +120,7 @@ def multi_step_lr(
 
     def value(t: jax.Array) -> jax.Array:
         passed = jnp.sum(jnp.asarray(marks, jnp.int32) <= t) if marks.size else 0
-        return lr * jnp.power(_f(gamma), _f(passed))
+        return lr * jnp.power(scalar(gamma), scalar(passed))
 
     return TorchSchedule("MultiStepLR", value, "multiplicative", lr, steps_per_epoch)
 
@@ -154,7 +149,7 @@ def constant_lr(
     back = low * (1.0 / factor) if factor != 0 else math.nan
 
     def value(t: jax.Array) -> jax.Array:
-        return jnp.where(t < total_iters, _f(low), _f(back))
+        return jnp.where(t < total_iters, scalar(low), scalar(back))
 
     return TorchSchedule("ConstantLR", value, "multiplicative", lr, steps_per_epoch)
 
@@ -202,7 +197,7 @@ def exponential_lr(lr: float, gamma: float, *, steps_per_epoch: int = 1) -> Torc
     """
     return TorchSchedule(
         "ExponentialLR",
-        lambda t: lr * jnp.power(_f(gamma), _f(t)),
+        lambda t: lr * jnp.power(scalar(gamma), scalar(t)),
         "multiplicative",
         lr,
         steps_per_epoch,
@@ -223,14 +218,14 @@ def polynomial_lr(
 
     def value(t: jax.Array) -> jax.Array:
         remaining = 1.0 - divide(jnp.minimum(t, total_iters), total_iters)
-        return lr * jnp.power(remaining, _f(power))
+        return lr * jnp.power(remaining, scalar(power))
 
     return TorchSchedule("PolynomialLR", value, "multiplicative", lr, steps_per_epoch)
 
 
 def _half_cosine(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
     """``(1 + cos(pi * numerator / denominator)) / 2`` written as torch writes it."""
-    return (1 + jnp.cos(divide(math.pi * _f(numerator), denominator))) / 2
+    return (1 + jnp.cos(divide(math.pi * scalar(numerator), denominator))) / 2
 
 
 def cosine_annealing_lr(
@@ -307,6 +302,6 @@ def cosine_annealing_warm_restarts(
 
     def value(t: jax.Array) -> jax.Array:
         t_cur, t_i = _warm_restart_position(t, T_0, T_mult)
-        return eta_min + (lr - eta_min) * _half_cosine(t_cur, _f(t_i))
+        return eta_min + (lr - eta_min) * _half_cosine(t_cur, scalar(t_i))
 
     return TorchSchedule("CosineAnnealingWarmRestarts", value, "absolute", lr, steps_per_epoch)

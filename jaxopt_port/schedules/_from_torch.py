@@ -11,15 +11,11 @@ from jaxopt_port.schedules._core import TorchSchedule
 __all__ = ["from_torch"]
 
 
-def _lr(value: Any) -> float:
-    return as_float(value) if not isinstance(value, (int, float)) else float(value)
-
-
 def _read(
     scheduler: Any, group: int, steps_per_epoch: int = 1
 ) -> TorchSchedule | _plateau.ReduceLROnPlateau:
     name = type(scheduler).__name__
-    base = _lr(scheduler.base_lrs[group]) if hasattr(scheduler, "base_lrs") else None
+    base = as_float(scheduler.base_lrs[group]) if hasattr(scheduler, "base_lrs") else None
     if name == "LambdaLR":
         return _decay.lambda_lr(base, scheduler.lr_lambdas[group])
     if name == "MultiplicativeLR":
@@ -45,7 +41,7 @@ def _read(
             base, scheduler.T_0, scheduler.T_mult, scheduler.eta_min
         )
     if name == "SWALR":
-        swa_lr = _lr(scheduler.optimizer.param_groups[group]["swa_lr"])
+        swa_lr = as_float(scheduler.optimizer.param_groups[group]["swa_lr"])
         return _cyclic.swalr(base, swa_lr, scheduler.anneal_epochs, scheduler._anneal_strategy)
     if name == "CyclicLR":
         momentums = None
@@ -53,7 +49,7 @@ def _read(
             momentums = (scheduler.base_momentums[group], scheduler.max_momentums[group])
         return _cyclic.cyclic_schedule(
             base,
-            _lr(scheduler.max_lrs[group]),
+            as_float(scheduler.max_lrs[group]),
             scheduler.total_size,
             scheduler.step_ratio,
             scheduler.mode,
@@ -68,7 +64,7 @@ def _read(
         phases = [tuple(phase[k] for k in keys) for phase in scheduler._schedule_phases]
         g = scheduler.optimizer.param_groups[group]
         names = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
-        values = {k: _lr(g[k]) for k in names if k in g}
+        values = {k: as_float(g[k]) for k in names if k in g}
         return _cyclic.one_cycle_schedule(
             phases, values, scheduler._anneal_func_type, scheduler.cycle_momentum, 1
         )
@@ -79,7 +75,7 @@ def _read(
         return _compose.chained_scheduler([_read(s, group) for s in scheduler._schedulers])
     if name == "ReduceLROnPlateau":
         return _plateau.reduce_lr_on_plateau(
-            _lr(scheduler.optimizer.param_groups[group]["lr"]),
+            as_float(scheduler.optimizer.param_groups[group]["lr"]),
             scheduler.mode,
             scheduler.factor,
             scheduler.patience,
