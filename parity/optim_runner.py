@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,18 @@ __all__ = ["Run", "max_difference", "run_jax", "run_reference", "run_torch", "to
 
 @dataclass
 class Run:
-    """Final parameters and per-parameter state (dicts keyed as torch keys), as float64 NumPy."""
+    """Final parameters and per-parameter state (dicts keyed as torch keys), as float64 NumPy.
+
+    With ``record=True`` the runners also fill ``losses`` (the training loss at each step, before
+    its update) and ``history`` (``(params, state)`` after each step, as the final pair).
+    """
 
     params: list[np.ndarray]
     state: list[dict[str, np.ndarray]]
+    losses: list[float] = field(default_factory=list)
+    history: list[tuple[list[np.ndarray], list[dict[str, np.ndarray]]]] = field(
+        default_factory=list
+    )
 
 
 @contextlib.contextmanager
@@ -76,7 +84,7 @@ def _to_numpy(x: Any) -> np.ndarray:
         if x.is_sparse:
             x = x.to_dense()
         x = x.to(dtype=__import__("torch").float64).numpy()
-    x = np.asarray(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64)  # a copy: torch and the reference update in place
     return x.reshape(0) if x.size == 0 else x  # an empty history, whatever its vector length
 
 
@@ -112,7 +120,9 @@ def _groups(
     return [{"indices": range(half)}, {"indices": range(half, len(problem.params)), **second}]
 
 
-def run_torch(spec: OptimSpec, config: Config, dtype: str = "float64", seed: int = 0) -> Run:
+def run_torch(
+    spec: OptimSpec, config: Config, dtype: str = "float64", seed: int = 0, record: bool = False
+) -> Run:
     """``spec.steps`` torch steps (``foreach=False``) under torch's default ``dtype``."""
     import torch
 
@@ -133,6 +143,7 @@ def run_torch(spec: OptimSpec, config: Config, dtype: str = "float64", seed: int
         else:
             optimizer = torch_cls(params, **kwargs)
         group_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        run = Run([], [])
         for k in range(spec.steps):
             if config.schedule:
                 factor = SCHEDULES[config.schedule](k)
@@ -146,13 +157,20 @@ def run_torch(spec: OptimSpec, config: Config, dtype: str = "float64", seed: int
                 loss.backward()
                 return loss
 
-            optimizer.step(closure)
-        # LBFGS's "al" is scratch space for its two-loop recursion (None where never written)
-        state = [
-            {key: _to_numpy(v) for key, v in optimizer.state[p].items() if key != "al"}
-            for p in params
-        ]
-        return Run([_to_numpy(p) for p in params], state)
+            loss = optimizer.step(closure)
+            if record:
+                run.losses.append(float(loss.detach()))
+                run.history.append(_torch_snapshot(optimizer, params))
+        run.params, run.state = _torch_snapshot(optimizer, params)
+        return run
+
+
+def _torch_snapshot(optimizer: Any, params: list[Any]) -> tuple[list[np.ndarray], list[dict]]:
+    # LBFGS's "al" is scratch space for its two-loop recursion (None where never written)
+    state = [
+        {key: _to_numpy(v) for key, v in optimizer.state[p].items() if key != "al"} for p in params
+    ]
+    return [_to_numpy(p) for p in params], state
 
 
 @contextlib.contextmanager
@@ -180,7 +198,12 @@ def jax_transformation(spec: OptimSpec, config: Config, torch_optimizer: Any = N
 
 
 def run_jax(
-    spec: OptimSpec, config: Config, dtype: str = "float64", seed: int = 0, tx: Any = None
+    spec: OptimSpec,
+    config: Config,
+    dtype: str = "float64",
+    seed: int = 0,
+    tx: Any = None,
+    record: bool = False,
 ) -> Run:
     """``spec.steps`` jaxopt_port steps, jitted as one ``lax.scan`` (x64 on for float64).
 
@@ -189,10 +212,10 @@ def run_jax(
     import jax
 
     with jax.enable_x64(dtype == "float64"):
-        return _run_jax(spec, config, dtype, seed, tx)
+        return _run_jax(spec, config, dtype, seed, tx, record)
 
 
-def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any) -> Run:
+def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any, record: bool) -> Run:
     import jax
     import jax.numpy as jnp
     import optax
@@ -230,25 +253,43 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any) ->
             updates, state = tx.update(
                 grad, state, params, value=value, grad=grad, value_fn=value_fn
             )
-            return optax.apply_updates(params, updates), state
+            params = optax.apply_updates(params, updates)
+            return (params, state), (value, params, state)
 
+        outputs = []
         for _ in range(spec.steps):
-            params, state = step(params, state)
+            (params, state), out = step(params, state)
+            outputs.append(out)
+        trace = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outputs) if record else None
     else:
 
         @jax.jit
         def train(params, state, batches):
             def body(carry, batch):
                 params, state = carry
-                grads = jax.grad(problem.jax_loss)(params, *batch)
+                value, grads = jax.value_and_grad(problem.jax_loss)(params, *batch)
                 updates, state = tx.update(grads, state, params)
-                return (optax.apply_updates(params, updates), state), None
+                params = optax.apply_updates(params, updates)
+                return (params, state), ((value, params, state) if record else None)
 
-            return jax.lax.scan(body, (params, state), batches)[0]
+            return jax.lax.scan(body, (params, state), batches)
 
-        params, state = train(params, state, batches)
+        (params, state), trace = train(params, state, batches)
+    run = Run(*_jax_snapshot(params, state))
+    if record:
+        values, param_steps, state_steps = trace
+        run.losses = [float(v) for v in np.asarray(values)]
+        for k in range(spec.steps):
+            at = lambda tree, k=k: jax.tree_util.tree_map(lambda x: x[k], tree)
+            run.history.append(_jax_snapshot(at(param_steps), at(state_steps)))
+    return run
+
+
+def _jax_snapshot(params: Any, state: Any) -> tuple[list[np.ndarray], list[dict]]:
+    from jaxopt_port import optim
+
     per_param = optim.per_param_state(state, params)
-    return Run(
+    return (
         [_to_numpy(p) for p in params],
         [{k: _to_numpy(v) for k, v in d.items()} for d in per_param],
     )
@@ -258,7 +299,7 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any) ->
 CONSTRUCTOR_ONLY = {"adagrad": ("initial_accumulator_value",)}
 
 
-def run_reference(spec: OptimSpec, config: Config, seed: int = 0) -> Run:
+def run_reference(spec: OptimSpec, config: Config, seed: int = 0, record: bool = False) -> Run:
     """``spec.steps`` steps of the NumPy float64 reference, fed torch-autograd gradients."""
     import torch
 
@@ -300,6 +341,14 @@ def run_reference(spec: OptimSpec, config: Config, seed: int = 0) -> Run:
             loss.backward()
             return float(loss.detach()), [_to_numpy(t.grad) for t in tensors]
 
+    def snapshot() -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
+        state: list[dict[str, np.ndarray]] = [{} for _ in params]
+        for indices, ref in parts:
+            for i, s in zip(indices, ref.state, strict=True):
+                state[i] = {key: _to_numpy(v) for key, v in s.items()}
+        return [_to_numpy(p) for p in current()], state
+
+    run = Run([], [])
     for k in range(spec.steps):
         if config.schedule:
             factor = SCHEDULES[config.schedule](k)
@@ -307,16 +356,26 @@ def run_reference(spec: OptimSpec, config: Config, seed: int = 0) -> Run:
                 ref.lr = lr * factor
         if spec.name == "lbfgs":
             ((_, ref),) = parts
-            ref.step(lambda values: torch_grads(values, problem.batches[0]))
+            losses: list[float] = []
+
+            def closure(
+                values: list[np.ndarray], losses: list[float] = losses
+            ) -> tuple[float, list[np.ndarray]]:
+                loss, grads = torch_grads(values, problem.batches[0])
+                losses.append(loss)
+                return loss, grads
+
+            ref.step(closure)
+            loss = losses[0]  # torch's step(closure) returns the first evaluation
         else:
-            _, grads = torch_grads(current(), problem.batches[k])
+            loss, grads = torch_grads(current(), problem.batches[k])
             for indices, ref in parts:
                 ref.step([grads[i] for i in indices])
-    state: list[dict[str, np.ndarray]] = [{} for _ in params]
-    for indices, ref in parts:
-        for i, s in zip(indices, ref.state, strict=True):
-            state[i] = {key: _to_numpy(v) for key, v in s.items()}
-    return Run([_to_numpy(p) for p in current()], state)
+        if record:
+            run.losses.append(loss)
+            run.history.append(snapshot())
+    run.params, run.state = snapshot()
+    return run
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,179 @@
+"""The figures one parity run records, how a run is judged, and their JSON form.
+
+Every runner (the optimizer-formula runs of :mod:`parity.suite`, the twin-model runs of
+:mod:`parity.twins`, a user's :func:`parity.compare`) produces :class:`RunResult`; the terminal
+table, ``--json`` and ``--report`` (:mod:`parity.report`) read nothing else.
+
+Differences are *scaled*: for each parameter or state leaf, ``max|a - b| / max(1, max|b|)``
+(absolute for leaves of magnitude up to 1, relative to the leaf's largest entry above), as
+``parity.optim_runner.max_difference`` measures them. A run passes when its worst scaled
+difference — parameters after every step, the optimizer state at the end (as DESIGN.md states
+the gate; the state after every step is recorded and plotted) and, where it applies, the NumPy
+reference — is within its tolerance (../shared/DESIGN.md: float64 ≤ 1e-12; float32 a measured
+tolerance per optimizer or model, with the measured value beside it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SCHEMA", "RunResult", "json_safe", "leaf_difference", "scaled_difference"]
+
+#: Version of the JSON layout written by ``--json`` (bump on incompatible changes).
+SCHEMA = 1
+
+
+def leaf_difference(a: Any, b: Any) -> tuple[float, float, float]:
+    """``(max|a-b|, max|a-b| / max(1, max|b|), max|a-b| / max|b|)`` for one leaf; ``inf`` for a
+    shape mismatch. ``b`` is the reference side (torch)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return math.inf, math.inf, math.inf
+    if a.size == 0:
+        return 0.0, 0.0, 0.0
+    diff = float(np.max(np.abs(a - b)))
+    if not math.isfinite(diff) and not np.array_equal(a, b, equal_nan=True):
+        return math.inf, math.inf, math.inf
+    if not math.isfinite(diff):  # equal infinities / NaNs in the same places
+        diff = float(np.max(np.abs(np.where(a == b, 0.0, a - b)), initial=0.0))
+    size = float(np.max(np.abs(b)))
+    relative = diff / size if size > 0 else (0.0 if diff == 0 else math.inf)
+    return diff, diff / max(1.0, size), relative
+
+
+def scaled_difference(
+    a: Sequence[Any], b: Sequence[Any], names: Sequence[str] | None = None
+) -> tuple[float, float, float, str]:
+    """The worst :func:`leaf_difference` over matching leaves: ``(abs, scaled, relative, where)``,
+    ``where`` naming the leaf with the worst scaled difference."""
+    if len(a) != len(b):
+        return math.inf, math.inf, math.inf, f"{len(a)} leaves vs {len(b)}"
+    worst_abs = worst_scaled = worst_rel = 0.0
+    where = ""
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        d, s, r = leaf_difference(x, y)
+        worst_abs, worst_rel = max(worst_abs, d), max(worst_rel, r)
+        if not s <= worst_scaled:
+            worst_scaled, where = s, names[i] if names is not None else f"leaf[{i}]"
+    return worst_abs, worst_scaled, worst_rel, where
+
+
+@dataclass
+class RunResult:
+    """One run: the same model and optimizer trained in torch and in JAX (and the reference).
+
+    Attributes:
+      kind: ``"optimizer"`` (a formula run on a small problem, with the NumPy reference) or
+        ``"model"`` (a twin-model run) or ``"user"`` (:func:`parity.compare`).
+      optimizer: jaxopt_port name (``"adamw"``).
+      config: the option set, e.g. ``"amsgrad"``, ``"default"``, ``"OneCycleLR"``.
+      model: the problem or model name (``"mlp"``, ``"cnn"``, ...).
+      dtype: ``"float64"``, ``"float32"`` or ``"bfloat16"``.
+      tolerance: the bound ``worst`` must meet; ``tolerance_note`` says where it comes from.
+      loss_torch, loss_jax: the training loss at each step (before the update), per framework.
+      loss_reference: the NumPy reference's loss at each step, where it applies.
+      param_abs, param_scaled, param_rel: after each step, the worst JAX-vs-torch parameter
+        difference: absolute, scaled (see module doc) and relative to the leaf's largest entry.
+      state_scaled: after each step, the worst scaled optimizer-state difference (empty where
+        state is compared only at the end; then ``state_final`` holds it).
+      reference_scaled: worst scaled difference of either framework from the NumPy reference at
+        the end (``None`` where no reference applies).
+      worst: the judged figure: the largest of every difference above; ``where`` names it.
+      seconds: wall time of the run; ``error``: the exception text if the run crashed.
+    """
+
+    kind: str
+    optimizer: str
+    config: str
+    model: str
+    dtype: str
+    steps: int
+    tolerance: float
+    tolerance_note: str = ""
+    loss_torch: list[float] = field(default_factory=list)
+    loss_jax: list[float] = field(default_factory=list)
+    loss_reference: list[float] | None = None
+    param_abs: list[float] = field(default_factory=list)
+    param_scaled: list[float] = field(default_factory=list)
+    param_rel: list[float] = field(default_factory=list)
+    state_scaled: list[float] = field(default_factory=list)
+    state_final: float | None = None
+    reference_scaled: float | None = None
+    worst: float = math.nan
+    where: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        """``optimizer/config/model/dtype``, unique within a suite; what the CLI and report name."""
+        return f"{self.optimizer}/{self.config}/{self.model}/{self.dtype}"
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.worst <= self.tolerance
+
+    @property
+    def miss(self) -> float:
+        """How many times the tolerance the worst difference is (``inf`` for a crashed run)."""
+        if self.error is not None:
+            return math.inf
+        if self.worst == 0:
+            return 0.0
+        return self.worst / self.tolerance if self.tolerance > 0 else math.inf
+
+    def judge(self) -> RunResult:
+        """Fill ``worst`` and ``where`` from the recorded figures; returns ``self``."""
+        candidates: list[tuple[float, str]] = []
+        if self.param_scaled:
+            k = int(np.argmax(self.param_scaled))
+            candidates.append((self.param_scaled[k], f"parameters after step {k + 1}"))
+        if self.state_scaled:  # judged at the end (DESIGN.md); every step is recorded
+            k = len(self.state_scaled)
+            candidates.append((self.state_scaled[-1], f"optimizer state after step {k}"))
+        if self.state_final is not None:
+            candidates.append((self.state_final, "optimizer state at the end"))
+        if self.reference_scaled is not None:
+            candidates.append((self.reference_scaled, "NumPy reference at the end"))
+        if not candidates:
+            self.worst, self.where = math.inf, "nothing was compared"
+            return self
+        nan = [c for c in candidates if math.isnan(c[0])]
+        self.worst, self.where = (math.inf, nan[0][1] + " (NaN)") if nan else max(candidates)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(id=self.id, passed=self.passed)
+        return json_safe(out)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: _from_json(v) for k, v in data.items() if k in names})
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with inf and NaN as strings (JSON has no such numbers), NumPy scalars as Python's."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
