@@ -2,12 +2,15 @@
 
 Each factory takes torch's keyword names and defaults, raises torch's ``ValueError`` messages,
 accepts a float or an optax schedule for ``lr`` and returns an
-``optax.GradientTransformationExtraArgs``. State NamedTuples name their fields after torch's
+``optax.GradientTransformationExtraArgs`` — a :class:`TorchTransformation`, which also carries the
+call's arguments as torch's param-group hyperparameters, for
+``interop.optimizer_state_to_torch``. State NamedTuples name their fields after torch's
 state keys; :func:`per_param_state` shows any state the way ``optimizer.state`` does.
 """
 
 from jaxopt_port.optim import textbook
 from jaxopt_port.optim._from_torch import from_torch
+from jaxopt_port.optim._hyperparams import TorchTransformation
 from jaxopt_port.optim._state import per_param_state
 from jaxopt_port.optim._transforms import (
     add_decoupled_weight_decay,
@@ -39,6 +42,7 @@ OPTIMIZERS = (
 __all__ = [
     "OPTIMIZERS",
     "LBFGSState",
+    "TorchTransformation",
     "adadelta",
     "adafactor",
     "adagrad",

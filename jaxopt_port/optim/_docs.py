@@ -18,7 +18,10 @@ ARGS = {
     "kernel_flags": "foreach, fused, capturable, differentiable: torch's kernel choices. Accepted "
     "for signature compatibility; they change nothing here (torch's kernels agree to rounding).",
     "returns": "An ``optax.GradientTransformationExtraArgs``. ``update(grads, state, params)`` "
-    "returns the parameter change to pass to ``optax.apply_updates``.",
+    "returns the parameter change to pass to ``optax.apply_updates``. It is a "
+    ":class:`~jaxopt_port.optim.TorchTransformation`: it also carries these arguments as torch's "
+    "param-group hyperparameters, which ``interop.optimizer_state_to_torch`` writes into the "
+    "torch ``state_dict``.",
 }
 
 

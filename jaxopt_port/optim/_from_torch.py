@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import jax
 import optax
 
 from jaxopt_port.optim._base import as_float, is_tensor_like
+from jaxopt_port.optim._hyperparams import TorchGroup, carry, partition
 
 __all__ = ["factory_for", "from_torch"]
 
@@ -84,11 +86,14 @@ def from_torch(
         (e.g. ``ns_dtype=None`` for Muon).
 
     Returns:
-      A transformation for a params pytree whose leaves, in ``jax.tree_util.tree_leaves`` order,
-      are the torch parameters in ``param_groups`` order. As in torch, Adagrad's
-      ``initial_accumulator_value`` is the constructor's for every group. With several groups each group's leaves
-      get that group's hyperparameters (``optax.partition`` over labels ``"group0"``, ``"group1"``,
-      ...); ``init`` raises if the number of leaves differs from torch's number of parameters.
+      A :class:`~jaxopt_port.optim.TorchTransformation` for a params pytree whose leaves, in
+      ``jax.tree_util.tree_leaves`` order, are the torch parameters in ``param_groups`` order. As
+      in torch, Adagrad's ``initial_accumulator_value`` is the constructor's for every group. With
+      several groups each group's leaves get that group's hyperparameters (``optax.partition`` over
+      labels ``"group0"``, ``"group1"``, ...); ``init`` raises if the number of leaves differs
+      from torch's number of parameters. It carries a copy of every torch param group (all its
+      keys, those a scheduler added included; lr, momentum and β1 as their schedules), so
+      ``interop.optimizer_state_to_torch`` writes the ``param_groups`` torch would hold.
 
     Example:
       >>> import torch
@@ -101,16 +106,22 @@ def from_torch(
     transforms = []
     for index, group in enumerate(groups):
         kwargs = {**group_kwargs(factory, group, optimizer.defaults), **overrides}
+        scheduled: dict[str, Any] = {}
         if scheduler is None:
-            transforms.append(factory(**kwargs))
-            continue
-        from jaxopt_port import schedules  # schedules sit above optim
-        from jaxopt_port.schedules._wiring import schedule_kwargs
+            tx = factory(**kwargs)
+        else:
+            from jaxopt_port import schedules  # schedules sit above optim
+            from jaxopt_port.schedules._wiring import schedule_kwargs
 
-        schedule = schedules.from_torch(scheduler, index, steps_per_epoch=steps_per_epoch)
-        names = inspect.signature(factory).parameters
-        kwargs.update(schedule_kwargs(schedule, names, group))
-        transforms.append(schedules.with_schedules(factory, **kwargs))
+            schedule = schedules.from_torch(scheduler, index, steps_per_epoch=steps_per_epoch)
+            names = inspect.signature(factory).parameters
+            scheduled = schedule_kwargs(schedule, names, group)
+            tx = schedules.with_schedules(factory, **{**kwargs, **scheduled})
+        # torch's group as it is (tensors, Adagrad's own initial_accumulator_value, keys a
+        # scheduler added such as initial_lr and max_lr), with the scheduled values following
+        # their schedules
+        static = copy.deepcopy({k: v for k, v in group.items() if k != "params"})
+        transforms.append(carry(tx, [TorchGroup(None, {**static, **scheduled})]))
     if len(groups) == 1:
         return transforms[0]
     sizes = [len(g["params"]) for g in groups]
@@ -126,4 +137,4 @@ def from_torch(
             )
         return jax.tree_util.tree_unflatten(treedef, labels)
 
-    return optax.partition({f"group{i}": tx for i, tx in enumerate(transforms)}, param_labels)
+    return partition({f"group{i}": tx for i, tx in enumerate(transforms)}, param_labels)

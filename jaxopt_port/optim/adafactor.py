@@ -20,6 +20,7 @@ from jaxopt_port.optim._base import (
     scalar_dtype,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import add_decoupled_weight_decay, maximize_gradient
 
 tree_map = jax.tree_util.tree_map
@@ -120,6 +121,7 @@ def _leaf(g, p, row_var, col_var, variance, weight, rho, eps1, eps2, d):
     return -cast_like(alpha / denom, scaled) * scaled, row_var, col_var, variance
 
 
+@carries_torch_group()
 @doc
 def adafactor(
     lr: LearningRate = 1e-2,

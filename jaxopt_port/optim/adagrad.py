@@ -23,6 +23,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     add_weight_decay,
     maximize_gradient,
@@ -66,6 +67,7 @@ def _decayed(lr: LearningRate, lr_decay: Any) -> LearningRate:
     return lambda count: lr_at(lr, count) / (1 + jnp.asarray(count, scalar_dtype()) * lr_decay)
 
 
+@carries_torch_group()
 @doc
 def adagrad(
     lr: LearningRate = 1e-2,
@@ -152,6 +154,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTran
     return optax.GradientTransformation(init, update)
 
 
+@carries_torch_group()
 @doc
 def adadelta(
     lr: LearningRate = 1.0,

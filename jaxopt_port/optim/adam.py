@@ -21,6 +21,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     add_decoupled_weight_decay,
     add_weight_decay,
@@ -107,6 +108,7 @@ def _check_tensor_hyperparameters(
         )
 
 
+@carries_torch_group()
 @doc
 def adam(
     lr: LearningRate = 1e-3,
@@ -161,6 +163,12 @@ def adam(
     )
 
 
+def _adamw_group(arguments: dict[str, Any]) -> dict[str, Any]:
+    """torch's AdamW param group also holds ``decoupled_weight_decay=True``."""
+    return {**arguments, "decoupled_weight_decay": True}
+
+
+@carries_torch_group(_adamw_group)
 @doc
 def adamw(
     lr: LearningRate = 1e-3,

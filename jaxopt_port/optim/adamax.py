@@ -20,6 +20,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     add_weight_decay,
     first_moment,
@@ -64,6 +65,7 @@ def scale_by_adamax(
     return optax.GradientTransformation(init, update)
 
 
+@carries_torch_group()
 @doc
 def adamax(
     lr: LearningRate = 2e-3,

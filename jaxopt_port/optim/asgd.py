@@ -21,6 +21,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import add_weight_decay, maximize_gradient
 
 tree_map = jax.tree_util.tree_map
@@ -83,6 +84,7 @@ def scale_by_asgd(
     return optax.GradientTransformation(init, update)
 
 
+@carries_torch_group()
 @doc
 def asgd(
     lr: LearningRate = 1e-2,

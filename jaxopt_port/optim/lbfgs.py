@@ -25,6 +25,7 @@ from jaxopt_port.optim._base import (
     params_dtype,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 
 __all__ = ["LBFGSState", "lbfgs", "ordered_history"]
 
@@ -329,6 +330,14 @@ def _direction(state: LBFGSState, flat_grad: Array, history_size: int) -> LBFGSS
     )
 
 
+def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
+    """torch's L-BFGS param group: ``max_eval=None`` stored as ``max_iter * 5 // 4``."""
+    if arguments["max_eval"] is None:
+        return {**arguments, "max_eval": arguments["max_iter"] * 5 // 4}
+    return arguments
+
+
+@carries_torch_group(_torch_group)
 @doc
 def lbfgs(
     lr: LearningRate = 1,

@@ -12,6 +12,7 @@ import optax
 from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import Array, LearningRate, cast_like, chain, lerp, zeros_like_tree
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     _one_minus,
     add_decoupled_weight_decay,
@@ -112,6 +113,12 @@ def scale_by_muon(
     return optax.GradientTransformation(init, update)
 
 
+def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
+    """torch's Muon param group: the arguments less ``ns_dtype`` (not torch's)."""
+    return {k: v for k, v in arguments.items() if k != "ns_dtype"}
+
+
+@carries_torch_group(_torch_group)
 @doc
 def muon(
     lr: LearningRate = 1e-3,

@@ -22,6 +22,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     add_decoupled_weight_decay,
     add_weight_decay,
@@ -83,6 +84,7 @@ def scale_by_nadam(
     return optax.GradientTransformation(init, update)
 
 
+@carries_torch_group()
 @doc
 def nadam(
     lr: LearningRate = 2e-3,

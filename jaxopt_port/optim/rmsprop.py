@@ -20,6 +20,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     _one_minus,
     add_weight_decay,
@@ -82,6 +83,7 @@ def scale_by_rms(
     return optax.GradientTransformation(init, update)
 
 
+@carries_torch_group()
 @doc
 def rmsprop(
     lr: LearningRate = 1e-2,

@@ -11,6 +11,7 @@ import optax
 from jaxopt_port.optim._base import Array, LearningRate, accepted, chain, check_lr, increment, lr_at
 from jaxopt_port.optim._checks import check
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import maximize_gradient
 
 tree_map = jax.tree_util.tree_map
@@ -69,6 +70,7 @@ def scale_by_rprop(
     return optax.GradientTransformation(init, update)
 
 
+@carries_torch_group()
 @doc
 def rprop(
     lr: LearningRate = 1e-2,

@@ -9,6 +9,7 @@ import optax
 from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import LearningRate, accepted, chain
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     add_weight_decay,
     maximize_gradient,
@@ -17,6 +18,7 @@ from jaxopt_port.optim._transforms import (
 )
 
 
+@carries_torch_group()
 @doc
 def sgd(
     lr: LearningRate = 1e-3,

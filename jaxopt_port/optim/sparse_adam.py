@@ -20,6 +20,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
+from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import scale_by_learning_rate
 
 tree_map = jax.tree_util.tree_map
@@ -99,6 +100,7 @@ def scale_by_sparse_adam(
     return optax.GradientTransformation(init, update)
 
 
+@carries_torch_group()
 @doc
 def sparse_adam(
     lr: LearningRate = 1e-3,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_port.optim._base import scalar_dtype
+from jaxopt_port.optim._hyperparams import TorchGroup, carry, factory_hyperparams
 from jaxopt_port.schedules._core import TorchSchedule
 from jaxopt_port.schedules._plateau import ReduceLROnPlateau
 
@@ -62,7 +63,9 @@ def with_schedules(
       **kwargs: its keyword arguments.
 
     Returns:
-      The transformation.
+      The transformation; for a jaxopt_port factory a
+      :class:`~jaxopt_port.optim.TorchTransformation` carrying ``kwargs`` (schedules included) as
+      torch's param-group hyperparameters, like ``factory(**kwargs)`` does.
 
     Example:
       >>> from jaxopt_port import optim, schedules
@@ -79,6 +82,7 @@ def with_schedules(
     }
     if not scheduled and not scheduled_beta1 and not _stateful(lr):
         return factory(**kwargs)
+    hyperparams = factory_hyperparams(factory, **kwargs)  # betas as given: torch's group key
     if scheduled_beta1:
         kwargs = {k: v for k, v in kwargs.items() if k != "betas"}
         kwargs.update(beta1=betas[0], beta2=betas[1])
@@ -87,9 +91,10 @@ def with_schedules(
     if _stateful(lr):
         scheduled.add("lr")
     static = [name for name in inspect.signature(factory).parameters if name not in scheduled]
-    return optax.inject_hyperparams(factory, static_args=static, hyperparam_dtype=scalar_dtype())(
+    tx = optax.inject_hyperparams(factory, static_args=static, hyperparam_dtype=scalar_dtype())(
         **kwargs
     )
+    return tx if hyperparams is None else carry(tx, [TorchGroup(None, hyperparams)])
 
 
 def schedule_kwargs(schedule: Any, factory_params: Any, group: dict[str, Any]) -> dict[str, Any]:

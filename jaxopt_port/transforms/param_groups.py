@@ -55,6 +55,7 @@ import numpy as np
 import optax
 
 from jaxopt_port.optim._from_torch import CONSTRUCTOR_ONLY
+from jaxopt_port.optim._hyperparams import partition, single_group
 
 __all__ = [
     "Selector",
@@ -360,7 +361,12 @@ def param_groups(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its state is an ``optax.PartitionState``
-      whose ``inner_states`` are keyed by label.
+      whose ``inner_states`` are keyed by label. It is a
+      :class:`~jaxopt_port.optim.TorchTransformation` carrying torch's param groups for
+      ``interop.optimizer_state_to_torch``: the groups in order (hyperparameters as torch's group
+      would hold them, ``"name"`` included), then ``"default"``; frozen leaves are in none, as
+      torch would not hold them. Torch numbers its parameters group after group, so the torch
+      id of a leaf is its position in that order, not its leaf index, when groups interleave.
 
     Raises:
       TypeError: at once, for a hyperparameter the factory does not take or a selector of the
@@ -380,6 +386,7 @@ def param_groups(
     _check_names(factory, defaults, "the constructor")
     constructor_only = CONSTRUCTOR_ONLY.get(getattr(factory, "__name__", ""), ())
     transforms: dict[str, optax.GradientTransformation] = {}
+    torch_keys: dict[str, dict[str, Any]] = {}  # what torch's group holds beyond the call
     for i, ((label, _, _), group) in enumerate(zip(checked, groups, strict=True)):
         _check_names(factory, group, f"param group {i}")
         kwargs = {**defaults, **{k: v for k, v in group.items() if k not in _RESERVED}}
@@ -388,6 +395,8 @@ def param_groups(
             if name in defaults:
                 kwargs[name] = defaults[name]
         transforms[label] = factory(**kwargs)
+        carried = single_group(transforms[label]) or {}
+        torch_keys[label] = {k: v for k, v in group.items() if k == "name" or k in carried}
     if unmatched == "default":
         transforms[DEFAULT_LABEL["default"]] = factory(**defaults)
     elif unmatched == "freeze":
@@ -397,7 +406,7 @@ def param_groups(
         _, leaf_labels, treedef = _labels(checked, tree, unmatched)
         return jax.tree_util.tree_unflatten(treedef, leaf_labels)
 
-    return optax.partition(transforms, labels)
+    return partition(transforms, labels, torch_keys, frozen=(DEFAULT_LABEL["freeze"],))
 
 
 def no_weight_decay(
