@@ -18,7 +18,16 @@ import numpy as np
 from parity.optim_specs import KERNEL_FLAGS, SCHEDULES, Config, OptimSpec
 from parity.problems import Problem, make_problem
 
-__all__ = ["Run", "max_difference", "run_jax", "run_reference", "run_torch", "torch_dtype"]
+__all__ = [
+    "Run",
+    "jax_snapshot",
+    "max_difference",
+    "run_jax",
+    "run_reference",
+    "run_torch",
+    "torch_dtype",
+    "torch_snapshot",
+]
 
 
 @dataclass
@@ -83,7 +92,7 @@ def _to_numpy(x: Any) -> np.ndarray:
         x = x.detach()
         if x.is_sparse:
             x = x.to_dense()
-        x = x.to(dtype=__import__("torch").float64).numpy()
+        x = x.to(dtype=__import__("torch").float64).cpu().numpy()
     x = np.array(x, dtype=np.float64)  # a copy: torch and the reference update in place
     return x.reshape(0) if x.size == 0 else x  # an empty history, whatever its vector length
 
@@ -160,12 +169,13 @@ def run_torch(
             loss = optimizer.step(closure)
             if record:
                 run.losses.append(float(loss.detach()))
-                run.history.append(_torch_snapshot(optimizer, params))
-        run.params, run.state = _torch_snapshot(optimizer, params)
+                run.history.append(torch_snapshot(optimizer, params))
+        run.params, run.state = torch_snapshot(optimizer, params)
         return run
 
 
-def _torch_snapshot(optimizer: Any, params: list[Any]) -> tuple[list[np.ndarray], list[dict]]:
+def torch_snapshot(optimizer: Any, params: list[Any]) -> tuple[list[np.ndarray], list[dict]]:
+    """``params`` and their optimizer state (torch's keys) as float64 NumPy copies."""
     # LBFGS's "al" is scratch space for its two-loop recursion (None where never written)
     state = [
         {key: _to_numpy(v) for key, v in optimizer.state[p].items() if key != "al"} for p in params
@@ -275,17 +285,18 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any, re
             return jax.lax.scan(body, (params, state), batches)
 
         (params, state), trace = train(params, state, batches)
-    run = Run(*_jax_snapshot(params, state))
+    run = Run(*jax_snapshot(params, state))
     if record:
         values, param_steps, state_steps = trace
         run.losses = [float(v) for v in np.asarray(values)]
         for k in range(spec.steps):
             at = lambda tree, k=k: jax.tree_util.tree_map(lambda x: x[k], tree)
-            run.history.append(_jax_snapshot(at(param_steps), at(state_steps)))
+            run.history.append(jax_snapshot(at(param_steps), at(state_steps)))
     return run
 
 
-def _jax_snapshot(params: Any, state: Any) -> tuple[list[np.ndarray], list[dict]]:
+def jax_snapshot(params: Any, state: Any) -> tuple[list[np.ndarray], list[dict]]:
+    """The leaves of ``params`` and their per-parameter state (torch's keys) as float64 NumPy."""
     from jaxopt_port import optim
 
     per_param = optim.per_param_state(state, params)

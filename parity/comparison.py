@@ -1,0 +1,719 @@
+"""Compare a PyTorch model with its Flax NNX twin, trained side by side with the same optimizer.
+
+:func:`compare` is the public entry point (``parity.compare``); :func:`train_twins` is the
+training loop it shares with the suite's twin-model runs (:func:`parity.twins.run_model`).
+Both frameworks start from the same weights, see the same batches, and each computes its own
+gradients through its own model:
+
+- torch: ``zero_grad``, forward, ``backward``, ``step`` (``step(closure)`` for L-BFGS) on each
+  optimizer, then ``scheduler.step()``; under torch's default dtype = the run's dtype, so scalar
+  state (``step``, NAdam's ``mu_product``) has it too.
+- JAX: the transformation :func:`jaxopt_port.optim.from_torch` builds from the live torch
+  optimizer(s) and scheduler (an ``optax.partition`` when there are several optimizers), one
+  jitted step (compiled once), the NNX model split with ``nnx.split`` into its graph, its
+  parameters and its other state (BatchNorm statistics, carried from step to step).
+
+What JAX optimizes, and why it is in torch's layout
+    The JAX-side variables are torch's parameters — the same names, shapes and order — and the NNX
+    model's parameters are computed from them inside the step by :class:`TorchLayout`, a map
+    derived from :func:`jaxopt_port.interop.load_torch_state_dict` (the converter that moves the
+    weights also defines the map: transposes, splits, reshapes and, for RNN biases, the sum
+    ``b_ih + b_hh``). Optimizing the NNX parameters instead would not be torch's optimization
+    problem: torch updates an LSTM's ``bias_ih`` and ``bias_hh`` separately (their sum moves
+    twice as far under SGD), Muon orthogonalizes attention's ``in_proj_weight`` (3E, E) as one
+    matrix where NNX has three 3-D kernels, Adafactor factors a conv weight over torch's last two
+    axes (the kernel window) where NNX's layout puts the channels, and L-BFGS ravels the
+    parameters in torch's order. In torch's layout every optimizer's state has torch's shapes and
+    compares key by key with ``optimizer.state[p]`` (via
+    :func:`jaxopt_port.optim.per_param_state`).
+
+Figures (:class:`parity.results.RunResult`)
+    Per step: the loss in each framework before the update; after the update the worst
+    parameter difference by torch name (absolute, scaled, relative) and the worst scaled
+    optimizer-state difference. float64 is judged on parameters and state (≤ 1e-12,
+    ../shared/DESIGN.md); float32 on parameters (the state difference is in the note).
+    BatchNorm running statistics are reported in the note and not judged: ``running_mean``
+    agrees to rounding; ``running_var`` does not, by design (torch accumulates the unbiased batch
+    variance, Flax the biased one; both normalize with the biased one, so the outputs agree).
+
+This module imports only NumPy at import time (``import parity`` stays light); torch, JAX and
+Flax are imported when a comparison runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from parity.results import RunResult, scaled_difference
+
+__all__ = ["F32_USER_TOLERANCE", "F64_TOLERANCE", "LOSSES", "TorchLayout", "compare", "train_twins"]
+
+#: The float64 gate (DESIGN.md), on the scaled difference of parameters and optimizer state.
+F64_TOLERANCE = 1e-12
+#: :func:`compare`'s float32 tolerance when none is given. Not measured for the user's model: the
+#: twin models measured up to 3.9e-5 (LSTM with Adagrad, parity.twins.F32_TOLERANCE) after 20
+#: steps; float32 differences grow with the number of steps and the model's sensitivity, so
+#: measure and pass ``tolerance=`` for a long or sensitive run.
+F32_USER_TOLERANCE = 1e-4
+
+# ------------------------------------------------------------------------------------------------
+# losses
+
+
+def _cross_entropy_torch(out: Any, target: Any) -> Any:
+    import torch
+
+    return torch.nn.functional.cross_entropy(out, target)
+
+
+def _cross_entropy_jax(out: Any, target: Any) -> Any:
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(out, target).mean()
+
+
+def _mse_torch(out: Any, target: Any) -> Any:
+    return ((out - target) ** 2).mean()
+
+
+def _mse_jax(out: Any, target: Any) -> Any:
+    return ((out - target) ** 2).mean()
+
+
+#: Loss functions by name: ``(torch_fn, jax_fn)``, each ``(model output, target) -> mean loss``.
+LOSSES: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]] = {
+    "cross_entropy": (_cross_entropy_torch, _cross_entropy_jax),
+    "mse": (_mse_torch, _mse_jax),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# torch layout -> NNX parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """One torch parameter's contribution to one NNX parameter.
+
+    Either a view — ``source.transpose(perm)``, then ``[start:stop]`` along ``axis`` (if not
+    None), reshaped to ``shape`` — or, where no view matches, a gather of ``index`` from the
+    raveled source, zero outside ``mask`` (if not None).
+    """
+
+    source: int
+    shape: tuple[int, ...]
+    perm: tuple[int, ...] | None = None
+    axis: int | None = None
+    start: int = 0
+    stop: int = 0
+    index: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+    def apply(self, arrays: Sequence[Any], xp: Any) -> Any:
+        x = arrays[self.source]
+        if self.index is not None:
+            part = xp.reshape(x, (-1,))[self.index]
+            return part if self.mask is None else xp.where(self.mask, part, 0)
+        x = xp.transpose(x, self.perm)
+        if self.axis is not None:
+            x = x[(slice(None),) * self.axis + (slice(self.start, self.stop),)]
+        return xp.reshape(x, self.shape)
+
+
+def _view(source: int, index: np.ndarray, shape: tuple[int, ...]) -> _Part | None:
+    """``index`` (positions in the raveled torch array of ``shape``) as a transpose, one slice
+    and a reshape, if it is one: cheaper to compile and run than a gather."""
+    base = np.arange(math.prod(shape)).reshape(shape)
+    for perm in itertools.permutations(range(len(shape))):
+        t = base.transpose(perm)
+        if t.size == index.size:
+            if np.array_equal(t.reshape(index.shape), index):
+                return _Part(source, index.shape, perm)
+            continue
+        first = np.unravel_index(int(np.argmax(t == index.flat[0])), t.shape)
+        for axis in range(t.ndim):
+            other = t.size // t.shape[axis]
+            if index.size % other or any(c for a, c in enumerate(first) if a != axis):
+                continue
+            start, stop = int(first[axis]), int(first[axis]) + index.size // other
+            cut = t[(slice(None),) * axis + (slice(start, stop),)]
+            if cut.size == index.size and np.array_equal(cut.reshape(index.shape), index):
+                return _Part(source, index.shape, perm, axis, start, stop)
+    return None
+
+
+class TorchLayout:
+    """The NNX model's parameters as a function of torch's parameters, traceable by JAX.
+
+    Built by loading, for each torch parameter in turn, the indices ``1..n`` (all else zero) with
+    :func:`jaxopt_port.interop.load_torch_state_dict` into a copy of the NNX model: where index
+    ``i`` of torch parameter ``k`` lands is where that entry goes. The converter only permutes,
+    reshapes, splits and flips (and sums an RNN's two biases), so each NNX parameter is a sum of
+    views (transpose, slice, reshape) or gathers of torch parameters, and its gradient flows back
+    to torch's entries exactly. Construction checks that the map reproduces the converter on the
+    actual weights bit for bit.
+
+    Args:
+      nnx_module: the NNX model (not changed).
+      state_dict: its torch twin's ``state_dict`` as NumPy arrays.
+      names: the torch parameter names, in the order of the arrays :meth:`__call__` takes.
+
+    Raises:
+      ValueError: the converter rejects a key, or its conversion is not a rearrangement.
+    """
+
+    def __init__(
+        self, nnx_module: Any, state_dict: Mapping[str, np.ndarray], names: Sequence[str]
+    ) -> None:
+        import jax
+        from flax import nnx
+
+        from jaxopt_port import interop
+
+        self.names = tuple(names)
+        graphdef, params, rest = nnx.split(nnx_module, nnx.Param, ...)
+        self.treedef = jax.tree_util.tree_structure(params)
+        zeros = {k: np.zeros(np.shape(v)) for k, v in state_dict.items()}
+
+        def probe(arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            probed = nnx.merge(graphdef, params, rest, copy=True)
+            with jax.enable_x64(True):  # index values stay exact
+                interop.load_torch_state_dict(probed, arrays)
+                return [
+                    np.asarray(x) for x in jax.tree_util.tree_leaves(nnx.state(probed, nnx.Param))
+                ]
+
+        leaves = probe(zeros)
+        #: per NNX parameter leaf, the torch parameters' contributions (summed)
+        self.plan: list[list[_Part]] = [[] for _ in leaves]
+        covered = [np.zeros(leaf.shape, bool) for leaf in leaves]
+        for i, name in enumerate(self.names):
+            shape = tuple(np.shape(state_dict[name]))
+            index = np.arange(1, math.prod(shape) + 1, dtype=np.float64).reshape(shape)
+            for j, got in enumerate(probe({**zeros, name: index})):
+                hit = got != 0
+                if not hit.any():
+                    continue
+                if np.any(got[hit] != np.round(got[hit])):
+                    raise ValueError(f"converting {name} into the NNX model is not a rearrangement")
+                covered[j] |= hit
+                where = got.astype(np.int64) - 1
+                if hit.all():
+                    part = _view(i, where, shape) or _Part(i, got.shape, index=where)
+                else:
+                    part = _Part(i, got.shape, index=where, mask=hit)
+                self.plan[j].append(part)
+        # entries no torch parameter reaches (a loose NNX constant) keep the module's values
+        current = [np.asarray(x) for x in jax.tree_util.tree_leaves(params)]
+        self._constants = [
+            None if c.all() else np.where(c, 0, v) for c, v in zip(covered, current, strict=True)
+        ]
+        actual = probe({k: np.asarray(v, np.float64) for k, v in state_dict.items()})
+        mapped = self.numpy([np.asarray(state_dict[n], np.float64) for n in self.names])
+        for j, (a, b) in enumerate(zip(actual, jax.tree_util.tree_leaves(mapped), strict=True)):
+            if not np.array_equal(a, b):
+                raise ValueError(f"the map differs from the converter at NNX parameter {j}")
+
+    def _assemble(self, arrays: Sequence[Any], xp: Any) -> Any:
+        import jax
+
+        leaves = []
+        for plan, constant in zip(self.plan, self._constants, strict=True):
+            value = None
+            for part in plan:
+                x = part.apply(arrays, xp)
+                value = x if value is None else value + x
+            if constant is not None:
+                c = xp.asarray(constant, dtype=arrays[0].dtype if arrays else None)
+                value = c if value is None else value + c
+            leaves.append(value)
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def __call__(self, arrays: Sequence[Any]) -> Any:
+        """The NNX parameter state (an ``nnx.State`` of ``nnx.Param``) from torch-layout JAX
+        arrays in :attr:`names` order; traceable and differentiable."""
+        import jax.numpy as jnp
+
+        return self._assemble(arrays, jnp)
+
+    def numpy(self, arrays: Sequence[np.ndarray]) -> Any:
+        """:meth:`__call__` in NumPy (for checks outside JAX)."""
+        return self._assemble([np.asarray(a) for a in arrays], np)
+
+
+def _starting_point(
+    layout: TorchLayout, nnx_module: Any, torch_values: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The torch-layout parameters JAX starts from: the NNX model's weights, expressed as torch
+    parameters.
+
+    Where the NNX model holds torch's weights through the converter, these are torch's own
+    values (an LSTM's ``bias_ih`` and ``bias_hh`` stay two). A torch parameter feeding an NNX
+    parameter that differs is replaced by the NNX model's weights written back in torch's layout
+    (:func:`jaxopt_port.interop.torch_state_dict`), so a model pair whose weights differ shows it
+    from the first step, at the parameter that differs.
+    """
+    import jax
+    from flax import nnx
+
+    from jaxopt_port import interop
+
+    start = {n: torch_values[n] for n in layout.names}
+    ours = [np.asarray(x) for x in jax.tree_util.tree_leaves(nnx.state(nnx_module, nnx.Param))]
+    mapped = jax.tree_util.tree_leaves(layout.numpy([start[n] for n in layout.names]))
+    differ = {
+        layout.names[part.source]
+        for plan, a, b in zip(layout.plan, ours, mapped, strict=True)
+        if not np.array_equal(a, b)
+        for part in plan
+    }
+    if differ:
+        written = interop.torch_state_dict(nnx_module)
+        start.update({n: written[n] for n in differ})
+    return start
+
+
+# ------------------------------------------------------------------------------------------------
+# the training loop
+
+
+@dataclasses.dataclass
+class _Torch:
+    """The torch side: model, optimizers, scheduler and parameter names.
+
+    ``owned[i]`` names optimizer i's parameters in its param_groups order; ``names`` is their
+    concatenation, the JAX leaf order (what ``from_torch`` and ``optax.partition`` expect).
+    """
+
+    model: Any
+    optimizers: list[Any]
+    scheduler: Any
+    owned: list[list[str]]
+    frozen: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        return [n for names in self.owned for n in names]
+
+    @property
+    def lbfgs(self) -> bool:
+        return any(type(o).__name__ == "LBFGS" for o in self.optimizers)
+
+
+def _torch_side(model: Any, build_optimizers: Callable, scheduler: Callable | None) -> _Torch:
+    built = build_optimizers(list(model.parameters()))
+    optimizers = list(built) if isinstance(built, (list, tuple)) else [built]
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    owned = [[by_id[id(p)] for g in o.param_groups for p in g["params"]] for o in optimizers]
+    names = [n for ns in owned for n in ns]
+    if len(set(names)) != len(names):
+        raise ValueError("a parameter is in more than one optimizer or param group")
+    if any(type(o).__name__ == "LBFGS" for o in optimizers) and len(optimizers) > 1:
+        raise ValueError("L-BFGS must be the only optimizer (one step(closure) per step)")
+    frozen = [n for n in by_id.values() if n not in set(names)]
+    return _Torch(model, optimizers, scheduler(optimizers[0]) if scheduler else None, owned, frozen)
+
+
+def _jax_transformation(side: _Torch) -> Any:
+    import optax
+
+    from jaxopt_port import optim
+
+    txs = []
+    for i, o in enumerate(side.optimizers):
+        extra = {"ns_dtype": None} if type(o).__name__ == "Muon" else {}
+        txs.append(optim.from_torch(o, scheduler=side.scheduler if i == 0 else None, **extra))
+    if len(txs) == 1:
+        return txs[0]
+    labels = [f"opt{i}" for i, names in enumerate(side.owned) for _ in names]
+    return optax.partition({f"opt{i}": tx for i, tx in enumerate(txs)}, labels)
+
+
+@contextlib.contextmanager
+def _torch_numerics(side: _Torch, dtype: str) -> Iterator[None]:
+    """torch's default dtype = the run's; Muon's Newton–Schulz in the parameter dtype (torch
+    runs it in bfloat16, whose CPU matmuls differ from XLA's by ~3e-2; JAX gets ns_dtype=None)."""
+    from parity.optim_runner import torch_dtype, torch_muon_ns_in_param_dtype
+
+    muon = any(type(o).__name__ == "Muon" for o in side.optimizers)
+    with torch_dtype(dtype), torch_muon_ns_in_param_dtype() if muon else contextlib.nullcontext():
+        yield
+
+
+def _to_torch(batch: Sequence[np.ndarray], dtype: Any, device: str) -> list[Any]:
+    import torch
+
+    return [
+        torch.as_tensor(b, dtype=dtype if np.issubdtype(b.dtype, np.floating) else None).to(device)
+        for b in batch
+    ]
+
+
+def _to_jax(batch: Sequence[np.ndarray], dtype: Any) -> list[Any]:
+    import jax.numpy as jnp
+
+    return [jnp.asarray(b, dtype if np.issubdtype(b.dtype, np.floating) else None) for b in batch]
+
+
+def _state_difference(
+    jax_state: Sequence[Mapping[str, np.ndarray]],
+    torch_state: Sequence[Mapping[str, np.ndarray]],
+    names: Sequence[str],
+) -> tuple[float, str]:
+    """Worst scaled difference over every state entry, named ``param['key']``."""
+    xs, ys, labels = [], [], []
+    for name, sj, st in zip(names, jax_state, torch_state, strict=True):
+        if set(sj) != set(st):
+            return math.inf, f"{name} state keys {sorted(sj)} (JAX) vs {sorted(st)} (torch)"
+        for key in sorted(st):
+            xs.append(sj[key])
+            ys.append(st[key])
+            labels.append(f"{name}[{key!r}]")
+    _, scaled, _, where = scaled_difference(xs, ys, labels)
+    return scaled, where
+
+
+def _buffers_note(worst: dict[str, float], lbfgs: bool) -> str:
+    if not worst:
+        return ""
+    mean = max((v for k, v in worst.items() if k.endswith("running_mean")), default=0.0)
+    var = max((v for k, v in worst.items() if k.endswith("running_var")), default=0.0)
+    note = (
+        f"; BatchNorm running_mean differs by ≤ {mean:.2g} and running_var by ≤ {var:.2g} "
+        "(scaled, not judged: torch accumulates the unbiased batch variance, Flax the biased one)"
+    )
+    if lbfgs:
+        note += "; torch's L-BFGS closure updates them at every evaluation, JAX once per step"
+    return note
+
+
+def train_twins(
+    torch_model: Any,
+    nnx_model: Any,
+    build_optimizers: Callable[[list[Any]], Any],
+    data: Iterable[Sequence[Any]],
+    result: RunResult,
+    *,
+    loss: str | tuple[Callable, Callable] = "cross_entropy",
+    scheduler: Callable[[Any], Any] | None = None,
+    device: str = "cpu",
+) -> RunResult:
+    """Train both models on ``data``, comparing after every step; fills and judges ``result``.
+
+    Args:
+      torch_model: the torch model, in ``result.dtype``, trained in place.
+      nnx_model: its NNX twin (not changed), laid out as :mod:`jaxopt_port.interop.weights`
+        describes; JAX starts from its weights (torch's own values where it holds torch's
+        weights; where not, the difference shows from the first step). Its other state
+        (BatchNorm statistics) is carried from step to step.
+      build_optimizers: ``params -> optimizer`` or a sequence of optimizers over disjoint
+        parameters (e.g. Muon on the matrices and AdamW on the rest); the first one gets the
+        scheduler. Parameters in none of them are held constant.
+      data: batches ``(*inputs, target)`` of NumPy arrays; ``model(*inputs)`` and
+        ``loss(output, target)`` in each framework. Floating arrays are cast to the run's dtype.
+      result: the run's identity, dtype and tolerance (``steps`` is set to the number of
+        batches; an empty ``optimizer`` to the jaxopt_port names of the optimizers, joined by
+        ``+``).
+      loss: a :data:`LOSSES` name or ``(torch_fn, jax_fn)``.
+      scheduler: ``optimizer -> torch lr scheduler``, stepped after every optimizer step.
+      device: torch's device (JAX uses its default device).
+
+    Returns:
+      ``result``, filled and judged (:meth:`parity.results.RunResult.judge`), ``where`` naming
+      the step and the worst parameter or state entry.
+    """
+    import jax
+
+    from jaxopt_port.optim._from_torch import factory_for
+
+    batches = [tuple(np.asarray(b) for b in batch) for batch in data]
+    result.steps = len(batches)
+    loss_fns = LOSSES[loss] if isinstance(loss, str) else loss
+    with jax.enable_x64(result.dtype == "float64"):
+        side = _torch_side(torch_model, build_optimizers, scheduler)
+        if not result.optimizer:
+            result.optimizer = "+".join(factory_for(type(o)).__name__ for o in side.optimizers)
+        with _torch_numerics(side, result.dtype):
+            worst_entries = _train(side, nnx_model, batches, result, loss_fns, device)
+    return _judge(result, worst_entries)
+
+
+def _jax_step(graphdef: Any, layout: TorchLayout, tx: Any, loss: Callable, lbfgs: bool) -> Any:
+    """The jitted JAX step ``(params, opt_state, constants, rest, inputs, target) -> (params,
+    opt_state, rest, loss)``: the NNX model rebuilt from torch-layout parameters, its loss and
+    gradients, one update (with L-BFGS's extra arguments)."""
+    import jax
+    import optax
+    from flax import nnx
+
+    def forward(params, constants, rest, inputs, target):
+        # fresh Variables at this trace level: BatchNorm updates its statistics in place
+        rest = jax.tree_util.tree_map(lambda x: x, rest)
+        net = nnx.merge(graphdef, layout([*params, *constants]), rest)
+        value = loss(net(*inputs), target)
+        return value, nnx.split(net, nnx.Param, ...)[2]
+
+    @jax.jit
+    def step(params, opt_state, constants, rest, inputs, target):
+        (value, new_rest), grads = jax.value_and_grad(forward, has_aux=True)(
+            params, constants, rest, inputs, target
+        )
+        extra = {}
+        if lbfgs:  # one update is one torch step(closure)
+            value_fn = lambda p: forward(p, constants, rest, inputs, target)[0]
+            extra = {"value": value, "grad": grads, "value_fn": value_fn}
+        updates, opt_state = tx.update(grads, opt_state, params, **extra)
+        return optax.apply_updates(params, updates), opt_state, new_rest, value
+
+    return step
+
+
+def _torch_step(side: _Torch, inputs: Sequence[Any], target: Any, loss: Callable) -> float:
+    """One torch step (``step(closure)`` for L-BFGS) and the scheduler's; the loss before it."""
+
+    def closure():
+        for o in side.optimizers:
+            o.zero_grad()
+        value = loss(side.model(*inputs), target)
+        value.backward()
+        return value
+
+    if side.lbfgs:
+        value = side.optimizers[0].step(closure)
+    else:
+        value = closure()
+        for o in side.optimizers:
+            o.step()
+    if side.scheduler is not None:
+        side.scheduler.step()
+    return float(value.detach())
+
+
+def _torch_values(side: _Torch) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """torch's parameters and ``optimizer.state`` by parameter name, as float64 NumPy."""
+    from parity.optim_runner import torch_snapshot
+
+    params, state = {}, {}
+    for o, names in zip(side.optimizers, side.owned, strict=True):
+        values, entries = torch_snapshot(o, [p for g in o.param_groups for p in g["params"]])
+        params.update(zip(names, values, strict=True))
+        state.update(zip(names, entries, strict=True))
+    return params, state
+
+
+def _train(
+    side: _Torch,
+    nnx_model: Any,
+    batches: list[tuple[np.ndarray, ...]],
+    result: RunResult,
+    loss_fns: tuple[Callable, Callable],
+    device: str,
+) -> list[tuple[str, str]]:
+    """The loop of :func:`train_twins`; returns the worst parameter and state entry per step."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from jaxopt_port import interop
+    from jaxopt_port.interop.weights import to_numpy
+    from parity.optim_runner import jax_snapshot
+
+    float64 = result.dtype == "float64"
+    dtype, torch_dtype = jnp.dtype(result.dtype), getattr(torch, result.dtype)
+    # copies (torch updates its tensors in place, and a JAX array may alias a NumPy one) in
+    # torch's dtype (the NNX model's LSTM bias is b_ih + b_hh summed in it)
+    values = {k: to_numpy(v).copy() for k, v in side.model.state_dict().items()}
+    layout = TorchLayout(nnx_model, values, side.names + side.frozen)
+    start = _starting_point(layout, nnx_model, values)
+    params = [jnp.asarray(start[n], dtype) for n in side.names]
+    constants = [jnp.asarray(start[n], dtype) for n in side.frozen]
+    graphdef, _, rest = nnx.split(nnx_model, nnx.Param, ...)
+    floating = lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    rest = jax.tree_util.tree_map(floating, rest)
+    tx = _jax_transformation(side)
+    opt_state = jax.jit(tx.init)(params)
+    step = _jax_step(graphdef, layout, tx, loss_fns[1], side.lbfgs)
+    buffers = [
+        n for n, _ in side.model.named_buffers() if n.endswith(("running_mean", "running_var"))
+    ]
+    buffer_worst: dict[str, float] = {}
+    state_worst = 0.0
+    worst_entries: list[tuple[str, str]] = []
+    for batch in batches:
+        *inputs, target = _to_torch(batch, torch_dtype, device)
+        result.loss_torch.append(_torch_step(side, inputs, target, loss_fns[0]))
+        *inputs, target = _to_jax(batch, dtype)
+        params, opt_state, rest, value = step(params, opt_state, constants, rest, inputs, target)
+        result.loss_jax.append(float(value))
+
+        jax_params, jax_state = jax_snapshot(params, opt_state)
+        torch_params, torch_state = _torch_values(side)
+        d, scaled, rel, where = scaled_difference(
+            jax_params, [torch_params[n] for n in side.names], side.names
+        )
+        result.param_abs.append(d)
+        result.param_scaled.append(scaled)
+        result.param_rel.append(rel)
+        state, state_where = _state_difference(
+            jax_state, [torch_state[n] for n in side.names], side.names
+        )
+        worst_entries.append((where, state_where))
+        state_worst = max(state_worst, state)
+        if float64:
+            result.state_scaled.append(state)
+        if buffers:  # BatchNorm statistics, by torch name
+            nnx_params = layout.numpy([*jax_params, *map(np.asarray, constants)])
+            ours = interop.torch_state_dict(nnx.merge(graphdef, nnx_params, rest))
+            theirs = dict(side.model.named_buffers())
+            for n in buffers:
+                s = scaled_difference([ours[n]], [to_numpy(theirs[n])])[1]
+                buffer_worst[n] = max(buffer_worst.get(n, 0.0), s)
+    if not float64:
+        result.tolerance_note += f"; optimizer state differs by ≤ {state_worst:.2g} (not judged)"
+    result.tolerance_note += _buffers_note(buffer_worst, side.lbfgs)
+    return worst_entries
+
+
+def _judge(result: RunResult, worst_entries: Sequence[tuple[str, str]]) -> RunResult:
+    """Judge, and name the parameter or state entry behind ``where``."""
+    result.judge()
+    for prefix, column in (("parameters after step ", 0), ("optimizer state after step ", 1)):
+        if result.where.startswith(prefix):
+            k = int(result.where[len(prefix) :].split()[0]) - 1
+            if k < len(worst_entries) and worst_entries[k][column]:
+                result.where += f": {worst_entries[k][column]}"
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# the public entry point
+
+
+def compare(
+    torch_model: Any,
+    flax_model: Any,
+    *,
+    optimizer: Callable[[list[Any]], Any],
+    data: Iterable[Sequence[Any]],
+    loss_fn: str | tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]] | None = None,
+    scheduler: Callable[[Any], Any] | None = None,
+    steps: int | None = None,
+    dtype: str | None = None,
+    tolerance: float | None = None,
+    load_weights: bool = True,
+    name: str = "default",
+) -> RunResult:
+    """Train a torch model and its Flax NNX twin side by side and compare them after every step.
+
+    torch runs the optimizer you build; JAX runs :func:`jaxopt_port.optim.from_torch` of it (and
+    of the scheduler), so the hyperparameters are the same by construction. After every step
+    the parameters (by torch name) and every optimizer-state entry are compared (see the module
+    docstring). Neither model is changed: torch trains a copy, JAX a functional copy. Muon's
+    Newton–Schulz iteration runs in the parameter dtype on both sides during the comparison
+    (torch's default bfloat16 matmuls and XLA's differ by ~3e-2 after a few steps).
+
+    Args:
+      torch_model: an ``nn.Module``.
+      flax_model: its twin as a ``flax.nnx.Module``, laid out as
+        :mod:`jaxopt_port.interop.weights` describes (attribute names = torch module names;
+        ``nnx.Linear`` for ``nn.Linear``, ...). It may be abstract (``nnx.eval_shape``).
+      optimizer: ``params -> torch optimizer`` (``params`` is ``list(torch_model.parameters())``
+        of the copy): a torch optimizer class (its defaults), ``functools.partial(torch.optim.
+        AdamW, lr=1e-3)``, or a function building param groups; it may return several
+        optimizers over disjoint parameters (e.g. Muon on the matrices, AdamW on the rest).
+        Parameters in no optimizer are held constant. Pass ``foreach=False`` for torch's
+        single-tensor reference kernels (the others differ from it by ~1e-15).
+      data: batches ``(*inputs, target)`` of NumPy arrays or torch tensors: the models are
+        called as ``model(*inputs)`` (the same arrays in both frameworks: an NNX model of a
+        channels-first torch model transposes them itself).
+      loss_fn: ``"cross_entropy"`` (default; integer class targets, mean over the batch),
+        ``"mse"``, or a pair ``(torch_fn, jax_fn)``, each ``(output, target) -> mean loss``.
+      scheduler: ``optimizer -> torch lr scheduler`` for the first optimizer (e.g. ``lambda o:
+        torch.optim.lr_scheduler.StepLR(o, 5)``), stepped after every optimizer step.
+      steps: train on the first ``steps`` batches (default: all of ``data``).
+      dtype: ``"float64"`` or ``"float32"`` (default: the torch model's); both models are cast.
+      tolerance: the bound on the worst scaled difference (default: 1e-12 in float64, the
+        DESIGN.md gate; :data:`F32_USER_TOLERANCE` in float32).
+      load_weights: set the Flax model's weights from the torch model with
+        :func:`jaxopt_port.interop.load_torch_state_dict` first (default); with False its own
+        weights are used (if they are not torch's, the comparison shows it from step 1).
+      name: ``RunResult.config``, to tell several comparisons apart in a report.
+
+    Returns:
+      A judged :class:`parity.results.RunResult` (``kind="user"``, ``model`` = the torch class
+      name): ``result.passed``, ``result.worst`` and ``result.where`` (the step and the
+      parameter or state entry), per-step ``loss_torch``, ``loss_jax``, ``param_scaled``,
+      ``state_scaled``; ``parity.report.write_report(directory, [result], meta)`` renders it.
+
+    Raises:
+      ValueError: an unknown dtype or loss, weights the converter cannot load, L-BFGS with
+        another optimizer.
+
+    Example:
+      >>> import functools
+      >>> import numpy as np
+      >>> import torch
+      >>> from flax import nnx
+      >>> import parity
+      >>> rng = np.random.default_rng(0)
+      >>> data = [(rng.normal(size=(8, 4)), rng.integers(0, 3, 8)) for _ in range(5)]
+      >>> result = parity.compare(
+      ...     torch.nn.Linear(4, 3), nnx.Linear(4, 3, rngs=nnx.Rngs(0)),
+      ...     optimizer=functools.partial(torch.optim.AdamW, lr=1e-2, foreach=False),
+      ...     data=data, dtype="float64",
+      ... )
+      >>> result.passed
+      True
+    """
+    import jax
+    import torch
+    from flax import nnx
+
+    from jaxopt_port import interop
+    from jaxopt_port.interop.weights import to_numpy
+
+    start = time.perf_counter()
+    torch_model = copy.deepcopy(torch_model)
+    if dtype is None:
+        dtype = str(next(torch_model.parameters()).dtype).removeprefix("torch.")
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', not {dtype!r}")
+    loss_fn = "cross_entropy" if loss_fn is None else loss_fn
+    if isinstance(loss_fn, str) and loss_fn not in LOSSES:
+        raise ValueError(f"unknown loss {loss_fn!r}; expected one of {list(LOSSES)} or a pair")
+    torch_model.to(getattr(torch, dtype))
+    batches = [
+        tuple(to_numpy(x) for x in batch)
+        for batch in (data if steps is None else itertools.islice(data, steps))
+    ]
+    if dtype == "float64":
+        default, note = F64_TOLERANCE, "float64 gate (DESIGN.md): parameters and optimizer state"
+    else:
+        default = F32_USER_TOLERANCE
+        note = "float32 default tolerance (not measured for this model), parameters"
+    result = RunResult(
+        "user", "", name, type(torch_model).__name__, dtype, len(batches),
+        tolerance=default if tolerance is None else tolerance,
+        tolerance_note=note if tolerance is None else "given by the caller",
+    )  # fmt: skip
+    with jax.enable_x64(dtype == "float64"):
+        flax_model = nnx.clone(flax_model)  # the caller's model stays as it is
+        if load_weights:
+            interop.load_torch_state_dict(flax_model, torch_model.state_dict())
+    device = str(next(torch_model.parameters()).device)
+    train_twins(
+        torch_model, flax_model, optimizer, batches, result, loss=loss_fn, scheduler=scheduler,
+        device=device,
+    )  # fmt: skip
+    result.seconds = time.perf_counter() - start
+    return result

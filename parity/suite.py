@@ -1,0 +1,302 @@
+"""What ``jaxopt-parity`` runs: the list of runs, selected by the CLI's options, and how each runs.
+
+Two kinds of run, both producing :class:`parity.results.RunResult`:
+
+- ``optimizer`` runs: every optimizer × every option set of ``parity.optim_specs`` (torch's own
+  ``optim_db`` inputs plus ours: a changing lr, two param groups) on the small problems of
+  ``parity.problems``, in torch, in JAX and — float64 — in the NumPy reference of the documented
+  formulas (:mod:`parity.reference`); parameters and every state entry are compared after each
+  step.
+- ``model`` runs: the twin models of :mod:`parity.models` (MLP, CNN, transformer block, LSTM)
+  trained in torch and in Flax NNX with an optimizer and, for some, a torch lr scheduler
+  (:func:`parity.twins.run_model`).
+
+Tolerances follow ../shared/DESIGN.md: float64 ≤ 1e-12 (scaled difference, see
+:mod:`parity.results`) on the parameters after every step and the optimizer state at the end;
+float32 the per-optimizer tolerance measured in ``parity.optim_specs`` (``f32_atol``,
+parameters) or in ``parity.twins``.
+
+Why the state is judged at the end and not after every step (it is recorded after every step):
+L-BFGS with a float32-valued tensor lr (``torch_Tensor_lr``) has its search direction ``d`` 1.04e-12
+from torch's after step 1 (8.6e-13 after step 2), while torch and the NumPy reference agree to
+5.5e-14: there ``y·s ≈ 2.6e-8`` against ``|y||s| ≈ 1.7e-4`` (``ro = 3.9e7``), so the ulp-level
+difference between XLA's and MKL's summation order in the dot products is amplified ~6000-fold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from parity.results import RunResult, scaled_difference
+
+__all__ = [
+    "DTYPES",
+    "F64_TOLERANCE",
+    "MODELS",
+    "Case",
+    "model_cases",
+    "optimizer_cases",
+    "run_optimizer_case",
+    "select",
+]
+
+#: The float64 gate (DESIGN.md), on the scaled difference of parameters, state and reference.
+F64_TOLERANCE = 1e-12
+DTYPES = ("float64", "float32")
+#: What ``--models`` chooses from: ``formula`` is the optimizer runs on the small problems.
+MODELS = ("formula", "mlp", "cnn", "transformer", "lstm")
+
+#: A learning rate per optimizer that makes the twin models train visibly in a few dozen steps
+#: (torch's defaults elsewhere).
+MODEL_LR = {
+    "adadelta": 1.0, "adafactor": 0.01, "adagrad": 0.05, "adam": 3e-3, "adamax": 5e-3,
+    "adamw": 3e-3, "asgd": 0.1, "lbfgs": 0.5, "muon": 0.02, "nadam": 3e-3, "radam": 3e-3,
+    "rmsprop": 1e-3, "rprop": 1e-3, "sgd": 0.1, "sparse_adam": 0.01,
+}  # fmt: skip
+#: Extra torch kwargs per optimizer on the twin models.
+MODEL_KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}, "lbfgs": {"max_iter": 4}}
+#: The optimizers the default suite trains every twin model with (``--full``: all 15).
+DEFAULT_MODEL_OPTIMIZERS = ("sgd", "adamw")
+#: Twin-model runs with a torch lr scheduler: (model, optimizer, ``parity.schedule_specs`` id).
+SCHEDULED_MODEL_RUNS = (
+    ("mlp", "sgd", "OneCycleLR-cos"),
+    ("mlp", "adamw", "CosineAnnealingLR"),
+    ("cnn", "adam", "StepLR"),
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One run to do: what the CLI lists, filters and executes."""
+
+    kind: str
+    optimizer: str
+    config: str
+    model: str
+    dtype: str
+    run: Callable[[], RunResult] = dataclasses.field(compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.optimizer}/{self.config}/{self.model}/{self.dtype}"
+
+    def execute(self) -> RunResult:
+        """Run it; an exception becomes a failed result naming it, never a crashed suite."""
+        start = time.perf_counter()
+        try:
+            result = self.run()
+        except Exception as error:  # a crash is a finding, reported with the run's name
+            lines = str(error).strip().splitlines()  # JAX appends notes; keep the message
+            last = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+            result = RunResult(
+                self.kind, self.optimizer, self.config, self.model, self.dtype, 0, math.nan,
+                error=last,
+            )  # fmt: skip
+        result.seconds = time.perf_counter() - start
+        return result
+
+
+# ------------------------------------------------------------------------------------------------
+# optimizer runs: small problems, torch vs JAX vs the NumPy reference
+
+
+def _state_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[float, str]:
+    names, xs, ys = [], [], []
+    for i, (sa, sb) in enumerate(zip(a, b, strict=True)):
+        if set(sa) != set(sb):
+            return math.inf, f"state[{i}] keys {sorted(sa)} vs {sorted(sb)}"
+        for key in sorted(sa):
+            names.append(f"state[{i}][{key!r}]")
+            xs.append(sa[key])
+            ys.append(sb[key])
+    _, scaled, _, where = scaled_difference(xs, ys, names)
+    return scaled, where
+
+
+def run_optimizer_case(
+    name: str, config_id: str, dtype: str = "float64", *, steps: int | None = None, seed: int = 0
+) -> RunResult:
+    """One optimizer configuration on its problem: torch vs JAX after every step, and (float64)
+    both vs the NumPy reference.
+
+    Args:
+      name: the optimizer (``parity.optim_specs`` name).
+      config_id: a ``Config.id`` of that optimizer's ``configs_for``.
+      dtype: ``"float64"`` (judged on parameters, every state entry and the reference, ≤ 1e-12) or
+        ``"float32"`` (parameters, judged by the spec's measured ``f32_atol``; the state
+        difference is recorded, not judged).
+      steps: optimizer steps (default: the spec's, 50; L-BFGS 2).
+      seed: the problem's seed (initial parameters and batches).
+    """
+    from parity.optim_runner import run_jax, run_reference, run_torch
+    from parity.optim_specs import configs_for, spec
+
+    s = spec(name)
+    config = next((c for c in configs_for(s) if c.id == config_id), None)
+    if config is None:
+        raise KeyError(f"{name} has no configuration {config_id!r}")
+    if steps is not None:
+        s = dataclasses.replace(s, steps=steps)
+    float64 = dtype == "float64"
+    torch_run = run_torch(s, config, dtype, seed, record=True)
+    jax_run = run_jax(s, config, dtype, seed, record=True)
+    reference = run_reference(s, config, seed, record=True) if float64 else None
+    result = RunResult(
+        "optimizer", name, config_id, s.problem, dtype, s.steps,
+        tolerance=F64_TOLERANCE if float64 else s.f32_atol,
+        tolerance_note=(
+            "float64 gate (DESIGN.md): parameters, state and the NumPy reference"
+            if float64
+            else "measured float32 tolerance (parity/optim_specs.py f32_atol), parameters"
+        ),
+        loss_torch=torch_run.losses, loss_jax=jax_run.losses,
+        loss_reference=reference.losses if reference else None,
+    )  # fmt: skip
+    state_worst = 0.0
+    for (jp, js), (tp, ts) in zip(jax_run.history, torch_run.history, strict=True):
+        d, scaled, rel, _ = scaled_difference(jp, tp)
+        result.param_abs.append(d)
+        result.param_scaled.append(scaled)
+        result.param_rel.append(rel)
+        state = _state_difference(js, ts)[0]
+        if float64:
+            result.state_scaled.append(state)
+        state_worst = max(state_worst, state)
+    if not float64:
+        result.tolerance_note += f"; state differs by up to {state_worst:.2g} (not judged)"
+    if reference is not None:
+        worst = 0.0  # parameters after every step, state at the end, as for JAX vs torch
+        for run in (jax_run, torch_run):
+            for p, rp in zip(run.history, reference.history, strict=True):
+                worst = max(worst, scaled_difference(p[0], rp[0])[1])
+            worst = max(worst, _state_difference(run.state, reference.state)[0])
+        result.reference_scaled = worst
+    return result.judge()
+
+
+def optimizer_cases(
+    dtypes: Sequence[str], *, full: bool, quick: bool, steps: int | None, seed: int
+) -> list[Case]:
+    """Every optimizer × option set (float64), and float32 for the first option set of each
+    (``full``: every option set in every dtype; ``quick``: the first option set only)."""
+    from parity.optim_specs import SPECS, configs_for
+
+    cases = []
+    for s in SPECS:
+        configs = configs_for(s)
+        for dtype in dtypes:
+            chosen = configs if full or (dtype == "float64" and not quick) else configs[:1]
+            for c in chosen:
+                run = lambda n=s.name, c=c.id, d=dtype: run_optimizer_case(
+                    n, c, d, steps=steps, seed=seed
+                )
+                cases.append(Case("optimizer", s.name, c.id, s.problem, dtype, run))
+    return cases
+
+
+# ------------------------------------------------------------------------------------------------
+# model runs: twin models in torch and Flax NNX
+
+
+def _model_kwargs(optimizer: str) -> dict[str, Any]:
+    return {"lr": MODEL_LR[optimizer], **MODEL_KWARGS.get(optimizer, {})}
+
+
+def model_cases(
+    models: Sequence[str],
+    dtypes: Sequence[str],
+    *,
+    full: bool,
+    quick: bool,
+    steps: int | None,
+    seed: int,
+    device: str = "cpu",
+    optimizers: Sequence[str] | None = None,
+) -> list[Case]:
+    """Each twin model × optimizers × dtype, plus the scheduled runs.
+
+    ``optimizers`` defaults to :data:`DEFAULT_MODEL_OPTIMIZERS` (``full``: all 15; ``quick``: the
+    first, and no scheduled runs).
+    """
+    from jaxopt_port.optim import OPTIMIZERS
+    from parity import twins
+
+    if optimizers is None:
+        optimizers = OPTIMIZERS if full else DEFAULT_MODEL_OPTIMIZERS[: 1 if quick else None]
+    cases = []
+    usable = {model: twins.optimizers_for(model) for model in models}  # SparseAdam: embeddings
+
+    def add(model: str, optimizer: str, dtype: str, schedule: str | None) -> None:
+        config = schedule or "default"
+
+        def run() -> RunResult:
+            return twins.run_model(
+                model, optimizer, _model_kwargs(optimizer), schedule=schedule, dtype=dtype,
+                seed=seed, config_name=config, device=device,
+                **({"steps": steps} if steps is not None else {}),
+            )  # fmt: skip
+
+        cases.append(Case("model", optimizer, config, model, dtype, run))
+
+    for model in models:
+        for dtype in dtypes:
+            for optimizer in optimizers:
+                if optimizer in usable[model]:
+                    add(model, optimizer, dtype, None)
+            if not quick:
+                for m, optimizer, schedule in SCHEDULED_MODEL_RUNS:
+                    if m == model:
+                        add(model, optimizer, dtype, schedule)
+    return cases
+
+
+# ------------------------------------------------------------------------------------------------
+# selection
+
+
+def _matches(value: str, wanted: Iterable[str] | None) -> bool:
+    return wanted is None or value in wanted
+
+
+def select(
+    *,
+    optimizers: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    dtypes: Sequence[str] = DTYPES,
+    full: bool = False,
+    quick: bool = False,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[Case]:
+    """The runs the CLI's options choose, in a stable order (optimizer runs, then model runs).
+
+    Raises:
+      ValueError: an unknown optimizer, model or dtype (the message lists the valid names).
+    """
+    from jaxopt_port.optim import OPTIMIZERS
+
+    for given, valid, what in (
+        (optimizers, OPTIMIZERS, "optimizer"),
+        (models, MODELS, "model"),
+        (dtypes, DTYPES, "dtype"),
+    ):
+        unknown = sorted(set(given or ()) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown {what}(s) {unknown}; expected some of {list(valid)}")
+    models = list(models) if models else list(MODELS)
+    cases: list[Case] = []
+    if "formula" in models:
+        cases += optimizer_cases(dtypes, full=full, quick=quick, steps=steps, seed=seed)
+    twin_models = [m for m in models if m != "formula"]
+    if twin_models:
+        cases += model_cases(
+            twin_models, dtypes, full=full, quick=quick, steps=steps, seed=seed, device=device,
+            optimizers=optimizers,
+        )  # fmt: skip
+    return [c for c in cases if _matches(c.optimizer, optimizers)]

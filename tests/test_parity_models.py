@@ -1,0 +1,250 @@
+"""The twin models (parity.models), their training runs (parity.twins) and parity.compare.
+
+Each twin pair computes the same function and gradients; a run of each model with Adam and SGD
+stays within the float64 gate while the loss falls; a planted layout error (a transposed square
+matrix, in the converter or after it) fails its run and names the parameter; compare() passes
+for a user's pair and fails when the pair differs; the worked example runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+jax = pytest.importorskip("jax")
+pytest.importorskip("sklearn")
+
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import parity  # noqa: E402
+from jaxopt_port.interop import weights  # noqa: E402
+from jaxopt_port.interop.weights import to_numpy  # noqa: E402
+from parity import data, models, twins  # noqa: E402
+from parity.comparison import TorchLayout  # noqa: E402
+from parity.optim_runner import torch_dtype  # noqa: E402
+from parity.results import scaled_difference  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Per model: steps and torch kwargs that make the loss fall visibly within the run (measured:
+#: the mean of the last 3 losses is 0.1 to 1.3 below the first).
+TRAINING = {
+    "mlp": (8, {"adam": {"lr": 0.01}, "sgd": {"lr": 0.5, "momentum": 0.9}}),
+    "cnn": (8, {"adam": {"lr": 0.01}, "sgd": {"lr": 0.1, "momentum": 0.9}}),
+    "transformer": (8, {"adam": {"lr": 0.01}, "sgd": {"lr": 0.1, "momentum": 0.9}}),
+    "lstm": (16, {"adam": {"lr": 0.03}, "sgd": {"lr": 1.0, "momentum": 0.9}}),
+}
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_twins_compute_the_same_outputs_and_gradients(name):
+    inputs, target = data.batches(name, 1, seed=3)[0]
+    with torch_dtype("float64"), jax.enable_x64(True):
+        torch_model, nnx_model = models.make_twins(name, "float64", seed=1)
+        x = torch.as_tensor(inputs)
+        out_torch = torch_model(x)
+        torch.nn.functional.cross_entropy(out_torch, torch.as_tensor(target)).backward()
+        names = [n for n, _ in torch_model.named_parameters()]
+        state = {k: to_numpy(v) for k, v in torch_model.state_dict().items()}
+        layout = TorchLayout(nnx_model, state, names)
+        graphdef, _, rest = nnx.split(nnx_model, nnx.Param, ...)
+
+        def loss(params):
+            net = nnx.merge(graphdef, layout(params), jax.tree_util.tree_map(lambda a: a, rest))
+            logits = net(jnp.asarray(inputs))
+            return optax.softmax_cross_entropy_with_integer_labels(logits, target).mean(), logits
+
+        grad_fn = jax.jit(jax.grad(loss, has_aux=True))
+        grads, out_jax = grad_fn([jnp.asarray(state[n]) for n in names])
+    assert scaled_difference([out_jax], [to_numpy(out_torch)])[1] <= 1e-12
+    torch_grads = [to_numpy(p.grad) for p in torch_model.parameters()]
+    assert all(np.any(g != 0) for g in torch_grads)
+    _, worst, _, where = scaled_difference(grads, torch_grads, names)
+    assert worst <= 1e-12, where
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("name", models.MODELS)
+def test_model_run_passes_the_float64_gate_while_training(name, optimizer):
+    steps, kwargs = TRAINING[name]
+    result = twins.run_model(name, optimizer, kwargs[optimizer], steps=steps)
+    assert result.error is None, result.error
+    assert result.passed, (result.worst, result.where)
+    assert (result.kind, result.model, result.optimizer, result.dtype) == (
+        "model", name, optimizer, "float64"
+    )  # fmt: skip
+    for figures in (
+        result.loss_torch, result.loss_jax, result.param_abs, result.param_scaled,
+        result.param_rel, result.state_scaled,
+    ):  # fmt: skip
+        assert len(figures) == steps
+    np.testing.assert_allclose(result.loss_jax, result.loss_torch, rtol=1e-12)
+    assert np.mean(result.loss_torch[-3:]) < result.loss_torch[0] - 0.1
+    assert 0 < result.worst <= 1e-12
+    assert result.where.startswith(("parameters after step", "optimizer state after step"))
+
+
+def test_the_jax_step_compiles_once_whatever_the_number_of_steps():
+    compiles: list[str] = []
+
+    def listen(event: str, duration: float, **kwargs: object) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        counts = []
+        for steps in (2, 2, 6):  # the first run also compiles the eager operations it meets
+            compiles.clear()
+            assert twins.run_model("mlp", "sgd", {"lr": 0.1}, steps=steps).passed
+            counts.append(len(compiles))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert counts[1] == counts[2] > 0, counts
+
+
+def _transposed_out_projection(layer):
+    """The attention binding, with torch's (square) out_proj.weight loaded untransposed."""
+    binding = _original_attention(layer)
+    flip = lambda arrays: {k: (v.T if k == "out_proj.weight" else v) for k, v in arrays.items()}
+    return dataclasses.replace(
+        binding,
+        load=lambda arrays: binding.load(flip(arrays)),
+        dump=lambda: flip(binding.dump()),
+    )
+
+
+_original_attention = weights._bind_attention
+
+
+def test_a_transpose_planted_in_the_converter_fails_the_run(monkeypatch):
+    monkeypatch.setattr(weights, "_bind_attention", _transposed_out_projection)
+    result = twins.run_model("transformer", "sgd", {"lr": 0.1}, steps=3)
+    assert result.error is None, result.error
+    assert not result.passed
+    assert result.loss_jax[0] != pytest.approx(result.loss_torch[0], rel=1e-9, abs=0)
+    assert result.param_scaled[0] > 1e-6  # from the first step on
+    assert result.where.startswith("parameters after step ")
+
+
+def test_a_square_kernel_transposed_after_conversion_fails_the_run_naming_it(monkeypatch):
+    original = models.make_twins
+
+    def make_twins(*args, **kwargs):
+        torch_model, nnx_model = original(*args, **kwargs)
+        kernel = nnx_model.lstm.cell.hf.kernel  # 32 x 32: the shapes cannot tell
+        kernel.set_value(kernel[...].T)
+        return torch_model, nnx_model
+
+    monkeypatch.setattr(models, "make_twins", make_twins)
+    result = twins.run_model("lstm", "adam", {"lr": 0.01}, steps=2)
+    assert result.error is None, result.error
+    assert not result.passed and result.param_scaled[0] > 0.1
+    assert result.where.startswith("parameters after step ")
+    assert result.where.endswith(": lstm.weight_hh_l0")
+
+
+def test_an_unsupported_pair_is_an_error_result_not_a_crash():
+    result = twins.run_model("mlp", "sparse_adam", {"lr": 0.01}, steps=2)
+    assert result.error is not None and "sparse" in result.error
+    assert not result.passed
+    assert "sparse_adam" not in twins.optimizers_for("mlp")
+    assert "sparse_adam" in twins.optimizers_for("transformer")
+
+
+class _TorchNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = torch.nn.Linear(5, 7)
+        self.out = torch.nn.Linear(7, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+class _NnxNet(nnx.Module):
+    def __init__(self, activation=jax.nn.relu) -> None:
+        rngs = nnx.Rngs(0)
+        self.hidden = nnx.Linear(5, 7, rngs=rngs)
+        self.out = nnx.Linear(7, 3, rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, x):
+        return self.out(self.activation(self.hidden(x)))
+
+
+def _user_data(steps: int = 6) -> list[tuple[object, object]]:
+    rng = np.random.default_rng(0)
+    return [
+        (torch.as_tensor(rng.normal(size=(16, 5))), rng.integers(0, 3, size=16))
+        for _ in range(steps)
+    ]
+
+
+def test_compare_passes_for_a_user_pair_and_leaves_both_models_alone():
+    torch.manual_seed(0)
+    torch_model, flax_model = _TorchNet(), _NnxNet()
+    before = {k: v.clone() for k, v in torch_model.state_dict().items()}
+    kernel = np.asarray(flax_model.hidden.kernel[...])
+    result = parity.compare(
+        torch_model, flax_model,
+        optimizer=functools.partial(torch.optim.RMSprop, lr=0.01, momentum=0.5, foreach=False),
+        scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 2, gamma=0.5),
+        data=_user_data(), dtype="float64",
+    )  # fmt: skip
+    assert result.passed, (result.worst, result.where)
+    assert (result.kind, result.optimizer, result.model, result.steps) == (
+        "user", "rmsprop", "_TorchNet", 6
+    )  # fmt: skip
+    assert len(result.state_scaled) == 6 and result.seconds > 0
+    assert all(torch.equal(v, before[k]) for k, v in torch_model.state_dict().items())
+    np.testing.assert_array_equal(flax_model.hidden.kernel[...], kernel)
+
+
+def test_compare_fails_when_the_models_differ():
+    torch.manual_seed(0)
+    result = parity.compare(
+        _TorchNet(), _NnxNet(activation=jax.nn.gelu),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        data=_user_data(3), dtype="float64",
+    )  # fmt: skip
+    assert not result.passed and result.param_scaled[0] > 1e-6
+    assert result.where.startswith("parameters after step ")
+
+
+def test_compare_fails_when_the_weights_differ():
+    torch.manual_seed(0)
+    result = parity.compare(
+        _TorchNet(), _NnxNet(),
+        optimizer=functools.partial(torch.optim.Adam, lr=0.01),
+        data=_user_data(2), dtype="float64", load_weights=False,
+    )  # fmt: skip
+    assert not result.passed and result.worst > 1e-3
+
+
+def test_importing_parity_imports_neither_torch_nor_jax():
+    code = "import sys, parity; print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_compare_own_model_example_runs_and_writes_a_report(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "examples/compare_own_model.py", "--steps", "8", "--report", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "PASS" in out.stdout
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "report.md").is_file()
