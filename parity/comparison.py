@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.results import RunResult, scaled_difference
+from parity.results import RunResult, scaled_difference, state_difference
 
 __all__ = ["F32_USER_TOLERANCE", "F64_TOLERANCE", "LOSSES", "TorchLayout", "compare", "train_twins"]
 
@@ -81,18 +81,14 @@ def _cross_entropy_jax(out: Any, target: Any) -> Any:
     return optax.softmax_cross_entropy_with_integer_labels(out, target).mean()
 
 
-def _mse_torch(out: Any, target: Any) -> Any:
-    return ((out - target) ** 2).mean()
-
-
-def _mse_jax(out: Any, target: Any) -> Any:
+def _mse(out: Any, target: Any) -> Any:  # the same expression in both frameworks
     return ((out - target) ** 2).mean()
 
 
 #: Loss functions by name: ``(torch_fn, jax_fn)``, each ``(model output, target) -> mean loss``.
 LOSSES: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]] = {
     "cross_entropy": (_cross_entropy_torch, _cross_entropy_jax),
-    "mse": (_mse_torch, _mse_jax),
+    "mse": (_mse, _mse),
 }
 
 
@@ -364,24 +360,6 @@ def _to_jax(batch: Sequence[np.ndarray], dtype: Any) -> list[Any]:
     return [jnp.asarray(b, dtype if np.issubdtype(b.dtype, np.floating) else None) for b in batch]
 
 
-def _state_difference(
-    jax_state: Sequence[Mapping[str, np.ndarray]],
-    torch_state: Sequence[Mapping[str, np.ndarray]],
-    names: Sequence[str],
-) -> tuple[float, str]:
-    """Worst scaled difference over every state entry, named ``param['key']``."""
-    xs, ys, labels = [], [], []
-    for name, sj, st in zip(names, jax_state, torch_state, strict=True):
-        if set(sj) != set(st):
-            return math.inf, f"{name} state keys {sorted(sj)} (JAX) vs {sorted(st)} (torch)"
-        for key in sorted(st):
-            xs.append(sj[key])
-            ys.append(st[key])
-            labels.append(f"{name}[{key!r}]")
-    _, scaled, _, where = scaled_difference(xs, ys, labels)
-    return scaled, where
-
-
 def _buffers_note(worst: dict[str, float], lbfgs: bool) -> str:
     if not worst:
         return ""
@@ -558,13 +536,10 @@ def _train(
 
         jax_params, jax_state = jax_snapshot(params, opt_state)
         torch_params, torch_state = _torch_values(side)
-        d, scaled, rel, where = scaled_difference(
+        where = result.record_parameters(
             jax_params, [torch_params[n] for n in side.names], side.names
         )
-        result.param_abs.append(d)
-        result.param_scaled.append(scaled)
-        result.param_rel.append(rel)
-        state, state_where = _state_difference(
+        state, state_where = state_difference(
             jax_state, [torch_state[n] for n in side.names], side.names
         )
         worst_entries.append((where, state_where))

@@ -11,11 +11,10 @@ to its dtype) or int64 tokens, and int64 labels. The same arrays go to both fram
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from parity.models import MODELS, NUM_CLASSES, SEQUENCE, VOCAB
+from parity.problems import digits
 
 __all__ = ["BATCH_SIZE", "batches", "token_labels"]
 
@@ -24,18 +23,6 @@ BATCH_SIZE = {"mlp": 64, "cnn": 32, "transformer": 32, "lstm": 32}
 _CLASSES = NUM_CLASSES["transformer"]
 _ZIPF = 1.0 / np.arange(1, VOCAB + 1)
 _ZIPF /= _ZIPF.sum()
-
-
-@functools.lru_cache(maxsize=1)
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = data.data / 16.0
-    x.setflags(write=False)
-    y = data.target.astype(np.int64)
-    y.setflags(write=False)
-    return x, y
 
 
 def token_labels(tokens: np.ndarray) -> np.ndarray:
@@ -76,7 +63,7 @@ def batches(
             tokens = rng.choice(VOCAB, size=(size, SEQUENCE), p=_ZIPF).astype(np.int64)
             out.append((tokens, token_labels(tokens)))
         return out
-    x_all, y_all = _digits()
+    x_all, y_all = digits()
     shape = {"mlp": (64,), "cnn": (1, 8, 8), "lstm": (8, 8)}[model]
     out = []
     for _ in range(steps):

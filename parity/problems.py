@@ -7,12 +7,13 @@ own float64 parameters, so it shares no code with jaxopt_port.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PROBLEMS", "Problem", "make_problem"]
+__all__ = ["PROBLEMS", "Problem", "digits", "make_problem"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,19 @@ _LOSSES = {
 PROBLEMS = tuple(_LOSSES)
 
 
+@functools.lru_cache(maxsize=1)
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: images as (1797, 64) floats in [0, 1], labels as int64."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = data.data / 16.0
+    x.setflags(write=False)
+    y = data.target.astype(np.int64)
+    y.setflags(write=False)
+    return x, y
+
+
 def make_problem(name: str, steps: int, seed: int = 0) -> Problem:
     """A problem with ``steps`` batches, deterministic in ``seed``."""
     rng = np.random.default_rng(seed)
@@ -149,10 +163,8 @@ def make_problem(name: str, steps: int, seed: int = 0) -> Problem:
             idx = rng.choice(rows, size=lookups, replace=False).astype(np.int64)
             batches.append((idx, rng.normal(size=dim), rng.normal(size=lookups)))
     elif name in ("digits", "digits_nobias"):
-        from sklearn.datasets import load_digits
-
-        data = load_digits()
-        x_all, onehot_all = data.data / 16.0, np.eye(10)[data.target]
+        x_all, labels = digits()
+        onehot_all = np.eye(10)[labels]
         w1 = rng.normal(size=(64, 32)) / 8.0
         w2 = rng.normal(size=(32, 10)) / np.sqrt(32)
         params = (w1, np.zeros(32), w2, np.zeros(10)) if name == "digits" else (w1, w2)

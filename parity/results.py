@@ -16,13 +16,20 @@ tolerance per optimizer or model, with the measured value beside it).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SCHEMA", "RunResult", "json_safe", "leaf_difference", "scaled_difference"]
+__all__ = [
+    "SCHEMA",
+    "RunResult",
+    "json_safe",
+    "leaf_difference",
+    "scaled_difference",
+    "state_difference",
+]
 
 #: Version of the JSON layout written by ``--json`` (bump on incompatible changes).
 SCHEMA = 1
@@ -61,6 +68,27 @@ def scaled_difference(
         if not s <= worst_scaled:
             worst_scaled, where = s, names[i] if names is not None else f"leaf[{i}]"
     return worst_abs, worst_scaled, worst_rel, where
+
+
+def state_difference(
+    a: Sequence[Mapping[str, Any]],
+    b: Sequence[Mapping[str, Any]],
+    names: Sequence[str] | None = None,
+) -> tuple[float, str]:
+    """The worst scaled difference over every optimizer-state entry (torch's keys) of matching
+    parameters, and where (``name['key']``, ``name`` defaulting to ``state[i]``); ``inf`` when a
+    parameter's keys differ."""
+    labels, xs, ys = [], [], []
+    for i, (sa, sb) in enumerate(zip(a, b, strict=True)):
+        name = names[i] if names is not None else f"state[{i}]"
+        if set(sa) != set(sb):
+            return math.inf, f"{name} state keys {sorted(sa)} vs {sorted(sb)}"
+        for key in sorted(sb):
+            labels.append(f"{name}[{key!r}]")
+            xs.append(sa[key])
+            ys.append(sb[key])
+    _, scaled, _, where = scaled_difference(xs, ys, labels)
+    return scaled, where
 
 
 @dataclass
@@ -126,6 +154,17 @@ class RunResult:
         if self.worst == 0:
             return 0.0
         return self.worst / self.tolerance if self.tolerance > 0 else math.inf
+
+    def record_parameters(
+        self, jax: Sequence[Any], torch: Sequence[Any], names: Sequence[str] | None = None
+    ) -> str:
+        """Append one step's parameter differences (absolute, scaled, relative); returns the
+        name of the parameter with the worst scaled difference."""
+        d, scaled, rel, where = scaled_difference(jax, torch, names)
+        self.param_abs.append(d)
+        self.param_scaled.append(scaled)
+        self.param_rel.append(rel)
+        return where
 
     def judge(self) -> RunResult:
         """Fill ``worst`` and ``where`` from the recorded figures; returns ``self``."""

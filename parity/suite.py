@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from parity.results import RunResult, scaled_difference
+from parity.results import RunResult, scaled_difference, state_difference
 
 __all__ = [
     "DTYPES",
@@ -105,19 +105,6 @@ class Case:
 # optimizer runs: small problems, torch vs JAX vs the NumPy reference
 
 
-def _state_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[float, str]:
-    names, xs, ys = [], [], []
-    for i, (sa, sb) in enumerate(zip(a, b, strict=True)):
-        if set(sa) != set(sb):
-            return math.inf, f"state[{i}] keys {sorted(sa)} vs {sorted(sb)}"
-        for key in sorted(sa):
-            names.append(f"state[{i}][{key!r}]")
-            xs.append(sa[key])
-            ys.append(sb[key])
-    _, scaled, _, where = scaled_difference(xs, ys, names)
-    return scaled, where
-
-
 def run_optimizer_case(
     name: str, config_id: str, dtype: str = "float64", *, steps: int | None = None, seed: int = 0
 ) -> RunResult:
@@ -159,11 +146,8 @@ def run_optimizer_case(
     )  # fmt: skip
     state_worst = 0.0
     for (jp, js), (tp, ts) in zip(jax_run.history, torch_run.history, strict=True):
-        d, scaled, rel, _ = scaled_difference(jp, tp)
-        result.param_abs.append(d)
-        result.param_scaled.append(scaled)
-        result.param_rel.append(rel)
-        state = _state_difference(js, ts)[0]
+        result.record_parameters(jp, tp)
+        state = state_difference(js, ts)[0]
         if float64:
             result.state_scaled.append(state)
         state_worst = max(state_worst, state)
@@ -174,7 +158,7 @@ def run_optimizer_case(
         for run in (jax_run, torch_run):
             for p, rp in zip(run.history, reference.history, strict=True):
                 worst = max(worst, scaled_difference(p[0], rp[0])[1])
-            worst = max(worst, _state_difference(run.state, reference.state)[0])
+            worst = max(worst, state_difference(run.state, reference.state)[0])
         result.reference_scaled = worst
     return result.judge()
 
