@@ -76,7 +76,9 @@ def check_batch_size(size: int, devices: int, micro_batches: int = 1) -> None:
     """``ValueError`` unless a global batch of ``size`` rows splits evenly over devices × micro-batches."""
     parts = devices * micro_batches
     if size % parts:
-        per = f"{devices} devices" + (f" × {micro_batches} micro-batches" if micro_batches > 1 else "")
+        per = f"{devices} devices" + (
+            f" × {micro_batches} micro-batches" if micro_batches > 1 else ""
+        )
         raise ValueError(
             f"the global batch has {size} rows, which does not split evenly over {per}: "
             f"pass a multiple of {parts} (e.g. {size - size % parts or parts} or {size + parts - size % parts})"
@@ -86,12 +88,16 @@ def check_batch_size(size: int, devices: int, micro_batches: int = 1) -> None:
 def _leading_size(batch: Any) -> int:
     leaves = jax.tree_util.tree_leaves(batch)
     if not leaves:
-        raise ValueError("the batch is empty: pass a pytree of arrays with a leading batch dimension")
+        raise ValueError(
+            "the batch is empty: pass a pytree of arrays with a leading batch dimension"
+        )
     sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
     if None in sizes:
         raise ValueError("every batch leaf needs a leading batch dimension; got a scalar leaf")
     if len(sizes) > 1:
-        raise ValueError(f"batch leaves disagree on the batch size: leading dimensions {sorted(sizes)}")
+        raise ValueError(
+            f"batch leaves disagree on the batch size: leading dimensions {sorted(sizes)}"
+        )
     return sizes.pop()
 
 
@@ -121,12 +127,16 @@ def shard_batch(
         if processes == 1:
             return jax.device_put(x, sharding)
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * processes, *x.shape[1:]))
+        return jax.make_array_from_process_local_data(
+            sharding, x, (x.shape[0] * processes, *x.shape[1:])
+        )
 
     return jax.tree_util.tree_map(place, batch)
 
 
-def process_share(size: int, *, process_index: int | None = None, process_count: int | None = None) -> slice:
+def process_share(
+    size: int, *, process_index: int | None = None, process_count: int | None = None
+) -> slice:
     """The rows of a global batch (or dataset) of ``size`` rows that this process loads.
 
     Process ``i`` of ``P`` gets the contiguous block ``[i·size/P, (i+1)·size/P)``, which is the

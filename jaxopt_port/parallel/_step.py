@@ -34,7 +34,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxopt_port.parallel._batch_stats import mapped_over
 from jaxopt_port.parallel._mesh import (
     DATA_AXIS,
-    batch_sharding,
     check_batch_size,
     check_mesh,
     data_mesh,
@@ -91,7 +90,11 @@ class TrainStep:
                 f"zero must be 0 (replicated optimizer state) or 1 (ZeRO-1: state split over the "
                 f"data axis), got {zero!r}"
             )
-        if not isinstance(micro_batches, int) or isinstance(micro_batches, bool) or micro_batches < 1:
+        if (
+            not isinstance(micro_batches, int)
+            or isinstance(micro_batches, bool)
+            or micro_batches < 1
+        ):
             raise ValueError(f"micro_batches must be a positive int, got {micro_batches!r}")
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(params, batch), got {loss_fn!r}")
@@ -230,7 +233,9 @@ class TrainStep:
         leading axis; the gradient accumulator has the parameters' dtype."""
         value_and_grad = jax.value_and_grad(self._loss, has_aux=True)
         if self.micro_batches == 1:
-            (loss, aux), grads = value_and_grad(params, jax.tree_util.tree_map(lambda x: x[0], micro))
+            (loss, aux), grads = value_and_grad(
+                params, jax.tree_util.tree_map(lambda x: x[0], micro)
+            )
             return loss, grads, aux
 
         def body(carry: tuple, batch: Any) -> tuple:
@@ -269,7 +274,9 @@ class TrainStep:
         return lax.pmean(loss, self.data_axis), lax.pmean(grads, self.data_axis), aux
 
     def _gradients(self, params: Any, batch: Any) -> tuple[jax.Array, Any, Any]:
-        check_batch_size(jax.tree_util.tree_leaves(batch)[0].shape[0], self.devices, self.micro_batches)
+        check_batch_size(
+            jax.tree_util.tree_leaves(batch)[0].shape[0], self.devices, self.micro_batches
+        )
         if self.backend == "jit":
             return self._accumulate(params, self._micro_global(batch))
         if self.backend == "shard_map":
@@ -282,7 +289,9 @@ class TrainStep:
             )
             return mapped(params, batch)
         n = self.devices
-        stacked = jax.tree_util.tree_map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+        stacked = jax.tree_util.tree_map(
+            lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch
+        )
         mapped = jax.pmap(
             self._per_device,
             axis_name=self.data_axis,
