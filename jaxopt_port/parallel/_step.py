@@ -117,7 +117,7 @@ class TrainStep:
         self.has_aux = has_aux
         self.donate = donate
         self._replicated = replicated(self.mesh)
-        self._compiled: dict[Any, Callable[..., Any]] = {}
+        self._compiled: dict[Any, tuple[Callable[..., Any], Any, Any]] = {}
 
     # -- placement ---------------------------------------------------------------------------
 
@@ -145,27 +145,21 @@ class TrainStep:
         when there are several processes; see :func:`shard_batch`)."""
         return shard_batch(batch, self.mesh, axis=self.data_axis, micro_batches=self.micro_batches)
 
-    def _check_placed(self, params: Any, opt_state: Any) -> None:
-        for what, tree, expected in (
-            ("params", params, lambda leaf: self._replicated),
-            ("opt_state", opt_state, None),
-        ):
-            shardings = self.state_shardings(opt_state) if expected is None else None
-            leaves = jax.tree_util.tree_leaves_with_path(tree)
-            wanted = jax.tree_util.tree_leaves(shardings) if shardings is not None else None
-            for i, (path, leaf) in enumerate(leaves):
-                want = expected(leaf) if expected is not None else wanted[i]
-                if not isinstance(leaf, jax.Array):
-                    raise ValueError(
-                        f"{what}{_path_name(path)} is a {type(leaf).__name__}, not an array placed on "
-                        f"the step's mesh: pass the (params, opt_state) returned by step.init(params)"
-                    )
-                if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
-                    raise ValueError(
-                        f"{what}{_path_name(path)} is on the wrong devices: it has {leaf.sharding}, "
-                        f"the step needs {want} (devices {sorted(d.id for d in self.mesh.devices.flat)}); "
-                        f"pass the (params, opt_state) returned by step.init(params)"
-                    )
+    def _check_placed(self, what: str, tree: Any, shardings: Any) -> None:
+        """``ValueError`` naming the first leaf of ``tree`` not placed as ``shardings`` says."""
+        leaves = jax.tree_util.tree_leaves_with_path(tree)
+        for (path, leaf), want in zip(leaves, jax.tree_util.tree_leaves(shardings), strict=True):
+            if not isinstance(leaf, jax.Array):
+                raise ValueError(
+                    f"{what}{_path_name(path)} is a {type(leaf).__name__}, not an array placed on "
+                    f"the step's mesh: pass the (params, opt_state) returned by step.init(params)"
+                )
+            if leaf.sharding != want and not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+                raise ValueError(
+                    f"{what}{_path_name(path)} is on the wrong devices: it has {leaf.sharding}, "
+                    f"the step needs {want} (devices {sorted(d.id for d in self.mesh.devices.flat)}); "
+                    f"pass the (params, opt_state) returned by step.init(params)"
+                )
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -179,18 +173,18 @@ class TrainStep:
         ``grad=`` and ``value_fn=`` (the loss on this batch, for L-BFGS), so ``value=metric``
         overrides what ``ReduceLROnPlateau`` sees.
         """
-        self._check_placed(params, opt_state)
-        batch = self.shard(batch)
-        key = jax.tree_util.tree_structure((params, opt_state, batch, extra_args))
-        step = self._compiled.get(key)
-        if step is None:
-            step = self._compiled[key] = self._build(opt_state)
-        out = step(params, opt_state, batch, extra_args)
+        key = jax.tree_util.tree_structure((params, opt_state, extra_args))
+        if key not in self._compiled:
+            param_sh = jax.tree_util.tree_map(lambda _: self._replicated, params)
+            state_sh = self.state_shardings(opt_state)
+            self._compiled[key] = (self._build(state_sh), param_sh, state_sh)
+        step, param_sh, state_sh = self._compiled[key]
+        self._check_placed("params", params, param_sh)
+        self._check_placed("opt_state", opt_state, state_sh)
+        out = step(params, opt_state, self.shard(batch), extra_args)
         return out if self.has_aux else out[:3]
 
-    def _build(self, opt_state: Any) -> Callable[..., Any]:
-        state_sh = self.state_shardings(opt_state)
-
+    def _build(self, state_sh: Any) -> Callable[..., Any]:
         def step(params: Any, opt_state: Any, batch: Any, extra_args: dict) -> tuple:
             loss, grads, aux = self._gradients(params, batch)
             kwargs = {
