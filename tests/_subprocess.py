@@ -29,7 +29,11 @@ def environment(devices: int = 8, extra: Mapping[str, str] | None = None) -> dic
 
 
 def run(
-    args: Sequence[str], *, devices: int = 8, timeout: float = 300, env: Mapping[str, str] | None = None
+    args: Sequence[str],
+    *,
+    devices: int = 8,
+    timeout: float = 300,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """``python *args`` in the repository root; fails with the child's output if it fails."""
     result = subprocess.run(
