@@ -22,7 +22,8 @@ __all__ = ["Cluster", "detect_environment", "initialize"]
 class Cluster(NamedTuple):
     """Where this process stands in the job, as :func:`initialize` left it."""
 
-    #: How the job was started: "slurm", "ompi", "tpu", "explicit" or "single".
+    #: How the job was started: "slurm", "ompi", "tpu", "explicit", "single", or "existing" (you
+    #: called ``jax.distributed.initialize`` yourself before).
     environment: str
     process_index: int
     process_count: int
@@ -89,9 +90,13 @@ def initialize(
         mesh = parallel.data_mesh()            # every device of every process
         rows = parallel.process_share(global_batch_size)
 
+    If ``jax.distributed`` is already running (you called ``jax.distributed.initialize`` yourself,
+    e.g. on a Cloud TPU slice whose hosts are found through the metadata server rather than
+    ``TPU_WORKER_HOSTNAMES``), ``initialize()`` with no arguments just describes that job.
+
     Raises:
       ValueError: an explicit start missing one of its three arguments, or out-of-range values.
-      RuntimeError: JAX was already used (or initialized) in this process.
+      RuntimeError: an explicit start when ``jax.distributed`` is already initialized.
     """
     explicit = (coordinator_address, num_processes, process_id)
     if any(v is not None for v in explicit):
@@ -109,6 +114,8 @@ def initialize(
             )
         environment = "explicit"
     else:
+        if jax.distributed.is_initialized():
+            return _cluster("existing")
         environment = detect_environment()
         if environment is None:
             return _cluster("single")
