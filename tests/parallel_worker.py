@@ -161,13 +161,16 @@ def gradient() -> list[dict]:
     expected = 2 * x.T @ (x @ w - y) / GLOBAL_BATCH
     loss_fn = lambda p, b: jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2)
     rows = []
-    for backend in BACKENDS:
-        step = parallel.train_step(loss_fn, optim.sgd(lr=1.0), backend=backend)
+    # a 2-axis mesh: the batch split over "data" (4), replicated over "model" (2)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+    runs = [(b, None) for b in BACKENDS] + [("shard_map", mesh), ("jit", mesh)]
+    for backend, on in runs:
+        step = parallel.train_step(loss_fn, optim.sgd(lr=1.0), backend=backend, mesh=on)
         params, state = step.init({"w": w})
         params, state, loss = step(params, state, {"x": x, "y": y})
         got = w - np.asarray(params["w"])
         rows.append({
-            "backend": backend, "devices": step.devices,
+            "backend": backend if on is None else f"{backend} 4x2", "devices": step.devices,
             "gradient": scaled(got, expected),
             "ratio": float(np.linalg.norm(got) / np.linalg.norm(expected)),
             "loss": abs(float(loss) - float(np.mean((x @ w - y) ** 2))),
