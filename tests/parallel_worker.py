@@ -242,6 +242,64 @@ def sync_bn() -> dict:
     return out
 
 
+def flax_nnx() -> dict:
+    """A Flax NNX model (Linear → BatchNorm → relu → Linear) through nnx.split/merge: its
+    BatchNorm with axis_name="data" under shard_map and pmap (and axis_name=None under jit) vs
+    the same model trained on one device, 5 SGD steps; running statistics returned as aux."""
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, axis_name):
+            rngs, f64 = nnx.Rngs(0), jnp.float64
+            self.fc1 = nnx.Linear(16, 32, rngs=rngs, param_dtype=f64)
+            self.bn = nnx.BatchNorm(32, axis_name=axis_name, rngs=rngs, param_dtype=f64)
+            self.fc2 = nnx.Linear(32, 4, rngs=rngs, param_dtype=f64)
+
+        def __call__(self, x):
+            return self.fc2(jax.nn.relu(self.bn(self.fc1(x))))
+
+    rng = np.random.default_rng(7)
+    data = [{"x": rng.normal(size=(32, 16)), "y": rng.integers(0, 4, 32)} for _ in range(5)]
+
+    def setup(axis_name):
+        graphdef, params, stats = nnx.split(Net(axis_name), nnx.Param, nnx.BatchStat)
+        stats = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), stats)  # flax makes f32
+
+        def loss_fn(p, batch):
+            model = nnx.merge(graphdef, p["params"], p["stats"])
+            logits = model(batch["x"])
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+            return loss, nnx.state(model, nnx.BatchStat)
+
+        tx = optax.multi_transform(
+            {"train": optim.sgd(lr=0.1, momentum=0.9), "frozen": optax.set_to_zero()},
+            {"params": "train", "stats": "frozen"},
+        )
+        return {"params": params, "stats": stats}, loss_fn, tx
+
+    params, loss_fn, tx = setup(None)
+    state = tx.init(params)
+
+    @jax.jit
+    def one_device(p, s, batch):
+        (_, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch)
+        u, s = tx.update(g, s, p)
+        return {**optax.apply_updates(p, u), "stats": stats}, s
+
+    for batch in data:
+        params, state = one_device(params, state, batch)
+    out = {}
+    for backend in BACKENDS:
+        p, loss_fn, tx = setup(None if backend == "jit" else "data")
+        step = parallel.train_step(loss_fn, tx, backend=backend, has_aux=True)
+        p, s = step.init(p)
+        for batch in data:
+            p, s, _, stats = step(p, s, batch)
+            p = {**p, "stats": stats}
+        out[backend] = tree_scaled(p, params)
+    return out
+
+
 def bf16() -> list[dict]:
     """compute_dtype=bfloat16 with float32 master parameters: SGD with lr=1e-4 moves every
     parameter by ~1e-5, far below bfloat16's resolution near the weights (2**-8 relative), so the
@@ -339,5 +397,7 @@ def errors() -> dict:
 
 if __name__ == "__main__":
     jax.config.update("jax_enable_x64", True)
-    scenarios = {f.__name__: f for f in (matrix, gradient, sync_bn, bf16, long_run, errors)}
+    scenarios = {
+        f.__name__: f for f in (matrix, gradient, sync_bn, flax_nnx, bf16, long_run, errors)
+    }
     print(json.dumps(scenarios[sys.argv[1]]()))
