@@ -150,7 +150,7 @@ def test_a_square_kernel_transposed_after_conversion_fails_the_run_naming_it(mon
     assert result.error is None, result.error
     assert not result.passed and result.param_scaled[0] > 0.1
     assert result.where.startswith("parameters after step ")
-    assert result.where.endswith(": lstm.weight_hh_l0")
+    assert result.where.startswith("parameters after step 1: lstm.weight_hh_l0"), result.where
 
 
 def test_an_unsupported_pair_is_an_error_result_not_a_crash():
@@ -218,7 +218,12 @@ def test_compare_fails_when_the_models_differ():
         data=_user_data(3), dtype="float64",
     )  # fmt: skip
     assert not result.passed and result.param_scaled[0] > 1e-6
-    assert result.where.startswith("parameters after step ")
+    # the first step past the tolerance, with the parameter, then where the worst is
+    worst_step = int(np.argmax(result.param_scaled)) + 1
+    assert worst_step > 1, result.param_scaled  # else the test could not tell first from worst
+    assert result.where.startswith("parameters after step 1: "), result.where
+    assert result.where.endswith(f"parameters after step {worst_step})"), result.where
+    assert result.worst == max(result.param_scaled)
 
 
 def test_compare_fails_when_the_weights_differ():
