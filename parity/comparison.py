@@ -463,7 +463,9 @@ def compare(
     Returns:
       A judged :class:`parity.results.RunResult` (``kind="user"``, ``model`` = the torch class
       name): ``result.passed``, ``result.worst`` and ``result.where`` (the step and the
-      parameter or state entry; for a failing run the first step past the tolerance), per-step ``loss_torch``, ``loss_jax``, ``param_scaled``,
+      parameter or state entry; for a failing run the first step past the tolerance, followed by
+      the finding of :func:`parity.check_forward` on the first batch: the first module whose
+      output differs, or that the forward passes agree), per-step ``loss_torch``, ``loss_jax``, ``param_scaled``,
       ``state_scaled``; ``parity.report.write_report(directory, [result], meta)`` renders it.
 
     Raises:
@@ -494,6 +496,7 @@ def compare(
     from jaxopt_port.interop.weights import to_numpy
 
     start = time.perf_counter()
+    given = torch_model, flax_model
     torch_model = copy.deepcopy(torch_model)
     if dtype is None:
         dtype = str(next(torch_model.parameters()).dtype).removeprefix("torch.")
@@ -529,5 +532,23 @@ def compare(
         torch_model, flax_model, optimizer, batches, result, loss=loss_fn, scheduler=scheduler,
         device=device,
     )  # fmt: skip
+    if not result.passed and batches:
+        result.where += "; forward check on the first batch: " + _forward_finding(
+            *given, batches[0][:-1], dtype, load_weights
+        )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _forward_finding(
+    torch_model: Any, flax_model: Any, inputs: Sequence[Any], dtype: str, load_weights: bool
+) -> str:
+    """:func:`parity.check_forward`'s one-line finding for a failed comparison (or why it could
+    not run: it is a diagnosis, never a second failure)."""
+    from parity.forward import check_forward
+
+    try:
+        check = check_forward(torch_model, flax_model, tuple(inputs), dtype=dtype, load_weights=load_weights)  # fmt: skip
+    except Exception as error:
+        return f"could not run ({type(error).__name__}: {error})"
+    return check.summary()
