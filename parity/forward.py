@@ -150,7 +150,7 @@ class ForwardCheck:
 # capture
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _Call:
     name: str
     type: str
@@ -459,9 +459,9 @@ def check_forward(
         by_name.setdefault(call.name, []).append(call)
     seen: dict[str, int] = {}
     layers: list[LayerCheck] = []
-    pairs: list[tuple[_Call, _Call]] = []
+    pairs: list[tuple[int, _Call]] = []  # (index into torch_calls, the NNX call)
     not_compared: list[str] = []
-    for call in torch_calls:
+    for index, call in enumerate(torch_calls):
         k = seen[call.name] = seen.get(call.name, -1) + 1
         twins = by_name.get(call.name, [])
         if k >= len(twins):
@@ -480,15 +480,14 @@ def check_forward(
                 call.name, k, call.type, twin_call.type, output, None if math.isnan(given) else given, layout
             )
         )  # fmt: skip
-        pairs.append((call, twin_call))
+        pairs.append((index, twin_call))
     first_index = next((i for i, x in enumerate(layers) if not x.output <= tolerance), None)
     hint = ""
     first = None
     if first_index is not None:
         first = layers[first_index]
-        torch_call, twin_call = pairs[first_index]
-        earlier = torch_calls[: torch_calls.index(torch_call)]
-        hint = _finding(first, torch_call, twin_call, earlier, tolerance)
+        index, twin_call = pairs[first_index]
+        hint = _finding(first, torch_calls[index], twin_call, torch_calls[:index], tolerance)
     return ForwardCheck(
         passed=first is None and bool(layers),
         first=first,

@@ -433,3 +433,37 @@ def test_check_forward_leaves_the_module_classes_as_they_were_even_when_the_twin
         parity.check_forward(torch_model, twin, _images())
     assert {cls: cls.__dict__.get("__call__") for cls in classes} == before
     assert "__call__" not in _NnxSeqCNN.__mro__[1].__dict__  # nnx.Module gained none
+
+
+class _TorchShared(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = torch.nn.Linear(4, 4)
+
+    def forward(self, a, b):
+        return self.f(a) + self.f(b)
+
+
+class _NnxShared(nnx.Module):
+    def __init__(self, scale) -> None:
+        self.f = nnx.Linear(4, 4, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+        self.scale = scale
+
+    def __call__(self, a, b):
+        return self.f(a) + self.f(b * self.scale)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.0001])
+def test_check_forward_pairs_the_calls_of_a_module_called_twice(scale):
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    with jax.enable_x64(True):
+        twin = _NnxShared(scale)
+    check = parity.check_forward(_TorchShared().double(), twin, (x, 2 * x))
+    assert [(x.name, x.call) for x in check.layers] == [("f", 0), ("f", 1), ("", 0)]
+    assert check.layers[0].output <= 1e-12  # the first call agrees either way
+    if scale == 1.0:
+        assert check.passed, str(check)
+    else:
+        assert check.first.label == "'f' (call 2)" and check.first.input > 1e-5, str(check)
+        assert "its input already differs" in check.hint
