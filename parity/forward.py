@@ -99,7 +99,8 @@ class ForwardCheck:
     """The result of :func:`check_forward`.
 
     Attributes:
-      passed: every compared output is within ``tolerance``.
+      passed: at least one module output was compared and every compared one is within
+        ``tolerance``.
       first: the first module call (in torch's completion order) whose output is past the
         tolerance, or ``None``.
       hint: what ``first`` suggests (inside the module or before it; a reordering of the inputs,
