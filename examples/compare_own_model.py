@@ -2,7 +2,8 @@
 
 A small residual network of our own (not one of the suite's twins) on scikit-learn's bundled
 digits (no download), written once in torch and once in Flax NNX with the same attribute names,
-so that ``jaxopt_port.interop`` moves the weights. ``parity.compare`` trains both side by side —
+so that ``jaxopt_port.interop`` moves the weights. ``parity.check_forward`` first runs one batch
+through both and compares every module's output; then ``parity.compare`` trains both side by side —
 torch with AdamW and a OneCycle schedule, JAX with the equivalent
 ``jaxopt_port.optim.from_torch`` transformation — and compares the parameters and the optimizer
 state after every step. It prints the result and, with ``--report``, writes an HTML and a
@@ -90,8 +91,15 @@ def main() -> int:
 
     torch.manual_seed(0)
     torch_model = TorchResNet()
-    # abstract: no NNX initialization, compare() loads torch's weights into it
+    # abstract: no NNX initialization, check_forward() and compare() load torch's weights into it
     flax_model = nnx.eval_shape(lambda: NnxResNet(nnx.Rngs(0)))
+
+    # first one batch, module by module: a twin that computes another function shows here
+    images, _ = next(digits_batches(1))
+    check = parity.check_forward(torch_model, flax_model, images, dtype=args.dtype)
+    print(check, end="\n\n")
+    if not check.passed:
+        return 1
     result = parity.compare(
         torch_model,
         flax_model,

@@ -30,8 +30,8 @@ What JAX optimizes, and why it is in torch's layout
 Figures (:class:`parity.results.RunResult`)
     Per step: the loss in each framework before the update; after the update the worst
     parameter difference by torch name (absolute, scaled, relative) and the worst scaled
-    optimizer-state difference. float64 is judged on parameters and state (≤ 1e-12,
-    ../shared/DESIGN.md); float32 on parameters (the state difference is in the note).
+    optimizer-state difference. float64 is judged on parameters and state (≤ 1e-12); float32
+    on parameters (the state difference is in the note).
     BatchNorm running statistics are reported in the note and not judged: ``running_mean``
     agrees to rounding; ``running_var`` does not, by design (torch accumulates the unbiased batch
     variance, Flax the biased one; both normalize with the biased one, so the outputs agree).
@@ -57,7 +57,7 @@ from parity.results import RunResult, scaled_difference, state_difference
 
 __all__ = ["F32_USER_TOLERANCE", "F64_TOLERANCE", "LOSSES", "TorchLayout", "compare", "train_twins"]
 
-#: The float64 gate (DESIGN.md), on the scaled difference of parameters and optimizer state.
+#: The float64 gate (the project's numerical policy), on the scaled difference of parameters and optimizer state.
 F64_TOLERANCE = 1e-12
 #: :func:`compare`'s float32 tolerance when none is given. Not measured for the user's model: the
 #: twin models measured up to 3.9e-5 (LSTM with Adagrad, parity.twins.F32_TOLERANCE) after 20
@@ -253,7 +253,8 @@ def train_twins(
 
     Returns:
       ``result``, filled and judged (:meth:`parity.results.RunResult.judge`), ``where`` naming
-      the step and the worst parameter or state entry.
+      the step (for a failing run the first one past the tolerance) and the worst parameter or
+      state entry at it.
     """
     import jax
 
@@ -268,7 +269,7 @@ def train_twins(
             result.optimizer = "+".join(factory_for(type(o)).__name__ for o in side.optimizers)
         with _torch_numerics(side, result.dtype):
             worst_entries = _train(side, nnx_model, batches, result, loss_fns, device)
-    return _judge(result, worst_entries)
+    return result.judge(worst_entries)
 
 
 def _jax_step(graphdef: Any, layout: TorchLayout, tx: Any, loss: Callable, lbfgs: bool) -> Any:
@@ -405,17 +406,6 @@ def _train(
     return worst_entries
 
 
-def _judge(result: RunResult, worst_entries: Sequence[tuple[str, str]]) -> RunResult:
-    """Judge, and name the parameter or state entry behind ``where``."""
-    result.judge()
-    for prefix, column in (("parameters after step ", 0), ("optimizer state after step ", 1)):
-        if result.where.startswith(prefix):
-            k = int(result.where[len(prefix) :].split()[0]) - 1
-            if k < len(worst_entries) and worst_entries[k][column]:
-                result.where += f": {worst_entries[k][column]}"
-    return result
-
-
 # ------------------------------------------------------------------------------------------------
 # the public entry point
 
@@ -464,7 +454,7 @@ def compare(
       steps: train on the first ``steps`` batches (default: all of ``data``).
       dtype: ``"float64"`` or ``"float32"`` (default: the torch model's); both models are cast.
       tolerance: the bound on the worst scaled difference (default: 1e-12 in float64, the
-        DESIGN.md gate; :data:`F32_USER_TOLERANCE` in float32).
+        project's float64 gate; :data:`F32_USER_TOLERANCE` in float32).
       load_weights: set the Flax model's weights from the torch model with
         :func:`jaxopt_port.interop.load_torch_state_dict` first (default); with False its own
         weights are used (if they are not torch's, the comparison shows it from step 1).
@@ -473,7 +463,9 @@ def compare(
     Returns:
       A judged :class:`parity.results.RunResult` (``kind="user"``, ``model`` = the torch class
       name): ``result.passed``, ``result.worst`` and ``result.where`` (the step and the
-      parameter or state entry), per-step ``loss_torch``, ``loss_jax``, ``param_scaled``,
+      parameter or state entry; for a failing run the first step past the tolerance, followed by
+      the finding of :func:`parity.check_forward` on the first batch: the first module whose
+      output differs, or that the forward passes agree), per-step ``loss_torch``, ``loss_jax``, ``param_scaled``,
       ``state_scaled``; ``parity.report.write_report(directory, [result], meta)`` renders it.
 
     Raises:
@@ -504,6 +496,7 @@ def compare(
     from jaxopt_port.interop.weights import to_numpy
 
     start = time.perf_counter()
+    given = torch_model, flax_model
     torch_model = copy.deepcopy(torch_model)
     if dtype is None:
         dtype = str(next(torch_model.parameters()).dtype).removeprefix("torch.")
@@ -518,7 +511,10 @@ def compare(
         for batch in (data if steps is None else itertools.islice(data, steps))
     ]
     if dtype == "float64":
-        default, note = F64_TOLERANCE, "float64 gate (DESIGN.md): parameters and optimizer state"
+        default, note = (
+            F64_TOLERANCE,
+            "float64 gate (≤ 1e-12 scaled): parameters and optimizer state",
+        )
     else:
         default = F32_USER_TOLERANCE
         note = "float32 default tolerance (not measured for this model), parameters"
@@ -536,5 +532,23 @@ def compare(
         torch_model, flax_model, optimizer, batches, result, loss=loss_fn, scheduler=scheduler,
         device=device,
     )  # fmt: skip
+    if not result.passed and batches:
+        result.where += "; forward check on the first batch: " + _forward_finding(
+            *given, batches[0][:-1], dtype, load_weights
+        )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _forward_finding(
+    torch_model: Any, flax_model: Any, inputs: Sequence[Any], dtype: str, load_weights: bool
+) -> str:
+    """:func:`parity.check_forward`'s one-line finding for a failed comparison (or why it could
+    not run: it is a diagnosis, never a second failure)."""
+    from parity.forward import check_forward
+
+    try:
+        check = check_forward(torch_model, flax_model, tuple(inputs), dtype=dtype, load_weights=load_weights)  # fmt: skip
+    except Exception as error:
+        return f"could not run ({type(error).__name__}: {error})"
+    return check.summary()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import time
@@ -212,9 +213,15 @@ def read_json(path: str | Path) -> tuple[dict[str, Any], list[RunResult]]:
     """Read a file written by :func:`write_json`: ``(meta, results)``.
 
     Raises:
-      ValueError: the file is not a parity results file, or a newer schema wrote it.
+      OSError: the file cannot be read (``FileNotFoundError`` when there is none).
+      ValueError: the file is not JSON, not a parity results file, or a newer schema wrote it.
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not a jaxopt-parity results file (not JSON: {error})"
+        ) from None
     if not isinstance(data, dict) or "runs" not in data or "schema" not in data:
         raise ValueError(f"{path} is not a jaxopt-parity results file (no 'schema' and 'runs')")
     if data["schema"] > SCHEMA:
@@ -231,14 +238,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     Prints the table and the failing runs, writes the report if asked; returns 1 if any run did
     not pass, else 0.
     """
-    parser = argparse.ArgumentParser(prog="python -m parity.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m parity.report",
+        description="Re-render a results file written by jaxopt-parity --json (or --report): the "
+        "table, the runs that did not pass and, with --report, report.html and report.md.",
+    )
     parser.add_argument("json", type=Path, help="a file written by jaxopt-parity --json")
     parser.add_argument(
         "--report", type=Path, metavar="DIR", help="write report.html and report.md here"
     )
     parser.add_argument("--verbose", action="store_true", help="one table row per run")
     args = parser.parse_args(argv)
-    meta, results = read_json(args.json)
+    from parity.__main__ import PACKAGES
+
+    if args.report is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error(
+            f"--report needs matplotlib ({PACKAGES['matplotlib'][1]}), which is not installed: "
+            f"pip install 'jaxopt_port[parity]' or pip install matplotlib"
+        )
+    try:
+        meta, results = read_json(args.json)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     console = Console()
     print_table(results, console, verbose=args.verbose)
     for line in failure_lines(results):

@@ -7,10 +7,10 @@ table, ``--json`` and ``--report`` (:mod:`parity.report`) read nothing else.
 Differences are *scaled*: for each parameter or state leaf, ``max|a - b| / max(1, max|b|)``
 (absolute for leaves of magnitude up to 1, relative to the leaf's largest entry above), as
 ``parity.optim_runner.max_difference`` measures them. A run passes when its worst scaled
-difference — parameters after every step, the optimizer state at the end (as DESIGN.md states
-the gate; the state after every step is recorded and plotted) and, where it applies, the NumPy
-reference — is within its tolerance (../shared/DESIGN.md: float64 ≤ 1e-12; float32 a measured
-tolerance per optimizer or model, with the measured value beside it).
+difference — parameters after every step, the optimizer state at the end (the state after every
+step is recorded and plotted) and, where it applies, the NumPy reference — is within its
+tolerance: float64 ≤ 1e-12; float32 a tolerance measured per optimizer or model, with the
+measured value beside it.
 """
 
 from __future__ import annotations
@@ -166,24 +166,52 @@ class RunResult:
         self.param_rel.append(rel)
         return where
 
-    def judge(self) -> RunResult:
-        """Fill ``worst`` and ``where`` from the recorded figures; returns ``self``."""
-        candidates: list[tuple[float, str]] = []
-        if self.param_scaled:
-            k = int(np.argmax(self.param_scaled))
-            candidates.append((self.param_scaled[k], f"parameters after step {k + 1}"))
-        if self.state_scaled:  # judged at the end (DESIGN.md); every step is recorded
+    def judge(self, entries: Sequence[tuple[str, str]] | None = None) -> RunResult:
+        """Fill ``worst`` and ``where`` from the recorded figures; returns ``self``.
+
+        ``worst`` is the largest judged figure: the parameters after every step, the optimizer
+        state after the last step (or ``state_final``) and the NumPy reference (``inf`` if any is
+        NaN). ``where`` names, for a run that fails, the *first* point past the tolerance in step
+        order — ``"parameters after step 3"`` when the parameters leave it at step 3, even if they
+        are worse later (then ``" (first past the tolerance; worst 0.0021: parameters after step
+        20)"`` follows) — and, for a run that passes, the point of ``worst``.
+
+        Args:
+          entries: per step, ``(parameter, state entry)`` naming the worst leaf of that step's
+            parameter and optimizer-state differences; the one at the named point is appended
+            (``"parameters after step 3: fc.weight"``).
+        """
+        # (value, label, (step index, column) into entries), in step order
+        points: list[tuple[float, str, tuple[int, int] | None]] = [
+            (v, f"parameters after step {k + 1}", (k, 0)) for k, v in enumerate(self.param_scaled)
+        ]
+        if self.state_scaled:  # judged at the end; every step is recorded
             k = len(self.state_scaled)
-            candidates.append((self.state_scaled[-1], f"optimizer state after step {k}"))
+            points.append((self.state_scaled[-1], f"optimizer state after step {k}", (k - 1, 1)))
         if self.state_final is not None:
-            candidates.append((self.state_final, "optimizer state at the end"))
+            points.append((self.state_final, "optimizer state at the end", None))
         if self.reference_scaled is not None:
-            candidates.append((self.reference_scaled, "NumPy reference at the end"))
-        if not candidates:
+            points.append((self.reference_scaled, "NumPy reference at the end", None))
+        if not points:
             self.worst, self.where = math.inf, "nothing was compared"
             return self
-        nan = [c for c in candidates if math.isnan(c[0])]
-        self.worst, self.where = (math.inf, nan[0][1] + " (NaN)") if nan else max(candidates)
+
+        def name(point: tuple[float, str, tuple[int, int] | None]) -> str:
+            value, label, entry = point
+            if entries is not None and entry is not None and entry[0] < len(entries):
+                leaf = entries[entry[0]][entry[1]]
+                label += f": {leaf}" if leaf else ""
+            return label + (" (NaN)" if math.isnan(value) else "")
+
+        nan = next((p for p in points if math.isnan(p[0])), None)
+        worst = nan if nan is not None else max(points, key=lambda p: p[0])
+        self.worst = math.inf if nan is not None else worst[0]
+        first = next((p for p in points if not p[0] <= self.tolerance), None)
+        if first is None or first is worst:
+            self.where = name(worst)
+        else:
+            figure = "NaN" if nan is not None else f"{worst[0]:.2g}"
+            self.where = f"{name(first)} (first past the tolerance; worst {figure}: {worst[1]})"
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Each :class:`ScheduleSpec` builds the torch scheduler on a fresh optimizer and, 
 arguments, the jaxopt_port schedule through the public factory (so both the factory and
 ``schedules.from_torch`` are checked against torch). The configurations cover every scheduler
 class, every mode and option, and the places where torch's recursion does something an optax
-user would not expect (FACTS.md): cosine past ``T_max``, duplicate milestones, OneCycle's end,
+user would not expect: cosine past ``T_max``, duplicate milestones, OneCycle's end,
 SequentialLR restarts, SWALR annealing from the lr it finds.
 """
 

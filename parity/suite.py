@@ -11,7 +11,7 @@ Two kinds of run, both producing :class:`parity.results.RunResult`:
   trained in torch and in Flax NNX with an optimizer and, for some, a torch lr scheduler
   (:func:`parity.twins.run_model`).
 
-Tolerances follow ../shared/DESIGN.md: float64 ≤ 1e-12 (scaled difference, see
+Tolerances: float64 ≤ 1e-12 (scaled difference, see
 :mod:`parity.results`) on the parameters after every step and the optimizer state at the end;
 float32 the per-optimizer tolerance measured in ``parity.optim_specs`` (``f32_atol``,
 parameters) or in ``parity.twins``.
@@ -45,7 +45,7 @@ __all__ = [
     "select",
 ]
 
-#: The float64 gate (DESIGN.md), on the scaled difference of parameters, state and reference.
+#: The float64 gate (the project's numerical policy), on the scaled difference of parameters, state and reference.
 F64_TOLERANCE = 1e-12
 DTYPES = ("float64", "float32")
 #: What ``--models`` chooses from: ``formula`` is the optimizer runs on the small problems.
@@ -137,7 +137,7 @@ def run_optimizer_case(
         "optimizer", name, config_id, s.problem, dtype, s.steps,
         tolerance=F64_TOLERANCE if float64 else s.f32_atol,
         tolerance_note=(
-            "float64 gate (DESIGN.md): parameters, state and the NumPy reference"
+            "float64 gate (≤ 1e-12 scaled): parameters, state and the NumPy reference"
             if float64
             else "measured float32 tolerance (parity/optim_specs.py f32_atol), parameters"
         ),

@@ -245,7 +245,7 @@ def run_model(
     kwargs = dict(kwargs or {})
     schedule_id = getattr(schedule, "id", schedule)
     if dtype == "float64":
-        note = "float64 gate (DESIGN.md): parameters and optimizer state"
+        note = "float64 gate (≤ 1e-12 scaled): parameters and optimizer state"
         default = F64_TOLERANCE
     else:
         measured = (model, optimizer) in F32_TOLERANCE

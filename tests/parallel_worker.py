@@ -388,6 +388,19 @@ def errors() -> dict:
             backend="pmap",
         )
     )
+    # donated inputs: after a step, the arrays passed to it are deleted (XLA segfaulted on them)
+    batch = {"x": np.ones((32, 3))}
+    momentum = parallel.train_step(loss_fn, optim.sgd(lr=0.1, momentum=0.9))
+    p0, s0 = momentum.init({"w": np.ones((3, 1))})
+    p1, s1, _ = momentum(p0, s0, batch)
+    out["donated_params"] = message(lambda: momentum(p0, s1, batch))
+    out["donated_state"] = message(lambda: momentum(p1, s0, batch))
+    # the refused calls consumed nothing: the returned arrays still make the second step
+    # (w = 1 - 0.1·6 = 0.4 after the first, so the loss is (3·0.4)² = 1.44)
+    out["loss_after_donated"] = float(momentum(p1, s1, batch)[2])
+    keep = parallel.train_step(loss_fn, optim.sgd(lr=0.1, momentum=0.9), donate=False)
+    p0, s0 = keep.init({"w": np.ones((3, 1))})
+    out["kept_inputs"] = [float(keep(p0, s0, batch)[2]) for _ in range(2)]
     # nothing was half-applied: the step still works after the errors, params unchanged so far
     out["params_intact"] = bool(np.all(np.asarray(params["w"]) == 1.0))
     _, _, loss = step(params, state, {"x": np.ones((32, 3))})

@@ -151,6 +151,13 @@ def test_errors_name_the_problem_and_leave_state_intact():
     assert "no data axis 'data'" in out["no_data_axis"] and "('x', 'y')" in out["no_data_axis"]
     assert "backend='pmap' maps over one axis" in out["pmap_multi_axis"]
     assert out["params_intact"]
+    # a donated (deleted) input: a clear error naming the leaf, not a segfault
+    for key, leaf in (("donated_params", "params['w']"), ("donated_state", "opt_state")):
+        assert out[key].startswith(f"ValueError: {leaf}"), out[key]
+        assert "has been deleted: the step donates its params and opt_state" in out[key]
+        assert "donate=False" in out[key]
+    assert out["loss_after_donated"] == pytest.approx(1.44, rel=1e-15)
+    assert out["kept_inputs"] == [9.0, 9.0]  # donate=False: the same inputs twice
     assert (
         out["loss_after_errors"] == 9.0
     )  # mean((1+1+1)²) on a batch of ones: nothing half-applied
@@ -189,6 +196,39 @@ def test_loss_must_be_a_scalar():
         ValueError, match=r"loss_fn must return a scalar mean loss, got shape \(4, 1\)"
     ):
         step(params, state, {"x": np.ones((4, 2), np.float32)})
+
+
+def test_loss_returning_aux_without_has_aux_says_so():
+    batch = {"x": np.ones((4, 2), np.float32)}
+    with_aux = lambda p, b: (_loss2(p, b), {"column_sums": jnp.sum(b["x"], axis=0)})
+    step = parallel.train_step(with_aux, optim.sgd(lr=0.1))
+    params, state = step.init({"w": np.ones((2, 1), np.float32)})
+    with pytest.raises(
+        TypeError,
+        match=r"loss_fn returned a tuple of 2, not a scalar loss; if it returns \(loss, aux\), "
+        r"build the step with train_step\(\.\.\., has_aux=True\)",
+    ):
+        step(params, state, batch)
+    # the reverse: has_aux=True with a loss_fn returning only the loss
+    plain = parallel.train_step(_loss2, optim.sgd(lr=0.1), has_aux=True)
+    with pytest.raises(
+        TypeError,
+        match=r"with has_aux=True, loss_fn must return a pair \(loss, aux\), got a scalar "
+        r"float32 array; .* has_aux=False",
+    ):
+        plain(params, state, batch)
+    triple = parallel.train_step(lambda p, b: (_loss2(p, b), 1, 2), optim.sgd(lr=0.1), has_aux=True)
+    with pytest.raises(TypeError, match=r"got a tuple of 3"):
+        triple(params, state, batch)
+    # nothing was donated by the refused calls; the right flag trains on the same arrays
+    fixed = parallel.train_step(with_aux, optim.sgd(lr=0.1), has_aux=True)
+    _, _, loss, aux = fixed(params, state, batch)
+    assert float(loss) == 4.0  # mean((1 + 1)²) on ones
+    np.testing.assert_array_equal(aux["column_sums"], [4.0, 4.0])
+
+
+def _loss2(p, b):
+    return jnp.mean((b["x"] @ p["w"]) ** 2)
 
 
 def test_single_device_step_is_the_plain_step():

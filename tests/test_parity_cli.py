@@ -10,13 +10,16 @@ import functools
 import importlib
 import json
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
 
-from parity import suite
+from parity import __main__ as parity_main
+from parity import report, suite
 from parity.__main__ import main
 from parity.results import RunResult
 
@@ -125,6 +128,13 @@ def test_a_crashing_run_is_a_failure_that_names_it():
         ({"param_scaled": [1e-16], "state_scaled": [4e-13], "reference_scaled": 1e-13}, 4e-13, "optimizer state after step 1"),
         ({"param_scaled": [1e-16, math.nan]}, math.inf, "parameters after step 2 (NaN)"),
         ({"param_scaled": [1e-16], "reference_scaled": 2e-12}, 2e-12, "NumPy reference at the end"),
+        # a failing run names the first step past the tolerance, and where the worst is
+        ({"param_scaled": [1e-16, 5e-12, 3e-11]}, 3e-11,
+         "parameters after step 2 (first past the tolerance; worst 3e-11: parameters after step 3)"),
+        ({"param_scaled": [2e-12, 1e-13], "state_scaled": [1e-13, 4e-12]}, 4e-12,
+         "parameters after step 1 (first past the tolerance; worst 4e-12: optimizer state after step 2)"),
+        ({"param_scaled": [1e-16, 5e-12, math.nan]}, math.inf,
+         "parameters after step 2 (first past the tolerance; worst NaN: parameters after step 3)"),
     ],
 )  # fmt: skip
 def test_judge_takes_the_worst_figure_and_names_it(figures, worst, where):
@@ -134,8 +144,112 @@ def test_judge_takes_the_worst_figure_and_names_it(figures, worst, where):
     assert RunResult.from_dict(json.loads(json.dumps(result.to_dict()))).worst == worst
 
 
-def test_python_dash_m_parity_is_the_console_script():
+def test_python_dash_m_parity_is_the_console_script(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "parity", "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "--report" in out.stdout and "--full" in out.stdout
+    # a usage error is argparse's: exit status 2, one line, no traceback
+    missing = str(tmp_path / "missing.json")
+    out = subprocess.run(
+        [sys.executable, "-m", "parity", "--from-json", missing],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().endswith(f"jaxopt-parity: error: --from-json {missing}: no such file")
+
+
+# -- the command line: plain help, usage errors before anything runs, JSON before the report ------
+
+
+def test_help_is_plain_text_and_names_only_files_in_the_repository(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "--report" in text and "exit status:" in text and "jaxopt_port[parity]" in text
+    for markup in ("``", "::", ":func:", ":data:", "DESIGN.md", "FACTS.md", "../"):
+        assert markup not in text, markup
+    root = Path(__file__).parents[1]
+    for path in re.findall(r"[\w./-]+\.(?:md|py|json)\b", text):
+        assert path in ("results.json", "report.md") or (root / path).is_file(), path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+        (["--steps", "ten"], "argument --steps: expected an integer, got 'ten'"),
+        (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+        (["--from-json", "{tmp}/missing.json"], "--from-json {tmp}/missing.json: no such file"),
+        (["--from-json", "{tmp}/text.json"], "--from-json: {tmp}/text.json is not a jaxopt-parity results file (not JSON"),
+        (["--from-json", "{tmp}/other.json"], "--from-json: {tmp}/other.json is not a jaxopt-parity results file (no 'schema'"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_usage_errors_before_anything_runs(
+    argv, message, monkeypatch, tmp_path, capsys
+):
+    (tmp_path / "text.json").write_text("PASS\n")
+    (tmp_path / "other.json").write_text('{"runs": []}')
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    ran = _record_runs(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--optimizers", "sgd", "--models", "formula", *argv])
+    assert exit_.value.code == 2 and ran == []
+    err = capsys.readouterr().err
+    assert f"jaxopt-parity: error: {message.format(tmp=tmp_path)}" in err, err
+
+
+def _record_runs(monkeypatch) -> list:
+    ran = []
+    monkeypatch.setattr(suite.Case, "execute", lambda case: ran.append(case.id))
+    return ran
+
+
+def test_a_missing_optional_package_is_named_before_any_run(monkeypatch, tmp_path, capsys):
+    ran = _record_runs(monkeypatch)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails, as uninstalled
+    args = ["--optimizers", "sgd", "--models", "formula", "--quick", "--dtype", "float64"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--report", str(tmp_path / "report")])
+    assert exit_.value.code == 2 and ran == []
+    err = capsys.readouterr().err
+    assert "jaxopt-parity: error: this command needs packages that are not installed: " in err
+    assert (
+        "matplotlib (the plots of --report)" in err and "pip install 'jaxopt_port[parity]'" in err
+    )
+    assert not (tmp_path / "report").exists()
+    # what each command needs: --list and --from-json run nothing, so need less
+    parse = lambda *argv: parity_main._parser().parse_args(list(argv))
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    assert parity_main.missing_packages(parse("--report", "r")) == ["sklearn", "matplotlib"]
+    assert parity_main.missing_packages(parse("--list", "--report", "r")) == []
+    assert parity_main.missing_packages(parse("--from-json", "x", "--report", "r")) == [
+        "matplotlib"
+    ]
+    assert parity_main.missing_packages(parse("--from-json", "x")) == []
+
+
+def test_the_json_is_written_before_the_report_and_survives_its_failure(
+    monkeypatch, tmp_path, capsys
+):
+    out = tmp_path / "report"
+
+    def failing_report(directory, results, meta):
+        # the runs' JSON is already on disk when the report starts
+        assert json.loads((out / "results.json").read_text())["runs"][0]["passed"]
+        raise RuntimeError("planted drawing failure")
+
+    monkeypatch.setattr(report, "write_report", failing_report)
+    args = ["--optimizers", "sgd", "--models", "formula", "--quick", "--dtype", "float64"]
+    code = main([*args, "--steps", "2", "--report", str(out)])
+    captured = capsys.readouterr()
+    assert code == 3, captured.out  # every run passed, the report failed
+    assert "the report could not be written: RuntimeError: planted drawing failure" in captured.err
+    assert f"the results are in {out / 'results.json'}" in captured.err
+    assert "the run passed" in captured.out
+    # the saved results re-render into a report without running anything
+    monkeypatch.undo()
+    ran = _record_runs(monkeypatch)
+    assert main(["--from-json", str(out / "results.json"), "--report", str(out)]) == 0
+    assert ran == [] and (out / "report.html").is_file() and (out / "report.md").is_file()

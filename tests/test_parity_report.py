@@ -205,9 +205,10 @@ def test_failure_lines_name_exactly_the_failing_runs(runs):
         == "ERROR lbfgs/strong_wolfe/cnn/float64: RuntimeError: shapes (3, 4) and (5,) not aligned"
     )
     (amsgrad,) = [line for line in lines if "amsgrad" in line]
+    # 6e-6·k/17 first exceeds 2e-6 at step 6; the worst is at step 17
     assert amsgrad == (
         "FAIL adamw/amsgrad/mlp/float32: worst 6.00e-06 > tolerance 2e-06 (missed by 3×); "
-        "parameters after step 17"
+        "parameters after step 6 (first past the tolerance; worst 6e-06: parameters after step 17)"
     )
     assert "(difference not finite); parameters after step 28" in next(
         line for line in lines if "blowup" in line
@@ -404,6 +405,21 @@ def test_main_rerenders_a_saved_json(runs, tmp_path, capsys):
     assert (tmp_path / "again" / "report.html").is_file()
     passing = report.write_json(tmp_path / "ok.json", [r for r in runs if r.passed], {})
     assert report.main([str(passing)]) == 0
+
+
+def test_main_refuses_a_missing_file_or_matplotlib_as_usage_errors(
+    runs, tmp_path, monkeypatch, capsys
+):
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(tmp_path / "missing.json")])
+    assert exit_.value.code == 2
+    assert "error: [Errno 2] No such file or directory" in capsys.readouterr().err
+    path = report.write_json(tmp_path / "results.json", runs[:2], {})
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(path), "--report", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and not (tmp_path / "out").exists()
+    assert "--report needs matplotlib (the plots of --report)" in capsys.readouterr().err
 
 
 def test_importing_the_report_does_not_import_matplotlib():

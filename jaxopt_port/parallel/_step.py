@@ -56,6 +56,14 @@ def _cast_floating(tree: Any, dtype: Any) -> Any:
     return jax.tree_util.tree_map(cast, tree)
 
 
+def _describe(value: Any) -> str:
+    """``a scalar float64 array`` / ``an array of shape (4,)`` / ``a dict``: for error messages."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return f"a {type(value).__name__}"
+    return f"a scalar {dtype} array" if shape == () else f"a {dtype} array of shape {shape}"
+
+
 def _path_name(path: tuple) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
@@ -117,7 +125,7 @@ class TrainStep:
         self.has_aux = has_aux
         self.donate = donate
         self._replicated = replicated(self.mesh)
-        self._compiled: dict[Any, tuple[Callable[..., Any], Any, Any]] = {}
+        self._compiled: dict[Any, tuple[Callable[..., Any], list[Any], list[Any]]] = {}
 
     # -- placement ---------------------------------------------------------------------------
 
@@ -145,21 +153,43 @@ class TrainStep:
         when there are several processes; see :func:`shard_batch`)."""
         return shard_batch(batch, self.mesh, axis=self.data_axis, micro_batches=self.micro_batches)
 
-    def _check_placed(self, what: str, tree: Any, shardings: Any) -> None:
-        """``ValueError`` naming the first leaf of ``tree`` not placed as ``shardings`` says."""
-        leaves = jax.tree_util.tree_leaves_with_path(tree)
-        for (path, leaf), want in zip(leaves, jax.tree_util.tree_leaves(shardings), strict=True):
+    def _check_placed(self, what: str, tree: Any, shardings: list[Any]) -> None:
+        """``ValueError`` naming the first leaf of ``tree`` that is not a live array placed as
+        ``shardings`` (the flat list of its leaves' shardings) says.
+
+        A donated buffer is checked first: on several CPU devices, running the step on one
+        crashes the interpreter (XLA reports "Buffer has been deleted or donated", then
+        segfaults) instead of raising. The paths are computed only for the message.
+        """
+        leaves = jax.tree_util.tree_leaves(tree)
+        if len(leaves) != len(shardings):  # same structure by the cache key; kept as a guard
+            raise ValueError(f"{what} has {len(leaves)} leaves, the step expects {len(shardings)}")
+        for i, (leaf, want) in enumerate(zip(leaves, shardings, strict=True)):
             if not isinstance(leaf, jax.Array):
                 raise ValueError(
-                    f"{what}{_path_name(path)} is a {type(leaf).__name__}, not an array placed on "
-                    f"the step's mesh: pass the (params, opt_state) returned by step.init(params)"
+                    f"{what}{self._leaf_name(tree, i)} is a {type(leaf).__name__}, not an array "
+                    f"placed on the step's mesh: pass the (params, opt_state) returned by "
+                    f"step.init(params)"
+                )
+            if leaf.is_deleted():
+                raise ValueError(
+                    f"{what}{self._leaf_name(tree, i)} has been deleted: the step donates its "
+                    f"params and opt_state to its outputs (donate=True), so the arrays passed to "
+                    f"an earlier call are gone; pass the (params, opt_state) that call returned "
+                    f"(params, opt_state, loss = step(params, opt_state, batch)), or build the "
+                    f"step with train_step(..., donate=False) to keep its inputs"
                 )
             if leaf.sharding != want and not leaf.sharding.is_equivalent_to(want, leaf.ndim):
                 raise ValueError(
-                    f"{what}{_path_name(path)} is on the wrong devices: it has {leaf.sharding}, "
-                    f"the step needs {want} (devices {sorted(d.id for d in self.mesh.devices.flat)}); "
+                    f"{what}{self._leaf_name(tree, i)} is on the wrong devices: it has "
+                    f"{leaf.sharding}, the step needs {want} "
+                    f"(devices {sorted(d.id for d in self.mesh.devices.flat)}); "
                     f"pass the (params, opt_state) returned by step.init(params)"
                 )
+
+    @staticmethod
+    def _leaf_name(tree: Any, index: int) -> str:
+        return _path_name(jax.tree_util.tree_leaves_with_path(tree)[index][0])
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -175,9 +205,10 @@ class TrainStep:
         """
         key = jax.tree_util.tree_structure((params, opt_state, extra_args))
         if key not in self._compiled:
-            param_sh = jax.tree_util.tree_map(lambda _: self._replicated, params)
+            param_sh = [self._replicated] * len(jax.tree_util.tree_leaves(params))
             state_sh = self.state_shardings(opt_state)
-            self._compiled[key] = (self._build(state_sh), param_sh, state_sh)
+            flat_state_sh = jax.tree_util.tree_leaves(state_sh)
+            self._compiled[key] = (self._build(state_sh), param_sh, flat_state_sh)
         step, param_sh, state_sh = self._compiled[key]
         self._check_placed("params", params, param_sh)
         self._check_placed("opt_state", opt_state, state_sh)
@@ -211,6 +242,19 @@ class TrainStep:
             params = _cast_floating(params, self.compute_dtype)
             batch = _cast_floating(batch, self.compute_dtype)
         out = self.loss_fn(params, batch)
+        pair = isinstance(out, (tuple, list))
+        if pair and not self.has_aux:
+            raise TypeError(
+                f"loss_fn returned a {type(out).__name__} of {len(out)}, not a scalar loss; if it "
+                f"returns (loss, aux), build the step with train_step(..., has_aux=True) (the step "
+                f"then returns aux last)"
+            )
+        if self.has_aux and not (pair and len(out) == 2):
+            got = f"a {type(out).__name__} of {len(out)}" if pair else _describe(out)
+            raise TypeError(
+                f"with has_aux=True, loss_fn must return a pair (loss, aux), got {got}; for a "
+                f"loss_fn returning only the loss, use has_aux=False (the default)"
+            )
         loss, aux = out if self.has_aux else (out, None)
         loss = jnp.asarray(loss)
         if loss.shape != ():
@@ -346,7 +390,12 @@ def train_step(
         and the (master) parameters keep the parameters' dtype.
       has_aux: ``loss_fn`` returns ``(loss, aux)``; the step returns ``aux`` (of the last
         micro-batch, taken from the first device, so compute it from global statistics) last.
-      donate: donate the input parameters and optimizer state buffers to the outputs.
+        A tuple or list returned without ``has_aux``, or anything but a pair with it, raises
+        ``TypeError`` when the step is first called.
+      donate: donate the input parameters and optimizer state buffers to the outputs (default
+        True): after a call, the arrays passed in are deleted, and passing them again raises
+        ``ValueError`` naming the leaf; use the returned ones, or ``donate=False`` to keep the
+        inputs valid (at the cost of a second copy of the parameters and state in memory).
 
     Returns:
       A :class:`TrainStep`: ``params, opt_state = step.init(params)``, then
