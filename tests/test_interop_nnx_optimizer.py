@@ -452,6 +452,9 @@ def test_errors_name_what_was_wrong(cnn):
         _from_torch(torch_optimizer, model, _adamw(weight_decay=0.05), torch_model=torch_model)
     with pytest.raises(ValueError, match=r"has amsgrad=True, .* has amsgrad=False"):
         _from_torch(torch_optimizer, model, _adamw(amsgrad=True), torch_model=torch_model)
+    only_fc = nnx.All(nnx.Param, nnx.PathContains("fc"))
+    with pytest.raises(ValueError, match=r"holds \['bn.bias', 'bn.weight', 'conv.weight'\], but their NNX variables are not all in the nnx.Optimizer's wrt filter"):  # fmt: skip
+        _from_torch(torch_optimizer, model, _adamw(), torch_model=torch_model, wrt=only_fc)
     with pytest.raises(TypeError, match=r"expects an nnx.Optimizer, got dict"):
         interop.nnx_optimizer_to_torch({}, model, torch_optimizer, torch_model=torch_model)
 

@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from jaxopt_port.interop.weights import (
+    check_optimizer_state_dict,
     flax_batchnorm_momentum,
     load_torch_state_dict,
     torch_state_dict,
@@ -686,6 +687,26 @@ def test_something_other_than_a_state_dict_says_what_to_pass():
             with pytest.raises(TypeError, match=message):
                 load_torch_state_dict(module, value)
     _assert_snapshot_equal(before, _snapshot(module))
+
+
+def test_an_optimizer_where_its_state_dict_is_expected_says_so():
+    """The check optimizer-state functions run first (a live optimizer is welcome where
+    ``live_ok``, as in ``interop.nnx_optimizer_from_torch``)."""
+    model = _torch_model(COMPOSITE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    where = "optimizer_state_from_torch"
+    cases = [
+        (optimizer, r"^optimizer_state_from_torch expects a torch optimizer's state_dict\(\), got the torch optimizer SGD: pass its \.state_dict\(\)$"),
+        (model, r"got the torch module TorchNet$"),
+        (torch.optim.lr_scheduler.StepLR(optimizer, 2), r"got the torch scheduler StepLR$"),
+        (model.state_dict(), r"got OrderedDict with keys \['scale', 'features.0.weight', .*\] \(a model's state_dict\?\)$"),
+        ([], r"\(a dict with 'state' and 'param_groups'\), got list$"),
+    ]  # fmt: skip
+    for value, message in cases:
+        with pytest.raises(TypeError, match=message):
+            check_optimizer_state_dict(value, where)
+    check_optimizer_state_dict(optimizer.state_dict(), where)
+    check_optimizer_state_dict(optimizer, where, live_ok=True)
 
 
 def test_strict_false_ignores_unexpected_keys_and_keeps_values_of_missing_ones():

@@ -85,7 +85,13 @@ from jaxopt_port.interop.optimizer_state import (
     optimizer_state_from_torch,
     optimizer_state_to_torch,
 )
-from jaxopt_port.interop.weights import _placed, element_sources, to_numpy, torch_kind
+from jaxopt_port.interop.weights import (
+    _placed,
+    check_optimizer_state_dict,
+    element_sources,
+    to_numpy,
+    torch_kind,
+)
 from jaxopt_port.optim._hyperparams import TorchGroup, torch_layout
 
 __all__ = ["nnx_optimizer_from_torch", "nnx_optimizer_to_torch"]
@@ -119,24 +125,9 @@ class _Torch:
 
 
 def _torch(torch_optimizer: Any, torch_model: Any, where: str) -> _Torch:
-    kind = torch_kind(torch_optimizer)
-    live = torch_optimizer if kind == "optimizer" else None
-    if live is not None:
-        state_dict = live.state_dict()
-    elif kind is not None:
-        raise TypeError(
-            f"{where} expects a torch optimizer or its state_dict(), got the torch {kind} "
-            f"{type(torch_optimizer).__name__}"
-        )
-    elif isinstance(torch_optimizer, Mapping) and {"state", "param_groups"} <= set(torch_optimizer):
-        state_dict = torch_optimizer
-    else:
-        keys = list(torch_optimizer)[:5] if isinstance(torch_optimizer, Mapping) else None
-        raise TypeError(
-            f"{where} expects a torch optimizer or its state_dict() (a dict with 'state' and "
-            f"'param_groups'), got {type(torch_optimizer).__name__}"
-            + (f" with keys {keys} (a model's state_dict?)" if keys is not None else "")
-        )
+    check_optimizer_state_dict(torch_optimizer, where, live_ok=True)
+    live = torch_optimizer if torch_kind(torch_optimizer) == "optimizer" else None
+    state_dict = torch_optimizer if live is None else live.state_dict()
     groups = state_dict["param_groups"]
     ids = [i for g in groups for i in g["params"]]
     group = [n for n, g in enumerate(groups) for _ in g["params"]]
@@ -199,16 +190,21 @@ def _names(
     return names
 
 
-def _leaf_name(path: Sequence[Any]) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+def _key(entry: Any) -> Any:
+    """A ``jax.tree_util`` path entry of an ``nnx.State`` as ``nnx.iter_graph`` spells it."""
+    for attribute in ("key", "name", "idx"):
+        if hasattr(entry, attribute):
+            return getattr(entry, attribute)
+    return entry
 
 
 @dataclasses.dataclass(frozen=True)
 class _Match:
     """Which torch elements each NNX leaf holds, and how ``tx``'s groups meet torch's.
 
-    ``sources[i]``: for leaf ``i`` of ``params`` (``nnx.state(model, wrt)``), the position of each
-    of its elements in torch's parameters flattened one after the other (``offsets``), or None.
+    ``sources[i]``: for leaf ``i`` of ``params`` (``nnx.state(model, wrt)``, matched to the
+    model's variables by path), the position of each of its elements in torch's parameters
+    flattened one after the other (``offsets``), or None; ``owners[i]``: those parameters.
     ``order``: ``tx``'s leaves group after group (``torch_layout``), the order
     ``optimizer_state_from_torch``/``_to_torch`` number them; ``tx_groups[j]``: ``tx``'s group
     ``j``, with ``sizes[j]`` leaves, and its torch group ``torch_group[j]`` (None when it holds no
@@ -238,13 +234,12 @@ class _Match:
 def _match(torch: _Torch, model: nnx.Module, params: Any, tx: Any, where: str) -> _Match:
     shapes, found = element_sources(model, torch.names)
     offsets = np.cumsum([0] + [math.prod(s) for s in shapes])
-    boxed = jax.tree_util.tree_leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
     pure = nnx.as_pure(params)
-    flat = jax.tree_util.tree_flatten_with_path(pure)[0]
-    leaves = [_leaf_name(path) for path, _ in flat]
+    paths = [tuple(_key(k) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(pure)[0]]  # fmt: skip
+    leaves = ["/".join(map(str, path)) for path in paths]
     sources: list[np.ndarray | None] = []
-    for var, name in zip(boxed, leaves, strict=True):
-        src = found.get(id(var), (None, None))[1]
+    for path, name in zip(paths, leaves, strict=True):
+        src = found.get(path)
         if src is not None and np.any(src < 0):
             raise ValueError(
                 f"{where}: the NNX variable {name!r} holds elements of torch parameters the "
@@ -255,11 +250,16 @@ def _match(torch: _Torch, model: nnx.Module, params: Any, tx: Any, where: str) -
     for src in sources:
         if src is not None:
             np.add.at(uses, src.ravel(), 1)
-    lost = sorted({torch.names[int(np.searchsorted(offsets, e, "right")) - 1] for e in np.flatnonzero(uses != 1)})  # fmt: skip
-    if lost:
+    owner_of = lambda elements: sorted({torch.names[int(p)] for p in np.searchsorted(offsets, elements, "right") - 1})  # fmt: skip
+    if np.any(uses == 0):
         raise ValueError(
-            f"{where}: the torch optimizer holds {lost}, but their NNX variables are not all in "
-            "the nnx.Optimizer's wrt filter (nnx.state(model, wrt))"
+            f"{where}: the torch optimizer holds {owner_of(np.flatnonzero(uses == 0))}, but their "
+            "NNX variables are not all in the nnx.Optimizer's wrt filter (nnx.state(model, wrt))"
+        )
+    if np.any(uses > 1):
+        raise ValueError(
+            f"{where}: elements of {owner_of(np.flatnonzero(uses > 1))} are held by more than "
+            "one NNX variable"
         )
     owners = [
         sorted({int(p) for p in np.searchsorted(offsets, src.ravel(), "right") - 1})
