@@ -504,9 +504,9 @@ def element_sources(
     """Where each element of ``module``'s variables comes from among the torch tensors ``keys``.
 
     The tensors ``keys`` are numbered as one flat vector: ``keys[0]`` raveled in C order, then
-    ``keys[1]``, and so on. Every NNX variable holding elements of them gets an int64 array of its
-    own shape with each element's position in that vector (-1 for an element from no key in
-    ``keys``). The positions are found by loading position arrays through the same bindings that
+    ``keys[1]``, and so on. Every NNX variable holding elements of them gets an integer array
+    (int32 below 2**31 elements) of its own shape with each element's position in that vector (-1
+    for an element from no key in ``keys``). The positions are found by loading position arrays through the same bindings that
     :func:`load_torch_state_dict` loads weights through, so they follow the weights' layout mapping
     exactly (transposes, axis permutations, flips, splits): anything laid out like a parameter
     (optimizer state such as ``exp_avg``) converts as ``nnx_value = torch_flat[positions]``, and
@@ -543,6 +543,7 @@ def element_sources(
         )
     shapes = [bindings[owner[k][0]][2].shapes[owner[k][1]] for k in keys]
     offsets = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+    positions_dtype = np.int32 if offsets[-1] < np.iinfo(np.int32).max else np.int64
     by_binding: dict[int, list[int]] = {}
     for index, key in enumerate(keys):
         by_binding.setdefault(owner[key][0], []).append(index)
@@ -551,7 +552,7 @@ def element_sources(
     problems: dict[str, None] = {}  # ordered, without repeats
     for b, indices in by_binding.items():
         prefix, where, binding = bindings[b]
-        zeros = {sfx: np.zeros(shape, np.int64) for sfx, shape in binding.shapes.items()}
+        zeros = {sfx: np.zeros(shape, positions_dtype) for sfx, shape in binding.shapes.items()}
         for index in indices:
             key, start, size = keys[index], int(offsets[index]), int(np.prod(shapes[index]))
             summed = [g for g in binding.summed if owner[key][1] in g]
@@ -561,7 +562,9 @@ def element_sources(
                     None
                 )
                 continue
-            marked = start + 1 + np.arange(size, dtype=np.int64)  # 0 marks "from another key"
+            marked = (
+                start + 1 + np.arange(size, dtype=positions_dtype)
+            )  # 0 marks "from another key"
             try:
                 updates = binding.load({**zeros, owner[key][1]: marked.reshape(shapes[index])})
             except ValueError as error:
@@ -581,7 +584,7 @@ def element_sources(
                 if not inside.all():  # arithmetic on the marks: not a rearrangement
                     uses[:] = 0
                 target = sources.setdefault(
-                    path_of[id(var)], np.full(np.shape(array), -1, np.int64)
+                    path_of[id(var)], np.full(np.shape(array), -1, positions_dtype)
                 )
                 taken = target[hit] >= 0
                 if taken.any():
