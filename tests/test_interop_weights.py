@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
 from jaxopt_port.interop.weights import (
-    check_optimizer_state_dict,
     flax_batchnorm_momentum,
     load_torch_state_dict,
     torch_state_dict,

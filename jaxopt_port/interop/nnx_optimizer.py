@@ -71,9 +71,7 @@ Param groups
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -81,18 +79,18 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxopt_port.interop._nnx_match import (
+    Match,
+    check_hyperparams,
+    match_torch,
+    torch_names,
+    torch_side,
+)
 from jaxopt_port.interop.optimizer_state import (
     optimizer_state_from_torch,
     optimizer_state_to_torch,
 )
-from jaxopt_port.interop.weights import (
-    _placed,
-    check_optimizer_state_dict,
-    element_sources,
-    to_numpy,
-    torch_kind,
-)
-from jaxopt_port.optim._hyperparams import TorchGroup, torch_layout
+from jaxopt_port.interop.weights import _placed, to_numpy
 
 __all__ = ["nnx_optimizer_from_torch", "nnx_optimizer_to_torch"]
 
@@ -105,287 +103,12 @@ _LBFGS = frozenset(
      "prev_loss", "al"}
 )  # fmt: skip
 _LBFGS_FLAT = frozenset({"d", "prev_flat_grad", "old_dirs", "old_stps"})
-#: Group keys that select torch kernels only (FACTS: foreach/fused/capturable/differentiable).
-_KERNEL_KEYS = frozenset({"foreach", "fused", "capturable", "differentiable"})
-
-
-@dataclasses.dataclass(frozen=True)
-class _Torch:
-    """A torch optimizer's ``state_dict()`` and the name of each of its parameters.
-
-    Positions ``0, 1, ...`` are torch's parameters in ``param_groups`` order: ``ids[p]`` is the
-    key of parameter ``p`` in ``state_dict["state"]``, ``names[p]`` its module name, ``group[p]``
-    its param group.
-    """
-
-    state_dict: Mapping[str, Any]
-    ids: list[Any]
-    names: list[str]
-    group: list[int]
-
-
-def _torch(torch_optimizer: Any, torch_model: Any, where: str) -> _Torch:
-    check_optimizer_state_dict(torch_optimizer, where, live_ok=True)
-    live = torch_optimizer if torch_kind(torch_optimizer) == "optimizer" else None
-    state_dict = torch_optimizer if live is None else live.state_dict()
-    groups = state_dict["param_groups"]
-    ids = [i for g in groups for i in g["params"]]
-    group = [n for n, g in enumerate(groups) for _ in g["params"]]
-    names = _names(groups, live, torch_model, len(ids), where)
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"{where}: the torch optimizer holds {twice} more than once")
-    return _Torch(state_dict, ids, names, group)
-
-
-def _names(
-    groups: list[dict[str, Any]], live: Any, torch_model: Any, count: int, where: str
-) -> list[str]:
-    """torch's name of each parameter of the optimizer, in ``param_groups`` order."""
-    if groups and all("param_names" in g for g in groups):
-        return [n for g in groups for n in g["param_names"]]
-    how = (
-        "pass torch_model= (the torch nn.Module, or the parameter names in the optimizer's "
-        "order), or build the torch optimizer from model.named_parameters()"
-    )
-    if torch_model is None:
-        raise ValueError(
-            f"{where} needs the torch name of each of the optimizer's parameters to find its NNX "
-            f"variable (NNX orders parameters by path, not as torch does): {how}"
-        )
-    if torch_kind(torch_model) == "module":
-        named = list(torch_model.named_parameters())
-        if live is not None:
-            by_identity = {id(p): n for n, p in named}
-            names = []
-            for g, group in enumerate(live.param_groups):
-                for p in group["params"]:
-                    if id(p) not in by_identity:
-                        raise ValueError(
-                            f"{where}: a parameter of the torch optimizer (param group {g}, shape "
-                            f"{tuple(p.shape)}) is not a parameter of torch_model "
-                            f"{type(torch_model).__name__}"
-                        )
-                    names.append(by_identity[id(p)])
-            return names
-        if len(groups) == 1 and count == len(named):
-            return [n for n, _ in named]
-        raise ValueError(
-            f"{where}: the state_dict has {len(groups)} param groups with {count} parameters and "
-            f"torch_model has {len(named)}; a state_dict only numbers its parameters, so pass "
-            "the live torch optimizer, the parameter names in its order as torch_model=, or a "
-            "state_dict of an optimizer built from model.named_parameters()"
-        )
-    if isinstance(torch_model, str) or not isinstance(torch_model, Sequence):
-        raise TypeError(
-            f"{where}: torch_model must be a torch nn.Module or a sequence of parameter names, "
-            f"got {type(torch_model).__name__}"
-        )
-    names = list(torch_model)
-    if len(names) != count or not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"{where}: torch_model must name each of the optimizer's {count} parameters in its "
-            f"order, got {len(names)} entries"
-        )
-    return names
-
-
-def _key(entry: Any) -> Any:
-    """A ``jax.tree_util`` path entry of an ``nnx.State`` as ``nnx.iter_graph`` spells it."""
-    for attribute in ("key", "name", "idx"):
-        if hasattr(entry, attribute):
-            return getattr(entry, attribute)
-    return entry
-
-
-@dataclasses.dataclass(frozen=True)
-class _Match:
-    """Which torch elements each NNX leaf holds, and how ``tx``'s groups meet torch's.
-
-    ``sources[i]``: for leaf ``i`` of ``params`` (``nnx.state(model, wrt)``, matched to the
-    model's variables by path), the position of each of its elements in torch's parameters
-    flattened one after the other (``offsets``), or None; ``owners[i]``: those parameters.
-    ``order``: ``tx``'s leaves group after group (``torch_layout``), the order
-    ``optimizer_state_from_torch``/``_to_torch`` number them; ``tx_groups[j]``: ``tx``'s group
-    ``j``, with ``sizes[j]`` leaves, and its torch group ``torch_group[j]`` (None when it holds no
-    leaf).
-    """
-
-    torch: _Torch
-    shapes: list[tuple[int, ...]]
-    offsets: np.ndarray
-    leaves: list[str]
-    sources: list[np.ndarray | None]
-    owners: list[list[int]]
-    order: list[int]
-    sizes: list[int]
-    tx_groups: list[TorchGroup | None]
-    torch_group: list[int | None]
-
-    def identity(self, leaf: int) -> bool:
-        """Leaf ``leaf`` is one torch parameter in torch's layout."""
-        (p,) = self.owners[leaf]
-        src = self.sources[leaf]
-        return src.shape == self.shapes[p] and bool(
-            np.array_equal(src.ravel(), np.arange(self.offsets[p], self.offsets[p + 1]))
-        )
-
-
-def _match(torch: _Torch, model: nnx.Module, params: Any, tx: Any, where: str) -> _Match:
-    shapes, found = element_sources(model, torch.names)
-    offsets = np.cumsum([0] + [math.prod(s) for s in shapes])
-    pure = nnx.as_pure(params)
-    paths = [tuple(_key(k) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(pure)[0]]  # fmt: skip
-    leaves = ["/".join(map(str, path)) for path in paths]
-    sources: list[np.ndarray | None] = []
-    for path, name in zip(paths, leaves, strict=True):
-        src = found.get(path)
-        if src is not None and np.any(src < 0):
-            raise ValueError(
-                f"{where}: the NNX variable {name!r} holds elements of torch parameters the "
-                "torch optimizer does not hold and of ones it does"
-            )
-        sources.append(src)
-    uses = np.zeros(int(offsets[-1]), np.int64)
-    for src in sources:
-        if src is not None:
-            np.add.at(uses, src.ravel(), 1)
-    owner_of = lambda elements: sorted({torch.names[int(p)] for p in np.searchsorted(offsets, elements, "right") - 1})  # fmt: skip
-    if np.any(uses == 0):
-        raise ValueError(
-            f"{where}: the torch optimizer holds {owner_of(np.flatnonzero(uses == 0))}, but their "
-            "NNX variables are not all in the nnx.Optimizer's wrt filter (nnx.state(model, wrt))"
-        )
-    if np.any(uses > 1):
-        raise ValueError(
-            f"{where}: elements of {owner_of(np.flatnonzero(uses > 1))} are held by more than "
-            "one NNX variable"
-        )
-    owners = [
-        sorted({int(p) for p in np.searchsorted(offsets, src.ravel(), "right") - 1})
-        if src is not None
-        else []
-        for src in sources
-    ]
-    layout = torch_layout(tx, pure)
-    order = [leaf for _, group_leaves in layout for leaf in group_leaves]
-    held = set(order)
-    for leaf, src in enumerate(sources):
-        torch_names = [torch.names[p] for p in owners[leaf]]
-        if src is None and leaf in held:
-            raise ValueError(
-                f"{where}: tx optimizes the NNX leaf {leaves[leaf]!r}, which holds no parameter "
-                "of the torch optimizer; if torch does not train it, freeze it in tx "
-                "(transforms.param_groups(..., unmatched='freeze')) or leave it out of wrt"
-            )
-        if src is not None and leaf not in held:
-            raise ValueError(
-                f"{where}: the torch optimizer trains {torch_names} (NNX leaf "
-                f"{leaves[leaf]!r}), which tx freezes"
-            )
-    torch_group: list[int | None] = []
-    for j, (group, group_leaves) in enumerate(layout):
-        seen: dict[int, int] = {}  # torch group -> a leaf of tx's group j in it
-        for leaf in group_leaves:
-            for p in owners[leaf]:
-                seen.setdefault(torch.group[p], leaf)
-        if len(seen) > 1:
-            (g1, a), (g2, b) = list(seen.items())[:2]
-            label = f"{group.label!r}" if group is not None and group.label is not None else str(j)
-            raise ValueError(
-                f"{where}: tx's param group {label} holds the NNX leaves {leaves[a]!r} (torch "
-                f"{_torch_names(torch, owners[a])}, torch param group {g1}) and {leaves[b]!r} "
-                f"(torch {_torch_names(torch, owners[b])}, torch param group {g2}), so one of them "
-                "would get the other group's hyperparameters. Build tx with "
-                "transforms.param_groups (patterns over NNX paths) or "
-                "transforms.no_weight_decay so that each of its groups selects the parameters "
-                f"of one torch group: {_torch_groups(torch)}"
-            )
-        torch_group.append(next(iter(seen), None))
-    matched = [g for g in torch_group if g is not None]
-    if len(set(matched)) != len(matched):
-        g = next(g for g in matched if matched.count(g) > 1)
-        raise ValueError(
-            f"{where}: torch param group {g} is split over {matched.count(g)} of tx's param "
-            f"groups; each torch group needs one group of tx: {_torch_groups(torch)}"
-        )
-    return _Match(
-        torch=torch,
-        shapes=shapes,
-        offsets=offsets,
-        leaves=leaves,
-        sources=sources,
-        owners=owners,
-        order=order,
-        sizes=[len(group_leaves) for _, group_leaves in layout],
-        tx_groups=[group for group, _ in layout],
-        torch_group=torch_group,
-    )
-
-
-def _torch_names(torch: _Torch, positions: list[int]) -> str:
-    names = [torch.names[p] for p in positions]
-    return repr(names[0]) if len(names) == 1 else repr(names)
-
-
-def _torch_groups(torch: _Torch) -> str:
-    groups: dict[int, list[str]] = {}
-    for name, g in zip(torch.names, torch.group, strict=True):
-        groups.setdefault(g, []).append(name)
-    return "; ".join(f"torch group {g} holds {names}" for g, names in groups.items())
-
-
-# ----------------------------------------------------------------------------- hyperparameters
-
-
-def _number(value: Any) -> float | bool | None:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, float, np.number)):
-        return float(value)
-    if hasattr(value, "shape") and not callable(value) and np.size(to_numpy(value)) == 1:
-        return float(to_numpy(value).reshape(()))
-    return None  # a schedule, a string, None: not compared
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    x, y = _number(a), _number(b)
-    if x is None or y is None:
-        return True
-    if isinstance(x, bool) or isinstance(y, bool):
-        return x == y
-    return math.isclose(x, y, rel_tol=1e-6, abs_tol=0.0)
-
-
-def _check_hyperparams(match: _Match, where: str) -> None:
-    torch_groups = match.torch.state_dict["param_groups"]
-    for j, (group, g) in enumerate(zip(match.tx_groups, match.torch_group, strict=True)):
-        if group is None or g is None:
-            continue
-        for key, mine in group.hyperparams.items():
-            if key in _KERNEL_KEYS or key not in torch_groups[g]:
-                continue
-            if not _same(mine, torch_groups[g][key]):
-                label = group.label if group.label is not None else j
-                hint = (
-                    " (a torch scheduler moves it: give tx the schedule, e.g. "
-                    "schedules.from_torch(scheduler, group=i))"
-                    if key == "lr"
-                    else ""
-                )
-                raise ValueError(
-                    f"{where}: tx's param group {label!r} has {key}={mine!r}, the torch param "
-                    f"group {g} holding the same parameters has {key}={torch_groups[g][key]!r}"
-                    + hint
-                )
 
 
 # ----------------------------------------------------------------------------- torch -> NNX
 
 
-def _gather(match: _Match, leaf: int, arrays: dict[int, np.ndarray]) -> np.ndarray:
+def _gather(match: Match, leaf: int, arrays: dict[int, np.ndarray]) -> np.ndarray:
     """Leaf ``leaf``'s value from torch arrays laid out like their parameters (by position)."""
     src = match.sources[leaf]
     owners = match.owners[leaf]
@@ -398,16 +121,16 @@ def _gather(match: _Match, leaf: int, arrays: dict[int, np.ndarray]) -> np.ndarr
     return out
 
 
-def _leaf_state(match: _Match, leaf: int, where: str) -> dict[str, Any]:
+def _leaf_state(match: Match, leaf: int, where: str) -> dict[str, Any]:
     """The torch state of leaf ``leaf``'s parameter(s) in the NNX layout."""
-    torch, owners = match.torch, match.owners[leaf]
+    side, owners = match.side, match.owners[leaf]
     states = [
-        {k: v for k, v in torch.state_dict["state"].get(torch.ids[p], {}).items() if k not in _LBFGS}
+        {k: v for k, v in side.state_dict["state"].get(side.ids[p], {}).items() if k not in _LBFGS}
         for p in owners
     ]  # fmt: skip
     if any(set(s) != set(states[0]) for s in states):
         raise ValueError(
-            f"{where}: the torch parameters {[torch.names[p] for p in owners]} of the NNX leaf "
+            f"{where}: the torch parameters {[side.names[p] for p in owners]} of the NNX leaf "
             f"{match.leaves[leaf]!r} hold different state keys"
         )
     out: dict[str, Any] = {}
@@ -420,8 +143,8 @@ def _leaf_state(match: _Match, leaf: int, where: str) -> dict[str, Any]:
         else:
             p = owners[0]
             raise ValueError(
-                f"{where}: state[{torch.ids[p]}][{key!r}] of the torch parameter "
-                f"{torch.names[p]!r} has shape {arrays[p].shape}, not laid out like the parameter "
+                f"{where}: state[{side.ids[p]}][{key!r}] of the torch parameter "
+                f"{side.names[p]!r} has shape {arrays[p].shape}, not laid out like the parameter "
                 f"{match.shapes[p]}, and the NNX variable {match.leaves[leaf]!r} holds that "
                 f"parameter in another layout {match.sources[leaf].shape}: this state has no "
                 "counterpart there (Adafactor's row_var/col_var average over torch's last two "
@@ -430,14 +153,14 @@ def _leaf_state(match: _Match, leaf: int, where: str) -> dict[str, Any]:
     return out
 
 
-def _flat_permutation(match: _Match, where: str) -> np.ndarray:
+def _flat_permutation(match: Match, where: str) -> np.ndarray:
     """``nnx_flat = torch_flat[P]``: the NNX leaves raveled in leaf order from torch's flattening."""
     if any(src is None for src in match.sources):
         raise ValueError(f"{where}: L-BFGS must hold every NNX leaf of wrt")
     return np.concatenate([src.ravel() for src in match.sources])
 
 
-def _lbfgs_from_torch(match: _Match, state: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _lbfgs_from_torch(match: Match, state: Mapping[str, Any], where: str) -> dict[str, Any]:
     permutation = _flat_permutation(match, where)
     out = dict(state)
     for key in _LBFGS_FLAT & set(state):
@@ -525,22 +248,22 @@ def nnx_optimizer_from_torch(
     existing = tx if isinstance(tx, nnx.Optimizer) else None
     if existing is not None:
         tx, wrt = existing.tx, existing.wrt
-    torch = _torch(torch_optimizer, torch_model, where)
+    side = torch_side(torch_optimizer, torch_model, where)
     params = nnx.state(model, wrt)
     pure = nnx.as_pure(params)
-    match = _match(torch, model, params, tx, where)
-    _check_hyperparams(match, where)
+    match = match_torch(side, model, params, tx, where)
+    check_hyperparams(match, where)
     state: dict[int, dict[str, Any]] = {}
     for k, leaf in enumerate(match.order):
         entries = _leaf_state(match, leaf, where)
         if entries:
             state[k] = entries
-    first = torch.state_dict["state"].get(torch.ids[0], {}) if torch.ids else {}
+    first = side.state_dict["state"].get(side.ids[0], {}) if side.ids else {}
     if "func_evals" in first:
         lbfgs = _lbfgs_from_torch(match, {k: v for k, v in first.items() if k in _LBFGS}, where)
         state.setdefault(0, {}).update(lbfgs)
     groups, start = [], 0
-    torch_groups = torch.state_dict["param_groups"]
+    torch_groups = side.state_dict["param_groups"]
     for g, size in zip(match.torch_group, match.sizes, strict=True):
         hyperparams = {} if g is None else torch_groups[g]
         group = {k: v for k, v in hyperparams.items() if k not in ("params", "param_names")}
@@ -562,7 +285,7 @@ def nnx_optimizer_from_torch(
     placed = [_placed(np.asarray(v), box) for v, box in zip(values, boxes, strict=True)]
     for box, value in zip(boxes, placed, strict=True):
         box.set_value(value)
-    optimizer.step[...] = _count(opt_state, torch.state_dict, count)
+    optimizer.step[...] = _count(opt_state, side.state_dict, count)
     return optimizer
 
 
@@ -584,7 +307,7 @@ def _as_tensor(value: Any) -> Any:
     return torch.from_numpy(np.array(array, copy=True))
 
 
-def _scatter(match: _Match, entries: dict[int, dict[str, Any]], where: str) -> dict[int, dict]:
+def _scatter(match: Match, entries: dict[int, dict[str, Any]], where: str) -> dict[int, dict]:
     """Per torch position, its state from the NNX leaves' ``entries`` (by leaf), torch's layout."""
     flats: dict[int, dict[str, np.ndarray]] = {}  # position -> key -> torch flat array
     filled: dict[int, dict[str, np.ndarray]] = {}
@@ -609,7 +332,7 @@ def _scatter(match: _Match, entries: dict[int, dict[str, Any]], where: str) -> d
                 raise ValueError(
                     f"{where}: the state entry {key!r} of the NNX leaf {match.leaves[leaf]!r} has "
                     f"shape {array.shape}, not the leaf's {src.shape}, and torch holds "
-                    f"{_torch_names(match.torch, match.owners[leaf])} in another layout: this "
+                    f"{torch_names(match.side, match.owners[leaf])} in another layout: this "
                     "state has no counterpart there (Adafactor's row_var/col_var average over "
                     "the last two dimensions, other axes in torch's layout)"
                 )
@@ -618,7 +341,7 @@ def _scatter(match: _Match, entries: dict[int, dict[str, Any]], where: str) -> d
             if not filled[p][key].all():
                 raise ValueError(
                     f"{where}: only some NNX leaves of the torch parameter "
-                    f"{match.torch.names[p]!r} hold {key!r}"
+                    f"{match.side.names[p]!r} hold {key!r}"
                 )
             out[p][key] = flat.reshape(match.shapes[p])
     return out
@@ -678,11 +401,11 @@ def nnx_optimizer_to_torch(
     where = "nnx_optimizer_to_torch"
     if not isinstance(optimizer, nnx.Optimizer):
         raise TypeError(f"{where} expects an nnx.Optimizer, got {type(optimizer).__name__}")
-    torch = _torch(torch_optimizer, torch_model, where)
+    side = torch_side(torch_optimizer, torch_model, where)
     tx = optimizer.tx
     params = nnx.state(model, optimizer.wrt)
     pure = nnx.as_pure(params)
-    match = _match(torch, model, params, tx, where)
+    match = match_torch(side, model, params, tx, where)
     converted = optimizer_state_to_torch(nnx.as_pure(optimizer.opt_state), tx, pure, count=count)
     by_leaf = {
         leaf: {k: v for k, v in converted["state"].get(k_id, {}).items() if k not in _LBFGS}
@@ -703,11 +426,11 @@ def nnx_optimizer_to_torch(
             lbfgs[key] = back if isinstance(lbfgs[key], (list, tuple)) else back[0]
         by_position.setdefault(0, {}).update(lbfgs)
     state = {
-        torch.ids[p]: {k: _as_tensor(v) for k, v in entries.items()}
+        side.ids[p]: {k: _as_tensor(v) for k, v in entries.items()}
         for p, entries in sorted(by_position.items())
     }
     groups = []
-    for g, torch_group in enumerate(torch.state_dict["param_groups"]):
+    for g, torch_group in enumerate(side.state_dict["param_groups"]):
         j = match.torch_group.index(g) if g in match.torch_group else None
         carried = {} if j is None else converted["param_groups"][j]
         groups.append(
