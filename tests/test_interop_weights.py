@@ -8,6 +8,7 @@ float64 (outputs within 1e-12) in both directions, and torch -> NNX -> torch is 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
 from jaxopt_port.interop.weights import (
     flax_batchnorm_momentum,
     load_torch_state_dict,
@@ -620,6 +622,91 @@ def test_every_problem_is_reported_at_once():
         "unexpected key other",
     ]:
         assert part in message
+
+
+def test_wrapper_prefixes_of_ddp_and_torch_compile_are_removed():
+    model = _torch_model(COMPOSITE)
+    expected = {k: v.numpy() for k, v in model.state_dict().items() if "num_batches" not in k}
+    wrapped = {
+        "DataParallel": nn.DataParallel(model).state_dict(),  # as DistributedDataParallel
+        "torch.compile": torch.compile(model).state_dict(),
+        "compiled DDP": {f"_orig_mod.module.{k}": v for k, v in model.state_dict().items()},
+    }
+    for name, sd in wrapped.items():
+        assert all(k.startswith(("module.", "_orig_mod.")) for k in sd), name
+        with jax.enable_x64(True):
+            module = _nnx_model(COMPOSITE)
+            load_torch_state_dict(module, sd)
+            got = torch_state_dict(module)
+        for k, v in expected.items():
+            np.testing.assert_array_equal(got[k], v, err_msg=f"{name}: {k}")
+    partly = {("module." if k.startswith("head") else "") + k: v for k, v in model.state_dict().items()}  # fmt: skip
+    with jax.enable_x64(True):
+        message = _load_error(_nnx_model(COMPOSITE), partly)
+    assert "unexpected key module.head.weight" in message and "missing key head.weight" in message
+
+
+class _TorchHolder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.module = nn.Linear(3, 2)
+
+
+class _NnxHolder(nnx.Module):
+    def __init__(self):
+        self.module = nnx.Linear(3, 2, **_f64())
+
+
+def test_a_model_whose_attribute_is_named_module_keeps_its_keys():
+    torch.set_default_dtype(torch.float64)
+    holder = _TorchHolder()
+    for sd in [holder.state_dict(), nn.DataParallel(holder).state_dict()]:
+        with jax.enable_x64(True):
+            module = _build(_NnxHolder)
+            load_torch_state_dict(module, sd)
+            got = torch_state_dict(module)
+        np.testing.assert_array_equal(got["module.weight"], holder.module.weight.detach().numpy())
+
+
+def test_something_other_than_a_state_dict_says_what_to_pass():
+    model = _torch_model(COMPOSITE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError) as torch_error:
+        model.load_state_dict([("head.bias", torch.zeros(2))])
+    cases = [
+        (model, r"^load_torch_state_dict expects a state_dict, got the torch nn.Module TorchNet: pass its \.state_dict\(\)$"),
+        (optimizer, r"model weights\), got the torch optimizer SGD; its state goes to interop\.nnx_optimizer_from_torch"),
+        (optimizer.state_dict(), r"got a torch optimizer's state_dict\(\) \(keys 'state' and 'param_groups'\)"),
+        ({"model": model.state_dict(), "epoch": 3}, r"the values under \['model'\] are dicts \(a checkpoint\?\): pass the model's state_dict, e\.g\. checkpoint\['model'\]"),
+        ([("head.bias", torch.zeros(2))], "^" + re.escape(str(torch_error.value)) + "$"),
+    ]  # fmt: skip
+    with jax.enable_x64(True):
+        module = _nnx_model(COMPOSITE)
+        before = _snapshot(module)
+        for value, message in cases:
+            with pytest.raises(TypeError, match=message):
+                load_torch_state_dict(module, value)
+    _assert_snapshot_equal(before, _snapshot(module))
+
+
+def test_an_optimizer_where_its_state_dict_is_expected_says_so():
+    """The check optimizer-state functions run first (a live optimizer is welcome where
+    ``live_ok``, as in ``interop.nnx_optimizer_from_torch``)."""
+    model = _torch_model(COMPOSITE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    where = "optimizer_state_from_torch"
+    cases = [
+        (optimizer, r"^optimizer_state_from_torch expects a torch optimizer's state_dict\(\), got the torch optimizer SGD: pass its \.state_dict\(\)$"),
+        (model, r"got the torch module TorchNet$"),
+        (torch.optim.lr_scheduler.StepLR(optimizer, 2), r"got the torch scheduler StepLR$"),
+        (model.state_dict(), r"got OrderedDict with keys \['scale', 'features.0.weight', .*\] \(a model's state_dict\?\)$"),
+        ([], r"\(a dict with 'state' and 'param_groups'\), got list$"),
+    ]  # fmt: skip
+    for value, message in cases:
+        with pytest.raises(TypeError, match=message):
+            check_optimizer_state_dict(value, where)
+    check_optimizer_state_dict(optimizer.state_dict(), where)
+    check_optimizer_state_dict(optimizer, where, live_ok=True)
 
 
 def test_strict_false_ignores_unexpected_keys_and_keeps_values_of_missing_ones():

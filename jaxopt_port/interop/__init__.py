@@ -1,6 +1,7 @@
 """Carrying training state between PyTorch and JAX: model weights, optimizer state, checkpoints."""
 
 from jaxopt_port.interop.checkpoint import latest_step, restore_checkpoint, save_checkpoint
+from jaxopt_port.interop.nnx_optimizer import nnx_optimizer_from_torch, nnx_optimizer_to_torch
 from jaxopt_port.interop.optimizer_state import (
     load_into_torch,
     optimizer_state_from_torch,
@@ -17,6 +18,8 @@ __all__ = [
     "latest_step",
     "load_into_torch",
     "load_torch_state_dict",
+    "nnx_optimizer_from_torch",
+    "nnx_optimizer_to_torch",
     "optimizer_state_from_torch",
     "optimizer_state_to_torch",
     "restore_checkpoint",

@@ -20,6 +20,13 @@ Key correspondence
     The module may be abstract (``nnx.eval_shape(lambda: Model(...))``, which skips the random
     initializers): loading makes its parameters and batch statistics concrete (RNG state, as in
     ``nnx.RNN`` or dropout, stays abstract).
+    Wrapped torch modules: ``DistributedDataParallel``/``DataParallel`` prefix every key with
+    ``module.`` and ``torch.compile`` with ``_orig_mod.``. When *every* key carries such a prefix
+    and more keys match the NNX module without it, :func:`load_torch_state_dict` removes it
+    (nested ones too: ``_orig_mod.module.`` from a compiled DDP model), as
+    ``torch.nn.modules.utils.consume_prefix_in_state_dict_if_present`` would; a model whose
+    attribute really is ``module`` keeps its keys. :func:`torch_state_dict` writes the unwrapped
+    model's keys (load them with ``ddp_model.module.load_state_dict(...)``).
 
 Layouts (torch -> NNX; every conversion is a permutation, reshape or flip, so it is exact)
     ========================  ======================================  =============================
@@ -76,6 +83,22 @@ Divergences (read before trusting outputs)
       cannot be folded; Flax's GRUCell has no slot for it, so a non-zero ``b_hn`` raises.
       Round trips are bitwise when torch's ``bias_hh`` is zero. Activations are not weights:
       build cells with torch's (sigmoid/tanh, the defaults; SimpleCell ``activation_fn``).
+      Training is not the same: torch steps ``b_ih`` and ``b_hh`` separately, each with the
+      gradient of the sum, so its effective bias moves by two optimizer steps per step (with SGD
+      twice as far) where the Flax cell's moves by one; their optimizer states have no NNX
+      counterpart either (``interop.nnx_optimizer_from_torch`` raises for them).
+    - Flatten after a convolution: torch flattens ``(N, C, H, W)`` in C, H, W order; an NNX twin
+      that runs channels-last and writes ``x.reshape(n, -1)`` flattens ``(N, H, W, C)`` in H, W, C
+      order. The next Linear's weight loads without complaint (its shape is the same), but every
+      input feature meets another weight column: the twin computes something else and trains
+      differently (measured on digits, ``Conv2d(1, 8, 3, padding=1)`` then ``Linear(512, 10)``:
+      cross-entropy 1.8e-2 apart at step 0; 8.9e-16 with the transpose below). Write the twin to
+      flatten as torch does, ``x.transpose(0, 3, 1, 2).reshape(n, -1)`` (channels first, then
+      flatten), or keep the channels-last flatten and permute the Linear's input rows once after
+      loading: ``kernel.reshape(C, H, W, out).transpose(1, 2, 0, 3).reshape(H * W * C, out)``
+      (the kernel and its optimizer state then no longer follow this module's layout mapping:
+      prefer the transpose). ``parity``'s one-batch forward check names the first layer whose
+      output differs.
     - Float64 pitfalls on the NNX side: ``nnx.MultiHeadAttention``'s default ``attention_fn``
       (``jax.nn.dot_product_attention`` when dropout is off) computes the softmax in float32 even
       for float64 inputs (measured 1.2e-7 from torch), so a float64 comparison needs an
@@ -102,7 +125,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["flax_batchnorm_momentum", "load_torch_state_dict", "to_numpy", "torch_state_dict"]
+from jaxopt_port.interop._torch_inputs import check_module_state_dict, strip_wrapper_prefixes
+
+__all__ = [
+    "element_sources",
+    "flax_batchnorm_momentum",
+    "load_torch_state_dict",
+    "to_numpy",
+    "torch_state_dict",
+]
 
 Shape = tuple[int, ...]
 Path = tuple[Any, ...]
@@ -119,12 +150,15 @@ class _Binding:
         torch layout converted to the NNX one, torch dtype kept).
       dump: the layer's current values as torch arrays by suffix.
       optional: groups of suffixes that may be absent together (never only some of a group).
+      summed: groups of suffixes whose sum one NNX variable holds (an RNN cell's bias), so that no
+        element of theirs has a place of its own.
     """
 
     shapes: dict[str, Shape]
     load: Callable[[dict[str, np.ndarray]], Updates]
     dump: Callable[[], dict[str, np.ndarray]]
     optional: tuple[frozenset[str], ...] = ()
+    summed: tuple[frozenset[str], ...] = ()
 
 
 def _value(var: nnx.Variable) -> np.ndarray:
@@ -142,6 +176,7 @@ def _merge(bindings: Sequence[_Binding]) -> _Binding:
         load=load,
         dump=lambda: {k: a for b in bindings for k, a in b.dump().items()},
         optional=tuple(g for b in bindings for g in b.optional),
+        summed=tuple(g for b in bindings for g in b.summed),
     )
 
 
@@ -373,6 +408,7 @@ def _bind_cell(cell: nnx.Module, sfx: str) -> _Binding:
         load=load,
         dump=dump,
         optional=(frozenset({b_ih, b_hh}),),
+        summed=(frozenset({b_ih, b_hh}),),
     )
 
 
@@ -458,6 +494,109 @@ def _bindings(module: nnx.Module, num_batches_tracked: int = 0) -> list[tuple[st
     return out
 
 
+def element_sources(
+    module: nnx.Module, keys: Sequence[str]
+) -> tuple[list[Shape], dict[Path, np.ndarray]]:
+    """Where each element of ``module``'s variables comes from among the torch tensors ``keys``.
+
+    The tensors ``keys`` are numbered as one flat vector: ``keys[0]`` raveled in C order, then
+    ``keys[1]``, and so on. Every NNX variable holding elements of them gets an integer array
+    (int32 below 2**31 elements) of its own shape with each element's position in that vector (-1
+    for an element from no key in ``keys``). The positions are found by loading position arrays through the same bindings that
+    :func:`load_torch_state_dict` loads weights through, so they follow the weights' layout mapping
+    exactly (transposes, axis permutations, flips, splits): anything laid out like a parameter
+    (optimizer state such as ``exp_avg``) converts as ``nnx_value = torch_flat[positions]``, and
+    back by the inverse scatter, bit for bit.
+
+    Args:
+      module: the NNX module (see the module docstring for the key correspondence).
+      keys: torch keys of parameters, e.g. a torch optimizer's parameters by name (a wrapped
+        model's ``module.``/``_orig_mod.`` prefixes are removed as on loading).
+
+    Returns:
+      ``(shapes, sources)``: the torch shape of each key, and ``{path: positions}`` for the
+      variables holding elements of ``keys``, by their path in ``module`` (as ``nnx.iter_graph``
+      and ``nnx.state`` give it: ``("fc", "kernel")``).
+
+    Raises:
+      ValueError: a key that is not a key of ``module``'s torch state dict (listing some that
+        are), or one whose elements the NNX module does not hold one to one — an RNN cell's single
+        bias holds torch's ``bias_ih + bias_hh``.
+    """
+    owner: dict[str, tuple[int, str]] = {}
+    bindings = _bindings(module)
+    for b, (prefix, _, binding) in enumerate(bindings):
+        for sfx in binding.shapes:
+            owner[_join(prefix, sfx)] = (b, sfx)
+    keys = strip_wrapper_prefixes(keys, owner)
+    unknown = [k for k in keys if k not in owner]
+    if unknown:
+        known = sorted(owner)
+        raise ValueError(
+            f"torch parameter(s) {unknown[:10]} have no counterpart in the NNX "
+            f"{type(module).__name__}, whose torch keys are {known[:20]}"
+            + (" ..." if len(known) > 20 else "")
+        )
+    shapes = [bindings[owner[k][0]][2].shapes[owner[k][1]] for k in keys]
+    offsets = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+    positions_dtype = np.int32 if offsets[-1] < np.iinfo(np.int32).max else np.int64
+    by_binding: dict[int, list[int]] = {}
+    for index, key in enumerate(keys):
+        by_binding.setdefault(owner[key][0], []).append(index)
+    path_of = {id(node): path for path, node in nnx.iter_graph(module)}
+    sources: dict[Path, np.ndarray] = {}
+    problems: dict[str, None] = {}  # ordered, without repeats
+    for b, indices in by_binding.items():
+        prefix, where, binding = bindings[b]
+        zeros = {sfx: np.zeros(shape, positions_dtype) for sfx, shape in binding.shapes.items()}
+        for index in indices:
+            key, start, size = keys[index], int(offsets[index]), int(np.prod(shapes[index]))
+            summed = [g for g in binding.summed if owner[key][1] in g]
+            if summed:
+                both = " + ".join(_join(prefix, s) for s in sorted(summed[0], reverse=True))
+                problems[f"{both} ({where}): the NNX cell holds their sum, one bias per gate"] = (
+                    None
+                )
+                continue
+            marked = (
+                start + 1 + np.arange(size, dtype=positions_dtype)
+            )  # 0 marks "from another key"
+            try:
+                updates = binding.load({**zeros, owner[key][1]: marked.reshape(shapes[index])})
+            except ValueError as error:
+                problems[f"{key} ({where}): its elements have no slots of their own ({error})"] = (
+                    None
+                )
+                continue
+            uses = np.zeros(size, np.int64)
+            for var, array in updates:
+                array = np.asarray(array)
+                hit = array != 0
+                if not hit.any():
+                    continue
+                positions = array[hit] - 1
+                inside = (positions >= start) & (positions < start + size)
+                np.add.at(uses, positions[inside] - start, 1)
+                if not inside.all():  # arithmetic on the marks: not a rearrangement
+                    uses[:] = 0
+                target = sources.setdefault(
+                    path_of[id(var)], np.full(np.shape(array), -1, positions_dtype)
+                )
+                taken = target[hit] >= 0
+                if taken.any():
+                    other = keys[int(np.searchsorted(offsets, target[hit][taken][0], "right")) - 1]
+                    problems[f"{key} and {other} ({where}): one NNX variable combines them"] = None
+                target[hit] = positions
+            if np.any(uses != 1):
+                problems[f"{key} ({where}): the NNX layer does not hold each element once"] = None
+    if problems:
+        raise ValueError(
+            "these torch parameters have no element-for-element counterpart in the NNX "
+            f"{type(module).__name__}:\n  " + "\n  ".join(problems)
+        )
+    return shapes, sources
+
+
 def to_numpy(value: Any) -> np.ndarray:
     """A torch tensor (detected without importing torch; sparse ones made dense) or array-like as
     a NumPy array."""
@@ -495,12 +634,18 @@ def load_torch_state_dict(
     Args:
       module: an NNX module with the architecture of the torch module (see the module docstring
         for the key and layout correspondence).
-      state_dict: torch key -> tensor (``torch_module.state_dict()``), or any array-likes.
+      state_dict: torch key -> tensor (``torch_module.state_dict()``), or any array-likes. The
+        ``module.`` (DDP) and ``_orig_mod.`` (``torch.compile``) prefixes of a wrapped model's
+        keys are removed (module docstring).
       strict: as torch's ``load_state_dict``: if True (default) missing and unexpected keys are
         errors; if False they are ignored and variables without a key keep their values. Shape
         mismatches are errors either way.
 
     Raises:
+      TypeError: ``state_dict`` is not a mapping of keys to arrays: a torch module (pass its
+        ``state_dict()``), a torch optimizer or its ``state_dict()``, a checkpoint dict holding
+        the state dict under a key, or anything else (torch's ``Expected state_dict to be
+        dict-like`` message).
       ValueError: naming every missing or unexpected key and every shape mismatch (with the torch
         shape and the shape the NNX layer implies), or a torch tensor with no NNX counterpart
         (e.g. a non-zero GRU ``b_hn``).
@@ -512,7 +657,12 @@ def load_torch_state_dict(
       >>> layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
       >>> load_torch_state_dict(layer, torch.nn.Linear(3, 2).state_dict())
     """
+    check_module_state_dict(state_dict, "load_torch_state_dict")
     bindings = _bindings(module)
+    all_keys = {_join(prefix, sfx) for prefix, _, b in bindings for sfx in b.shapes}
+    state_dict = dict(
+        zip(strip_wrapper_prefixes(list(state_dict), all_keys), state_dict.values(), strict=True)
+    )
     problems: list[str] = []
     expected: set[str] = set()
     pending: list[tuple[_Binding, dict[str, np.ndarray]]] = []
