@@ -232,17 +232,17 @@ def optimizer_state_from_torch(
     torch_state: list[dict[str, Any]] = [{} for _ in leaves]
     for torch_id, leaf in zip(ids, order, strict=True):
         torch_state[leaf] = dict(state_dict["state"].get(torch_id, {}))
-    template = tx.init(params)
-    count = _resolve_count(count, torch_state, template, tx, params, scheduler)
-    state = _Filler(torch_state, params, count).fill(template)
     plateaus = plateau_of(tx)
-    if plateaus and scheduler is None and count > 0:
+    if plateaus and scheduler is None and (count or _stepped(torch_state)):
         raise ValueError(
             "tx's lr follows ReduceLROnPlateau, whose position (best, num_bad_epochs, "
             "cooldown_counter, last_epoch) torch keeps in the scheduler, not in the optimizer: "
             "pass scheduler=<the torch ReduceLROnPlateau or its state_dict()>"
         )
-    if plateaus:
+    template = tx.init(params)
+    count = _resolve_count(count, torch_state, template, tx, params, scheduler)
+    state = _Filler(torch_state, params, count).fill(template)
+    if plateaus and scheduler is not None:
         if not is_plateau(scheduler):
             raise ValueError(
                 "tx's lr follows ReduceLROnPlateau but scheduler= is not a ReduceLROnPlateau "
@@ -295,6 +295,11 @@ def _resolve_count(
         f"{shows}, but the count matters: {reason}. Pass scheduler=<the torch scheduler or its "
         "state_dict()> or count=<optimizer steps taken>"
     )
+
+
+def _stepped(torch_state: list[dict[str, Any]]) -> bool:
+    """Whether torch's state shows a step: a positive ``step``, or state without one."""
+    return any(float(_numpy(s["step"])) > 0 if "step" in s else bool(s) for s in torch_state)
 
 
 def _steps_per_epoch(tx: Any) -> int:
