@@ -273,6 +273,14 @@ def test_count_errors_say_what_to_pass():
         fresh = torch.optim.SGD(_sgd(problem.params)[0], lr=0.1, momentum=0.9)
         state = interop.optimizer_state_from_torch(fresh.state_dict(), wrapped, values)
         assert {int(c) for c in _counts(state)} == {0}  # torch holds no buffer: not stepped
+        # a scheduler created after the optimizer stepped cannot give the count
+        late = _cosine(optimizer)
+        with pytest.raises(
+            ValueError, match="steps were taken but the scheduler's last_epoch is 0"
+        ):
+            interop.optimizer_state_from_torch(
+                optimizer.state_dict(), optim.from_torch(optimizer, late), values, scheduler=late
+            )
 
     # Adam's step and a per-epoch scheduler must agree
     adam_params = [torch.nn.Parameter(torch.tensor(p)) for p in problem.params]

@@ -5,8 +5,11 @@ Every jaxopt_port state NamedTuple names its fields as torch names its state key
 once for all 15 optimizers: the state ``tx.init(params)`` builds is the template, and each field is
 filled from (or read into) ``state_dict["state"][i]`` for the i-th leaf of ``params`` — the
 leaf-order convention of ``optim.from_torch``. Fields named ``count`` (optax bookkeeping that
-indexes schedules) take the number of optimizer steps taken, read from torch's ``step``.
-L-BFGS's single state goes under parameter 0 with its history as torch's lists.
+indexes schedules and SGD's first momentum step) take the number of optimizer steps taken, as
+torch's state implies it: its ``step``, or an attached scheduler's position, or (where nothing
+reads more than "stepped or not") its momentum buffers; otherwise the conversion asks for it.
+Values go to torch as the tensors and Python numbers torch itself keeps. L-BFGS's single state
+goes under parameter 0 with its history as torch's lists.
 
 Param groups. A transformation built by a jaxopt_port optimizer, ``optim.from_torch``,
 ``schedules.with_schedules`` or ``transforms.param_groups`` carries torch's param groups (a
@@ -221,7 +224,7 @@ def optimizer_state_from_torch(
       >>> params = [jnp.asarray(p.detach().numpy()) for p in model.parameters()]
       >>> state = interop.optimizer_state_from_torch(
       ...     optimizer.state_dict(), tx, params, scheduler=scheduler)
-      >>> int(state[0][0].count)  # SGD keeps no step: the scheduler's last_epoch gives it
+      >>> int(state[0].count)  # SGD keeps no step: the scheduler's last_epoch gives it
       1
     """
     leaves = jax.tree_util.tree_leaves(params)
@@ -264,10 +267,12 @@ def _resolve_count(
         return int(count)
     per_epoch = _steps_per_epoch(tx)
     epochs = None if scheduler is None else scheduler_count(scheduler)
+    reason = _count_dependence(tx)
     steps = [float(_numpy(s["step"])) for s in torch_state if "step" in s]
+    stepped = any(torch_state)
     if steps:
         taken = int(max(steps))
-        if epochs is not None and taken // per_epoch != epochs:
+        if epochs is not None and reason is not None and taken // per_epoch != epochs:
             raise ValueError(
                 f"torch's state has taken {taken} optimizer steps but the scheduler's last_epoch "
                 f"is {epochs} (steps_per_epoch={per_epoch}): a jaxopt_port schedule is evaluated "
@@ -276,17 +281,21 @@ def _resolve_count(
             )
         return taken
     if epochs is not None:
-        if per_epoch == 1:
-            return epochs
-        raise ValueError(
-            f"torch keeps no step count for this optimizer and the scheduler steps once every "
-            f"{per_epoch} optimizer steps: after {epochs} scheduler steps the count is between "
-            f"{epochs * per_epoch} and {epochs * per_epoch + per_epoch - 1}; pass count="
-        )
-    stepped = any(torch_state)
+        if per_epoch != 1:
+            raise ValueError(
+                f"torch keeps no step count for this optimizer and the scheduler steps once every "
+                f"{per_epoch} optimizer steps: after {epochs} scheduler steps the count is "
+                f"between {epochs * per_epoch} and {epochs * per_epoch + per_epoch - 1}; pass "
+                "count="
+            )
+        if epochs == 0 and stepped:
+            raise ValueError(
+                "torch's state shows steps were taken but the scheduler's last_epoch is 0 (was it "
+                "created after them?): the count it gives would restart the optimizer; pass count="
+            )
+        return epochs
     if not stepped and any(per_param_state(template, params)):
         return 0  # torch holds state after any step of this optimizer, and holds none
-    reason = _count_dependence(tx)
     if reason is None:
         return 1 if stepped else 0  # only "stepped or not" matters (SGD's first buffer)
     shows = "shows steps were taken" if stepped else "holds nothing that counts steps"
