@@ -368,6 +368,10 @@ class _Resume:
         """|θ - unbroken θ| after K torch, JAX_STEPS JAX and MORE torch steps."""
         params, optimizer, scheduler = self.build(self.problem.params)
         self.torch_steps(params, optimizer, scheduler, k, 0)
+        if self.lbfgs and k == max(KS):  # the row moves a full history ring, wrapped
+            lbfgs_state = optimizer.state_dict()["state"][0]
+            assert len(lbfgs_state["old_dirs"]) == self.kwargs["history_size"]
+            assert lbfgs_state["n_iter"] > 2 * self.kwargs["history_size"]
         with jax.enable_x64(True):
             values = _jax(_numpy(params))
             state = interop.optimizer_state_from_torch(
