@@ -125,7 +125,8 @@ def _groups(
 ) -> list[dict[str, Any]]:
     """Two param groups: the first half of the leaves with the config, the rest with overrides."""
     half = max(1, len(problem.params) // 2)
-    second = {"lr": base_lr / 2, **spec.group_overrides}
+    overrides = spec.group_overrides if config.second_group is None else config.second_group
+    second = {"lr": base_lr / 2, **overrides}
     return [{"indices": range(half)}, {"indices": range(half, len(problem.params)), **second}]
 
 

@@ -24,6 +24,8 @@ class Config:
     kwargs: dict[str, Any]
     schedule: str | None = None  # a name in SCHEDULES: lr at update k = base lr * factor(k)
     groups: bool = False  # two param groups: the second with lr / 2 (and other overrides)
+    #: the second group's overrides (besides lr / 2) where the spec's group_overrides do not fit
+    second_group: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -64,7 +66,11 @@ class OptimSpec:
       f32_atol: max |Δθ| after ``steps`` float32 steps, measured (see the comment at each entry).
       group_overrides: kwargs of the second param group in the param-groups config.
       steps: number of optimizer steps in a parity run.
-      f64_config_kwargs: kwargs that both sides need in float64 parity runs only.
+      resume_configs: the options whose first step differs from the later ones or that read the
+        step count (bias corrections, Adafactor's relative step, Adagrad's lr_decay, ASGD's t0,
+        NAdam's momentum decay, RAdam's rectification, Rprop's first step, SGD's first momentum
+        buffer, L-BFGS's history): tests/test_interop_resume.py moves each between torch and JAX
+        mid-run, with two param groups, with and without a scheduler.
     """
 
     name: str
@@ -75,10 +81,17 @@ class OptimSpec:
     f32_atol: float = 1e-5
     group_overrides: dict[str, Any] = field(default_factory=dict)
     steps: int = 50
+    resume_configs: tuple[Config, ...] = ()
 
 
-def _c(desc: str, schedule: str | None = None, groups: bool = False, **kwargs: Any) -> Config:
-    return Config(desc, kwargs, schedule, groups)
+def _c(
+    desc: str,
+    schedule: str | None = None,
+    groups: bool = False,
+    second_group: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Config:
+    return Config(desc, kwargs, schedule, groups, second_group)
 
 
 _NEG = ({"lr": -0.1}, {"weight_decay": -1})
@@ -98,6 +111,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "decay", lr=0.5),
             _c("groups", groups=True, weight_decay=0.05),
         ),
+        resume_configs=(_c("weight decay", lr=0.5, weight_decay=0.05),),
         invalid=(*_NEG, {"rho": 1.1}, {"rho": -0.1}, {"eps": -1.0}),
         group_overrides={"rho": 0.8},
         f32_atol=5e-7,  # measured 1.69e-07 after 50 float32 steps (worst config)
@@ -110,6 +124,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "warmup_cosine", lr=0.05, weight_decay=0.1),
             _c("groups", groups=True, lr=0.02),
         ),
+        resume_configs=(_c("relative step, decay", lr=0.05, weight_decay=0.1),),
         invalid=(
             {"lr": -0.1},
             {"beta2_decay": 0.5},
@@ -129,6 +144,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled with lr_decay", "decay", lr=0.05, lr_decay=0.01),
             _c("groups", groups=True, lr=0.05),
         ),
+        resume_configs=(_c("lr_decay", lr=0.05, lr_decay=0.1, initial_accumulator_value=0.1),),
         invalid=(*_NEG, {"lr_decay": -0.5}, {"initial_accumulator_value": -1}, {"eps": -1}),
         group_overrides={"lr_decay": 0.1, "initial_accumulator_value": 0.2},
         f32_atol=5e-7,  # measured 1.79e-07 after 50 float32 steps (worst config)
@@ -143,6 +159,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "warmup_cosine", lr=0.01, amsgrad=True, weight_decay=0.1),
             _c("groups", groups=True, lr=0.01, weight_decay=0.1),
         ),
+        resume_configs=(_c("amsgrad, bias corrections", lr=0.01, amsgrad=True, weight_decay=0.1),),
         invalid=(
             *_ADAM_FAMILY_INVALID,
             {"lr": "tensor", "foreach": True},
@@ -158,6 +175,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "decay", lr=0.02),
             _c("groups", groups=True, weight_decay=0.1),
         ),
+        resume_configs=(_c("bias correction", lr=0.02),),
         invalid=_ADAM_FAMILY_INVALID,
         group_overrides={"betas": (0.5, 0.9)},
         f32_atol=5e-7,  # measured 1.59e-07 after 50 float32 steps (worst config)
@@ -169,6 +187,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "warmup_cosine", lr=0.01, weight_decay=0.1),
             _c("groups", groups=True, lr=0.01),
         ),
+        resume_configs=(_c("decoupled decay", lr=0.01, weight_decay=0.1),),
         invalid=_ADAM_FAMILY_INVALID,
         group_overrides={"weight_decay": 0.0},
         f32_atol=2e-6,  # measured 9.54e-07 after 50 float32 steps (worst config)
@@ -181,6 +200,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "warmup_cosine", lr=0.05, t0=10),
             _c("groups", groups=True, lr=0.05, t0=5),
         ),
+        resume_configs=(_c("averaging from t0", lr=0.05, t0=2, lambd=0.01, alpha=0.6),),
         invalid=_NEG,
         group_overrides={"lambd": 0.1, "t0": 20},
         f32_atol=3e-6,  # measured 1.31e-06 after 50 float32 steps (worst config)
@@ -209,6 +229,9 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("line search extrapolation", line_search_fn="strong_wolfe", lr=0.05),
             _c("line search zoom", line_search_fn="strong_wolfe", lr=10.0),
         ),
+        # 14 steps of 2 iterations wrap the history; at lr=0.5 torch amplifies a 1e-15 nudge to
+        # 5.2e-12 by the end (against itself), at lr=0.2 to 4.9e-15 (resumed: <= 4.2e-16)
+        resume_configs=(_c("history wraps", lr=0.2, max_iter=2, history_size=3),),
         invalid=({"lr": -0.1},),
         # measured 1.08e-4 (torch's "Tensor lr", 0.001: y = g(x + s) - g(x) is a difference of
         # gradients ~1e3 times larger than itself, losing 3 of float32's 7 digits); every other
@@ -231,6 +254,14 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "warmup_cosine", lr=0.02),
             _c("groups", groups=True, lr=0.02),
         ),
+        resume_configs=(
+            _c(
+                "nesterov, plain momentum in group 2",
+                second_group={"nesterov": False, "momentum": 0.5, "weight_decay": 0.0},
+                lr=0.02,
+                weight_decay=0.05,
+            ),
+        ),
         invalid=(
             {"lr": -0.1},
             {"momentum": -0.5},
@@ -249,6 +280,15 @@ SPECS: tuple[OptimSpec, ...] = (
             ),
             _c("groups", groups=True, lr=0.01),
         ),
+        resume_configs=(
+            _c(
+                "momentum decay, decoupled",
+                lr=0.01,
+                momentum_decay=0.04,
+                weight_decay=0.1,
+                decoupled_weight_decay=True,
+            ),
+        ),
         invalid=(*_ADAM_FAMILY_INVALID, {"momentum_decay": -0.2}),
         group_overrides={"momentum_decay": 0.01, "weight_decay": 0.1},
         f32_atol=3e-6,  # measured 1.01e-06 after 50 float32 steps (worst config)
@@ -259,6 +299,14 @@ SPECS: tuple[OptimSpec, ...] = (
         extra_configs=(
             _c("scheduled", "decay", lr=0.01, weight_decay=0.1),
             _c("groups", groups=True, lr=0.01),
+        ),
+        resume_configs=(
+            _c(
+                "rectified from step 6, decoupled",
+                lr=0.01,
+                weight_decay=0.1,
+                decoupled_weight_decay=True,
+            ),
         ),
         invalid=_ADAM_FAMILY_INVALID,
         group_overrides={"betas": (0.9, 0.99), "weight_decay": 0.1, "decoupled_weight_decay": True},
@@ -272,6 +320,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled momentum", "warmup_cosine", lr=0.005, momentum=0.5, centered=True),
             _c("groups", groups=True, lr=0.005),
         ),
+        resume_configs=(_c("centered momentum", lr=0.005, momentum=0.9, centered=True),),
         invalid=(*_NEG, {"eps": -1}, {"momentum": -1.0}, {"alpha": -0.5}),
         group_overrides={"alpha": 0.9, "momentum": 0.3},
         f32_atol=2e-6,  # measured 5.13e-07 after 50 float32 steps (worst config)
@@ -284,6 +333,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled (ignored)", "decay", lr=0.05),
             _c("groups", groups=True, lr=0.05),
         ),
+        resume_configs=(_c("first step", lr=0.05),),
         invalid=({"lr": -0.1}, {"etas": (1.0, 0.5)}, {"etas": (0.5, 0.9)}, {"etas": (0.0, 1.2)}),
         group_overrides={"etas": (0.3, 1.5)},
         f32_atol=0.0,  # measured 0: bitwise equal to torch after 50 float32 steps (every config)
@@ -295,6 +345,17 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("nesterov maximize", lr=0.005, momentum=0.5, nesterov=True, maximize=True),
             _c("scheduled momentum", "warmup_cosine", lr=0.05, momentum=0.9, dampening=0.1),
             _c("groups", groups=True, lr=0.05, momentum=0.9),
+        ),
+        resume_configs=(
+            _c(
+                "dampening, weight decay, nesterov in group 2",
+                second_group={"momentum": 0.5, "dampening": 0.0, "nesterov": True},
+                lr=0.05,
+                momentum=0.9,
+                dampening=0.1,
+                weight_decay=0.01,
+            ),
+            _c("no momentum", lr=0.05),
         ),
         invalid=(
             *_NEG,
@@ -313,6 +374,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("scheduled", "decay", lr=0.05),
             _c("groups", groups=True, lr=0.05),
         ),
+        resume_configs=(_c("bias correction", lr=0.05),),
         invalid=(
             {"lr": 0.0},
             {"lr": -0.1},

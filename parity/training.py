@@ -13,7 +13,7 @@ import numpy as np
 
 from parity.problems import Problem
 
-__all__ = ["jax_steps", "metric_at", "torch_steps"]
+__all__ = ["jax_step_fn", "jax_steps", "metric_at", "torch_steps"]
 
 
 def metric_at(k: int) -> float:
@@ -48,20 +48,11 @@ def torch_steps(
     return lrs
 
 
-def jax_steps(
-    problem: Problem,
-    params: list[Any],
-    state: Any,
-    tx: Any,
-    steps: int,
-    start: int = 0,
-    plateau: bool = False,
-    lbfgs: bool = False,
-) -> tuple[list[Any], Any]:
-    """``steps`` JAX updates, jitted once; with ``plateau`` the metric goes in as ``value=``;
-    ``lbfgs`` passes the loss and ``value_fn`` as L-BFGS needs them."""
+def jax_step_fn(problem: Problem, tx: Any, plateau: bool = False, lbfgs: bool = False) -> Any:
+    """One jitted JAX update ``(params, state, batch, metric) -> (params, state)`` on ``problem``'s
+    loss; with ``plateau`` the metric goes in as ``value=``; ``lbfgs`` passes the loss and
+    ``value_fn`` as L-BFGS needs them. Build it once and reuse it: it compiles once per shape."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     @jax.jit
@@ -75,6 +66,25 @@ def jax_steps(
         updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 
+    return step
+
+
+def jax_steps(
+    problem: Problem,
+    params: list[Any],
+    state: Any,
+    tx: Any,
+    steps: int,
+    start: int = 0,
+    plateau: bool = False,
+    lbfgs: bool = False,
+    step: Any = None,
+) -> tuple[list[Any], Any]:
+    """``steps`` JAX updates from batch ``start`` on, jitted once (:func:`jax_step_fn`, or
+    ``step``, one built by it for the same ``problem``, ``tx`` and flags)."""
+    import jax.numpy as jnp
+
+    step = step or jax_step_fn(problem, tx, plateau, lbfgs)
     for k in range(start, start + steps):
         batch = [jnp.asarray(b) for b in problem.batches[k]]
         params, state = step(params, state, batch, np.float64(metric_at(k)))

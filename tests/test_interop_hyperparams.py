@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
 import math
 import warnings
 
@@ -19,7 +20,7 @@ import pytest
 
 from jaxopt_port import interop, optim, schedules
 from jaxopt_port.transforms import param_groups
-from parity.optim_runner import _muon_context, _torch_kwargs
+from parity.optim_runner import _muon_context, _torch_kwargs, torch_dtype
 from parity.optim_specs import SPECS
 from parity.problems import make_problem
 from parity.training import jax_steps, torch_steps
@@ -60,23 +61,24 @@ def _kwargs(spec):
     return {**config.kwargs, "lr": lr / 2, **spec.group_overrides}
 
 
-def _tensors(state_dict):
-    """``optimizer_state_to_torch``'s arrays as tensors, the rest untouched."""
+def _kind(value):
+    """What torch keeps: a tensor's dtype, shape and layout, a list's kinds, a Python type."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.dtype, tuple(value.shape), value.layout)
+    if isinstance(value, list):
+        return ("list", len(value), sorted({str(_kind(v)) for v in value}))
+    return type(value).__name__
 
-    def tensor(value):
-        if isinstance(value, list):
-            return [torch.as_tensor(np.array(v)) for v in value]
-        if isinstance(value, np.ndarray):
-            return torch.as_tensor(np.array(value))
-        return value
 
-    return {
-        "state": {
-            i: {k: tensor(v) for k, v in entries.items()}
-            for i, entries in state_dict["state"].items()
-        },
-        "param_groups": state_dict["param_groups"],
-    }
+def _assert_kinds_are_torchs(got, want):
+    """Every state entry of ``got`` of the type, dtype and shape torch keeps in ``want`` (its
+    scratch ``al`` aside); SparseAdam's sparse-gradient state is dense in torch too."""
+    assert set(got) == set(want)
+    for i, entries in want.items():
+        assert set(got[i]) == set(entries) - {"al"}, i
+        kinds = {k: (_kind(got[i][k]), _kind(v)) for k, v in entries.items() if k != "al"}
+        bad = {k: pair for k, pair in kinds.items() if pair[0] != pair[1]}
+        assert not bad, (i, bad)
 
 
 def _same_value(got, want, rel=REL):
@@ -144,6 +146,7 @@ def test_plain_load_state_dict_restores_hyperparameters(spec):
     with _muon_context(spec, "float64"):
         torch_steps(problem, reference_params, reference, None, n)
         want_groups = copy.deepcopy(reference.state_dict()["param_groups"])
+        want_state = copy.deepcopy(reference.state_dict()["state"])
         torch_steps(problem, reference_params, reference, None, m, start=n)
 
     tx = getattr(optim, spec.name)(**kwargs, **_extra(spec))
@@ -153,12 +156,22 @@ def test_plain_load_state_dict_restores_hyperparameters(spec):
             problem, params, tx.init(params), tx, n, lbfgs=spec.name == "lbfgs"
         )
         converted = interop.optimizer_state_to_torch(state, tx, params)
+        with torch_dtype("float32"):  # torch's scalar state follows its default dtype
+            converted32 = interop.optimizer_state_to_torch(state, tx, params)
+    _assert_kinds_are_torchs(converted["state"], want_state)
+    with torch_dtype("float32"), _muon_context(spec, "float32"):
+        float32_default = cls(_torch_params(problem.params), **kwargs)
+        torch_steps(problem, float32_default.param_groups[0]["params"], float32_default, None, n)
+    _assert_kinds_are_torchs(converted32["state"], float32_default.state_dict()["state"])
 
+    buffer = io.BytesIO()  # a torch checkpoint file, read back with torch.load's safe loader
+    torch.save(converted, buffer)
+    buffer.seek(0)
     resumed_params = _torch_params(params)
     resumed = cls(resumed_params)  # torch's defaults: loading must set the hyperparameters
     default_groups = resumed.state_dict()["param_groups"]
     assert any(not _same_value(default_groups[0][k], v) for k, v in want_groups[0].items())
-    resumed.load_state_dict(_tensors(converted))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     _assert_groups_equal(resumed.state_dict()["param_groups"], want_groups)
     with _muon_context(spec, "float64"):
         torch_steps(problem, resumed_params, resumed, None, m, start=n)
@@ -175,7 +188,7 @@ def test_tensor_lr_stays_a_tensor():
     [group] = converted["param_groups"]
     assert isinstance(group["lr"], torch.Tensor) and float(group["lr"]) == 0.01
     optimizer = torch.optim.SGD(_torch_params([np.ones(3)]))
-    optimizer.load_state_dict(_tensors(converted))
+    optimizer.load_state_dict(converted)
     assert float(optimizer.param_groups[0]["lr"]) == 0.01
     assert optimizer.param_groups[0]["momentum"] == 0.9
 
@@ -234,7 +247,7 @@ def test_scheduled_hyperparameters_are_torchs_after_n_steps(name, kwargs, make_s
 
     # and a fresh torch optimizer loads them
     resumed = cls(_torch_params(params))
-    resumed.load_state_dict(_tensors(converted))
+    resumed.load_state_dict(converted)
     _assert_groups_equal(resumed.state_dict()["param_groups"], want, rel=TOL)
 
 
@@ -314,7 +327,7 @@ def test_from_torch_with_two_groups(name):
     _assert_trees_equal(from_torch, again)
 
     _, resumed = build(_numpy(torch_params), hyperparams=False)
-    resumed.load_state_dict(_tensors(converted))
+    resumed.load_state_dict(converted)
     _assert_groups_equal(resumed.state_dict()["param_groups"], want["param_groups"])
 
 
@@ -406,7 +419,7 @@ def test_param_groups_interleaved_and_frozen():
     np.testing.assert_array_equal(exp_avg.exp_avg["b"]["bias"], want["state"][1]["exp_avg"])
 
     _, resumed = torch_model(hyperparams=False)
-    resumed.load_state_dict(_tensors(converted))
+    resumed.load_state_dict(converted)
     _assert_groups_equal(resumed.state_dict()["param_groups"], want["param_groups"])
 
 

@@ -7,6 +7,7 @@ from jaxopt_port.interop.optimizer_state import (
     optimizer_state_from_torch,
     optimizer_state_to_torch,
 )
+from jaxopt_port.interop.scheduler_state import position_scheduler, scheduler_count
 from jaxopt_port.interop.weights import (
     flax_batchnorm_momentum,
     load_torch_state_dict,
@@ -22,7 +23,9 @@ __all__ = [
     "nnx_optimizer_to_torch",
     "optimizer_state_from_torch",
     "optimizer_state_to_torch",
+    "position_scheduler",
     "restore_checkpoint",
     "save_checkpoint",
+    "scheduler_count",
     "torch_state_dict",
 ]

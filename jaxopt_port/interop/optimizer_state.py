@@ -5,8 +5,11 @@ Every jaxopt_port state NamedTuple names its fields as torch names its state key
 once for all 15 optimizers: the state ``tx.init(params)`` builds is the template, and each field is
 filled from (or read into) ``state_dict["state"][i]`` for the i-th leaf of ``params`` — the
 leaf-order convention of ``optim.from_torch``. Fields named ``count`` (optax bookkeeping that
-indexes schedules) take the number of optimizer steps taken, read from torch's ``step``.
-L-BFGS's single state goes under parameter 0 with its history as torch's lists.
+indexes schedules and SGD's first momentum step) take the number of optimizer steps taken, as
+torch's state implies it: its ``step``, or an attached scheduler's position, or (where nothing
+reads more than "stepped or not") its momentum buffers; otherwise the conversion asks for it.
+Values go to torch as the tensors and Python numbers torch itself keeps. L-BFGS's single state
+goes under parameter 0 with its history as torch's lists.
 
 Param groups. A transformation built by a jaxopt_port optimizer, ``optim.from_torch``,
 ``schedules.with_schedules`` or ``transforms.param_groups`` carries torch's param groups (a
@@ -19,7 +22,6 @@ leaf ``k``; leaves of a frozen group have no torch id. Both directions use the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -27,15 +29,33 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_port.interop.scheduler_state import (
+    as_state_dict,
+    group_states,
+    is_plateau,
+    nodes,
+    plateau_of,
+    plateau_values,
+    replace_nodes,
+    scheduler_count,
+    steps_in_state,
+)
 from jaxopt_port.interop.weights import to_numpy as _numpy
 from jaxopt_port.optim._hyperparams import TorchGroup, torch_layout
 from jaxopt_port.optim._state import absent as _absent
 from jaxopt_port.optim._state import is_array as _is_array
 from jaxopt_port.optim._state import per_param_entries, per_param_state
 from jaxopt_port.optim.lbfgs import LBFGSState
+from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState
 from jaxopt_port.schedules._core import TorchSchedule
+from jaxopt_port.schedules._plateau import ReduceLROnPlateau, ReduceLROnPlateauState
 
-__all__ = ["load_into_torch", "optimizer_state_from_torch", "optimizer_state_to_torch"]
+__all__ = [
+    "load_into_torch",
+    "optimizer_state_from_torch",
+    "optimizer_state_to_torch",
+    "to_tensor",
+]
 
 
 def _cast(value: Any, like: Any, where: str) -> jax.Array:
@@ -149,8 +169,26 @@ def optimizer_state_from_torch(
     params: Any,
     *,
     count: int | None = None,
+    scheduler: Any = None,
 ) -> optax.OptState:
     """The jaxopt_port state equal to a torch optimizer's ``state_dict()``.
+
+    The step count (optax's ``count`` fields: schedules, SGD's first-step branch) is what torch's
+    state implies, never a guess:
+
+    * torch's ``step`` entries (every optimizer but SGD, Muon and L-BFGS), or
+    * the attached scheduler's ``last_epoch`` (times its ``steps_per_epoch``) when
+      ``scheduler=`` is given; with both, they must agree;
+    * otherwise 0 when torch holds no state where it would after a step (SGD with momentum,
+      Muon, L-BFGS not stepped yet), and a lower bound of 1 when it does (a momentum buffer, an
+      L-BFGS history) provided nothing in ``tx`` reads the exact count: no param group of ``tx``
+      follows a schedule. When the exact count matters and torch's state does not give it
+      (SGD/Muon/L-BFGS under a schedule, SGD without momentum under a schedule, or a ``tx``
+      wrapped by optax so that its groups are unknown), it raises and asks for ``count=`` or
+      ``scheduler=``.
+
+    With ``scheduler=`` a ReduceLROnPlateau's whole position goes into ``tx``'s plateau state
+    (``best``, ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``, and each group's lr).
 
     Args:
       state_dict: ``torch_optimizer.state_dict()`` (tensors or arrays), ``state`` keyed by integer
@@ -159,8 +197,9 @@ def optimizer_state_from_torch(
       params: the parameters; leaf i is torch's parameter i — or, when ``tx`` carries several
         param groups (``transforms.param_groups``), torch's parameters are the leaves group after
         group (module docstring).
-      count: optimizer steps taken, for ``count`` fields (schedules); by default torch's ``step``
-        (L-BFGS has none: pass it, or it stays 0).
+      count: optimizer steps taken; overrides what torch's state implies.
+      scheduler: the torch lr scheduler attached to the optimizer, or its ``state_dict()``
+        (default None): its position gives the count, and ReduceLROnPlateau's state.
 
     Returns:
       ``tx.init(params)`` with every torch state entry filled in. Parameters torch has no state for
@@ -168,8 +207,25 @@ def optimizer_state_from_torch(
 
     Raises:
       ValueError: the number of parameters differs, the param groups differ from those ``tx``
-        carries in number or size (torch's messages), or an entry has another shape (the message
-        names the entry and both shapes). Nothing is returned half-converted.
+        carries in number or size (torch's messages), an entry has another shape (the message
+        names the entry and both shapes), the count cannot be inferred where it matters or
+        torch's ``step`` and the scheduler disagree, or ``tx`` follows ReduceLROnPlateau and
+        steps were taken but no ``scheduler=`` holds its position. Nothing is returned
+        half-converted.
+
+    Example:
+      >>> import jax.numpy as jnp, torch
+      >>> from jaxopt_port import interop, optim
+      >>> model = torch.nn.Linear(3, 1)
+      >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+      >>> scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10)
+      >>> model(torch.ones(2, 3)).sum().backward(); optimizer.step(); scheduler.step()
+      >>> tx = optim.from_torch(optimizer, scheduler)
+      >>> params = [jnp.asarray(p.detach().numpy()) for p in model.parameters()]
+      >>> state = interop.optimizer_state_from_torch(
+      ...     optimizer.state_dict(), tx, params, scheduler=scheduler)
+      >>> int(state[0].count)  # SGD keeps no step: the scheduler's last_epoch gives it
+      1
     """
     leaves = jax.tree_util.tree_leaves(params)
     layout, order = _layout(tx, params)
@@ -179,10 +235,147 @@ def optimizer_state_from_torch(
     torch_state: list[dict[str, Any]] = [{} for _ in leaves]
     for torch_id, leaf in zip(ids, order, strict=True):
         torch_state[leaf] = dict(state_dict["state"].get(torch_id, {}))
-    if count is None:
-        steps = [float(_numpy(s["step"])) for s in torch_state if "step" in s]
-        count = int(max(steps)) if steps else 0
-    return _Filler(torch_state, params, count).fill(tx.init(params))
+    plateaus = plateau_of(tx)
+    if plateaus and scheduler is None and (count or _stepped(torch_state)):
+        raise ValueError(
+            "tx's lr follows ReduceLROnPlateau, whose position (best, num_bad_epochs, "
+            "cooldown_counter, last_epoch) torch keeps in the scheduler, not in the optimizer: "
+            "pass scheduler=<the torch ReduceLROnPlateau or its state_dict()>"
+        )
+    template = tx.init(params)
+    count = _resolve_count(count, torch_state, template, tx, params, scheduler)
+    state = _Filler(torch_state, params, count).fill(template)
+    if plateaus and scheduler is not None:
+        if not is_plateau(scheduler):
+            raise ValueError(
+                "tx's lr follows ReduceLROnPlateau but scheduler= is not a ReduceLROnPlateau "
+                "(or its state_dict())"
+            )
+        lrs = [g.get("lr") for g in groups] or list(as_state_dict(scheduler)["_last_lr"])
+        state = _fill_plateaus(state, tx, params, scheduler, lrs)
+    return state
+
+
+def _resolve_count(
+    count: int | None, torch_state: list[dict[str, Any]], template: Any, tx: Any, params: Any,
+    scheduler: Any,
+) -> int:  # fmt: skip
+    """The optimizer steps torch's state implies (see ``optimizer_state_from_torch``)."""
+    if count is not None:
+        if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"count must be a non-negative int, got {count!r}")
+        return int(count)
+    per_epoch = _steps_per_epoch(tx)
+    epochs = None if scheduler is None else scheduler_count(scheduler)
+    reason = _count_dependence(tx)
+    steps = [float(_numpy(s["step"])) for s in torch_state if "step" in s]
+    stepped = any(torch_state)
+    if steps:
+        taken = int(max(steps))
+        if epochs is not None and reason is not None and taken // per_epoch != epochs:
+            raise ValueError(
+                f"torch's state has taken {taken} optimizer steps but the scheduler's last_epoch "
+                f"is {epochs} (steps_per_epoch={per_epoch}): a jaxopt_port schedule is evaluated "
+                "at the optimizer step count, so they must agree (give optim.from_torch the "
+                "scheduler's steps_per_epoch); pass count= to choose"
+            )
+        return taken
+    if epochs is not None:
+        if per_epoch != 1:
+            raise ValueError(
+                f"torch keeps no step count for this optimizer and the scheduler steps once every "
+                f"{per_epoch} optimizer steps: after {epochs} scheduler steps the count is "
+                f"between {epochs * per_epoch} and {epochs * per_epoch + per_epoch - 1}; pass "
+                "count="
+            )
+        if epochs == 0 and stepped:
+            raise ValueError(
+                "torch's state shows steps were taken but the scheduler's last_epoch is 0 (was it "
+                "created after them?): the count it gives would restart the optimizer; pass count="
+            )
+        return epochs
+    if not stepped and any(per_param_state(template, params)):
+        return 0  # torch holds state after any step of this optimizer, and holds none
+    if reason is None:
+        return 1 if stepped else 0  # only "stepped or not" matters (SGD's first buffer)
+    shows = "shows steps were taken" if stepped else "holds nothing that counts steps"
+    raise ValueError(
+        f"cannot infer the step count: torch's state_dict has no 'step' for this optimizer and "
+        f"{shows}, but the count matters: {reason}. Pass scheduler=<the torch scheduler or its "
+        "state_dict()> or count=<optimizer steps taken>"
+    )
+
+
+def _stepped(torch_state: list[dict[str, Any]]) -> bool:
+    """Whether torch's state shows a step: a positive ``step``, or state without one."""
+    return any(float(_numpy(s["step"])) > 0 if "step" in s else bool(s) for s in torch_state)
+
+
+def _steps_per_epoch(tx: Any) -> int:
+    for group in getattr(tx, "torch_groups", ()):
+        lr = group.hyperparams.get("lr")
+        if isinstance(lr, (TorchSchedule, ReduceLROnPlateau)):
+            return int(lr.steps_per_epoch)
+    return 1
+
+
+def _count_dependence(tx: Any) -> str | None:
+    """Why ``tx`` may read the exact step count, or None when it does not."""
+    groups = getattr(tx, "torch_groups", ())
+    if not groups:
+        return (
+            "tx carries no torch param groups (a transformation wrapped by optax), so whether "
+            "it follows a schedule is unknown"
+        )
+    for index, group in enumerate(groups):
+        if not group.hyperparams:
+            return (
+                f"param group {index} holds a transformation without torch hyperparameters, "
+                "which may follow a schedule"
+            )
+        for key, value in group.hyperparams.items():
+            if _scheduled(value):
+                return f"param group {index}'s {key!r} follows a schedule of the step count"
+    return None
+
+
+def _scheduled(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(_scheduled(v) for v in value)
+    return callable(value) and not isinstance(value, type)
+
+
+def _fill_plateaus(state: Any, tx: Any, params: Any, scheduler: Any, lrs: list[Any]) -> Any:
+    """``state`` with each group's ReduceLROnPlateau state holding the torch scheduler's."""
+
+    def is_injected(node: Any) -> bool:
+        return isinstance(node, optax.InjectStatefulHyperparamsState) and any(
+            isinstance(v, ReduceLROnPlateauState) for v in node.hyperparams_states.values()
+        )
+
+    def filled(lr: Any) -> Any:
+        lr = float(_numpy(lr))
+
+        def fill(node: Any) -> Any:
+            schedule_states, hyperparams = dict(node.hyperparams_states), dict(node.hyperparams)
+            for key, value in schedule_states.items():
+                if isinstance(value, ReduceLROnPlateauState):
+                    schedule_states[key] = plateau_values(value, scheduler, lr)
+                    if key in hyperparams:
+                        hyperparams[key] = jnp.asarray(lr, hyperparams[key].dtype)
+            return node._replace(hyperparams=hyperparams, hyperparams_states=schedule_states)
+
+        return fill
+
+    parts = group_states(state, tx, params)
+    if len(lrs) != len(parts):
+        raise ValueError(f"the scheduler has {len(lrs)} lrs, tx has {len(parts)} param groups")
+    if len(parts) == 1:
+        return replace_nodes(state, is_injected, filled(lrs[0]))
+    inner = dict(state.inner_states)
+    for group, lr in zip(tx.torch_groups, lrs, strict=True):
+        inner[group.label] = replace_nodes(inner[group.label], is_injected, filled(lr))
+    return state._replace(inner_states=inner)
 
 
 def optimizer_state_to_torch(
@@ -193,19 +386,29 @@ def optimizer_state_to_torch(
     param_groups: list[dict[str, Any]] | None = None,
     count: int | None = None,
 ) -> dict[str, Any]:
-    """A torch ``state_dict()`` (NumPy arrays) holding the jaxopt_port state ``opt_state``.
+    """A torch ``state_dict()`` holding the jaxopt_port state ``opt_state``, ready for
+    ``torch_optimizer.load_state_dict`` and ``torch.save``.
+
+    Every value is of the type and dtype torch itself keeps (imports torch): per-parameter state
+    as tensors of the state's dtype (the parameters'; ``load_state_dict`` casts them to the torch
+    parameters' dtype); ``step``, ASGD's ``eta`` and ``mu`` and NAdam's ``mu_product`` as 0-d
+    tensors of torch's scalar dtype (float32, float64 when ``torch.get_default_dtype()`` is
+    float64); SparseAdam's ``step`` and L-BFGS's ``func_evals`` and ``n_iter`` as Python ints;
+    L-BFGS's ``old_dirs``, ``old_stps`` and ``ro`` as lists of tensors (oldest first), ``d``,
+    ``prev_flat_grad`` and ``H_diag`` as tensors, ``t`` and ``prev_loss`` as Python floats.
 
     When ``tx`` carries torch's param groups — it was built by a jaxopt_port optimizer
     (``optim.adamw(...)``), ``optim.from_torch``, ``schedules.with_schedules`` or
     ``transforms.param_groups`` / ``no_weight_decay`` — the result is a complete torch
-    ``state_dict``: after turning the arrays into tensors, ``torch_optimizer.load_state_dict``
-    loads it into a torch optimizer built over the same parameters with the same group structure
-    (whatever hyperparameters it was built with), and leaves its ``param_groups`` as those of a
-    torch optimizer trained the same way. Each group holds every torch key of the call (AdamW's
-    ``decoupled_weight_decay=True`` too; Muon's ``ns_dtype`` is not torch's); a scheduled value
-    is the schedule's value after ``count`` steps, as torch's scheduler leaves it, with torch's
-    ``initial_lr`` for a ``jaxopt_port.schedules`` lr; ReduceLROnPlateau's lr is read from
-    ``opt_state``; ``from_torch`` also keeps the keys a scheduler added (``max_lr``, ...).
+    ``state_dict``: ``torch_optimizer.load_state_dict`` loads it into a torch optimizer built over
+    the same parameters with the same group structure (whatever hyperparameters it was built
+    with), and leaves its ``param_groups`` as those of a torch optimizer trained the same way.
+    Each group holds every torch key of the call (AdamW's ``decoupled_weight_decay=True`` too;
+    Muon's ``ns_dtype`` is not torch's); a scheduled value is the schedule's value after
+    ``count`` steps, as torch's scheduler leaves it, with torch's ``initial_lr`` for a
+    ``jaxopt_port.schedules`` lr; ReduceLROnPlateau's lr is read from ``opt_state``;
+    ``from_torch`` also keeps the keys a scheduler added (``max_lr``, ...). A torch scheduler's
+    own position is written by :func:`~jaxopt_port.interop.position_scheduler`.
 
     A transformation wrapped further (``optax.chain``, ``optax.MultiSteps``,
     ``optax.inject_hyperparams``) or built from optax pieces carries no groups: then the result has
@@ -224,28 +427,51 @@ def optimizer_state_to_torch(
         the state's (its ``count`` fields and torch's ``step`` entries).
 
     Returns:
-      ``{"state": {i: {key: array}}, "param_groups": [...]}``; ``step`` entries are float arrays
-      as torch keeps them; hyperparameters are Python values (or the tensors they were given as).
+      ``{"state": {i: {key: value}}, "param_groups": [...]}``; hyperparameters are Python values
+      (or the tensors they were given as).
 
     Raises:
       ValueError: ``opt_state`` is not a state of ``tx``; ``param_groups`` differs from the
         carried groups in number or size (torch's messages); ``count`` is negative.
+
+    Warning:
+      torch keeps L-BFGS's ``t`` as the type of its lr (or a tensor after a first step shorter
+      than the lr); here it is a Python float of the same value. L-BFGS's scratch list ``al`` is
+      left out: torch creates it at the next step.
+
+    Example:
+      >>> import jax.numpy as jnp, torch
+      >>> from jaxopt_port import interop, optim
+      >>> tx = optim.adamw(lr=1e-3)
+      >>> params = [jnp.ones((2, 3)), jnp.zeros(2)]
+      >>> state = tx.update([jnp.ones((2, 3)), jnp.ones(2)], tx.init(params), params)[1]
+      >>> model = torch.nn.Linear(3, 2)  # weight (2, 3), bias (2,)
+      >>> optimizer = torch.optim.AdamW(model.parameters())
+      >>> optimizer.load_state_dict(interop.optimizer_state_to_torch(state, tx, params))
+      >>> optimizer.state_dict()["state"][0]["step"]
+      tensor(1.)
     """
+    import torch  # an interop path: torch is only needed here
+
     template = jax.tree_util.tree_structure(tx.init(params))
     if jax.tree_util.tree_structure(opt_state) != template:
         raise ValueError("opt_state does not have the structure of tx.init(params)")
     layout, order = _layout(tx, params)
     leaves = jax.tree_util.tree_leaves(params)
     per_param = per_param_state(opt_state, params)
+    int_step = _int_step_leaves(opt_state, params)
     state: dict[int, dict[str, Any]] = {}
     for torch_id, leaf in enumerate(order):
         if per_param[leaf]:
-            state[torch_id] = {k: _to_torch_value(k, v) for k, v in per_param[leaf].items()}
+            state[torch_id] = {
+                k: _to_torch_value(torch, k, v, leaf in int_step)
+                for k, v in per_param[leaf].items()
+            }
     if param_groups is not None:
         _check_groups(param_groups, layout, order, len(leaves), "param_groups")
         return {"state": state, "param_groups": param_groups}
     if count is None:
-        count = _steps_taken(opt_state, per_param)
+        count = steps_in_state(opt_state) or 0
     elif not isinstance(count, (int, np.integer)) or count < 0:
         raise ValueError(f"count must be a non-negative int, got {count!r}")
     groups, start = [], 0
@@ -293,26 +519,6 @@ def _check_groups(
         )
 
 
-def _nodes(tree: Any) -> Iterator[Any]:
-    """Every node of a state tree (NamedTuples, tuples, lists, dicts and leaves), depth first."""
-    yield tree
-    children = tree.values() if isinstance(tree, dict) else tree
-    if isinstance(tree, (tuple, list, dict)):
-        for child in children:
-            yield from _nodes(child)
-
-
-def _steps_taken(opt_state: Any, per_param: list[dict[str, Any]]) -> int:
-    """The number of updates ``opt_state`` has seen: its ``count`` fields (optax bookkeeping,
-    L-BFGS's) and torch's ``step`` entries; 0 when it holds neither."""
-    counts = [int(np.asarray(entries["step"])) for entries in per_param if "step" in entries]
-    for node in _nodes(opt_state):
-        count = node.count if "count" in getattr(node, "_fields", ()) else None
-        if _is_array(count) and np.ndim(count) == 0:
-            counts.append(int(count))
-    return max(counts, default=0)
-
-
 def _group_values(hyperparams: Any, count: int, state: Any) -> dict[str, Any]:
     """A carried group's hyperparameters as torch holds them after ``count`` steps."""
     with jax.enable_x64(True):  # torch's scheduler computes in Python floats
@@ -337,7 +543,7 @@ def _group_value(key: str, value: Any, count: int, state: Any) -> Any:
 
 def _schedule_state(state: Any, key: str) -> Any:
     """The state of the stateful schedule ``optax.inject_hyperparams`` feeds into ``key``."""
-    for node in _nodes(state):
+    for node in nodes(state):
         if isinstance(node, optax.schedules.InjectStatefulHyperparamsState):
             if key in node.hyperparams_states:
                 return node.hyperparams_states[key]
@@ -348,15 +554,49 @@ def _schedule_state(state: Any, key: str) -> Any:
     )
 
 
-def _to_torch_value(key: str, value: Any) -> Any:
-    if key in ("old_dirs", "old_stps", "ro"):  # L-BFGS history: torch keeps lists
-        return list(np.asarray(value))
-    array = np.asarray(value)
-    if key in ("func_evals", "n_iter"):
-        return int(array)
-    if key == "step":
-        return array.astype(np.float64) if array.dtype.kind in "iu" else array
-    return array
+#: Scalar state torch keeps in its scalar dtype (``torch.optim.optimizer._get_scalar_dtype``).
+_SCALAR_KEYS = ("step", "eta", "mu", "mu_product")
+#: L-BFGS's history: torch keeps lists of tensors, oldest first.
+_HISTORY_KEYS = ("old_dirs", "old_stps", "ro")
+
+
+def to_tensor(value: Any, dtype: Any = None) -> Any:
+    """An array (NumPy, JAX, on any device) as a torch CPU tensor of its own dtype, or ``dtype``;
+    bfloat16 included (NumPy's ml_dtypes bfloat16, which ``torch.from_numpy`` does not take)."""
+    import torch
+
+    array = np.array(value)  # a copy: torch tensors are writable, JAX arrays are not
+    if array.dtype == jnp.bfloat16:
+        tensor = torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
+    else:
+        tensor = torch.from_numpy(array)
+    return tensor if dtype is None else tensor.to(dtype)
+
+
+def _to_torch_value(torch: Any, key: str, value: Any, int_step: bool) -> Any:
+    """One state entry as torch keeps it (``optimizer_state_to_torch``'s docstring)."""
+    if key in _HISTORY_KEYS:
+        return [to_tensor(row) for row in np.asarray(value)]
+    if key in ("func_evals", "n_iter") or (key == "step" and int_step):
+        return int(np.asarray(value))
+    if key in ("t", "prev_loss"):
+        return float(np.asarray(value))
+    if key in _SCALAR_KEYS and np.ndim(value) == 0:
+        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        return to_tensor(np.asarray(value, np.float64), scalar)
+    return to_tensor(value)
+
+
+def _int_step_leaves(opt_state: Any, params: Any) -> set[int]:
+    """The leaves whose ``step`` torch keeps as a Python int (SparseAdam's)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    shapes = [tuple(np.shape(leaf)) for leaf in leaves]
+    out: set[int] = set()
+    for node in nodes(opt_state):
+        if isinstance(node, ScaleBySparseAdamState):
+            entries = per_param_entries(node.exp_avg, treedef, shapes) or ()
+            out.update(i for i, entry in enumerate(entries) if not _absent(entry))
+    return out
 
 
 def load_into_torch(
@@ -365,24 +605,13 @@ def load_into_torch(
     """Load ``opt_state`` into a live torch optimizer built with the same hyperparameters.
 
     The optimizer keeps its own ``param_groups`` (hyperparameters); its per-parameter state becomes
-    ``opt_state``'s. Position a scheduler separately (its ``last_epoch`` is the step count). To
-    take the hyperparameters from ``tx`` instead, load :func:`optimizer_state_to_torch`'s result
-    (arrays made tensors) with ``optimizer.load_state_dict``.
+    ``opt_state``'s (:func:`optimizer_state_to_torch`'s tensors). A scheduled lr is the
+    scheduler's to write: position the scheduler with
+    :func:`~jaxopt_port.interop.position_scheduler`. To take the hyperparameters from ``tx``
+    instead, use ``optimizer.load_state_dict(optimizer_state_to_torch(opt_state, tx, params))``.
     """
-    import torch  # an interop path: torch is only needed here
-
-    converted = optimizer_state_to_torch(
-        opt_state, tx, params, param_groups=optimizer.state_dict()["param_groups"]
+    optimizer.load_state_dict(
+        optimizer_state_to_torch(
+            opt_state, tx, params, param_groups=optimizer.state_dict()["param_groups"]
+        )
     )
-
-    def tensor(value: Any) -> Any:
-        if isinstance(value, list):
-            return [torch.as_tensor(np.array(v)) for v in value]
-        if isinstance(value, np.ndarray):
-            return torch.as_tensor(np.array(value))
-        return value
-
-    converted["state"] = {
-        i: {k: tensor(v) for k, v in entries.items()} for i, entries in converted["state"].items()
-    }
-    optimizer.load_state_dict(converted)

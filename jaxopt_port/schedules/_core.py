@@ -111,17 +111,27 @@ class TorchSchedule:
         return f"{self.name}(base_lr={self.base_lr}{per})"
 
 
+def _widest(x: Any) -> jax.Array:
+    """An integer ``x`` as int64 under x64 (a Python int for torch), anything else unchanged."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return x.astype(jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+    return x
+
+
 def as_traceable(fn: Callable[[Any], Any], what: str) -> Callable[[jax.Array], jax.Array]:
     """``fn`` (a user's ``lr_lambda`` or ``scale_fn``) as a function of a traced number.
 
     A function written with ``jnp`` or plain arithmetic (``lambda e: 0.95 ** e``) is traced as it
-    is. One that needs a concrete Python number (``math.cos``, ``if e < 10``) runs on the host
-    through ``jax.pure_callback`` with ``int``/``float`` arguments, exactly as torch calls it.
+    is, given an integer epoch as the widest integer (int64 under x64: JAX divides int32 in
+    float32 even under x64, where torch's ``1 / (1 + epoch)`` is a double). One that needs a
+    concrete Python number (``math.cos``, ``if e < 10``) runs on the host through
+    ``jax.pure_callback`` with ``int``/``float`` arguments, exactly as torch calls it.
     """
     probe_int = jax.ShapeDtypeStruct((), jnp.int32)
     try:
         jax.eval_shape(lambda x: jnp.asarray(fn(x), float), probe_int)
-        return lambda x: jnp.asarray(fn(x), scalar_dtype())
+        return lambda x: jnp.asarray(fn(_widest(x)), scalar_dtype())
     except (jax.errors.ConcretizationTypeError, TypeError, jax.errors.TracerBoolConversionError):
         pass
 
