@@ -111,7 +111,7 @@ CASES = {
         named=True,  # built from named_parameters(): its state_dict names them
         existing=True,  # fill an nnx.Optimizer built beforehand
         # torch's SGD keeps no step: the count comes from the scheduler (K steps taken).
-        kwargs={"count": K},
+        kwargs={"scheduler": "torch"},
     ),
 }
 
@@ -177,8 +177,9 @@ def test_resume_through_nnx_optimizer_equals_unbroken_torch(name):
             tx = nnx.Optimizer(model, tx, wrt=nnx.Param)
         torch_model = None if case["named"] else first.model
         optimizer = interop.nnx_optimizer_from_torch(
-            first.optimizer, model, tx, torch_model=torch_model, **case["kwargs"]
-        )
+            first.optimizer, model, tx, torch_model=torch_model,
+            **{k: first.scheduler if v == "torch" else v for k, v in case["kwargs"].items()},
+        )  # fmt: skip
         assert optimizer is tx or not case["existing"]
         assert int(optimizer.step[...]) == K
         for i in range(K, K + J):
@@ -191,11 +192,7 @@ def test_resume_through_nnx_optimizer_equals_unbroken_torch(name):
             optimizer, model, last.optimizer, torch_model=None if case["named"] else last.model
         )
     last.optimizer.load_state_dict(state_dict)
-    # The scheduler's position (issue 12 item 8 provides a function for it): torch's recursive
-    # schedules continue from the group's lr, which the state_dict holds.
-    position = last.scheduler.state_dict()
-    position.update(last_epoch=K + J, _step_count=K + J + 1, _last_lr=[g["lr"] for g in last.optimizer.param_groups])  # fmt: skip
-    last.scheduler.load_state_dict(position)
+    interop.position_scheduler(last.scheduler, nnx.as_pure(optimizer.opt_state))
     for i in range(K + J, K + J + L):
         last.step(i)
 
@@ -381,7 +378,7 @@ def test_lbfgs_flat_vectors_follow_the_nnx_flattening_round_trip_and_resume():
         interop.load_torch_state_dict(model, torch_model.state_dict())
         tx = optim.lbfgs(history_size=3, max_iter=4)
         optimizer = interop.nnx_optimizer_from_torch(
-            torch_optimizer, model, tx, torch_model=torch_model, count=1
+            torch_optimizer, model, tx, torch_model=torch_model
         )
         state = nnx.as_pure(optimizer.opt_state)
         np.testing.assert_array_equal(state.d, nnx_flat(torch_state["d"]))

@@ -89,6 +89,7 @@ from jaxopt_port.interop._nnx_match import (
 from jaxopt_port.interop.optimizer_state import (
     optimizer_state_from_torch,
     optimizer_state_to_torch,
+    to_tensor,
 )
 from jaxopt_port.interop.weights import _placed, to_numpy
 
@@ -293,18 +294,11 @@ def nnx_optimizer_from_torch(
 
 
 def _as_tensor(value: Any) -> Any:
-    """Arrays as torch tensors (a copy; bfloat16 through float32), lists of them element-wise;
-    tensors and Python values as they are."""
-    import torch  # an interop path: torch is only needed here
-
+    """NumPy arrays (the re-laid-out state) as torch tensors, lists of them element-wise; tensors
+    and Python values as they are."""
     if isinstance(value, list):
         return [_as_tensor(v) for v in value]
-    if isinstance(value, torch.Tensor) or not hasattr(value, "dtype"):
-        return value
-    array = np.asarray(value)
-    if array.dtype == jax.numpy.bfloat16:
-        return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
-    return torch.from_numpy(np.array(array, copy=True))
+    return to_tensor(value) if isinstance(value, np.ndarray) else value
 
 
 def _scatter(match: Match, entries: dict[int, dict[str, Any]], where: str) -> dict[int, dict]:
@@ -364,7 +358,8 @@ def nnx_optimizer_to_torch(
     group of ``optimizer.tx`` carries (a scheduled lr as torch's scheduler leaves it after the
     state's step count), over the keys of ``torch_optimizer``'s own group (kept where ``tx``
     carries none, e.g. ``tx`` wrapped in ``optax.chain``); ``"params"`` and ``"param_names"`` are
-    ``torch_optimizer``'s. Position a torch scheduler separately. The weights go with
+    ``torch_optimizer``'s. Position a torch scheduler with
+    :func:`~jaxopt_port.interop.position_scheduler`. The weights go with
     :func:`~jaxopt_port.interop.torch_state_dict`.
 
     Args:

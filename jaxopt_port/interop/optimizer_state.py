@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
 from jaxopt_port.interop.scheduler_state import (
     as_state_dict,
     group_states,
@@ -227,6 +228,7 @@ def optimizer_state_from_torch(
       >>> int(state[0].count)  # SGD keeps no step: the scheduler's last_epoch gives it
       1
     """
+    check_optimizer_state_dict(state_dict, "optimizer_state_from_torch")
     leaves = jax.tree_util.tree_leaves(params)
     layout, order = _layout(tx, params)
     groups = state_dict.get("param_groups", [])
