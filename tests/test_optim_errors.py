@@ -1,4 +1,5 @@
-"""Every invalid value torch rejects is rejected here with torch's exact message."""
+"""Invalid optimizer arguments are refused as torch refuses them (checked against torch), and
+optim.from_torch checks what it is given."""
 
 from __future__ import annotations
 
@@ -9,41 +10,63 @@ import pytest
 import torch
 
 from jaxopt_port import optim
-from parity.optim_specs import SPECS
-
-TENSOR = "tensor"  # placeholder in the spec table for a 1-element tensor hyperparameter
+from parity.optim_specs import SPECS, TENSOR, TENSOR2
 
 
 def _materialize(value):
-    if value == TENSOR:
+    if isinstance(value, str) and value == TENSOR:
         return torch.tensor(0.001)
+    if isinstance(value, str) and value == TENSOR2:
+        return torch.tensor([1e-3, 1e-3])
     if isinstance(value, tuple):
         return tuple(_materialize(v) for v in value)
     return value
 
 
-def _torch_message(torch_cls, kwargs):
-    with pytest.raises(ValueError) as info:
-        torch_cls([torch.zeros(2, 2, requires_grad=True)], **kwargs)
-    return str(info.value)
+def _torch_steps(optimizer, param, steps=3):
+    """Run ``optimizer`` a few steps on a small problem; the exception it raises, else the
+    parameter."""
+
+    def closure():
+        optimizer.zero_grad()
+        loss = ((param - 0.2) ** 2).sum()
+        loss.backward()
+        return loss
+
+    try:
+        for _ in range(steps):
+            optimizer.step(closure)
+    except Exception as error:  # what torch raises is the thing under test
+        return error
+    return param.detach().numpy()
 
 
 INVALID = [
-    pytest.param(s, kwargs, id=f"{s.name}-{'-'.join(f'{k}={v}' for k, v in kwargs.items())}")
-    for s in SPECS
-    for kwargs in (*s.invalid, {"lr": "tensor2"})
-]
+    pytest.param(s, row, id=f"{s.name}-{row.id}") for s in SPECS for row in s.invalid
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("s", "kwargs"), INVALID)
-def test_invalid_value_rejected_with_torch_message(s, kwargs):
-    kwargs = {k: _materialize(v) for k, v in kwargs.items()}
-    if kwargs.get("lr") == "tensor2":
-        kwargs["lr"] = torch.tensor([1e-3, 1e-3])
-    expected = _torch_message(getattr(torch.optim, s.torch_cls), kwargs)
-    with pytest.raises(ValueError) as info:
+@pytest.mark.parametrize(("s", "row"), INVALID)
+def test_invalid_arguments_are_refused_and_checked_against_torch(s, row):
+    """One row per (optimizer, bad arguments, exception, message) in parity/optim_specs.py; where
+    torch's constructor raises, torch must raise the same type and message in this test."""
+    kwargs = {k: _materialize(v) for k, v in row.kwargs.items()}
+    with pytest.raises(row.error, match=row.match) as ours:
         getattr(optim, s.name)(**kwargs)
-    assert str(info.value) == expected
+    torch_class = getattr(torch.optim, s.torch_cls)
+    param = torch.nn.Parameter(torch.full((3, 2), 0.5))
+    if row.torch == "same":
+        with pytest.raises(row.error) as theirs:
+            torch_class([param], **kwargs)
+        assert str(ours.value) == str(theirs.value)
+        return
+    outcome = _torch_steps(torch_class([param], **kwargs), param)  # torch's constructor accepts
+    if row.torch == "nonfinite":
+        assert isinstance(outcome, np.ndarray) and not np.all(np.isfinite(outcome)), outcome
+    elif row.torch == "accepted":
+        assert isinstance(outcome, np.ndarray), outcome
+    else:
+        assert isinstance(outcome, row.torch), outcome
 
 
 def _torch_db_errors():
@@ -246,3 +269,30 @@ def test_from_torch_says_what_it_needs_when_given_something_else():
             optim.from_torch(given)
         with pytest.raises(TypeError, match=message):
             optim.from_torch(given)
+
+
+def test_lr_given_a_scheduler_object_says_what_to_use_instead():
+    """Issue 12 item 11: ``lr=reduce_lr_on_plateau(...)`` failed at the first update with
+    "'ArrayImpl' object has no attribute 'lr'"; a torch scheduler with a float() TypeError."""
+    from jaxopt_port import schedules
+
+    plateau = schedules.reduce_lr_on_plateau(0.1, patience=2)
+    for factory in (optim.sgd, optim.adam, optim.lbfgs):
+        with pytest.raises(
+            TypeError,
+            match=r"^lr is a stateful schedule \(ReduceLROnPlateau\): .* "
+            r"jaxopt_port\.schedules\.with_schedules\(optim\.<name>, lr=schedule, \.\.\.\) and "
+            r"pass the metric to every update as value=metric$",
+        ):
+            factory(lr=plateau)
+    schedules.with_schedules(optim.sgd, lr=plateau, momentum=0.9)  # the advice works
+
+    torch_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(torch_optimizer, 3)
+    with pytest.raises(
+        TypeError,
+        match=r"^lr is the torch lr scheduler StepLR: convert it with "
+        r"jaxopt_port\.schedules\.from_torch\(scheduler\) and pass the result as lr",
+    ):
+        optim.adamw(lr=scheduler)
+    float(schedules.from_torch(scheduler)(0))  # the advice works
