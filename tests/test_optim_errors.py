@@ -296,3 +296,22 @@ def test_lr_given_a_scheduler_object_says_what_to_use_instead():
     ):
         optim.adamw(lr=scheduler)
     float(schedules.from_torch(scheduler)(0))  # the advice works
+
+
+def test_checks_accept_the_arrays_inject_hyperparams_passes():
+    """optax.inject_hyperparams calls the factory with every numeric argument as a 0-d array
+    (integers too): the argument checks must take them as the numbers they hold."""
+    import optax
+
+    params = {"w": jnp.ones((3, 2))}
+    cases = [
+        (optim.muon, {"ns_dtype": None}),  # ns_steps arrives as an int32 array
+        (optim.lbfgs, {"max_iter": 3}),  # history_size, max_iter too
+        (optim.asgd, {"lambd": 1e-3}),
+        (optim.sgd, {"momentum": 0.9, "dampening": 0.1}),
+        (optim.rprop, {}),
+        (optim.adam, {"weight_decay": 0.1}),
+    ]
+    for factory, kwargs in cases:
+        state = optax.inject_hyperparams(factory)(**kwargs).init(params)
+        assert set(kwargs) - {"ns_dtype"} <= set(state.hyperparams)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_port.optim._base import check_lr, is_tensor_like, numel, torch_kind
@@ -30,6 +31,7 @@ __all__ = [
     "check_betas",
     "check_lr",
     "integer",
+    "is_integer",
     "nonnegative",
     "real",
 ]
@@ -74,11 +76,12 @@ def check_adam_family(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
 
 
 def _is_real_array(value: Any) -> bool:
+    """A 1-element NumPy or JAX array of a real dtype (bfloat16 included)."""
     return (
         is_tensor_like(value)
         and torch_kind(value) != "tensor"
-        and np.issubdtype(np.dtype(value.dtype), np.number)
-        and not np.issubdtype(np.dtype(value.dtype), np.complexfloating)
+        and jnp.issubdtype(value.dtype, jnp.number)
+        and not jnp.issubdtype(value.dtype, jnp.complexfloating)
         and numel(value) == 1
     )
 
@@ -98,13 +101,26 @@ def real(value: Any, name: str, *, optional: bool = False) -> None:
     raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}{hint}")
 
 
+def is_integer(value: Any) -> bool:
+    """An ``int``, a NumPy integer or a 1-element integer NumPy/JAX array (as
+    ``optax.inject_hyperparams`` passes an integer hyperparameter); traced values count too."""
+    if isinstance(value, (int, np.integer, jax.core.Tracer)):
+        return True
+    return (
+        is_tensor_like(value)
+        and torch_kind(value) != "tensor"
+        and jnp.issubdtype(value.dtype, jnp.integer)
+        and numel(value) == 1
+    )
+
+
 def integer(value: Any, name: str, minimum: int | None = None, *, what: str = "") -> None:
     """torch's scheduler-style ``ValueError(f"Expected {what} integer {name}, but got {value}")``
     unless ``value`` is an ``int`` (or NumPy integer) and, if given, ``>= minimum``; ``what``
     defaults to "positive" for ``minimum == 1`` and "non-negative" for 0."""
     if isinstance(value, jax.core.Tracer):
         return
-    if isinstance(value, (int, np.integer)) and (minimum is None or value >= minimum):
+    if is_integer(value) and (minimum is None or value >= minimum):
         return
     if not what and minimum is not None:
         what = {0: "non-negative", 1: "positive"}.get(minimum, f">= {minimum}")

@@ -457,7 +457,7 @@ def lbfgs(
     if max_eval is None:
         max_eval = max_iter * 5 // 4
     # torch accepts these and fails inside step(); here they fail at once
-    if not history_size >= 1 or not isinstance(history_size, (int, np.integer)):
+    if not history_size >= 1 or not _checks.is_integer(history_size):
         raise ValueError(f"Invalid history_size: {history_size} (an integer >= 1 is needed)")
     if line_search_fn is not None and not max_eval >= 1:
         raise ValueError(f"Invalid max_eval: {max_eval} (the line search needs at least 1)")
