@@ -130,9 +130,9 @@ def from_torch(
         parameters; with several groups also if leaf ``i`` cannot be torch parameter ``i``: its
         shape must be the parameter's shape in torch's layout or in a Flax kernel's layout
         (``Linear`` ``(out, in)`` as ``(in, out)``, ``Conv`` ``(out, in, *k)`` as ``(*k, in,
-        out)``, ``ConvTranspose`` ``(in, out, *k)`` as ``(*k, in, out)`` or ``(*k, out, in)``). The message names the first such leaf by path, the torch
-        parameter it should be (group, position, name when the optimizer was built from
-        ``named_parameters()``) and what to do.
+        out)``, ``ConvTranspose`` ``(in, out, *k)`` as ``(*k, in, out)`` or ``(*k, out, in)``).
+        The message names the first such leaf by path, the torch parameter it should be (group,
+        position, name when the optimizer was built from ``named_parameters()``) and what to do.
 
     Warning:
       With several param groups the order of the leaves decides which hyperparameters each gets,
