@@ -8,10 +8,11 @@ plus ours), the invalid inputs torch rejects, and the float32 tolerance we measu
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SPECS", "Config", "OptimSpec", "configs_for", "spec"]
+__all__ = ["SPECS", "Config", "Invalid", "OptimSpec", "configs_for", "spec"]
 
 KERNEL_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
@@ -52,6 +53,46 @@ def _warmup_cosine(k: Any) -> Any:
 #: Multiplicative lr factors: ``factor(k)`` for update k (works on Python ints and JAX arrays).
 SCHEDULES = {"decay": _decay, "warmup_cosine": _warmup_cosine}
 
+#: Placeholders in ``Invalid.kwargs`` for torch tensors (the table imports no torch): a 1-element
+#: tensor and a 2-element one.
+TENSOR, TENSOR2 = "tensor", "tensor2"
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Constructor arguments that must be refused, and how.
+
+    Attributes:
+      kwargs: the arguments (``TENSOR``/``TENSOR2`` stand for tensors).
+      error: the exception type jaxopt_port raises at construction.
+      match: a regex the message must match (``re.search``).
+      torch: what torch does with the same arguments, checked by the test against torch itself:
+        ``"same"``: its constructor raises ``error`` with the same message; an exception class:
+        its constructor accepts them and its first steps raise that exception; ``"nonfinite"``:
+        its constructor accepts them and its first steps give non-finite numbers; ``"accepted"``:
+        torch runs with them (jaxopt_port refuses what it cannot reproduce or what contradicts
+        torch's documentation; the docstring's Warning says so).
+    """
+
+    kwargs: dict[str, Any]
+    error: type[Exception] = ValueError
+    match: str = ""
+    torch: Any = "same"
+
+    @property
+    def id(self) -> str:
+        return "-".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+
+
+def _bad(match: str, error: type[Exception] = ValueError, torch: Any = "same", **kwargs: Any):
+    """An :class:`Invalid` row; ``match`` is literal text (escaped here)."""
+    return Invalid(kwargs, error, re.escape(match), torch)
+
+
+def _str_vs(op: str, left: str = "float", right: str = "str") -> str:
+    """Python's message for a comparison torch makes with a value of the wrong type."""
+    return f"'{op}' not supported between instances of '{left}' and '{right}'"
+
 
 @dataclass(frozen=True)
 class OptimSpec:
@@ -62,7 +103,7 @@ class OptimSpec:
       torch_cls: class name in ``torch.optim``.
       problem: a name in ``parity.problems.PROBLEMS``.
       extra_configs: configurations beyond torch's own ``optim_db`` inputs.
-      invalid: kwargs torch rejects at construction (the message is read from torch in the test).
+      invalid: arguments refused at construction (each row is checked against torch too).
       f32_atol: max |Δθ| after ``steps`` float32 steps, measured (see the comment at each entry).
       group_overrides: kwargs of the second param group in the param-groups config.
       steps: number of optimizer steps in a parity run.
@@ -77,7 +118,7 @@ class OptimSpec:
     torch_cls: str
     problem: str = "mlp"
     extra_configs: tuple[Config, ...] = ()
-    invalid: tuple[dict[str, Any], ...] = ()
+    invalid: tuple[Invalid, ...] = ()
     f32_atol: float = 1e-5
     group_overrides: dict[str, Any] = field(default_factory=dict)
     steps: int = 50
@@ -94,13 +135,30 @@ def _c(
     return Config(desc, kwargs, schedule, groups, second_group)
 
 
-_NEG = ({"lr": -0.1}, {"weight_decay": -1})
+_LR_TYPES = (
+    _bad(_str_vs("<="), TypeError, lr="0.001"),  # issue 12: a str lr was accepted
+    _bad(_str_vs("<=", right="NoneType"), TypeError, lr=None),
+    _bad("Tensor lr must be 1-element", lr=TENSOR2),
+)
+_NEG = (
+    _bad("Invalid learning rate: -0.1", lr=-0.1),
+    _bad("Invalid weight_decay value: -1", weight_decay=-1),
+    *_LR_TYPES,
+)
+#: torch accepts weight_decay=True and its coupled L2 term fails in step()
+_BOOL_DECAY = _bad(
+    "weight_decay must be a real number, got bool True", TypeError, RuntimeError, weight_decay=True
+)
 _ADAM_FAMILY_INVALID = (
     *_NEG,
-    {"eps": -1e-8},
-    {"betas": (1.0, 0.9)},
-    {"betas": (0.9, 1.0)},
-    {"betas": (-0.1, 0.9)},
+    _bad("Invalid epsilon value: -1e-08", eps=-1e-8),
+    _bad("Invalid beta parameter at index 0: 1.0", betas=(1.0, 0.9)),
+    _bad("Invalid beta parameter at index 1: 1.0", betas=(0.9, 1.0)),
+    _bad("Invalid beta parameter at index 0: -0.1", betas=(-0.1, 0.9)),
+    _bad(_str_vs("<="), TypeError, betas=(0.9, "0.999")),
+    _bad("tuple index out of range", IndexError, betas=(0.9,)),
+    _bad("'float' object is not subscriptable", TypeError, betas=0.9),
+    _bad(_str_vs("<="), TypeError, eps="1e-8"),
 )
 
 SPECS: tuple[OptimSpec, ...] = (
@@ -112,7 +170,14 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("groups", groups=True, weight_decay=0.05),
         ),
         resume_configs=(_c("weight decay", lr=0.5, weight_decay=0.05),),
-        invalid=(*_NEG, {"rho": 1.1}, {"rho": -0.1}, {"eps": -1.0}),
+        invalid=(
+            *_NEG,
+            _bad("Invalid rho value: 1.1", rho=1.1),
+            _bad("Invalid rho value: -0.1", rho=-0.1),
+            _bad("Invalid epsilon value: -1.0", eps=-1.0),
+            _bad(_str_vs("<="), TypeError, rho="0.9"),
+            _BOOL_DECAY,
+        ),
         group_overrides={"rho": 0.8},
         f32_atol=5e-7,  # measured 1.69e-07 after 50 float32 steps (worst config)
     ),
@@ -126,12 +191,17 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         resume_configs=(_c("relative step, decay", lr=0.05, weight_decay=0.1),),
         invalid=(
-            {"lr": -0.1},
-            {"beta2_decay": 0.5},
-            {"eps": (-1e-30, 1e-3)},
-            {"eps": (None, -1.0)},
-            {"d": 0.5},
-            {"weight_decay": -1},
+            _bad("Learning rate should be >= 0 but is: -0.1", lr=-0.1),
+            _bad(_str_vs("<="), TypeError, lr="0.01"),
+            _bad("Tensor lr must be 1-element", lr=TENSOR2),
+            _bad("beta2_decay should be <= 0 but is: 0.5", beta2_decay=0.5),
+            _bad(_str_vs(">="), TypeError, beta2_decay="-0.8"),
+            _bad("epsilon1 should be >= 0 but is: -1e-30", eps=(-1e-30, 1e-3)),
+            _bad("epsilon2 should be >= 0 but is: -1.0", eps=(None, -1.0)),
+            _bad(_str_vs("<="), TypeError, eps=(None, "1e-3")),
+            _bad("Clipping threshold d should be >= 1 but is: 0.5", d=0.5),
+            _bad(_str_vs("<="), TypeError, d="1.0"),
+            _bad("weight_decay should be >= 0 but is: -1", weight_decay=-1),
         ),
         group_overrides={"d": 2.0, "weight_decay": 0.05},
         f32_atol=2e-6,  # measured 9.54e-07 after 50 float32 steps (worst config)
@@ -145,7 +215,14 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("groups", groups=True, lr=0.05),
         ),
         resume_configs=(_c("lr_decay", lr=0.05, lr_decay=0.1, initial_accumulator_value=0.1),),
-        invalid=(*_NEG, {"lr_decay": -0.5}, {"initial_accumulator_value": -1}, {"eps": -1}),
+        invalid=(
+            *_NEG,
+            _bad("Invalid lr_decay value: -0.5", lr_decay=-0.5),
+            _bad("Invalid initial_accumulator_value value: -1", initial_accumulator_value=-1),
+            _bad("Invalid epsilon value: -1", eps=-1),
+            _bad(_str_vs("<=", right="NoneType"), TypeError, lr_decay=None),
+            _BOOL_DECAY,
+        ),
         group_overrides={"lr_decay": 0.1, "initial_accumulator_value": 0.2},
         f32_atol=5e-7,  # measured 1.79e-07 after 50 float32 steps (worst config)
     ),
@@ -162,8 +239,20 @@ SPECS: tuple[OptimSpec, ...] = (
         resume_configs=(_c("amsgrad, bias corrections", lr=0.01, amsgrad=True, weight_decay=0.1),),
         invalid=(
             *_ADAM_FAMILY_INVALID,
-            {"lr": "tensor", "foreach": True},
-            {"betas": (0.9, "tensor")},
+            _bad(
+                "lr as a Tensor is not supported for capturable=False and foreach=True",
+                lr=TENSOR,
+                foreach=True,
+            ),
+            _bad("betas must be either both floats or both Tensors", betas=(0.9, TENSOR)),
+            _bad("betas must be either both floats or both Tensors", betas=(0, 0.999)),
+            # torch's range check comes first and fails on the 2-element tensor
+            _bad(
+                "Boolean value of Tensor with more than one value is ambiguous",
+                RuntimeError,
+                betas=(TENSOR, TENSOR2),
+            ),
+            _BOOL_DECAY,
         ),
         group_overrides={"weight_decay": 0.0, "betas": (0.8, 0.99), "amsgrad": True},
         f32_atol=2e-6,  # measured 5.96e-07 after 50 float32 steps (worst config)
@@ -201,7 +290,12 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("groups", groups=True, lr=0.05, t0=5),
         ),
         resume_configs=(_c("averaging from t0", lr=0.05, t0=2, lambd=0.01, alpha=0.6),),
-        invalid=_NEG,
+        invalid=(
+            *_NEG,
+            _bad("lambd must be a real number, got str '1e-4'", TypeError, TypeError, lambd="1e-4"),
+            _bad("t0 must be a real number, got NoneType None", TypeError, TypeError, t0=None),
+            _BOOL_DECAY,
+        ),
         group_overrides={"lambd": 0.1, "t0": 20},
         f32_atol=3e-6,  # measured 1.31e-06 after 50 float32 steps (worst config)
     ),
@@ -232,7 +326,27 @@ SPECS: tuple[OptimSpec, ...] = (
         # 14 steps of 2 iterations wrap the history; at lr=0.5 torch amplifies a 1e-15 nudge to
         # 5.2e-12 by the end (against itself), at lr=0.2 to 4.9e-15 (resumed: <= 4.2e-16)
         resume_configs=(_c("history wraps", lr=0.2, max_iter=2, history_size=3),),
-        invalid=({"lr": -0.1},),
+        invalid=(
+            _bad("Invalid learning rate: -0.1", lr=-0.1),
+            *_LR_TYPES,
+            _bad(
+                "Invalid history_size: 2.5 (an integer >= 1 is needed)",
+                torch=TypeError,
+                history_size=2.5,
+            ),
+            _bad(
+                "Invalid history_size: 0 (an integer >= 1 is needed)",
+                torch=IndexError,
+                history_size=0,
+            ),
+            _bad(
+                "tolerance_grad must be a real number, got str",
+                TypeError,
+                TypeError,
+                tolerance_grad="1e-7",
+            ),
+            _bad("only 'strong_wolfe' is supported", torch=RuntimeError, line_search_fn="wolfe"),
+        ),
         # measured 1.08e-4 (torch's "Tensor lr", 0.001: y = g(x + s) - g(x) is a difference of
         # gradients ~1e3 times larger than itself, losing 3 of float32's 7 digits); every other
         # configuration <= 1.5e-5 (lr=0.01), the others <= 3.8e-6
@@ -263,10 +377,17 @@ SPECS: tuple[OptimSpec, ...] = (
             ),
         ),
         invalid=(
-            {"lr": -0.1},
-            {"momentum": -0.5},
-            {"weight_decay": -1},
-            {"adjust_lr_fn": "arbitrary"},
+            _bad("Learning rate should be >= 0 but is: -0.1", lr=-0.1),
+            _bad(_str_vs("<="), TypeError, lr="0.02"),
+            _bad("Tensor lr must be 1-element", lr=TENSOR2),
+            _bad("momentum should be >= 0 but is: -0.5", momentum=-0.5),
+            _bad("weight decay should be >= 0 but is: -1", weight_decay=-1),
+            _bad(
+                "Adjust learning rate function arbitrary is not supported", adjust_lr_fn="arbitrary"
+            ),
+            _bad("Expected integer ns_steps, but got 5.0", torch=TypeError, ns_steps=5.0),
+            _bad("Number of steps must be less than 100", torch=ValueError, ns_steps=100),
+            _bad("eps must be a real number, got str '1e-7'", TypeError, TypeError, eps="1e-7"),
         ),
         group_overrides={"momentum": 0.5, "weight_decay": 0.0},
         f32_atol=3e-6,  # measured 1.37e-06 after 50 float32 steps (worst config)
@@ -289,7 +410,11 @@ SPECS: tuple[OptimSpec, ...] = (
                 decoupled_weight_decay=True,
             ),
         ),
-        invalid=(*_ADAM_FAMILY_INVALID, {"momentum_decay": -0.2}),
+        invalid=(
+            *_ADAM_FAMILY_INVALID,
+            _bad("Invalid momentum_decay value: -0.2", momentum_decay=-0.2),
+            _BOOL_DECAY,
+        ),
         group_overrides={"momentum_decay": 0.01, "weight_decay": 0.1},
         f32_atol=3e-6,  # measured 1.01e-06 after 50 float32 steps (worst config)
     ),
@@ -321,7 +446,14 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("groups", groups=True, lr=0.005),
         ),
         resume_configs=(_c("centered momentum", lr=0.005, momentum=0.9, centered=True),),
-        invalid=(*_NEG, {"eps": -1}, {"momentum": -1.0}, {"alpha": -0.5}),
+        invalid=(
+            *_NEG,
+            _bad("Invalid epsilon value: -1", eps=-1),
+            _bad("Invalid momentum value: -1.0", momentum=-1.0),
+            _bad("Invalid alpha value: -0.5", alpha=-0.5),
+            _bad("Invalid alpha value: 1.5 (at most 1 is needed)", torch="nonfinite", alpha=1.5),
+            _BOOL_DECAY,
+        ),
         group_overrides={"alpha": 0.9, "momentum": 0.3},
         f32_atol=2e-6,  # measured 5.13e-07 after 50 float32 steps (worst config)
     ),
@@ -334,7 +466,21 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("groups", groups=True, lr=0.05),
         ),
         resume_configs=(_c("first step", lr=0.05),),
-        invalid=({"lr": -0.1}, {"etas": (1.0, 0.5)}, {"etas": (0.5, 0.9)}, {"etas": (0.0, 1.2)}),
+        invalid=(
+            _bad("Invalid learning rate: -0.1", lr=-0.1),
+            *_LR_TYPES,
+            _bad("Invalid eta values: 1.0, 0.5", etas=(1.0, 0.5)),
+            _bad("Invalid eta values: 0.5, 0.9", etas=(0.5, 0.9)),
+            _bad("Invalid eta values: 0.0, 1.2", etas=(0.0, 1.2)),
+            _bad(_str_vs("<"), TypeError, etas=("0.5", 1.2)),
+            _bad(_str_vs("<"), TypeError, etas=(0.5, "1.2")),
+            _bad(
+                "step_sizes[1] must be a real number, got str '50'",
+                TypeError,
+                TypeError,
+                step_sizes=(1e-6, "50"),
+            ),
+        ),
         group_overrides={"etas": (0.3, 1.5)},
         f32_atol=0.0,  # measured 0: bitwise equal to torch after 50 float32 steps (every config)
     ),
@@ -358,10 +504,29 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("no momentum", lr=0.05),
         ),
         invalid=(
-            *_NEG,
-            {"momentum": -0.5},
-            {"nesterov": True},
-            {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+            _bad("Invalid learning rate: -0.1", lr=-0.1),
+            _bad("Invalid weight_decay value: -1", weight_decay=-1),
+            _bad("Tensor lr must be 1-element", lr=TENSOR2),
+            # torch's `lr < 0.0`: other operand order, and NaN passes (its parameters become NaN)
+            _bad(_str_vs("<", "str", "float"), TypeError, lr="0.001"),
+            _bad("Invalid learning rate: nan", torch="nonfinite", lr=math.nan),
+            _bad("Invalid momentum value: -0.5", momentum=-0.5),
+            _bad(_str_vs("<", "NoneType", "float"), TypeError, momentum=None),
+            _bad("Nesterov momentum requires a momentum and zero dampening", nesterov=True),
+            _bad(
+                "Nesterov momentum requires a momentum and zero dampening",
+                nesterov=True,
+                momentum=0.9,
+                dampening=0.1,
+            ),
+            _bad(
+                "dampening must be a real number, got str '0.1'",
+                TypeError,
+                TypeError,
+                momentum=0.9,
+                dampening="0.1",
+            ),
+            _BOOL_DECAY,
         ),
         group_overrides={"momentum": 0.5, "weight_decay": 0.01, "nesterov": True},
         f32_atol=5e-7,  # measured 1.19e-07 after 50 float32 steps (worst config)
@@ -376,11 +541,14 @@ SPECS: tuple[OptimSpec, ...] = (
         ),
         resume_configs=(_c("bias correction", lr=0.05),),
         invalid=(
-            {"lr": 0.0},
-            {"lr": -0.1},
-            {"eps": 0.0},
-            {"betas": (1.0, 0.9)},
-            {"betas": (0.9, 1.0)},
+            _bad("Invalid learning rate: 0.0", lr=0.0),
+            _bad("Invalid learning rate: -0.1", lr=-0.1),
+            _bad(_str_vs("<"), TypeError, lr="0.001"),
+            _bad("Tensor lr must be 1-element", lr=TENSOR2),
+            _bad("Invalid epsilon value: 0.0", eps=0.0),
+            _bad("Invalid beta parameter at index 0: 1.0", betas=(1.0, 0.9)),
+            _bad("Invalid beta parameter at index 1: 1.0", betas=(0.9, 1.0)),
+            _bad("tuple index out of range", IndexError, betas=(0.9,)),
         ),
         group_overrides={"betas": (0.5, 0.9)},
         f32_atol=5e-7,  # measured 1.17e-07 after 50 float32 steps (worst config)

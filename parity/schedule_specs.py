@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -131,4 +132,113 @@ PLATEAU_SPECS: tuple[ScheduleSpec, ...] = (
     _spec("ReduceLROnPlateau", "plateau min abs cooldown", factor=0.3, patience=2, threshold=0.01, threshold_mode="abs", cooldown=4),
     _spec("ReduceLROnPlateau", "plateau max rel min_lr", mode="max", factor=0.5, patience=1, min_lr=0.01),
     _spec("ReduceLROnPlateau", "plateau max abs eps", mode="max", factor=0.9, patience=0, threshold_mode="abs", eps=0.001),
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class InvalidSchedule:
+    """Scheduler arguments that must be refused at construction, and how.
+
+    Attributes:
+      spec: the scheduler with the bad arguments (built on both sides as in :class:`ScheduleSpec`).
+      error: the exception type jaxopt_port raises.
+      match: a regex the message must match (``re.search``).
+      torch: what torch does, checked by the test against torch itself: ``"same"``: building the
+        optimizer (with ``lr``) and the scheduler raises ``error`` with the same message; an
+        exception class: torch's constructor accepts them and one of its first ``step()`` calls
+        raises that exception; ``"nonfinite"``: its lr becomes non-finite; ``"accepted"``: torch
+        runs with them (jaxopt_port refuses what it would not reproduce or what contradicts
+        torch's documentation; the factory's docstring says so under Warning).
+      lr: the param group's lr (the schedule's first argument; the torch optimizer's lr).
+    """
+
+    spec: ScheduleSpec
+    error: type[Exception]
+    match: str
+    torch: Any = "same"
+    lr: Any = LR
+
+    @property
+    def id(self) -> str:
+        def show(v: Any) -> str:
+            if isinstance(v, list):
+                return f"[{', '.join(show(x) for x in v)}]"
+            return getattr(v, "__name__", repr(v)) if callable(v) else repr(v)
+
+        args = ", ".join(f"{k}={show(v)}" for k, v in self.spec.kwargs.items() if k != "schedulers")
+        return f"{self.spec.name}({args}{'' if self.lr == LR else f', lr={self.lr!r}'})"
+
+
+def _bad(
+    name: str, match: str, error: type[Exception] = ValueError, torch: Any = "same", lr: Any = LR,
+    optimizer: str = "sgd", **kwargs: Any,
+) -> InvalidSchedule:  # fmt: skip
+    """A row; ``match`` is literal text (escaped here)."""
+    return InvalidSchedule(_spec(name, "", optimizer, **kwargs), error, re.escape(match), torch, lr)
+
+
+#: Arguments every scheduler factory refuses (issue 12: step_lr(step_size=0) gave lr 10.0,
+#: cosine_annealing_lr(T_max=0) NaN and a str lr was accepted).
+INVALID: tuple[InvalidSchedule, ...] = (
+    # the param group's lr, as torch's optimizer checks it
+    _bad("ExponentialLR", "'<=' not supported between instances of 'float' and 'str'", TypeError, lr="0.1", optimizer="adam", gamma=0.9),
+    _bad("StepLR", "Invalid learning rate: -0.1", lr=-0.1, step_size=3),
+    _bad("LambdaLR", "'float' object is not callable", TypeError, lr_lambda=0.5),
+    _bad("MultiplicativeLR", "lr_lambda should be a function, but got float", TypeError, lr_lambda=0.5),
+    _bad("LambdaLR", "lr_lambda must be one function", TypeError, "accepted", lr_lambda=[lambda e: 1.0]),
+    _bad("StepLR", "Expected positive integer step_size, but got 0", torch=ZeroDivisionError, step_size=0),
+    _bad("StepLR", "Expected positive integer step_size, but got 2.5", torch="accepted", step_size=2.5),
+    _bad("StepLR", "Expected positive integer step_size, but got -3", torch="accepted", step_size=-3),
+    _bad("StepLR", "Expected positive integer step_size, but got 3", torch=TypeError, step_size="3"),
+    _bad("StepLR", "gamma must be a real number, got str '0.5'", TypeError, TypeError, step_size=3, gamma="0.5"),
+    _bad("MultiStepLR", "'int' object is not iterable", TypeError, milestones=5),
+    _bad("MultiStepLR", "Expected non-negative integer milestones, but got -1", torch="accepted", milestones=[-1, 5]),
+    _bad("MultiStepLR", "Expected non-negative integer milestones, but got 2.5", torch="accepted", milestones=[2.5]),
+    _bad("ConstantLR", "Constant multiplicative factor expected to be between 0 and 1.", factor=1.5),
+    _bad("ConstantLR", "'>' not supported between instances of 'str' and 'float'", TypeError, factor="0.5"),
+    _bad("ConstantLR", "Constant multiplicative factor 0 is not supported", torch=ZeroDivisionError, factor=0.0),
+    _bad("ConstantLR", "Expected positive integer total_iters, but got 0", torch="accepted", total_iters=0),
+    _bad("LinearLR", "Starting multiplicative factor expected to be greater than 0 and less or equal to 1.", start_factor=0),
+    _bad("LinearLR", "Ending multiplicative factor expected to be between 0 and 1.", end_factor=2),
+    _bad("LinearLR", "'>' not supported between instances of 'NoneType' and 'float'", TypeError, start_factor=None),
+    _bad("LinearLR", "Expected positive integer total_iters, but got 2.5", torch="accepted", total_iters=2.5),
+    _bad("ExponentialLR", "gamma must be a real number, got NoneType None", TypeError, TypeError, gamma=None),
+    _bad("PolynomialLR", "Expected positive integer total_iters, but got 0", torch="accepted", total_iters=0),
+    _bad("PolynomialLR", "Expected non-negative power, but got -1.0", torch=ZeroDivisionError, total_iters=3, power=-1.0),
+    _bad("CosineAnnealingLR", "Expected nonzero T_max, but got 0", torch=ZeroDivisionError, T_max=0),
+    _bad("CosineAnnealingLR", "T_max must be a real number, got str '10'", TypeError, TypeError, T_max="10"),
+    _bad("CosineAnnealingWarmRestarts", "Expected positive integer T_0, but got 0", T_0=0),
+    _bad("CosineAnnealingWarmRestarts", "Expected positive integer T_0, but got 2.5", T_0=2.5),
+    _bad("CosineAnnealingWarmRestarts", "Expected integer T_mult >= 1, but got 0", T_0=5, T_mult=0),
+    _bad("CyclicLR", "mode is invalid and scale_fn is None", base_lr=0.01, max_lr=0.1, mode="x"),
+    _bad("CyclicLR", "float division by zero", ZeroDivisionError, base_lr=0.01, max_lr=0.1, step_size_up=0),
+    _bad("CyclicLR", "float division by zero", ZeroDivisionError, base_lr=0.01, max_lr=0.1, step_size_down=math.inf),
+    _bad("CyclicLR", "cannot convert float NaN to integer", base_lr=0.01, max_lr=0.1, step_size_up=math.nan),
+    _bad("CyclicLR", "Expected finite step_size_up and step_size_down, but got inf and 4.0", torch="nonfinite", base_lr=0.01, max_lr=0.1, step_size_up=math.inf, step_size_down=4),
+    _bad("CyclicLR", "unsupported operand type(s) for -: 'str' and 'float'", TypeError, base_lr=0.01, max_lr="0.1"),
+    _bad("CyclicLR", "unsupported operand type(s) for -: 'float' and 'str'", TypeError, base_lr=0.01, max_lr=0.1, base_momentum="0.8"),
+    _bad("CyclicLR", "unsupported operand type(s) for ** or pow(): 'str' and 'int'", TypeError, base_lr=0.01, max_lr=0.1, mode="exp_range", gamma="0.99"),
+    _bad("CyclicLR", "max_lr must be one number", TypeError, "accepted", base_lr=0.01, max_lr=[0.1]),
+    _bad("OneCycleLR", "You must define either total_steps OR (epochs AND steps_per_epoch)", max_lr=0.1),
+    _bad("OneCycleLR", "Expected positive integer total_steps, but got 0", max_lr=0.1, total_steps=0),
+    _bad("OneCycleLR", "Expected float between 0 and 1 pct_start, but got 1.5", max_lr=0.1, total_steps=9, pct_start=1.5),
+    _bad("OneCycleLR", "unsupported operand type(s) for *: 'NoneType' and 'int'", TypeError, max_lr=0.1, total_steps=9, pct_start=None),
+    _bad("OneCycleLR", "anneal_strategy must be one of 'cos' or 'linear', instead got x", max_lr=0.1, total_steps=9, anneal_strategy="x"),
+    _bad("OneCycleLR", "float division by zero", ZeroDivisionError, max_lr=0.1, total_steps=10, pct_start=0.1),
+    _bad("OneCycleLR", "unsupported operand type(s) for /: 'str' and 'float'", TypeError, max_lr="0.1", total_steps=10),
+    _bad("OneCycleLR", "unsupported operand type(s) for -: 'str' and 'float'", TypeError, max_lr=0.1, total_steps=10, max_momentum="0.95"),
+    _bad("OneCycleLR", "max_lr must be one number", TypeError, "accepted", max_lr=[0.1], total_steps=10),
+    _bad("SWALR", "anneal_strategy must be one of 'cos' or 'linear', instead got x", swa_lr=0.01, anneal_strategy="x"),
+    _bad("SWALR", "anneal_epochs must be equal or greater than 0, got -1", swa_lr=0.01, anneal_epochs=-1),
+    _bad("SWALR", "can't multiply sequence by non-int of type 'float'", TypeError, swa_lr="0.01"),
+    _bad("SWALR", "unsupported operand type(s) for *: 'float' and 'NoneType'", TypeError, swa_lr=None),
+    _bad("ReduceLROnPlateau", "Factor should be < 1.0.", factor=1.0),
+    _bad("ReduceLROnPlateau", "'>=' not supported between instances of 'str' and 'float'", TypeError, factor="0.5"),
+    _bad("ReduceLROnPlateau", "mode x is unknown!", mode="x"),
+    _bad("ReduceLROnPlateau", "threshold mode x is unknown!", threshold_mode="x"),
+    _bad("ReduceLROnPlateau", "patience must be a real number, got str '10'", TypeError, TypeError, patience="10"),
+    _bad("ReduceLROnPlateau", "Expected integer cooldown, but got 1.5", torch="accepted", cooldown=1.5),
+    _bad("ReduceLROnPlateau", "min_lr must be one number", TypeError, "accepted", min_lr=[0.0]),
+    _bad("SequentialLR", "Sequential Schedulers expects number of schedulers provided to be one more than the number of milestone points, but got number of schedulers 1 and the number of milestones to be equal to 1", schedulers=[_spec("StepLR", "", step_size=3)], milestones=[2]),
+    _bad("ChainedScheduler", "ChainedScheduler expects at least one scheduler to be chained, but got no scheduler.", schedulers=[]),
 )  # fmt: skip

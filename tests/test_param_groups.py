@@ -250,6 +250,13 @@ SELECTIONS = [
     ("head/[wb]", ["head/w", "head/b"]),
     ("encoder", []),  # anchored: a pattern matches whole paths only
     (["bias", "head/*"], ["bias", "head/w", "head/b"]),
+    # the same rules on the names joined by "." (torch's and interop's spelling)
+    ("*.bias", ["encoder/bias"]),
+    ("**.bias", ["bias", "encoder/bias", "encoder/layers/0/bias", "encoder/layers/1/bias"]),
+    ("encoder.layers.1.*", ["encoder/layers/1/bias", "encoder/layers/1/kernel"]),
+    ("encoder.**", ["encoder/bias", *(f"encoder/layers/{i}/{k}" for i in (0, 1) for k in ("bias", "kernel"))]),
+    ("encoder.layers", []),  # anchored
+    (["head.w", "encoder/bias"], ["encoder/bias", "head/w"]),
     (lambda path, leaf: path[1:2] == ("layers",) and leaf.ndim == 2,
      ["encoder/layers/0/kernel", "encoder/layers/1/kernel"]),
 ]  # fmt: skip
@@ -260,8 +267,8 @@ def test_selectors(selector, selected):
     tree = _tree()
     described = describe_param_groups([{"params": selector, "name": "picked"}], tree)
     assert described["picked"] == selected
-    labels = jax.tree_util.tree_leaves(param_group_labels([{"params": selector}], tree))
-    assert labels.count("group0") == len(selected)
+    labels = param_group_labels([{"params": selector}], tree, allow_empty=not selected)
+    assert jax.tree_util.tree_leaves(labels).count("group0") == len(selected)
 
 
 def test_predicate_sees_path_names_and_the_leaf():
@@ -307,7 +314,29 @@ def test_unmatched_leaves_default_freeze_or_error():
         param_groups(optim.sgd, groups, unmatched="ignore")
 
 
-def test_group_selecting_nothing_is_allowed_as_in_torch():
+def test_group_selecting_nothing_raises_and_lists_the_paths():
+    """Issue 12 item 4: a pattern in another spelling (here torch's "0.*" on a tree whose path is
+    "dense1/kernel") selected nothing, silently."""
+    params = jax.tree_util.tree_map(jnp.asarray, _initial_params())
+    groups = [{"params": "**/bias", "weight_decay": 0.0}, {"params": "0.*", "lr": 9.0}]
+    for tx in (param_groups(optim.adamw, groups), no_weight_decay(optim.adamw, "0.*")):
+        index = 1 if len(tx.torch_groups) == 3 else 0
+        with pytest.raises(ValueError) as info:
+            tx.init(params)
+        assert str(info.value) == (
+            f"param group {index} ('0.*') selects no parameter: patterns are matched against each "
+            "path joined by '/' (as listed) and by '.' ('dense1.bias' for 'dense1/bias'), "
+            "anchored at both ends; the params have 6 leaves: 'dense1/bias', 'dense1/kernel', "
+            "'dense2/bias', 'dense2/kernel', 'norm/bias', 'norm/scale'. Pass allow_empty=True to "
+            "allow a group that selects nothing (torch allows an empty 'params' list)."
+        )
+    with pytest.raises(ValueError, match=r"param group 0 \(<lambda>\) selects no parameter: the"):
+        param_group_labels([{"params": lambda path, leaf: leaf.ndim > 2}], params)
+    # describe_param_groups is the tool to look: it shows the empty group instead of raising
+    assert describe_param_groups(groups, params)["group1"] == []
+
+
+def test_group_selecting_nothing_is_allowed_with_allow_empty_as_in_torch():
     p = torch.nn.Parameter(torch.zeros(2))
     assert (
         len(torch.optim.SGD([{"params": [p]}, {"params": [], "lr": 0.1}], lr=1.0).param_groups) == 2
@@ -316,12 +345,40 @@ def test_group_selecting_nothing_is_allowed_as_in_torch():
     with jax.enable_x64(True):
         params = jax.tree_util.tree_map(jnp.asarray, _initial_params())
         grads = jax.tree_util.tree_map(jnp.ones_like, params)
-        tx = param_groups(optim.adamw, [*groups, {"params": "missing/**", "lr": 9.0}])
+        tx = param_groups(
+            optim.adamw, [*groups, {"params": "missing/**", "lr": 9.0}], allow_empty=True
+        )
         reference = param_groups(optim.adamw, groups)
         got, _ = jax.jit(tx.update)(grads, tx.init(params), params)
         want, _ = jax.jit(reference.update)(grads, reference.init(params), params)
-    assert describe_param_groups([{"params": "missing/**"}], params)["group0"] == []
     jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+    tx = no_weight_decay(optim.adamw, "missing", allow_empty=True)
+    assert jax.tree_util.tree_leaves(tx.init(params)) != []
+
+
+def test_migration_guide_head_group_on_torch_names_and_on_an_nnx_twin():
+    """docs/migration.md's per-group lr, ``{"params": "3.*"}``, on its dict of torch names; on an
+    ``nnx.Sequential`` twin the same layer is ``layers/3/...`` ("layers.3.*")."""
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.LayerNorm(16), torch.nn.Linear(16, 1)
+    )
+    params = {name: jnp.asarray(p.detach().numpy()) for name, p in model.named_parameters()}
+    head = [{"params": "3.*", "lr": 1e-2}]
+    assert describe_param_groups(head, params)["group0"] == ["3.bias", "3.weight"]
+    param_groups(optim.sgd, head, lr=1e-3, momentum=0.9).init(params)
+
+    twin = nnx.Sequential(
+        nnx.Linear(4, 16, rngs=nnx.Rngs(0)),
+        jnp.tanh,
+        nnx.LayerNorm(16, rngs=nnx.Rngs(0)),
+        nnx.Linear(16, 1, rngs=nnx.Rngs(0)),
+    )
+    state = nnx.state(twin, nnx.Param)
+    with pytest.raises(ValueError, match=r"\('3\.\*'\) selects no parameter: .* 'layers/0/bias'"):
+        nnx.Optimizer(twin, param_groups(optim.sgd, head, lr=1e-3), wrt=nnx.Param)
+    head = [{"params": "layers.3.*", "lr": 1e-2}]
+    assert describe_param_groups(head, state)["group0"] == ["layers/3/bias", "layers/3/kernel"]
+    nnx.Optimizer(twin, param_groups(optim.sgd, head, lr=1e-3, momentum=0.9), wrt=nnx.Param)
 
 
 def test_invalid_groups_raise_at_construction():

@@ -10,7 +10,7 @@ import pytest
 
 from jaxopt_port import optim, schedules
 from parity.problems import make_problem
-from parity.schedule_specs import LR, LR2, PLATEAU_SPECS, SPECS, ScheduleSpec
+from parity.schedule_specs import INVALID, LR, LR2, PLATEAU_SPECS, SPECS, ScheduleSpec
 from parity.training import jax_steps, metric_at, torch_steps
 
 torch = pytest.importorskip("torch")
@@ -246,38 +246,44 @@ def test_optaxs_cosine_decay_is_not_torchs():
     assert float(optax_cosine(150)) == 0.0
 
 
-@pytest.mark.parametrize(
-    "torch_call, jax_call",
-    [
-        (lambda o: torch.optim.lr_scheduler.ConstantLR(o, factor=1.5), lambda: schedules.constant_lr(LR, factor=1.5)),
-        (lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0), lambda: schedules.linear_lr(LR, start_factor=0)),
-        (lambda o: torch.optim.lr_scheduler.LinearLR(o, end_factor=2), lambda: schedules.linear_lr(LR, end_factor=2)),
-        (lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=0), lambda: schedules.cosine_annealing_warm_restarts(LR, T_0=0)),
-        (lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=0), lambda: schedules.cosine_annealing_warm_restarts(LR, T_0=5, T_mult=0)),
-        (lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1), lambda: schedules.one_cycle_lr(0.1)),
-        (lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=0), lambda: schedules.one_cycle_lr(0.1, total_steps=0)),
-        (lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=9, pct_start=1.5), lambda: schedules.one_cycle_lr(0.1, total_steps=9, pct_start=1.5)),
-        (lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=9, anneal_strategy="x"), lambda: schedules.one_cycle_lr(0.1, total_steps=9, anneal_strategy="x")),
-        (lambda o: torch.optim.lr_scheduler.CyclicLR(o, 0.01, 0.1, mode="x"), lambda: schedules.cyclic_lr(0.01, 0.1, mode="x")),
-        (lambda o: torch.optim.swa_utils.SWALR(o, 0.01, anneal_strategy="x"), lambda: schedules.swalr(LR, 0.01, anneal_strategy="x")),
-        (lambda o: torch.optim.swa_utils.SWALR(o, 0.01, anneal_epochs=-1), lambda: schedules.swalr(LR, 0.01, anneal_epochs=-1)),
-        (lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=1.0), lambda: schedules.reduce_lr_on_plateau(LR, factor=1.0)),
-        (lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="x"), lambda: schedules.reduce_lr_on_plateau(LR, mode="x")),
-        (lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, threshold_mode="x"), lambda: schedules.reduce_lr_on_plateau(LR, threshold_mode="x")),
-        (
-            lambda o: torch.optim.lr_scheduler.SequentialLR(o, [torch.optim.lr_scheduler.StepLR(o, 3)], milestones=[2]),
-            lambda: schedules.sequential_lr([schedules.step_lr(LR, 3)], milestones=[2]),
-        ),
-        (lambda o: torch.optim.lr_scheduler.ChainedScheduler([]), lambda: schedules.chained_scheduler([])),
-    ],
-)  # fmt: skip
-def test_invalid_arguments_raise_torchs_error(torch_call, jax_call):
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR, momentum=0.9)
-    with pytest.raises(Exception) as torch_error:
-        torch_call(optimizer)
-    with pytest.raises(type(torch_error.value)) as jax_error:
-        jax_call()
-    assert str(jax_error.value) == str(torch_error.value)
+def _torch_lrs(row, optimizer, scheduler, steps=10):
+    """torch's lr over its first steps, or the exception one of them raises."""
+    lrs = []
+    try:
+        for _ in range(steps):
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+            optimizer.step()
+            scheduler.step(1.0) if row.spec.name == "ReduceLROnPlateau" else scheduler.step()
+    except Exception as error:  # what torch raises is the thing under test
+        return error
+    return np.asarray(lrs)
+
+
+@pytest.mark.parametrize("row", INVALID, ids=lambda row: row.id)
+def test_invalid_arguments_are_refused_and_checked_against_torch(row):
+    """One row per (scheduler, bad arguments, exception, message) in parity/schedule_specs.py;
+    where torch raises at construction it must raise the same type and message here."""
+    with pytest.raises(row.error, match=row.match) as ours:
+        row.spec.jax(row.lr)
+
+    def build():
+        cls = torch.optim.Adam if row.spec.optimizer == "adam" else torch.optim.SGD
+        extra = {} if row.spec.optimizer == "adam" else {"momentum": 0.9}
+        optimizer = cls([torch.nn.Parameter(torch.zeros(1))], lr=row.lr, **extra)
+        return optimizer, row.spec.torch(optimizer)
+
+    if row.torch == "same":
+        with pytest.raises(row.error) as theirs:
+            build()
+        assert str(ours.value) == str(theirs.value)
+        return
+    outcome = _torch_lrs(row, *build())  # torch's constructor accepts them
+    if row.torch == "nonfinite":
+        assert isinstance(outcome, np.ndarray) and not np.all(np.isfinite(outcome)), outcome
+    elif row.torch == "accepted":
+        assert isinstance(outcome, np.ndarray), outcome
+    else:
+        assert isinstance(outcome, row.torch), outcome
 
 
 def test_chained_affine_part_and_nesting_are_refused_with_a_reason():
@@ -298,3 +304,32 @@ def test_every_torch_scheduler_has_a_factory_and_a_spec():
     assert covered == names
     for factory in schedules.SCHEDULERS.values():
         assert callable(getattr(schedules, factory))
+
+
+def test_from_torch_says_what_it_needs_when_given_something_else():
+    """Issue 12 item 11: anything but a scheduler failed with an AttributeError."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+
+    class MyStepLR(torch.optim.lr_scheduler.StepLR):
+        pass
+
+    cases = [
+        (optimizer, r"got the torch optimizer SGD; pass the scheduler built on it"),
+        (torch.optim.lr_scheduler.StepLR, r"got the class StepLR itself, not an instance of it"),
+        (
+            torch.optim.lr_scheduler.StepLR(optimizer, 3).state_dict(),
+            r"got a dict \(a state_dict\?\); pass the scheduler itself",
+        ),
+        (0.1, r"got a builtins\.float$"),
+    ]
+    for given, message in cases:
+        with pytest.raises(TypeError, match=r"^schedules\.from_torch expects a torch\.optim\."):
+            schedules.from_torch(given)
+        with pytest.raises(TypeError, match=message):
+            schedules.from_torch(given)
+    with pytest.raises(TypeError, match=r"got the torch optimizer SGD"):
+        optim.from_torch(optimizer, scheduler=optimizer)
+    with pytest.raises(
+        TypeError, match=r"^no jaxopt_port schedule for MyStepLR \(a subclass of StepLR, whose"
+    ):
+        schedules.from_torch(MyStepLR(optimizer, 3))

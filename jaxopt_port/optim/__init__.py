@@ -1,6 +1,8 @@
 """Every ``torch.optim`` optimizer as an Optax gradient transformation with torch's numbers.
 
-Each factory takes torch's keyword names and defaults, raises torch's ``ValueError`` messages,
+Each factory takes torch's keyword names and defaults, refuses invalid arguments with torch's
+exception types and messages (a ``str`` lr raises the ``TypeError`` torch's own comparison
+raises; arguments torch only fails on inside ``step()`` are refused at construction),
 accepts a float or an optax schedule for ``lr`` and returns an
 ``optax.GradientTransformationExtraArgs`` — a :class:`TorchTransformation`, which also carries the
 call's arguments as torch's param-group hyperparameters, for

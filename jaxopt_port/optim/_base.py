@@ -61,8 +61,76 @@ def enabled_number(value: Any) -> bool:
 
 
 def is_tensor_like(value: Any) -> bool:
-    """True for arrays and tensors (torch's ``isinstance(lr, Tensor)``), False for Python numbers."""
-    return not isinstance(value, (int, float)) and not callable(value)
+    """True for arrays, tensors and traced values (torch's ``isinstance(lr, Tensor)``); False for
+    Python numbers (NumPy's float64 is one), strings, lists, None and schedules."""
+    if isinstance(value, (int, float)) or callable(value):
+        return False
+    return isinstance(value, jax.core.Tracer) or (
+        hasattr(value, "shape") and hasattr(value, "dtype")
+    )
+
+
+def numel(value: Any) -> int:
+    """The number of elements of an array or tensor (torch's ``numel()``)."""
+    return int(value.numel()) if hasattr(value, "numel") else int(np.size(value))
+
+
+#: torch base classes by what they are, as ``(module, name)``; read from the MRO so that torch
+#: is not imported to recognise them.
+_TORCH_BASES = {
+    "optimizer": {("torch.optim.optimizer", "Optimizer")},
+    "scheduler": {
+        ("torch.optim.lr_scheduler", "LRScheduler"),
+        ("torch.optim.lr_scheduler", "_LRScheduler"),
+        ("torch.optim.lr_scheduler", "ReduceLROnPlateau"),
+    },
+    "module": {("torch.nn.modules.module", "Module")},
+    "tensor": {("torch", "Tensor"), ("torch._tensor", "Tensor")},
+}
+
+
+def torch_kind(obj: Any) -> str | None:
+    """``"optimizer"``, ``"scheduler"``, ``"module"`` or ``"tensor"`` for a torch object of that
+    kind (an instance, or with ``obj`` a class, the class itself), else ``None``."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    bases = {(c.__module__, c.__name__) for c in cls.__mro__}
+    for kind, names in _TORCH_BASES.items():
+        if bases & names:
+            return kind
+    return None
+
+
+def describe_torch_object(obj: Any) -> str:
+    """What ``obj`` is, in a few words, for an error message that says what was expected."""
+    kind = torch_kind(obj)
+    name = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+    if isinstance(obj, type):
+        return f"the class {name} itself, not an instance of it"
+    if kind in ("optimizer", "module"):
+        return f"the torch {kind} {name}"
+    if kind == "scheduler":
+        return f"the torch lr scheduler {name}"
+    if isinstance(obj, dict):
+        return "a dict (a state_dict?)"
+    return f"a {type(obj).__module__}.{name}"
+
+
+def check_schedule_object(value: Any, name: str = "lr") -> None:
+    """``TypeError`` for a schedule object an optimizer factory cannot call with the update count:
+    a stateful schedule (``schedules.reduce_lr_on_plateau``) or a torch lr scheduler."""
+    if callable(value) and hasattr(value, "init") and hasattr(value, "update"):
+        raise TypeError(
+            f"{name} is a stateful schedule ({type(value).__name__}): its value follows the "
+            "metric, not the update count, so an optimizer cannot call it. Build the optimizer "
+            f"with jaxopt_port.schedules.with_schedules(optim.<name>, {name}=schedule, ...) and "
+            "pass the metric to every update as value=metric"
+        )
+    if torch_kind(value) == "scheduler":
+        raise TypeError(
+            f"{name} is {describe_torch_object(value)}: convert it with "
+            f"jaxopt_port.schedules.from_torch(scheduler) and pass the result as {name} (or "
+            "convert optimizer and scheduler together: optim.from_torch(optimizer, scheduler))"
+        )
 
 
 def lr_at(lr: LearningRate, count: Array) -> Array:
@@ -74,16 +142,31 @@ def lr_at(lr: LearningRate, count: Array) -> Array:
     return jnp.asarray(as_float(lr), scalar_dtype())
 
 
-def check_lr(lr: LearningRate, message: str = "Invalid learning rate: {}") -> None:
-    """Torch's constructor check ``0 <= lr``; a tensor lr must have one element.
+def _at_least_zero(value: Any) -> Any:
+    return 0.0 <= value
 
-    Schedules and traced values are not checked.
+
+def check_lr(
+    lr: LearningRate,
+    message: str = "Invalid learning rate: {}",
+    ok: Callable[[Any], Any] = _at_least_zero,
+) -> None:
+    """torch's constructor checks of ``lr``, in torch's order, on the value as given.
+
+    A tensor or array must have one element (``ValueError("Tensor lr must be 1-element")``), then
+    ``ok(lr)`` — torch's expression, ``0.0 <= lr`` unless given — must hold
+    (``ValueError(message.format(lr))``). Evaluating torch's own expression on the value as given
+    raises torch's own ``TypeError`` for a ``str``, ``None`` or a list. Schedules and traced
+    values are not checked, except that a stateful schedule or a torch lr scheduler raises
+    ``TypeError`` saying what to use instead (:func:`check_schedule_object`).
     """
+    check_schedule_object(lr)
     if callable(lr) or isinstance(lr, jax.core.Tracer):
         return
-    value = as_float(lr)
-    if not 0.0 <= value:
-        raise ValueError(message.format(lr if isinstance(lr, (int, float)) else value))
+    if is_tensor_like(lr) and numel(lr) != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not ok(lr):
+        raise ValueError(message.format(lr))
 
 
 def _log(base: Any) -> Array:

@@ -10,8 +10,11 @@ F = TypeVar("F", bound=Callable)
 ARGS = {
     "lr": "lr: learning rate γ: a float, a 1-element array or tensor, or an optax schedule "
     "``count -> lr`` evaluated at the number of previous updates (torch's lr at its k-th "
-    "``step()`` when a scheduler steps after each).",
-    "weight_decay": "weight_decay: L2 penalty λ added to the gradient (``g += λθ``).",
+    "``step()`` when a scheduler steps after each). A torch scheduler converts with "
+    "``schedules.from_torch``; ``schedules.reduce_lr_on_plateau`` goes through "
+    "``schedules.with_schedules`` (either given here raises ``TypeError`` saying so).",
+    "weight_decay": "weight_decay: L2 penalty λ added to the gradient (``g += λθ``). ``True`` "
+    "raises ``TypeError`` (torch accepts it and fails in ``step()``).",
     "decoupled_weight_decay": "decoupled_weight_decay: if True, decay the parameters instead "
     "(``θ *= 1 - γλ``, AdamW-style) rather than adding ``λθ`` to the gradient.",
     "maximize": "maximize: maximize the objective (the gradient is negated first).",

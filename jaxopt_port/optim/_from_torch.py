@@ -9,12 +9,37 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
-from jaxopt_port.optim._base import as_float, is_tensor_like
+from jaxopt_port.optim._base import as_float, describe_torch_object, is_tensor_like, torch_kind
 from jaxopt_port.optim._hyperparams import TorchGroup, carry, partition
+from jaxopt_port.optim._paths import named_leaves
 
 __all__ = ["factory_for", "from_torch"]
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if torch_kind(optimizer) == "optimizer" and not isinstance(optimizer, type):
+        return
+    hints = {
+        "scheduler": "; pass its optimizer and the scheduler: "
+        "optim.from_torch(scheduler.optimizer, scheduler)",
+        "module": "; build the torch optimizer on its parameters first, e.g. "
+        "optim.from_torch(torch.optim.AdamW(model.parameters(), lr=1e-3))",
+    }
+    hint = hints.get(torch_kind(optimizer) or "", "")
+    if isinstance(optimizer, dict):
+        hint = (
+            "; pass the optimizer itself (a state_dict does not name its class). To load a "
+            "state_dict into a jaxopt_port state use interop.optimizer_state_from_torch"
+        )
+    if isinstance(optimizer, type):
+        hint = "; build it first: torch.optim.AdamW(model.parameters(), lr=1e-3)"
+    raise TypeError(
+        "optim.from_torch expects a torch.optim optimizer instance, got "
+        f"{describe_torch_object(optimizer)}{hint}"
+    )
 
 
 def _snake(name: str) -> str:
@@ -40,7 +65,10 @@ def factory_for(
         factory = getattr(optim, _snake(cls.__name__), None)
         if factory is not None and cls.__module__.startswith("torch.optim"):
             return factory
-    raise TypeError(f"no jaxopt_port optimizer for {torch_optimizer_class.__name__}")
+    raise TypeError(
+        f"no jaxopt_port optimizer for {torch_optimizer_class.__name__}: optim.from_torch reads "
+        "torch.optim's optimizers (and their subclasses)"
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -90,10 +118,33 @@ def from_torch(
       ``jax.tree_util.tree_leaves`` order, are the torch parameters in ``param_groups`` order. As
       in torch, Adagrad's ``initial_accumulator_value`` is the constructor's for every group. With
       several groups each group's leaves get that group's hyperparameters (``optax.partition`` over
-      labels ``"group0"``, ``"group1"``, ...); ``init`` raises if the number of leaves differs
-      from torch's number of parameters. It carries a copy of every torch param group (all its
-      keys, those a scheduler added included; lr, momentum and β1 as their schedules), so
+      labels ``"group0"``, ``"group1"``, ...). It carries a copy of every torch param group (all
+      its keys, those a scheduler added included; lr, momentum and β1 as their schedules), so
       ``interop.optimizer_state_to_torch`` writes the ``param_groups`` torch would hold.
+
+    Raises:
+      TypeError: at once, if ``optimizer`` is not a torch optimizer instance (a module, a
+        scheduler, a ``state_dict`` or the class itself: the message says which and what to pass).
+      ValueError: at ``init`` (and, with several groups, whenever the labels are computed: every
+        ``update``, ``interop``'s converters), if the number of leaves is not torch's number of
+        parameters; with several groups also if leaf ``i`` cannot be torch parameter ``i``: its
+        shape must be the parameter's shape in torch's layout or in a Flax kernel's layout
+        (``Linear`` ``(out, in)`` as ``(in, out)``, ``Conv`` ``(out, in, *k)`` as ``(*k, in,
+        out)``, ``ConvTranspose`` ``(in, out, *k)`` as ``(*k, in, out)`` or ``(*k, out, in)``).
+        The message names the first such leaf by path, the torch parameter it should be (group,
+        position, name when the optimizer was built from ``named_parameters()``) and what to do.
+
+    Warning:
+      With several param groups the order of the leaves decides which hyperparameters each gets,
+      and ``flax.nnx.Optimizer`` orders an NNX model's parameters by sorted path (``bias`` before
+      ``kernel``), which is not torch's order. The shape check catches that whenever two
+      neighbouring parameters differ in shape, but it cannot see a wrong order among parameters
+      of the same shape (e.g. every leaf a ``(d, d)`` matrix, or a square ``Linear`` kernel and
+      its transpose): the leaves then silently get other groups' hyperparameters. For NNX models
+      select the groups by path with :func:`jaxopt_port.transforms.param_groups` or
+      :func:`jaxopt_port.transforms.no_weight_decay`. With one param group every leaf gets the
+      same hyperparameters, so only the number of leaves is checked; the order still matters
+      for ``interop``'s optimizer-state converters (see there).
 
     Example:
       >>> import torch
@@ -101,6 +152,7 @@ def from_torch(
       >>> model = torch.nn.Linear(3, 2)
       >>> tx = optim.from_torch(torch.optim.AdamW(model.parameters(), lr=1e-3))
     """
+    _check_optimizer(optimizer)
     factory = factory_for(type(optimizer))
     groups = optimizer.param_groups
     transforms = []
@@ -122,19 +174,97 @@ def from_torch(
         # their schedules
         static = copy.deepcopy({k: v for k, v in group.items() if k != "params"})
         transforms.append(carry(tx, [TorchGroup(None, {**static, **scheduled})]))
+    expected = _torch_parameters(groups)
+    name = factory.__name__
     if len(groups) == 1:
-        return transforms[0]
-    sizes = [len(g["params"]) for g in groups]
-    labels = [f"group{i}" for i, n in enumerate(sizes) for _ in range(n)]
+        single = transforms[0]
+
+        def init(params: Any) -> Any:
+            _check_leaves(params, expected, name, shapes=False)
+            return single.init(params)
+
+        return carry(
+            optax.GradientTransformationExtraArgs(init, single.update), single.torch_groups
+        )
+    labels = [f"group{g}" for g, _, _, _ in expected]
 
     def param_labels(params):
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        if len(leaves) != len(labels):
-            raise ValueError(
-                f"params has {len(leaves)} leaves but the torch optimizer has {len(labels)} "
-                f"parameters in {len(groups)} param groups (sizes {sizes}); the leaves must be "
-                "the torch parameters in param_groups order"
-            )
-        return jax.tree_util.tree_unflatten(treedef, labels)
+        _check_leaves(params, expected, name, shapes=True)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), labels)
 
     return partition({f"group{i}": tx for i, tx in enumerate(transforms)}, param_labels)
+
+
+# ----------------------------------------------------------------------------- leaf checks
+
+#: ``(param group, position in the group, torch name or None, torch shape)`` per torch parameter.
+_TorchParameter = tuple[int, int, "str | None", tuple[int, ...]]
+
+
+def _torch_parameters(groups: list[dict[str, Any]]) -> list[_TorchParameter]:
+    """Every torch parameter in param_groups order; names where torch kept them
+    (``named_parameters()`` given to the optimizer fills the group's ``"param_names"``)."""
+    out = []
+    for g, group in enumerate(groups):
+        names = group.get("param_names") or [None] * len(group["params"])
+        for k, (p, n) in enumerate(zip(group["params"], names, strict=True)):
+            out.append((g, k, n, tuple(p.shape)))
+    return out
+
+
+def flax_layouts(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The shapes a leaf standing for a torch parameter of ``shape`` may have: torch's own, then
+    the layouts of Flax kernels (``interop.weights``): a ``Linear`` kernel ``(in, out)`` of torch's
+    ``(out, in)`` (every dimension reversed), a ``Conv`` kernel ``(*k, in, out)`` of torch's
+    ``(out, in, *k)`` and a ``ConvTranspose`` kernel ``(*k, in, out)`` of torch's ``(in, out, *k)``.
+    """
+    layouts = [shape, shape[::-1]]
+    if len(shape) >= 3:
+        layouts += [(*shape[2:], shape[1], shape[0]), (*shape[2:], shape[0], shape[1])]
+    return list(dict.fromkeys(layouts))
+
+
+def _leaf_path(params: Any, index: int) -> str:
+    named, _ = named_leaves(params)
+    if len(named) == len(jax.tree_util.tree_leaves(params)):
+        return "/".join(named[index][0])
+    return jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(params)[0][index][0])
+
+
+def _check_leaves(
+    params: Any, expected: list[_TorchParameter], factory: str, *, shapes: bool
+) -> None:
+    """Raise ``ValueError`` unless ``params`` has one leaf per torch parameter and, with
+    ``shapes``, leaf ``i`` has a shape torch parameter ``i`` can have (:func:`flax_layouts`)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    groups = len({g for g, _, _, _ in expected})
+    if len(leaves) != len(expected):
+        sizes = [sum(1 for g, _, _, _ in expected if g == i) for i in range(groups)]
+        raise ValueError(
+            f"params has {len(leaves)} leaves but the torch optimizer has {len(expected)} "
+            f"parameters in {groups} param group(s) (sizes {sizes}); the leaves must be "
+            "the torch parameters in param_groups order"
+        )
+    if not shapes:
+        return
+    for i, (leaf, (g, k, name, torch_shape)) in enumerate(zip(leaves, expected, strict=True)):
+        shape = tuple(getattr(leaf, "shape", np.shape(leaf)))
+        layouts = flax_layouts(torch_shape)
+        if shape in layouts:
+            continue
+        which = f"{name!r}, " if name else ""
+        other = " or ".join(str(s) for s in layouts[1:])
+        allowed = f"{torch_shape} (torch's layout)" + (
+            f" or {other} (a Flax kernel's layout)" if other else ""
+        )
+        raise ValueError(
+            f"optim.from_torch: leaf {i} of params ({_leaf_path(params, i)!r}, shape {shape}) "
+            f"does not fit torch parameter {i} ({which}param group {g}, position {k}, shape "
+            f"{torch_shape}): it must have shape {allowed}. With several param groups, leaf i "
+            "gets the hyperparameters of torch parameter i (leaves in jax.tree_util.tree_leaves "
+            "order, torch parameters in param_groups order). flax.nnx.Optimizer and nnx.state "
+            "order parameters by sorted path (a bias before its kernel), not in torch's order: "
+            f"select the groups by path instead, with transforms.param_groups(optim.{factory}, "
+            "[{'params': <pattern or predicate>, <hyperparameters>}], ...) or "
+            f"transforms.no_weight_decay(optim.{factory}, ...)."
+        )

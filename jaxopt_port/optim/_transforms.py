@@ -74,8 +74,12 @@ def maximize_gradient(maximize: bool) -> optax.GradientTransformation | None:
 def add_weight_decay(weight_decay: Any) -> optax.GradientTransformation | None:
     r"""Coupled L2 penalty, ``grad = grad.add(param, alpha=weight_decay)``: :math:`g \leftarrow g + \lambda\theta`.
 
-    ``None`` when ``weight_decay`` is the number 0 (torch skips the term).
+    ``None`` when ``weight_decay`` is the number 0 (torch skips the term). A ``bool`` raises
+    ``TypeError`` (torch accepts ``True`` and fails in ``step()``: "Boolean alpha only supported
+    for Boolean results").
     """
+    if isinstance(weight_decay, bool):
+        raise TypeError(f"weight_decay must be a real number, got bool {weight_decay}")
     if not enabled_number(weight_decay):
         return None
 

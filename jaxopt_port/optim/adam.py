@@ -17,6 +17,7 @@ from jaxopt_port.optim._base import (
     chain,
     increment,
     is_tensor_like,
+    numel,
     one_minus_power,
     zeros_like_tree,
 )
@@ -93,19 +94,26 @@ def scale_by_adam(
     return optax.GradientTransformation(init, update)
 
 
-def _check_tensor_hyperparameters(
-    lr: Any, betas: tuple[Any, Any], foreach: bool | None, capturable: bool
+def _check_arguments(
+    lr: Any, betas: Any, eps: Any, weight_decay: Any, foreach: bool | None, capturable: bool
 ) -> None:
-    """Torch's rules for tensor-valued lr and betas (Adam and AdamW)."""
+    """torch's Adam/AdamW constructor checks, in torch's order: tensor lr, ranges, then the
+    types of the betas (both Python floats or both tensors; here arrays and traced values count
+    as tensors)."""
     if is_tensor_like(lr) and foreach and not capturable:
         raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-    tensors = [is_tensor_like(b) for b in betas]
-    if tensors[0] != tensors[1]:
+    _checks.check_adam_family(lr, betas, eps, weight_decay)
+    floats = [isinstance(b, float) for b in betas[:2]]
+    tensors = [is_tensor_like(b) for b in betas[:2]]
+    if not (all(floats) or all(tensors)):
         raise ValueError("betas must be either both floats or both Tensors")
-    if tensors[0] and foreach and not capturable:
-        raise ValueError(
-            "betas[0] as a Tensor is not supported for capturable=False and foreach=True"
-        )
+    for index, beta in enumerate(betas[:2]):
+        if tensors[index] and not capturable and foreach:
+            raise ValueError(
+                f"betas[{index}] as a Tensor is not supported for capturable=False and foreach=True"
+            )
+        if tensors[index] and numel(beta) != 1:
+            raise ValueError(f"Tensor betas[{index}] must be 1-element")
 
 
 @carries_torch_group()
@@ -152,8 +160,7 @@ def adam(
       puts ε inside the square root: see :func:`jaxopt_port.optim.textbook.adam`.
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
-    _check_tensor_hyperparameters(lr, betas, foreach, capturable)
-    _checks.check_adam_family(lr, betas, eps, weight_decay)
+    _check_arguments(lr, betas, eps, weight_decay, foreach, capturable)
     return chain(
         maximize_gradient(maximize),
         None if decoupled_weight_decay else add_weight_decay(weight_decay),

@@ -122,10 +122,15 @@ def asgd(
     Warning:
       Torch's quirk is reproduced: η for step t is computed from the learning rate of step t-1, so
       a scheduled learning rate acts one step late. Needs ``params`` in ``update``.
+
+      ``lambd``, ``alpha`` or ``t0`` that is not a real number (a ``str``, ``None``, a torch
+      tensor) raises ``TypeError`` here; torch accepts it and fails in ``step()``.
     """
     accepted(foreach=foreach, differentiable=differentiable, capturable=capturable)
     _checks.check_lr(lr)
     _checks.nonnegative(weight_decay, "Invalid weight_decay value: {}")
+    for value, name in ((lambd, "lambd"), (alpha, "alpha"), (t0, "t0")):
+        _checks.real(value, name)
     return chain(
         maximize_gradient(maximize),
         add_weight_decay(weight_decay),

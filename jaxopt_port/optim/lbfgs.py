@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -431,9 +432,11 @@ def lbfgs(
       - ``line_search_fn`` other than ``None`` and ``"strong_wolfe"`` raises ``ValueError`` here,
         at construction; torch raises ``RuntimeError`` in the first ``step()`` that reaches the
         line search.
-      - ``history_size < 1`` and, with ``"strong_wolfe"``, ``max_eval < 1`` raise ``ValueError`` at
-        construction; torch accepts them and fails inside ``step()`` (``IndexError`` once a
-        curvature pair is stored, ``UnboundLocalError`` in the line search).
+      - ``history_size < 1`` or not an integer and, with ``"strong_wolfe"``, ``max_eval < 1`` raise
+        ``ValueError`` at construction, and ``max_iter``, ``max_eval``, ``tolerance_grad``,
+        ``tolerance_change`` that are not real numbers ``TypeError``; torch accepts them and fails
+        inside ``step()`` (``IndexError`` once a curvature pair is stored, ``UnboundLocalError``
+        in the line search, ``TypeError``).
       - Torch keeps the loss, ``prev_loss`` and usually ``t`` as Python floats (double) and
         ``H_diag`` and ``ro`` as 0-d tensors (``H_diag`` is the int 1 before the first pair); here
         every scalar is in the parameters' dtype. In float64 this is the same arithmetic; in
@@ -447,11 +450,15 @@ def lbfgs(
     check_lr(lr)
     if line_search_fn not in (None, "strong_wolfe"):
         raise ValueError("only 'strong_wolfe' is supported")
+    _checks.real(max_eval, "max_eval", optional=True)
+    for value, name in ((max_iter, "max_iter"), (tolerance_grad, "tolerance_grad")):
+        _checks.real(value, name)
+    _checks.real(tolerance_change, "tolerance_change")
     if max_eval is None:
         max_eval = max_iter * 5 // 4
     # torch accepts these and fails inside step(); here they fail at once
-    if not history_size >= 1:
-        raise ValueError(f"Invalid history_size: {history_size} (at least 1 is needed)")
+    if not history_size >= 1 or not _checks.is_integer(history_size):
+        raise ValueError(f"Invalid history_size: {history_size} (an integer >= 1 is needed)")
     if line_search_fn is not None and not max_eval >= 1:
         raise ValueError(f"Invalid max_eval: {max_eval} (the line search needs at least 1)")
 

@@ -162,16 +162,22 @@ def muon(
       ~3e-2 within a few steps. With the iteration in float64 on both sides they agree to ~1e-15.
       Muon has no ``maximize``. ``init`` raises for any parameter that is not 2-D; torch raises at
       construction, and for ``ns_steps >= 100`` only at the first step (here: at construction).
+      So do an ``ns_steps`` that is not an integer (``ValueError``), an ``eps`` or an entry of
+      ``ns_coefficients`` that is not a real number (``TypeError``): torch fails in ``step()``.
     """
     _checks.check_lr(lr, "Learning rate should be >= 0 but is: {}")
     _checks.nonnegative(momentum, "momentum should be >= 0 but is: {}")
     _checks.nonnegative(weight_decay, "weight decay should be >= 0 but is: {}")
     if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
         raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
+    _checks.real(eps, "eps")
     if ns_steps >= 100:
         raise ValueError("Number of steps must be less than 100 for computational efficiency")
+    _checks.integer(ns_steps, "ns_steps")  # torch: range(ns_steps) in step()
     if len(ns_coefficients) != 3:
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    for index, coefficient in enumerate(ns_coefficients):
+        _checks.real(coefficient, f"ns_coefficients[{index}]")
     return chain(
         scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
         scale_by_learning_rate(lr),

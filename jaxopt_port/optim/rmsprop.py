@@ -122,6 +122,9 @@ def rmsprop(
       ``optax.rmsprop`` puts ε inside the root by default (``eps_in_sqrt=True``) and, with
       momentum and a schedule, applies the learning rate before the momentum trace; under a
       schedule the two differ by O(1). The textbook rule is :func:`jaxopt_port.optim.textbook.rmsprop`.
+
+      ``alpha > 1`` raises ``ValueError`` here; torch accepts it, and its running average
+      :math:`v_t` turns negative, so its parameters are NaN from the first step.
     """
     accepted(capturable=capturable, foreach=foreach, differentiable=differentiable)
     _checks.check_lr(lr)
@@ -129,6 +132,8 @@ def rmsprop(
     _checks.nonnegative(momentum, "Invalid momentum value: {}")
     _checks.nonnegative(weight_decay, "Invalid weight_decay value: {}")
     _checks.nonnegative(alpha, "Invalid alpha value: {}")
+    # torch accepts alpha > 1 and its running average of g² turns negative: NaN from step 1
+    _checks.check(alpha, lambda v: v <= 1.0, "Invalid alpha value: {} (at most 1 is needed)")
     return chain(
         maximize_gradient(maximize),
         add_weight_decay(weight_decay),

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_port.optim._base import Array, LearningRate, accepted, chain, check_lr, increment, lr_at
-from jaxopt_port.optim._checks import check
+from jaxopt_port.optim._checks import check, real
 from jaxopt_port.optim._docs import doc
 from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import maximize_gradient
@@ -105,9 +105,15 @@ def rprop(
     Warning:
       ``optax.rprop``'s first update is zero (it returns the previous step's update); here, as in
       torch, the first update is ``-sign(g) * lr``.
+
+      ``step_sizes`` entries that are neither real numbers nor ``None`` (no bound, as in torch's
+      ``clamp``) raise ``TypeError`` here; torch accepts them and fails in ``step()``.
     """
     accepted(capturable=capturable, foreach=foreach, differentiable=differentiable)
     check_lr(lr)
     if not isinstance(etas[0], jax.core.Tracer):
-        check(etas[0], lambda v: 0.0 < v < 1.0 < etas[1], f"Invalid eta values: {{}}, {etas[1]}")
+        check(etas, lambda e: 0.0 < e[0] < 1.0 < e[1], "Invalid eta values: {0[0]}, {0[1]}")
+    step_size_min, step_size_max = step_sizes  # torch unpacks them only in step()
+    real(step_size_min, "step_sizes[0]", optional=True)  # None: no bound, as torch's clamp
+    real(step_size_max, "step_sizes[1]", optional=True)
     return chain(maximize_gradient(maximize), scale_by_rprop(lr, etas, step_sizes))

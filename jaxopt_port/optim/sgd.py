@@ -65,11 +65,17 @@ def sgd(
     Warning:
       Unlike ``optax.sgd(momentum=...)``, the first momentum buffer is the gradient itself and the
       learning rate is applied after the buffer; ``optax.sgd`` has no ``dampening``.
+
+      Arguments refused here that torch accepts: a NaN ``lr``, ``momentum`` or ``weight_decay``
+      (``ValueError``; torch's ``lr < 0.0`` lets NaN through and its parameters become NaN), a
+      ``dampening`` that is not a real number (``TypeError``; torch fails in ``step()``).
     """
     accepted(foreach=foreach, differentiable=differentiable, fused=fused)
-    _checks.check_lr(lr)
-    _checks.check(momentum, lambda v: v >= 0.0, "Invalid momentum value: {}")
-    _checks.check(weight_decay, lambda v: v >= 0.0, "Invalid weight_decay value: {}")
+    # torch's expressions (`lr < 0.0`), which also let NaN through: refused here
+    _checks.check_lr(lr, ok=_not_negative)
+    _checks.check(momentum, _not_negative, "Invalid momentum value: {}")
+    _checks.check(weight_decay, _not_negative, "Invalid weight_decay value: {}")
+    _checks.real(dampening, "dampening")
     if nesterov and not (_positive(momentum) and _zero(dampening)):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     return chain(
@@ -78,6 +84,11 @@ def sgd(
         scale_by_momentum(momentum, dampening, nesterov),
         scale_by_learning_rate(lr),
     )
+
+
+def _not_negative(value: Any) -> Any:
+    """torch's ``not value < 0.0``, and not NaN (which torch accepts, giving NaN parameters)."""
+    return not value < 0.0 and value == value
 
 
 def _positive(value: Any) -> bool:

@@ -132,8 +132,7 @@ def sparse_adam(
       treated as absent. An entry inside a looked-up row whose gradient happens to be exactly 0 is
       therefore left untouched here but updated by torch; pass a BCOO gradient for row semantics.
     """
-    _checks.check(lr, lambda v: 0.0 < v, "Invalid learning rate: {}")
-    _checks.check_lr(lr)
+    _checks.check_lr(lr, ok=lambda v: 0.0 < v)
     _checks.check(eps, lambda v: 0.0 < v, "Invalid epsilon value: {}")
     _checks.check_betas(betas)
     return chain(

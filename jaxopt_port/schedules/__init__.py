@@ -7,6 +7,13 @@ schedule — equal to ``scheduler.get_last_lr()`` after ``count`` calls of ``sch
 ``steps_per_epoch=n`` steps it once every ``n`` optimizer updates. :func:`from_torch` reads a
 live torch scheduler; :func:`with_schedules` feeds torch's momentum cycling and
 :func:`reduce_lr_on_plateau` to an optimizer.
+
+Arguments are checked as torch checks them, with torch's exception types and messages (where
+torch's constructor computes the first lr with them, the same Python arithmetic runs here). What
+torch accepts but fails on at a later ``step()`` (``step_size=0``: ``ZeroDivisionError``), turns
+into NaN, or runs differently from its documentation (a fractional ``total_iters``) is refused at
+construction; each factory's Warning says which. Each argument is one value: torch's lists of one
+value per param group are one schedule per group here.
 """
 
 from jaxopt_port.schedules._compose import chained_scheduler, sequential_lr

@@ -17,9 +17,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import scalar_dtype
 
-__all__ = ["TorchSchedule", "as_traceable", "check_steps_per_epoch", "divide", "scalar"]
+__all__ = [
+    "TorchSchedule",
+    "as_traceable",
+    "check_base_lr",
+    "check_lambda",
+    "check_number",
+    "check_one_group",
+    "check_steps_per_epoch",
+    "divide",
+    "scalar",
+]
 
 #: How a scheduler acts when chained (``ChainedScheduler``) with others on one param group:
 #: "multiplicative" ones multiply the current lr by a factor that depends only on the step,
@@ -41,6 +52,47 @@ def divide(numerator: Any, denominator: Any) -> jax.Array:
     ulp shows. An optimization barrier on the divisor keeps the true division.
     """
     return scalar(numerator) / jax.lax.optimization_barrier(scalar(denominator))
+
+
+def check_one_group(value: Any, name: str) -> None:
+    """``TypeError`` for a list or tuple: torch's schedulers also take one value per param group
+    in a list, but a jaxopt_port schedule is one group's."""
+    if isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"{name} must be one number, got {type(value).__name__} {value!r}: a jaxopt_port "
+            "schedule is one param group's (for torch's one value per group, build one schedule "
+            "per group, or read each with schedules.from_torch(scheduler, group=i))"
+        )
+
+
+def check_number(value: Any, name: str) -> None:
+    """``TypeError`` unless ``value`` is one real number (:func:`check_one_group`, then
+    ``optim._checks.real``)."""
+    check_one_group(value, name)
+    _checks.real(value, name)
+
+
+def check_base_lr(lr: Any) -> None:
+    """The param group's initial lr, checked as torch's optimizer checks it (``0.0 <= lr``, so a
+    ``str`` raises torch's ``TypeError``), and one real number."""
+    check_one_group(lr, "lr")
+    _checks.check_lr(lr)
+    _checks.real(lr, "lr")
+
+
+def check_lambda(fn: Any, scheduler: str) -> None:
+    """A user's ``lr_lambda`` must be one callable, refused as torch refuses it: LambdaLR calls it
+    at construction (``TypeError: 'float' object is not callable``), MultiplicativeLR checks."""
+    if isinstance(fn, (list, tuple)):
+        raise TypeError(
+            "lr_lambda must be one function: a jaxopt_port schedule is one param group's (for "
+            "torch's list of one lambda per group, build one schedule per group)"
+        )
+    if callable(fn):
+        return
+    if scheduler == "MultiplicativeLR":
+        raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
+    raise TypeError(f"'{type(fn).__name__}' object is not callable")
 
 
 def check_steps_per_epoch(steps_per_epoch: int) -> None:

@@ -16,7 +16,15 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jaxopt_port.schedules._core import TorchSchedule, as_traceable, divide, scalar
+from jaxopt_port.schedules._core import (
+    TorchSchedule,
+    as_traceable,
+    check_base_lr,
+    check_number,
+    check_one_group,
+    divide,
+    scalar,
+)
 
 __all__ = ["cyclic_lr", "one_cycle_lr", "swalr"]
 
@@ -61,15 +69,71 @@ def cyclic_lr(
       base_momentum: lower momentum bound.
       max_momentum: upper momentum bound (the momentum at step 0).
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      Invalid arguments fail as in torch's constructor, which computes step 0's lr and momentum
+      with them (``step_size_up=0``: ``ZeroDivisionError``; a ``str`` ``max_lr``: ``TypeError``).
+      An infinite step size raises ``ValueError`` here; torch accepts it and its lr is NaN.
     """
+    check_one_group(base_lr, "base_lr")
+    check_one_group(max_lr, "max_lr")
     up = float(step_size_up)
     down = float(step_size_down) if step_size_down is not None else up
+    total_size = up + down
+    step_ratio = up / total_size
     if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
         raise ValueError("mode is invalid and scale_fn is None")
+    momentums = (base_momentum, max_momentum) if cycle_momentum else None
+    for value, name in zip(momentums or (), ("base_momentum", "max_momentum"), strict=False):
+        check_one_group(value, name)
+    _cyclic_first_step(
+        base_lr, max_lr, total_size, step_ratio, mode, gamma, scale_fn, scale_mode, momentums
+    )
+    for value, name in zip((base_lr, max_lr, *(momentums or ())), _CYCLIC_NUMBERS, strict=False):
+        check_number(value, name)
+    if not math.isfinite(total_size):
+        raise ValueError(
+            f"Expected finite step_size_up and step_size_down, but got {up} and {down}: "
+            "torch's lr is NaN with them"
+        )
     return cyclic_schedule(
         base_lr, max_lr, up + down, up / (up + down), mode, gamma, scale_fn, scale_mode,
         (base_momentum, max_momentum) if cycle_momentum else None, steps_per_epoch,
     )  # fmt: skip
+
+
+_CYCLIC_NUMBERS = ("base_lr", "max_lr", "base_momentum", "max_momentum")
+
+
+def _cyclic_first_step(
+    base_lr: Any,
+    max_lr: Any,
+    total_size: float,
+    step_ratio: float,
+    mode: str,
+    gamma: Any,
+    scale_fn: Callable[[Any], Any] | None,
+    scale_mode: str,
+    momentums: tuple[Any, Any] | None,
+) -> None:
+    """torch's ``CyclicLR.get_lr`` at step 0, in Python numbers, as its constructor runs it: the
+    same arguments raise the same exceptions here (a ``str`` ``gamma`` in exp_range mode, a zero
+    ``step_size_up``, a NaN step size)."""
+    cycle = math.floor(1 + 0 / total_size)
+    x = 1.0 + 0 / total_size - cycle
+    height = x / step_ratio if x <= step_ratio else (x - 1) / (step_ratio - 1)
+    if scale_fn is not None:
+        scale = scale_fn(cycle if scale_mode == "cycle" else 0)
+    elif mode == "triangular":
+        scale = 1.0
+    elif mode == "triangular2":
+        scale = 1 / (2.0 ** (cycle - 1))
+    else:
+        scale = gamma**0
+    _ = base_lr + (max_lr - base_lr) * height * scale
+    if momentums is not None:
+        base_momentum, max_momentum = momentums
+        _ = max_momentum - (max_momentum - base_momentum) * height * scale
 
 
 def cyclic_schedule(
@@ -117,9 +181,11 @@ def cyclic_schedule(
     )
 
 
-def _anneal(strategy: str) -> Callable[[Any, Any, jax.Array], jax.Array]:
+def _anneal(strategy: str, cos: Callable[[Any], Any] = jnp.cos) -> Callable[[Any, Any, Any], Any]:
+    """torch's annealing from ``start`` to ``end`` at fraction ``pct``; ``cos=math.cos`` computes
+    it in Python numbers, as torch does."""
     if strategy == "cos":
-        return lambda start, end, pct: end + (start - end) / 2.0 * (jnp.cos(math.pi * pct) + 1)
+        return lambda start, end, pct: end + (start - end) / 2.0 * (cos(math.pi * pct) + 1)
     return lambda start, end, pct: (end - start) * pct + start
 
 
@@ -167,6 +233,12 @@ def one_cycle_lr(
       three_phase: use the three-phase variant.
       scheduler_steps_per_epoch: optimizer steps per ``scheduler.step()`` (1: the usual per-batch
         stepping; named apart from torch's ``steps_per_epoch``, which means something else here).
+
+    Warning:
+      Invalid arguments fail as in torch's constructor, which computes step 0 with them (a first
+      phase of length 0, ``pct_start * total_steps == 1``: ``ZeroDivisionError``; a ``str``
+      momentum: ``TypeError``). ``max_lr`` and the momenta are one group's values: torch's lists
+      of one per param group raise ``TypeError`` here, as do torch tensors (pass ``float(t)``).
     """
     if total_steps is not None:
         if total_steps <= 0 or not isinstance(total_steps, int):
@@ -181,20 +253,7 @@ def one_cycle_lr(
         total_steps = epochs * steps_per_epoch
     else:
         raise ValueError("You must define either total_steps OR (epochs AND steps_per_epoch)")
-    if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
-        raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
-    if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(
-            f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
-        )
-    initial_lr = max_lr / div_factor
-    values = {
-        "initial_lr": initial_lr,
-        "max_lr": max_lr,
-        "min_lr": initial_lr / final_div_factor,
-        "max_momentum": max_momentum,
-        "base_momentum": base_momentum,
-    }
+    # torch's order: the phase table (float(pct_start * total_steps)), then the checks
     if three_phase:
         phases = [
             (float(pct_start * total_steps) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
@@ -206,9 +265,53 @@ def one_cycle_lr(
             (float(pct_start * total_steps) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
             (total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
         ]  # fmt: skip
+    if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
+        raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(
+            f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
+        )
+    check_one_group(max_lr, "max_lr")
+    initial_lr = max_lr / div_factor
+    values = {
+        "initial_lr": initial_lr,
+        "max_lr": max_lr,
+        "min_lr": initial_lr / final_div_factor,
+        "max_momentum": max_momentum,
+        "base_momentum": base_momentum,
+    }
+    momenta = ("max_momentum", "base_momentum") if cycle_momentum else ()
+    for name in momenta:
+        check_one_group(values[name], name)
+    _one_cycle_first_step(phases, values, anneal_strategy, cycle_momentum)
+    for name in ("max_lr", *momenta):
+        check_number(values[name], name)
+    check_number(div_factor, "div_factor")
+    check_number(final_div_factor, "final_div_factor")
     return one_cycle_schedule(
         phases, values, anneal_strategy, cycle_momentum, scheduler_steps_per_epoch
     )
+
+
+def _one_cycle_first_step(
+    phases: list[tuple[float, str, str, str, str]],
+    values: dict[str, Any],
+    anneal_strategy: str,
+    cycle_momentum: bool,
+) -> None:
+    """torch's ``OneCycleLR.get_lr`` at step 0, in Python numbers, as its constructor runs it:
+    the same arguments raise the same exceptions here (a first phase of length 0, e.g.
+    ``pct_start * total_steps == 1``: ``ZeroDivisionError``; a ``str`` momentum: ``TypeError``)."""
+    anneal = _anneal(anneal_strategy, math.cos)
+    start = 0.0
+    for index, (end, lr0, lr1, m0, m1) in enumerate(phases):
+        if 0 <= end or index == len(phases) - 1:
+            pct = (0 - start) / (end - start)
+            anneal(values[lr0], values[lr1], pct)
+            if cycle_momentum:
+                anneal(values[m0], values[m1], pct)
+            return
+        start = end
 
 
 def one_cycle_schedule(
@@ -266,6 +369,11 @@ def swalr(
       anneal_epochs: E, scheduler steps of the annealing (0: jump to ``swa_lr`` at step 1).
       anneal_strategy: "cos" or "linear".
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      A ``swa_lr`` that is not one real number raises ``TypeError`` (for a ``str`` or ``None``
+      torch's own, from its first step at construction); torch also takes a list with one
+      ``swa_lr`` per param group, which is one schedule per group here.
     """
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(
@@ -273,6 +381,10 @@ def swalr(
         )
     if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
         raise ValueError(f"anneal_epochs must be equal or greater than 0, got {anneal_epochs}")
+    check_base_lr(lr)
+    if not isinstance(swa_lr, (list, tuple)):
+        _ = 0.0 * swa_lr  # as torch's first step: its TypeError for a str or None swa_lr
+    check_number(swa_lr, "swa_lr")
     if anneal_strategy == "cos":
         alpha_of = lambda tau: (1 - jnp.cos(math.pi * tau)) / 2
     else:

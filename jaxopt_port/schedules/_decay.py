@@ -18,7 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_port.schedules._core import TorchSchedule, as_traceable, divide, scalar
+from jaxopt_port.optim._checks import integer
+from jaxopt_port.schedules._core import (
+    TorchSchedule,
+    as_traceable,
+    check_base_lr,
+    check_lambda,
+    check_number,
+    divide,
+    scalar,
+)
 
 __all__ = [
     "constant_lr",
@@ -42,13 +51,16 @@ def lambda_lr(
     Args:
       lr: the initial lr of the param group.
       lr_lambda: ``epoch -> factor``. Traced if it can be (``jnp`` or plain arithmetic); otherwise
-        called on the host with a Python ``int``, as torch calls it.
+        called on the host with a Python ``int``, as torch calls it. One function: torch's list
+        of one per param group raises ``TypeError`` here (one schedule per group).
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
 
     Example:
       >>> from jaxopt_port import schedules
       >>> schedule = schedules.lambda_lr(0.1, lambda epoch: 0.95**epoch)
     """
+    check_base_lr(lr)
+    check_lambda(lr_lambda, "LambdaLR")
     factor = as_traceable(lr_lambda, "lr_lambda")
     return TorchSchedule("LambdaLR", lambda t: lr * factor(t), "absolute", lr, steps_per_epoch)
 
@@ -66,6 +78,8 @@ def multiplicative_lr(
       lr_lambda: ``epoch -> factor`` (traced, or called on the host as in :func:`lambda_lr`).
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
     """
+    check_base_lr(lr)
+    check_lambda(lr_lambda, "MultiplicativeLR")
     factor = as_traceable(lr_lambda, "lr_lambda")
 
     def product(t: jax.Array, start: jax.Array, first: int) -> jax.Array:
@@ -89,10 +103,18 @@ def step_lr(
 
     Args:
       lr: the initial lr of the param group.
-      step_size: period s of the decay, in scheduler steps.
+      step_size: period s of the decay, in scheduler steps (a positive integer).
       gamma: multiplicative factor.
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      A ``step_size`` that is not a positive integer raises ``ValueError``. torch does not check
+      it: 0 raises ``ZeroDivisionError`` at its first ``step()``, a negative one decays every
+      ``|step_size|`` steps and a fractional one at the steps its multiples hit exactly.
     """
+    check_base_lr(lr)
+    integer(step_size, "step_size", 1)
+    check_number(gamma, "gamma")
     return TorchSchedule(
         "StepLR",
         lambda t: lr * jnp.power(scalar(gamma), scalar(t // step_size)),
@@ -112,10 +134,20 @@ def multi_step_lr(
 
     Args:
       lr: the initial lr of the param group.
-      milestones: scheduler steps at which the lr is multiplied by ``gamma``.
+      milestones: scheduler steps at which the lr is multiplied by ``gamma`` (non-negative
+        integers).
       gamma: multiplicative factor.
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      A milestone that is not a non-negative integer raises ``ValueError``; torch never reaches
+      it (its lr never decays there).
     """
+    check_base_lr(lr)
+    milestones = list(milestones)  # read once: an iterator is consumed
+    for milestone in milestones:
+        integer(milestone, "milestones", 0)
+    check_number(gamma, "gamma")
     marks = np.asarray(sorted(Counter(milestones).elements()), dtype=np.int64)
 
     def value(t: jax.Array) -> jax.Array:
@@ -139,12 +171,24 @@ def constant_lr(
 
     Args:
       lr: the initial lr of the param group.
-      factor: the factor f in [0, 1].
-      total_iters: scheduler steps at the reduced lr.
+      factor: the factor f in (0, 1].
+      total_iters: scheduler steps at the reduced lr (a positive integer).
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      ``factor=0`` raises ``ValueError``: torch accepts it and raises ``ZeroDivisionError`` at
+      step ``total_iters``, where it divides by it. A ``total_iters`` that is not a positive
+      integer raises ``ValueError``: torch then never restores the lr.
     """
+    check_base_lr(lr)
     if factor > 1.0 or factor < 0:
         raise ValueError("Constant multiplicative factor expected to be between 0 and 1.")
+    if factor == 0:
+        raise ValueError(
+            "Constant multiplicative factor 0 is not supported: torch divides by it at step "
+            "total_iters (ZeroDivisionError)"
+        )
+    integer(total_iters, "total_iters", 1)
     low = lr * factor
     back = low * (1.0 / factor) if factor != 0 else math.nan
 
@@ -170,15 +214,21 @@ def linear_lr(
       lr: the initial lr of the param group.
       start_factor: factor s at step 0, in (0, 1].
       end_factor: factor e from ``total_iters`` on, in [0, 1].
-      total_iters: T, scheduler steps of the ramp.
+      total_iters: T, scheduler steps of the ramp (a positive integer).
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      A ``total_iters`` that is not a positive integer raises ``ValueError``; torch accepts it
+      (0 or a negative one keeps the start factor forever, a fractional one stops its ramp early).
     """
+    check_base_lr(lr)
     if start_factor > 1.0 or start_factor <= 0:
         raise ValueError(
             "Starting multiplicative factor expected to be greater than 0 and less or equal to 1."
         )
     if end_factor > 1.0 or end_factor < 0:
         raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
+    integer(total_iters, "total_iters", 1)
 
     def value(t: jax.Array) -> jax.Array:
         progress = divide(jnp.minimum(t, total_iters), total_iters)
@@ -195,6 +245,8 @@ def exponential_lr(lr: float, gamma: float, *, steps_per_epoch: int = 1) -> Torc
       gamma: multiplicative factor per scheduler step.
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
     """
+    check_base_lr(lr)
+    check_number(gamma, "gamma")
     return TorchSchedule(
         "ExponentialLR",
         lambda t: lr * jnp.power(scalar(gamma), scalar(t)),
@@ -211,10 +263,24 @@ def polynomial_lr(
 
     Args:
       lr: the initial lr of the param group.
-      total_iters: T, scheduler steps until the lr reaches 0 (it stays 0 afterwards).
-      power: p.
+      total_iters: T, scheduler steps until the lr reaches 0 (it stays 0 afterwards; a positive
+        integer).
+      power: p (>= 0).
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      A ``total_iters`` that is not a positive integer raises ``ValueError`` (torch keeps the
+      initial lr for 0 or a negative one and stops early for a fractional one), and so does a
+      negative ``power`` (torch raises ``ZeroDivisionError`` at step ``total_iters``).
     """
+    check_base_lr(lr)
+    integer(total_iters, "total_iters", 1)
+    check_number(power, "power")
+    if power < 0:
+        raise ValueError(
+            f"Expected non-negative power, but got {power}: torch raises ZeroDivisionError at "
+            "step total_iters"
+        )
 
     def value(t: jax.Array) -> jax.Array:
         remaining = 1.0 - divide(jnp.minimum(t, total_iters), total_iters)
@@ -245,7 +311,18 @@ def cosine_annealing_lr(
       T_max: half period, in scheduler steps.
       eta_min: minimum lr.
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
+
+    Warning:
+      ``T_max=0`` raises ``ValueError`` here; torch accepts it and raises ``ZeroDivisionError`` at
+      its first ``step()`` (the closed form would be NaN).
     """
+    check_base_lr(lr)
+    check_number(T_max, "T_max")
+    if T_max == 0:
+        raise ValueError(
+            "Expected nonzero T_max, but got 0: torch raises ZeroDivisionError at its first step"
+        )
+    check_number(eta_min, "eta_min")
     kind = "multiplicative" if eta_min == 0 else "affine"
     return TorchSchedule(
         "CosineAnnealingLR",
@@ -291,6 +368,7 @@ def cosine_annealing_warm_restarts(
       eta_min: minimum lr.
       steps_per_epoch: optimizer steps per ``scheduler.step()``.
     """
+    check_base_lr(lr)
     if T_0 <= 0 or not isinstance(T_0, int):
         raise ValueError(f"Expected positive integer T_0, but got {T_0}")
     if T_mult < 1 or not isinstance(T_mult, int):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxopt_port.optim._base import as_float
+from jaxopt_port.optim._base import as_float, describe_torch_object, torch_kind
 from jaxopt_port.schedules import _compose, _cyclic, _decay, _plateau
 from jaxopt_port.schedules._core import TorchSchedule
 
@@ -86,7 +86,34 @@ def _read(
             scheduler.eps,
             steps_per_epoch=steps_per_epoch,
         )
-    raise TypeError(f"no jaxopt_port schedule for {name}")
+    from jaxopt_port.schedules import SCHEDULERS  # the package imports this module
+
+    bases = [c.__name__ for c in type(scheduler).__mro__[1:] if c.__name__ in SCHEDULERS]
+    subclass = f" (a subclass of {bases[0]}, whose get_lr it may change)" if bases else ""
+    raise TypeError(
+        f"no jaxopt_port schedule for {name}{subclass}: schedules.from_torch reads torch's own "
+        f"scheduler classes, {', '.join(SCHEDULERS)}; build the schedule with the factories, "
+        "e.g. schedules.cosine_annealing_lr(lr, T_max)"
+    )
+
+
+def _check_scheduler(scheduler: Any) -> None:
+    if torch_kind(scheduler) == "scheduler" and not isinstance(scheduler, type):
+        return
+    hint = ""
+    if torch_kind(scheduler) == "optimizer" and not isinstance(scheduler, type):
+        hint = (
+            "; pass the scheduler built on it (for the optimizer itself use optim.from_torch, "
+            "which also takes the scheduler: optim.from_torch(optimizer, scheduler))"
+        )
+    elif isinstance(scheduler, type):
+        hint = "; build it first, e.g. torch.optim.lr_scheduler.StepLR(optimizer, step_size=30)"
+    elif isinstance(scheduler, dict):
+        hint = "; pass the scheduler itself (a state_dict does not name its class)"
+    raise TypeError(
+        "schedules.from_torch expects a torch.optim.lr_scheduler scheduler (or "
+        f"torch.optim.swa_utils.SWALR) instance, got {describe_torch_object(scheduler)}{hint}"
+    )
 
 
 def from_torch(
@@ -107,6 +134,12 @@ def from_torch(
       CyclicLR/OneCycleLR), or for ReduceLROnPlateau the stateful schedule of
       :func:`reduce_lr_on_plateau`.
 
+    Raises:
+      TypeError: for anything but a torch scheduler instance (an optimizer, the class, a
+        ``state_dict``: the message says what to pass), and for a scheduler class torch does not
+        define (a subclass may change ``get_lr``, so it is not read as its base).
+      IndexError: for a ``group`` the optimizer does not have.
+
     Example:
       >>> import torch
       >>> from jaxopt_port import schedules
@@ -115,6 +148,7 @@ def from_torch(
       >>> float(schedule(30))  # doctest: +ELLIPSIS
       0.0100...
     """
+    _check_scheduler(scheduler)
     if not 0 <= group < len(scheduler.optimizer.param_groups):
         raise IndexError(
             f"group {group} out of range: the optimizer has "

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_port.optim._base import scalar_dtype
-from jaxopt_port.schedules._core import check_steps_per_epoch
+from jaxopt_port.optim._checks import integer
+from jaxopt_port.schedules._core import check_base_lr, check_number, check_steps_per_epoch
 
 __all__ = ["ReduceLROnPlateau", "ReduceLROnPlateauState", "reduce_lr_on_plateau"]
 
@@ -50,6 +51,12 @@ class ReduceLROnPlateau:
         if threshold_mode not in {"rel", "abs"}:
             raise ValueError("threshold mode " + threshold_mode + " is unknown!")
         check_steps_per_epoch(steps_per_epoch)
+        # torch does not check these and fails at its first step(metric) (TypeError)
+        check_base_lr(lr)
+        for value, name in ((patience, "patience"), (threshold, "threshold"), (eps, "eps")):
+            check_number(value, name)
+        check_number(min_lr, "min_lr")
+        integer(cooldown, "cooldown")
         self.lr, self.mode, self.factor, self.patience = lr, mode, factor, patience
         self.threshold, self.threshold_mode, self.cooldown = threshold, threshold_mode, cooldown
         self.min_lr, self.eps, self.steps_per_epoch = min_lr, eps, steps_per_epoch
@@ -159,6 +166,12 @@ def reduce_lr_on_plateau(
       min_lr: lower bound of the lr.
       eps: cuts smaller than this are skipped.
       steps_per_epoch: optimizer steps per ``scheduler.step(metric)``.
+
+    Warning:
+      ``patience``, ``threshold``, ``eps`` or ``min_lr`` that is not a real number (or a list of
+      one ``min_lr`` per group: this schedule is one group's) raises ``TypeError`` and a
+      ``cooldown`` that is not an integer ``ValueError`` here; torch accepts them and fails at
+      its first ``step(metric)``.
 
     Example:
       >>> from jaxopt_port import optim, schedules

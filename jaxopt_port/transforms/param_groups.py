@@ -8,12 +8,24 @@ updated by the group's, and ``optax.partition`` routes every leaf to its group.
 torch lists the parameter tensors of a group; JAX arrays have no identity that survives ``jit``,
 so a group *selects* leaves of the params pytree by their path instead:
 
-- a **pattern** string, matched against the path's names joined by ``"/"``
-  (``"encoder/layers/0/bias"``). Matching is component-wise and anchored at both ends:
-  ``*``, ``?`` and ``[seq]`` are ``fnmatch`` wildcards inside one component (they never cross a
-  ``"/"``); a component that is exactly ``**`` matches zero or more whole components. So
-  ``"*/bias"`` is a ``bias`` exactly one level down, ``"**/bias"`` a ``bias`` at any depth
-  (the top level included) and ``"encoder/**"`` everything under ``encoder``. Case-sensitive.
+- a **pattern** string, matched against the leaf's path in two spellings; it selects the leaf
+  if it matches either:
+
+  1. the path's names joined by ``"/"`` (``"encoder/layers/0/bias"``), the pattern split into
+     components at ``"/"``;
+  2. the path's names joined by ``"."`` (``"encoder.layers.0.bias"``, the spelling of torch's
+     parameter names and of ``interop.weights``' keys), both split into components at ``"."`` —
+     so a dict key ``"0.weight"`` is the two components ``0`` and ``weight`` here.
+
+  Within a spelling, matching is component-wise and anchored at both ends: ``*``, ``?`` and
+  ``[seq]`` are ``fnmatch`` wildcards inside one component (they never cross a separator); a
+  component that is exactly ``**`` matches zero or more whole components. So ``"*/bias"`` (or
+  ``"*.bias"``) is a ``bias`` exactly one level down, ``"**/bias"`` (``"**.bias"``) a ``bias`` at
+  any depth (the top level included) and ``"encoder/**"`` everything under ``encoder``.
+  Case-sensitive. The names are the pytree's (Flax's ``kernel``/``scale``, not torch's
+  ``weight``), and an ``nnx.Sequential`` keeps its layers under ``layers``: torch's
+  ``"3.weight"`` of an ``nn.Sequential`` is ``"layers.3.kernel"`` in its NNX twin, selected by
+  ``"layers.3.*"`` (the dict of torch names in docs/migration.md is selected by ``"3.*"``).
 - a **list of patterns**: a leaf is selected if any pattern matches.
 - a **predicate** ``(path: tuple[str, ...], leaf) -> bool``. It runs while tracing too, so it
   must decide from the path, shape, ``ndim`` and dtype only, never from the values.
@@ -31,8 +43,10 @@ Differences from torch, all deliberate:
   (``unmatched="default"``), so the common recipe needs one group only. torch has no such
   leaves: a parameter left out of every group is simply not optimized — ``unmatched="freeze"``
   reproduces that, ``unmatched="error"`` raises instead.
-- A group that selects nothing is allowed, as torch allows a group with an empty params list;
-  use :func:`describe_param_groups` to check that the patterns select what you meant.
+- A group that selects no leaf raises ``ValueError`` (at ``init``/``update``, when the params are
+  first seen), listing some of the paths there are: it is almost always a pattern that does not
+  match the tree's spelling. torch allows a group with an empty params list; ``allow_empty=True``
+  allows it here too. :func:`describe_param_groups` shows what each group selects.
 - As in torch, a leaf in two groups raises ``ValueError("some parameters appear in more than
   one parameter group ...")``; the message also names the path and both groups.
 - As in torch, Adagrad's ``initial_accumulator_value`` is the constructor's for every group (a
@@ -45,7 +59,6 @@ optimizer state and in :func:`describe_param_groups`, instead of ``"group<i>"``.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any, Literal, TypeAlias
@@ -56,6 +69,8 @@ import optax
 
 from jaxopt_port.optim._from_torch import CONSTRUCTOR_ONLY
 from jaxopt_port.optim._hyperparams import partition, single_group
+from jaxopt_port.optim._paths import named_leaves as _named_leaves
+from jaxopt_port.optim._paths import path_names
 
 __all__ = [
     "Selector",
@@ -77,59 +92,6 @@ DEFAULT_LABEL = {"default": "default", "freeze": "frozen"}
 _RESERVED = ("params", "name")
 
 
-# ----------------------------------------------------------------------------- paths
-
-
-def _key_name(key: Any) -> str:
-    if isinstance(key, jax.tree_util.DictKey):
-        return str(key.key)
-    if isinstance(key, jax.tree_util.GetAttrKey):
-        return key.name
-    if isinstance(key, jax.tree_util.SequenceKey):
-        return str(key.idx)
-    if isinstance(key, jax.tree_util.FlattenedIndexKey):
-        return str(key.key)
-    return str(key)
-
-
-def path_names(path: Sequence[Any]) -> tuple[str, ...]:
-    """The names of a ``jax.tree_util`` key path, as selectors see them.
-
-    Example:
-      >>> import jax
-      >>> [(path, _)] = jax.tree_util.tree_flatten_with_path({"dense": [1.0]})[0]
-      >>> path_names(path)
-      ('dense', '0')
-    """
-    return tuple(_key_name(key) for key in path)
-
-
-def _box_types() -> tuple[type, ...]:
-    """Flax's boxes around one array. A tree can only hold them once flax has been imported, so
-    the library does not import flax itself."""
-    boxes = []
-    if "flax.nnx" in sys.modules:
-        boxes.append(sys.modules["flax.nnx"].Variable)
-    if "flax.core.meta" in sys.modules:
-        boxes.append(sys.modules["flax.core.meta"].AxisMetadata)
-    return tuple(boxes)
-
-
-def _named_leaves(params: Any) -> tuple[list[tuple[tuple[str, ...], Any]], Any]:
-    """``[(path names, leaf)]`` with Flax boxes as single leaves, and the treedef to unflatten."""
-    boxes = _box_types()
-    flat, treedef = jax.tree_util.tree_flatten_with_path(
-        params, is_leaf=(lambda x: isinstance(x, boxes)) if boxes else None
-    )
-    named = []
-    for path, leaf in flat:
-        if boxes and isinstance(leaf, boxes):
-            inner = jax.tree_util.tree_leaves(leaf)
-            leaf = inner[0] if len(inner) == 1 else leaf
-        named.append((path_names(path), leaf))
-    return named, treedef
-
-
 # ----------------------------------------------------------------------------- selectors
 
 
@@ -148,8 +110,16 @@ def _as_predicate(selector: Any, where: str) -> Callable[[tuple[str, ...], Any],
     if callable(selector):
         return selector
     if isinstance(selector, Sequence) and all(isinstance(p, str) for p in selector):
-        patterns = [tuple(p.split("/")) for p in selector]
-        return lambda names, leaf: any(_match_parts(p, names) for p in patterns)
+        slash = [tuple(p.split("/")) for p in selector]
+        dot = [tuple(p.split(".")) for p in selector]
+
+        def predicate(names: tuple[str, ...], leaf: Any) -> bool:
+            dotted = tuple(".".join(names).split("."))
+            return any(_match_parts(p, names) for p in slash) or any(
+                _match_parts(p, dotted) for p in dot
+            )
+
+        return predicate
     raise TypeError(
         f"{where}: 'params' must be a glob pattern, a list of patterns or a predicate "
         f"(path, leaf) -> bool, got {type(selector).__name__}. JAX arrays have no identity "
@@ -239,24 +209,58 @@ def _check_unmatched(unmatched: str) -> None:
         raise ValueError(f"unmatched must be 'default', 'freeze' or 'error', got {unmatched!r}")
 
 
-def _labels(checked: list, params: Any, unmatched: str) -> tuple[list, list, Any]:
-    """``(names per leaf, label per leaf, treedef)``; raises on overlaps and, with
-    ``unmatched="error"``, on leaves no group selects."""
+def _shown(paths: Sequence[str], limit: int = 10) -> str:
+    return ", ".join(repr(p) for p in paths[:limit]) + (", ..." if len(paths) > limit else "")
+
+
+def _check_selected(checked: list, names: list, labels: list) -> None:
+    """Raise ``ValueError`` for the first group that selects no leaf."""
+    used = set(labels)
+    for index, (label, _, description) in enumerate(checked):
+        if label in used:
+            continue
+        paths = ["/".join(n) for n in names]
+        rule = ""
+        if description.startswith(("'", '"', "[")) and names:  # patterns, not a predicate
+            dotted = ".".join(names[0])
+            rule = (
+                "patterns are matched against each path joined by '/' (as listed) and by '.' "
+                f"({dotted!r} for {paths[0]!r}), anchored at both ends; "
+            )
+        raise ValueError(
+            f"param group {index} ({description}) selects no parameter: {rule}the params have "
+            f"{len(paths)} leaves: {_shown(paths, 8)}. Pass allow_empty=True to allow a group "
+            "that selects nothing (torch allows an empty 'params' list)."
+        )
+
+
+def _labels(
+    checked: list, params: Any, unmatched: str, allow_empty: bool = True
+) -> tuple[list, list, Any]:
+    """``(names per leaf, label per leaf, treedef)``; raises on overlaps, with
+    ``unmatched="error"`` on leaves no group selects and without ``allow_empty`` on a group that
+    selects no leaf."""
     _check_unmatched(unmatched)
     named, treedef = _named_leaves(params)
     names = [n for n, _ in named]
     labels = [_label_of(n, leaf, checked, unmatched) for n, leaf in named]
     missing = ["/".join(n) for n, label in zip(names, labels, strict=True) if label is None]
     if missing:
-        shown = ", ".join(repr(p) for p in missing[:10]) + (", ..." if len(missing) > 10 else "")
         raise ValueError(
-            f"{len(missing)} parameter(s) are in no param group and unmatched='error': {shown}"
+            f"{len(missing)} parameter(s) are in no param group and unmatched='error': "
+            f"{_shown(missing)}"
         )
+    if not allow_empty:
+        _check_selected(checked, names, labels)
     return names, labels, treedef
 
 
 def param_group_labels(
-    groups: Sequence[Mapping[str, Any]], params: Any, *, unmatched: Unmatched = "default"
+    groups: Sequence[Mapping[str, Any]],
+    params: Any,
+    *,
+    unmatched: Unmatched = "default",
+    allow_empty: bool = False,
 ) -> Any:
     """The label of every leaf of ``params``, as the pytree ``optax.partition`` takes.
 
@@ -264,6 +268,8 @@ def param_group_labels(
       groups: torch-style param groups (only their ``"params"`` and ``"name"`` are read).
       params: the params pytree (arrays, ``jax.ShapeDtypeStruct``\\ s, tracers, Flax states).
       unmatched: where leaves no group selects go — see :func:`param_groups`.
+      allow_empty: allow a group that selects no leaf (default: ``ValueError``), as in
+        :func:`param_groups`.
 
     Returns:
       A pytree with the structure of ``params`` (Flax boxes replaced by their label) whose leaves
@@ -275,7 +281,7 @@ def param_group_labels(
       >>> param_group_labels([{"params": "**/bias"}], params)
       {'dense': {'bias': 'group0', 'kernel': 'default'}}
     """
-    _, labels, treedef = _labels(_checked_groups(groups), params, unmatched)
+    _, labels, treedef = _labels(_checked_groups(groups), params, unmatched, allow_empty)
     return jax.tree_util.tree_unflatten(treedef, labels)
 
 
@@ -284,9 +290,10 @@ def describe_param_groups(
 ) -> dict[str, list[str]]:
     """What went where: every group's label with the ``"/"``-joined paths it selects.
 
-    Every group appears, in order and also when it selects nothing, followed by the unmatched
-    leaves' group (``"default"`` or ``"frozen"``) when there are any. Raises as
-    :func:`param_groups` would (overlaps, unmatched leaves with ``unmatched="error"``).
+    Every group appears, in order and also when it selects nothing (this is the tool to find
+    such a group, so it does not raise for it), followed by the unmatched leaves' group
+    (``"default"`` or ``"frozen"``) when there are any. Otherwise raises as :func:`param_groups`
+    would (overlaps, unmatched leaves with ``unmatched="error"``).
 
     Args:
       groups: torch-style param groups.
@@ -335,6 +342,7 @@ def param_groups(
     /,
     *,
     unmatched: Unmatched = "default",
+    allow_empty: bool = False,
     **defaults: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """torch's param groups for a jaxopt_port optimizer: ``factory(**defaults)`` per group, with
@@ -357,6 +365,9 @@ def param_groups(
         ``"default"`` group with the constructor's arguments; ``"freeze"`` never changes them
         (torch's behaviour for a parameter given to no group); ``"error"`` raises ``ValueError``
         at ``init``/``update`` listing them.
+      allow_empty: if False (default), a group that selects no leaf raises ``ValueError`` at
+        ``init``/``update`` (naming the group and listing some of the paths there are); if True
+        such a group is allowed and optimizes nothing, as torch's group with an empty params list.
       **defaults: the factory's keyword arguments (torch's constructor arguments).
 
     Returns:
@@ -372,7 +383,8 @@ def param_groups(
       TypeError: at once, for a hyperparameter the factory does not take or a selector of the
         wrong type. The factory's own ``ValueError`` (torch's message) also comes at once.
       ValueError: at ``init``/``update``, for a leaf selected by two groups (naming the path and
-        both groups), or an unmatched leaf with ``unmatched="error"``.
+        both groups), an unmatched leaf with ``unmatched="error"``, or a group that selects no
+        leaf unless ``allow_empty=True``.
 
     Example:
       >>> from jaxopt_port import optim
@@ -403,7 +415,7 @@ def param_groups(
         transforms[DEFAULT_LABEL["freeze"]] = optax.set_to_zero()
 
     def labels(tree: Any) -> Any:
-        _, leaf_labels, treedef = _labels(checked, tree, unmatched)
+        _, leaf_labels, treedef = _labels(checked, tree, unmatched, allow_empty)
         return jax.tree_util.tree_unflatten(treedef, leaf_labels)
 
     return partition(transforms, labels, torch_keys, frozen=(DEFAULT_LABEL["freeze"],))
@@ -413,6 +425,8 @@ def no_weight_decay(
     factory: Callable[..., optax.GradientTransformation],
     /,
     selector: Selector = is_bias_or_norm,
+    *,
+    allow_empty: bool = False,
     **defaults: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """The usual recipe in one line: ``weight_decay=0`` for the leaves ``selector`` picks
@@ -425,6 +439,8 @@ def no_weight_decay(
     Args:
       factory: a jaxopt_port optimizer factory with a ``weight_decay`` argument.
       selector: the leaves without weight decay (a pattern, list of patterns or predicate).
+      allow_empty: allow a model where ``selector`` selects nothing (default: ``ValueError`` at
+        ``init``, see :func:`param_groups`).
       **defaults: the factory's keyword arguments, ``weight_decay`` included.
 
     Returns:
@@ -436,5 +452,8 @@ def no_weight_decay(
       >>> tx = no_weight_decay(optim.adamw, lr=3e-4, weight_decay=0.05)
     """
     return param_groups(
-        factory, [{"params": selector, "weight_decay": 0.0, "name": "no_decay"}], **defaults
+        factory,
+        [{"params": selector, "weight_decay": 0.0, "name": "no_decay"}],
+        allow_empty=allow_empty,
+        **defaults,
     )
