@@ -40,3 +40,14 @@ def test_data_parallel_example_trains_on_eight_simulated_devices():
     # ZeRO-1: 1/8 of the AdamW moments per device, plus the step counters (measured 0.126)
     ratio = float(out.split("optimizer state per device / whole state: ")[1].split()[0])
     assert 0.125 <= ratio <= 0.13
+
+
+def test_torch_nnx_round_trip_example_equals_an_unbroken_torch_run():
+    result = subprocess.run(
+        [sys.executable, "examples/torch_nnx_round_trip.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # the example exits 1 itself if the gap exceeds 1e-12 (measured 2.2e-16)
+    assert result.returncode == 0, result.stdout + result.stderr
+    gap = float(result.stdout.split("largest weight difference ")[1])
+    assert gap <= 1e-12
