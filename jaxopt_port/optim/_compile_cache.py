@@ -14,11 +14,12 @@ code, reuses the compiled code, across calls and across optimizer instances.
 What the structural key covers. The printed jaxpr holds every primitive, its parameters, the
 avals of the inputs and closed-over arrays, and the values of scalar literals (a Python float the
 function closes over is such a literal: a new value is a new key; pass values that change between
-calls as arrays). Objects whose printed form does not identify them — Python callables such as a
-``jax.pure_callback``'s host function, and the arrays of an inner closed jaxpr — enter the key by
-identity, so a new host function compiles anew (and nothing stale is ever reused). Custom
-derivative rules (``custom_jvp``/``custom_vjp``) are exempt: the traced function is evaluated,
-never differentiated again, so its rules cannot run.
+calls as arrays). Objects whose printed form does not identify them — those printed with their
+address, as Python functions are (a ``jax.pure_callback``'s host function), and the arrays of an
+inner closed jaxpr — enter the key by identity, so a new host function compiles anew (and
+nothing stale is ever reused). Custom derivative rules (``custom_jvp``/``custom_vjp``) are exempt:
+trace the function *with* its derivatives (``jax.value_and_grad``), so that the rules are applied
+while tracing, and the jaxpr is then only evaluated, never differentiated again.
 """
 
 from __future__ import annotations
@@ -73,13 +74,16 @@ def _unprinted(jaxpr: jex.core.Jaxpr) -> tuple[_Same, ...]:
         elif isinstance(value, jex.core.ClosedJaxpr):
             visit_jaxpr(value.jaxpr)
             found.extend(_Same(c) for c in value.consts)
-        elif isinstance(value, (tuple, list)):
+        elif isinstance(value, (tuple, list, set, frozenset)):
             for item in value:
                 visit(primitive, item)
-        elif callable(value) or type(value).__repr__ is object.__repr__:
-            if primitive not in _DERIVATIVE_RULE_PRIMITIVES:
-                # a pure_callback's wrapper is new per trace; the user's function inside is not
-                found.append(_Same(getattr(value, "callback_func", value)))
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(primitive, item)
+        elif primitive not in _DERIVATIVE_RULE_PRIMITIVES and " at 0x" in repr(value):
+            # printed as "<function f at 0xXXXX>": identified by the object itself. A
+            # pure_callback's wrapper is new per trace; the user's function inside is not.
+            found.append(_Same(getattr(value, "callback_func", value)))
 
     def visit_jaxpr(j: jex.core.Jaxpr) -> None:
         for eqn in j.eqns:
