@@ -44,11 +44,6 @@ def divide(numerator: Any, denominator: Any) -> jax.Array:
     return scalar(numerator) / jax.lax.optimization_barrier(scalar(denominator))
 
 
-def _concrete(count: Any) -> bool:
-    """Whether ``count`` is a value rather than a tracer (the schedule is called outside a trace)."""
-    return not isinstance(count, jax.core.Tracer)
-
-
 def check_steps_per_epoch(steps_per_epoch: int) -> None:
     if not isinstance(steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1:
         raise ValueError(f"Expected positive integer steps_per_epoch, but got {steps_per_epoch}")
@@ -100,7 +95,7 @@ class TorchSchedule:
         return count // self.steps_per_epoch if self.steps_per_epoch != 1 else count
 
     def __call__(self, count: Any) -> jax.Array:
-        if _concrete(count):
+        if not isinstance(count, jax.core.Tracer):  # called outside a trace
             return self._compiled["lr"](count)
         return self._lr(count)
 
@@ -115,7 +110,7 @@ class TorchSchedule:
         """The momentum (or β1) torch's param group holds at optimizer update ``count``."""
         if self.momentum_at_epoch is None:
             raise ValueError(f"{self.name} does not cycle momentum")
-        if _concrete(count):
+        if not isinstance(count, jax.core.Tracer):  # called outside a trace
             return self._compiled["momentum"](count)
         return self._momentum(count)
 
