@@ -129,6 +129,19 @@ def test_eager_lbfgs_compiles_once_per_options_and_loss_structure():
     assert cache.misses == start + 3
 
 
+def test_integer_options_given_as_arrays_compile_once():
+    """``optax.inject_hyperparams`` without ``static_args`` passes max_iter and history_size as
+    0-d integer arrays (a new lbfgs instance each update): keyed by value, not compiled per call."""
+    tx = optax.inject_hyperparams(optim.lbfgs)(lr=0.5, max_iter=4, history_size=3)
+    params = jnp.zeros(4)
+    state = tx.init(params)
+    params, state = _eager_step(tx, state, params, _residuals(*_least_squares(0)))
+    with counting_compiles() as compiles:
+        for seed in range(1, 4):
+            params, state = _eager_step(tx, state, params, _residuals(*_least_squares(seed)))
+    assert compiles[0] == 0
+
+
 def test_a_changed_python_constant_or_host_function_is_never_reused():
     """The structural key must not hand back code compiled for other values: a closed-over Python
     float is part of the code (a literal), a ``pure_callback``'s host function is keyed by identity.

@@ -474,12 +474,22 @@ def _eager_step(
     return step(traced.consts, *dynamic)
 
 
-def _hashable(value: Any) -> bool:
+def _by_value(options: _Options) -> _Options | None:
+    """``options`` hashable by value (an integer 0-d array, as ``optax.inject_hyperparams`` passes
+    a count it is not told is static, as a Python int: the same integer arithmetic), or None."""
+
+    def value(x: Any) -> Any:
+        if isinstance(x, (jax.Array, np.ndarray)) and x.ndim == 0:
+            if jnp.issubdtype(x.dtype, jnp.integer):
+                return int(x)
+        return x
+
+    options = _Options(*(value(x) for x in options))
     try:
-        hash(value)
+        hash(options)
     except TypeError:
-        return False
-    return True
+        return None
+    return options
 
 
 def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -674,9 +684,9 @@ def lbfgs(
             raise ValueError("lbfgs needs params (and value, value_fn) in update")
         lr_now = lr_at(lr, state.count)
         dynamic = (updates, state, params, value, grad, lr_now, tolerance_grad, tolerance_change)
-        # under the caller's jit, vmap or grad (or with array-valued options): inline
-        if any_tracer(dynamic) or not _hashable(options):
+        static = None if any_tracer(dynamic, options) else _by_value(options)
+        if static is None:  # under the caller's jit, vmap or grad (or unhashable options): inline
             return _step(options, _value_and_grad(value_fn), *dynamic)
-        return _eager_step(options, value_fn, *dynamic)
+        return _eager_step(static, value_fn, *dynamic)
 
     return optax.GradientTransformationExtraArgs(init, update)
