@@ -7,6 +7,7 @@ zoom phase are while-loops that reproduce every branch of torch's ``_strong_wolf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from jaxopt_port.optim._base import (
     lr_at,
     params_dtype,
 )
+from jaxopt_port.optim._compile_cache import CompileCache, any_tracer, evaluate, trace
 from jaxopt_port.optim._docs import doc
 from jaxopt_port.optim._hyperparams import carries_torch_group
 
@@ -331,6 +333,166 @@ def _direction(state: LBFGSState, flat_grad: Array, history_size: int) -> LBFGSS
     )
 
 
+class _Options(NamedTuple):
+    """The options that shape the compiled loops (static: part of the compile key, by value)."""
+
+    max_iter: int
+    max_eval: int
+    history_size: int
+    line_search_fn: str | None
+
+
+def _step(
+    options: _Options,
+    value_and_grad: Callable[[Any], tuple[Array, Any]],
+    updates: Any,
+    state: LBFGSState,
+    params: Any,
+    value: Array,
+    grad: Any,
+    lr: Array,
+    tolerance_grad: float | Array,
+    tolerance_change: float | Array,
+) -> tuple[Any, LBFGSState]:
+    """One ``optimizer.step(closure)``; ``value_and_grad(params) -> (loss, grads)`` is the closure
+    and ``lr`` the learning rate of this step."""
+    x0, unravel = ravel_pytree(params)
+    dtype = x0.dtype
+    flat_grad = ravel_pytree(updates if grad is None else grad)[0].astype(dtype)
+    loss = jnp.asarray(value, dtype)
+    lr_now = jnp.asarray(lr).astype(dtype)
+
+    def flat_value_and_grad(x: Array) -> tuple[Array, Array]:
+        f, g = value_and_grad(unravel(x))
+        return f.astype(dtype), ravel_pytree(g)[0].astype(dtype)
+
+    def iteration(c: _Iteration) -> _Iteration:
+        n_iter = c.n_iter + 1
+        st = c.state._replace(n_iter=c.state.n_iter + 1)
+        first = st.n_iter == 1
+        st = jax.lax.cond(
+            first,
+            lambda s: s._replace(
+                d=-c.flat_grad,
+                num_old=jnp.zeros_like(s.num_old),
+                oldest=jnp.zeros_like(s.oldest),
+                H_diag=jnp.ones_like(s.H_diag),
+            ),
+            lambda s: _direction(s, c.flat_grad, options.history_size),
+            st,
+        )
+        inverse_l1 = 1.0 / jnp.sum(jnp.abs(c.flat_grad))
+        t = jnp.where(first, jnp.where(inverse_l1 < 1.0, inverse_l1, 1.0) * lr_now, lr_now)
+        st = st._replace(t=t, prev_flat_grad=c.flat_grad, prev_loss=c.loss)
+        d = st.d
+        gtd = c.flat_grad @ d
+
+        def move(_):
+            if options.line_search_fn == "strong_wolfe":
+                loss, flat_grad, t_ls, ls_evals = _strong_wolfe(
+                    lambda t: flat_value_and_grad(c.x + t * d),
+                    t,
+                    d,
+                    c.loss,
+                    c.flat_grad,
+                    gtd,
+                    options.max_eval - c.current_evals,
+                )
+                return c.x + t_ls * d, loss, flat_grad, t_ls, ls_evals
+            x = c.x + t * d
+            # torch skips the evaluation in the last iteration (its gradient would go unused)
+            loss, flat_grad, ls_evals = jax.lax.cond(
+                n_iter != options.max_iter,
+                lambda: (*flat_value_and_grad(x), jnp.ones([], jnp.int32)),
+                lambda: (c.loss, c.flat_grad, jnp.zeros([], jnp.int32)),
+            )
+            return x, loss, flat_grad, t, ls_evals
+
+        def stay(_):
+            return c.x, c.loss, c.flat_grad, t, jnp.zeros([], jnp.int32)
+
+        descent = ~(gtd > -tolerance_change)
+        x, loss, flat_grad, t, ls_evals = jax.lax.cond(descent, move, stay, None)
+        current_evals = c.current_evals + ls_evals
+        st = st._replace(t=t, func_evals=st.func_evals + ls_evals)
+        evaluated = descent & ((n_iter != options.max_iter) | (options.line_search_fn is not None))
+        opt_cond = jnp.where(evaluated, jnp.max(jnp.abs(flat_grad)) <= tolerance_grad, c.opt_cond)
+        stop = (
+            ~descent
+            | (n_iter == options.max_iter)
+            | (current_evals >= options.max_eval)
+            | opt_cond
+            | (jnp.max(jnp.abs(d * t)) <= tolerance_change)
+            | (jnp.abs(loss - st.prev_loss) < tolerance_change)
+        )
+        return _Iteration(x, loss, flat_grad, opt_cond, n_iter, current_evals, stop, st)
+
+    opt_cond = jnp.max(jnp.abs(flat_grad)) <= tolerance_grad
+    one = jnp.ones([], jnp.int32)
+    start = _Iteration(
+        x0,
+        loss,
+        flat_grad,
+        opt_cond,
+        0 * one,
+        one,
+        opt_cond,
+        state._replace(func_evals=state.func_evals + 1),
+    )
+    end = jax.lax.while_loop(lambda c: (c.n_iter < options.max_iter) & ~c.stop, iteration, start)
+    new_state = end.state._replace(count=increment(state.count))
+    return unravel(end.x - x0), new_state
+
+
+def _value_and_grad(value_fn: Callable[[Any], Array]) -> Callable[[Any], tuple[Array, Any]]:
+    """torch's ``closure()``: the loss at ``params`` and its gradient."""
+    return jax.value_and_grad(lambda p: jnp.asarray(value_fn(p)))
+
+
+#: The eager steps' compiled code, shared by every ``lbfgs`` instance: one entry per options and
+#: structure of ``value_fn`` (its data are arguments), the least recently used dropped first.
+_COMPILED = CompileCache()
+
+
+def _compiled_step(
+    options: _Options, jaxpr: Any, out_tree: Any, consts: list[Any], *dynamic: Any
+) -> tuple[Any, LBFGSState]:
+    return _step(options, functools.partial(evaluate, jaxpr, out_tree, consts), *dynamic)
+
+
+def _eager_step(
+    options: _Options, value_fn: Callable[[Any], Array], *dynamic: Any
+) -> tuple[Any, LBFGSState]:
+    """:func:`_step` for a call outside any trace: ``value_fn`` is traced to a jaxpr, the arrays it
+    closes over become arguments, and the step compiles once per options and jaxpr structure,
+    whatever the data, the closure object or the ``lbfgs`` instance (``_compile_cache``)."""
+    params = dynamic[2]
+    traced = trace(_value_and_grad(value_fn), params)
+    step = _COMPILED.get(
+        (options, traced.key),
+        lambda: jax.jit(functools.partial(_compiled_step, options, traced.jaxpr, traced.out_tree)),
+    )
+    return step(traced.consts, *dynamic)
+
+
+def _by_value(options: _Options) -> _Options | None:
+    """``options`` hashable by value (an integer 0-d array, as ``optax.inject_hyperparams`` passes
+    a count it is not told is static, as a Python int: the same integer arithmetic), or None."""
+
+    def value(x: Any) -> Any:
+        if isinstance(x, (jax.Array, np.ndarray)) and x.ndim == 0:
+            if jnp.issubdtype(x.dtype, jnp.integer):
+                return int(x)
+        return x
+
+    options = _Options(*(value(x) for x in options))
+    try:
+        hash(options)
+    except TypeError:
+        return None
+    return options
+
+
 def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
     """torch's L-BFGS param group: ``max_eval=None`` stored as ``max_iter * 5 // 4``."""
     if arguments["max_eval"] is None:
@@ -409,6 +571,18 @@ def lbfgs(
       Jittable: the inner loop, line search and history are ``lax`` loops and fixed-size buffers,
       so the update compiles once.
 
+    Called eagerly (no ``jax.jit`` around it, as torch's ``step(closure)`` is called), ``update``
+    traces ``value_and_grad(value_fn)`` at each call (about a millisecond for a small loss), passes
+    the arrays ``value_fn`` closes over (a batch, a model's other state) as arguments, and runs a
+    step compiled once per ``max_iter``/``max_eval``/``history_size``/``line_search_fn``,
+    parameter structure and structure of ``value_fn``: a new closure per step
+    (``value_fn=lambda p: loss(p, batch)``), new data and new ``lbfgs`` instances reuse it. Given
+    the same inputs it returns bit for bit what the jitted ``update`` returns (a gradient that the
+    caller computes eagerly, op by op, can differ from a jitted one in the last bit, which L-BFGS
+    may amplify over steps). A Python number that ``value_fn`` closes over is compiled in as a
+    constant, so pass values that change between steps as arrays. The compiled steps of the 32
+    most recently used structures are kept.
+
     Example:
       >>> import jax, jax.numpy as jnp, optax
       >>> from jaxopt_port.optim import lbfgs
@@ -423,6 +597,19 @@ def lbfgs(
       ...     return optax.apply_updates(params, updates), state
       >>> for _ in range(3):
       ...     params, state = step(params, state)
+      >>> print(jnp.round(params["x"], 4), jnp.round(params["b"], 4))
+      [3. 3. 3.] 0.0
+
+      The same steps the torch way, eagerly, with a new closure each step:
+
+      >>> params = {{"x": jnp.zeros(3), "b": jnp.array(1.0)}}
+      >>> state = tx.init(params)
+      >>> target = jnp.full(3, 3.0)
+      >>> for _ in range(3):
+      ...     closure = lambda p: jnp.sum((p["x"] - target) ** 2) + p["b"] ** 2
+      ...     value, grad = jax.value_and_grad(closure)(params)
+      ...     updates, state = tx.update(grad, state, params, value=value, value_fn=closure)
+      ...     params = optax.apply_updates(params, updates)
       >>> print(jnp.round(params["x"], 4), jnp.round(params["b"], 4))
       [3. 3. 3.] 0.0
 
@@ -487,6 +674,8 @@ def lbfgs(
             oldest=count,
         )
 
+    options = _Options(max_iter, max_eval, history_size, line_search_fn)
+
     def update(
         updates: Any,
         state: LBFGSState,
@@ -500,93 +689,11 @@ def lbfgs(
         del extra_args
         if params is None:
             raise ValueError("lbfgs needs params (and value, value_fn) in update")
-        x0, unravel = ravel_pytree(params)
-        dtype = x0.dtype
-        flat_grad = ravel_pytree(updates if grad is None else grad)[0].astype(dtype)
-        loss = jnp.asarray(value, dtype)
-        lr_now = lr_at(lr, state.count).astype(dtype)
-
-        def value_and_grad(x: Array) -> tuple[Array, Array]:
-            f, g = jax.value_and_grad(lambda p: jnp.asarray(value_fn(p)))(unravel(x))
-            return f.astype(dtype), ravel_pytree(g)[0].astype(dtype)
-
-        def iteration(c: _Iteration) -> _Iteration:
-            n_iter = c.n_iter + 1
-            st = c.state._replace(n_iter=c.state.n_iter + 1)
-            first = st.n_iter == 1
-            st = jax.lax.cond(
-                first,
-                lambda s: s._replace(
-                    d=-c.flat_grad,
-                    num_old=jnp.zeros_like(s.num_old),
-                    oldest=jnp.zeros_like(s.oldest),
-                    H_diag=jnp.ones_like(s.H_diag),
-                ),
-                lambda s: _direction(s, c.flat_grad, history_size),
-                st,
-            )
-            inverse_l1 = 1.0 / jnp.sum(jnp.abs(c.flat_grad))
-            t = jnp.where(first, jnp.where(inverse_l1 < 1.0, inverse_l1, 1.0) * lr_now, lr_now)
-            st = st._replace(t=t, prev_flat_grad=c.flat_grad, prev_loss=c.loss)
-            d = st.d
-            gtd = c.flat_grad @ d
-
-            def move(_):
-                if line_search_fn == "strong_wolfe":
-                    loss, flat_grad, t_ls, ls_evals = _strong_wolfe(
-                        lambda t: value_and_grad(c.x + t * d),
-                        t,
-                        d,
-                        c.loss,
-                        c.flat_grad,
-                        gtd,
-                        max_eval - c.current_evals,
-                    )
-                    return c.x + t_ls * d, loss, flat_grad, t_ls, ls_evals
-                x = c.x + t * d
-                # torch skips the evaluation in the last iteration (its gradient would go unused)
-                loss, flat_grad, ls_evals = jax.lax.cond(
-                    n_iter != max_iter,
-                    lambda: (*value_and_grad(x), jnp.ones([], jnp.int32)),
-                    lambda: (c.loss, c.flat_grad, jnp.zeros([], jnp.int32)),
-                )
-                return x, loss, flat_grad, t, ls_evals
-
-            def stay(_):
-                return c.x, c.loss, c.flat_grad, t, jnp.zeros([], jnp.int32)
-
-            descent = ~(gtd > -tolerance_change)
-            x, loss, flat_grad, t, ls_evals = jax.lax.cond(descent, move, stay, None)
-            current_evals = c.current_evals + ls_evals
-            st = st._replace(t=t, func_evals=st.func_evals + ls_evals)
-            evaluated = descent & ((n_iter != max_iter) | (line_search_fn is not None))
-            opt_cond = jnp.where(
-                evaluated, jnp.max(jnp.abs(flat_grad)) <= tolerance_grad, c.opt_cond
-            )
-            stop = (
-                ~descent
-                | (n_iter == max_iter)
-                | (current_evals >= max_eval)
-                | opt_cond
-                | (jnp.max(jnp.abs(d * t)) <= tolerance_change)
-                | (jnp.abs(loss - st.prev_loss) < tolerance_change)
-            )
-            return _Iteration(x, loss, flat_grad, opt_cond, n_iter, current_evals, stop, st)
-
-        opt_cond = jnp.max(jnp.abs(flat_grad)) <= tolerance_grad
-        one = jnp.ones([], jnp.int32)
-        start = _Iteration(
-            x0,
-            loss,
-            flat_grad,
-            opt_cond,
-            0 * one,
-            one,
-            opt_cond,
-            state._replace(func_evals=state.func_evals + 1),
-        )
-        end = jax.lax.while_loop(lambda c: (c.n_iter < max_iter) & ~c.stop, iteration, start)
-        new_state = end.state._replace(count=increment(state.count))
-        return unravel(end.x - x0), new_state
+        lr_now = lr_at(lr, state.count)
+        dynamic = (updates, state, params, value, grad, lr_now, tolerance_grad, tolerance_change)
+        static = None if any_tracer(dynamic, options) else _by_value(options)
+        if static is None:  # under the caller's jit, vmap or grad (or unhashable options): inline
+            return _step(options, _value_and_grad(value_fn), *dynamic)
+        return _eager_step(static, value_fn, *dynamic)
 
     return optax.GradientTransformationExtraArgs(init, update)

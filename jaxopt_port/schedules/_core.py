@@ -10,6 +10,7 @@ tests/test_schedules.py). Where it does not (``MultiplicativeLR``), the recursio
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,10 @@ class TorchSchedule:
     step; with ``steps_per_epoch == n`` it is stepped once every ``n`` optimizer steps (once per
     epoch of ``n`` batches), and the lr at update ``count`` is the value after ``count // n`` steps.
 
+    Called with a traced count (inside a jitted update) it is traced in; called with a value (an
+    update run eagerly, a plot) it runs compiled, once per instance and count dtype, with the same
+    numbers as inside a jitted update.
+
     Attributes:
       name: the torch class name.
       lr_at_epoch: ``epoch -> lr``, the value after ``epoch`` calls of ``scheduler.step()``.
@@ -142,6 +147,11 @@ class TorchSchedule:
         return count // self.steps_per_epoch if self.steps_per_epoch != 1 else count
 
     def __call__(self, count: Any) -> jax.Array:
+        if not isinstance(count, jax.core.Tracer):  # called outside a trace
+            return self._compiled["lr"](count)
+        return self._lr(count)
+
+    def _lr(self, count: Any) -> jax.Array:
         return jnp.asarray(self.lr_at_epoch(self.epoch(count)), scalar_dtype())
 
     @property
@@ -152,7 +162,20 @@ class TorchSchedule:
         """The momentum (or β1) torch's param group holds at optimizer update ``count``."""
         if self.momentum_at_epoch is None:
             raise ValueError(f"{self.name} does not cycle momentum")
+        if not isinstance(count, jax.core.Tracer):  # called outside a trace
+            return self._compiled["momentum"](count)
+        return self._momentum(count)
+
+    def _momentum(self, count: Any) -> jax.Array:
         return jnp.asarray(self.momentum_at_epoch(self.epoch(count)), scalar_dtype())
+
+    @functools.cached_property
+    def _compiled(self) -> dict[str, Callable[[Any], jax.Array]]:
+        """The schedule compiled for counts given outside a trace (an update called eagerly, a
+        plot): once per instance and count dtype, not once per count as op-by-op evaluation of
+        its loops (and of ``x ** count`` in a user's lambda) would, and with the numbers the
+        schedule has inside a jitted update."""
+        return {"lr": jax.jit(self._lr), "momentum": jax.jit(self._momentum)}
 
     def per_epoch(self, steps_per_epoch: int) -> TorchSchedule:
         """The same schedule stepped once every ``steps_per_epoch`` optimizer steps."""
