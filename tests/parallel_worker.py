@@ -349,8 +349,46 @@ def long_run() -> dict:
     for i in range(1000):
         params, state, loss = step(params, state, data[i % 10])
         losses.append(float(jax.block_until_ready(loss)))
-    return {"steps": len(losses), "seconds": time.perf_counter() - start,
-            "first": losses[0], "last": losses[-1], "devices": step.devices}  # fmt: skip
+    out = {"steps": len(losses), "seconds": time.perf_counter() - start,
+           "first": losses[0], "last": losses[-1], "devices": step.devices}  # fmt: skip
+    out.update(lifetimes())
+    return out
+
+
+def lifetimes() -> dict:
+    """What a program that builds steps again and again keeps: compilations of a second ``init``
+    (each compiled a fresh copy function), and the step objects still alive after they are dropped (a pmap
+    step was kept alive by JAX's pmap caches, ~43 memory maps each with Adam, until
+    ``jax.clear_caches()``)."""
+    import gc
+    import weakref
+
+    compiles = [0]
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        compiles[0] += event == "/jax/core/compile/backend_compile_duration"
+
+    data = batches("float64", steps=1)[0]
+    out, alive = {}, {}
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for backend in BACKENDS:
+            refs = []
+            for _ in range(4):
+                step = parallel.train_step(mlp_loss, optim.adam(lr=1e-3), backend=backend)
+                params, state = step.init(mlp_params("float64"))
+                before = compiles[0]
+                step.init(mlp_params("float64"))  # again: compiled before
+                out[f"init_compiles_{backend}"] = compiles[0] - before
+                jax.block_until_ready(step(params, state, data))
+                refs.append(weakref.ref(step))
+                del step, params, state
+            gc.collect()
+            alive[backend] = sum(r() is not None for r in refs)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    out["alive_after_drop"] = alive
+    return out
 
 
 def errors() -> dict:

@@ -303,3 +303,35 @@ def test_every_other_optimizer_compiles_nothing_per_eager_update():
             tx.update(grads, tx.init(params), params)
         worst[s.name] = compiles[0]
     assert not any(worst.values()), worst
+
+
+def test_a_plain_callable_lr_compiles_once_eagerly_and_is_freed_with_its_optimizer():
+    """``lr=lambda c: 0.5 * 0.9 ** c``: evaluated op by op, ``0.9 ** count`` compiled an
+    ``integer_pow`` per count (one compilation per eager step, for every optimizer)."""
+    import gc
+    import weakref
+
+    params = [jnp.linspace(-1.0, 1.0, 6)]
+    schedule = lambda c: 0.5 * 0.9**c
+    tx = optim.sgd(lr=schedule)  # the update is -lr·g: the lr's value, compared below
+    state = tx.init(params)
+    eager = []
+    for _ in range(2):
+        updates, state = tx.update(params, state, params)
+        eager.append(updates[0])
+    with counting_compiles() as compiles:
+        for _ in range(20):
+            updates, state = tx.update(params, state, params)
+            eager.append(updates[0])
+    assert compiles[0] == 0
+    # the values the jitted update has
+    jitted, state = [], tx.init(params)
+    step = jax.jit(tx.update)
+    for _ in range(22):
+        updates, state = step(params, state, params)
+        jitted.append(updates[0])
+    np.testing.assert_array_equal(np.asarray(eager), np.asarray(jitted))
+    held = weakref.ref(schedule)
+    del schedule, tx, state, step
+    gc.collect()
+    assert held() is None  # the compiled form does not keep the schedule alive

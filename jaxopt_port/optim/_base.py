@@ -7,6 +7,7 @@ Nothing here holds optimizer math; it is the vocabulary the building blocks in
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -133,9 +134,32 @@ def check_schedule_object(value: Any, name: str = "lr") -> None:
         )
 
 
+#: Compiled forms of plain schedules (``count -> lr`` callables) for calls outside a trace, one
+#: per schedule object and dropped with it: evaluated op by op, ``0.9 ** count`` compiles an
+#: ``integer_pow`` per count value (a compile per eager step, code never freed).
+_COMPILED_SCHEDULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _eager_schedule(schedule: Callable[[Array], Any]) -> Callable[[Array], Any]:
+    try:
+        compiled = _COMPILED_SCHEDULES.get(schedule)
+        if compiled is None:
+            held = weakref.ref(schedule)  # the entry must not keep its own key alive
+            compiled = _COMPILED_SCHEDULES[schedule] = jax.jit(lambda count: held()(count))
+    except TypeError:  # not hashable or weakly referenceable: evaluated as it is
+        return schedule
+    return compiled
+
+
 def lr_at(lr: LearningRate, count: Array) -> Array:
-    """The learning rate at update ``count`` (0 for the first update), in :func:`scalar_dtype`."""
+    """The learning rate at update ``count`` (0 for the first update), in :func:`scalar_dtype`.
+
+    A schedule called with a concrete count (an eager ``update``) runs compiled, once per
+    schedule object, so it has the values it has inside a jitted update and costs no compile per
+    step."""
     if callable(lr):
+        if not isinstance(count, jax.core.Tracer):
+            lr = _eager_schedule(lr)
         return jnp.asarray(lr(count), scalar_dtype())
     if isinstance(lr, jax.core.Tracer):
         return jnp.asarray(lr, scalar_dtype())

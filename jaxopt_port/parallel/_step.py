@@ -22,6 +22,7 @@ replicated (``zero=0``) or split over the data axis (``zero=1``, ZeRO-1; see ``_
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,11 @@ def _describe(value: Any) -> str:
 
 def _path_name(path: tuple) -> str:
     return jax.tree_util.keystr(path) or "<root>"
+
+
+def _copy(tree: Any) -> Any:
+    """Fresh buffers for every leaf (module level, so that ``jax.jit`` compiles it once)."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 class TrainStep:
@@ -136,10 +142,7 @@ class TrainStep:
         The returned parameters are fresh copies (the step donates its inputs), so ``params`` stays
         valid.
         """
-        copy = jax.jit(
-            lambda p: jax.tree_util.tree_map(jnp.copy, p), out_shardings=self._replicated
-        )
-        params = copy(params)
+        params = jax.jit(_copy, out_shardings=self._replicated)(params)
         shapes = jax.eval_shape(self.tx.init, params)
         opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings(shapes))(params)
         return params, opt_state
@@ -330,8 +333,9 @@ class TrainStep:
         stacked = jax.tree_util.tree_map(
             lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch
         )
+        this = weakref.proxy(self)  # JAX's pmap caches keep the function: not the bound method
         mapped = jax.pmap(
-            self._per_device,
+            lambda params, local: this._per_device(params, local),
             axis_name=self.data_axis,
             in_axes=(None, 0),
             out_axes=None,
