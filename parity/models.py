@@ -269,9 +269,15 @@ def make_twins(
     if sparse and name != "transformer":
         raise ValueError(f"the {name} model has no embedding to make sparse")
     torch_cls, nnx_cls = _TWINS[name]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch_model = torch_cls(sparse=True) if sparse else torch_cls()
+    previous = torch.get_default_dtype()
+    # float32 whatever the caller's default: a float64 default draws other initial weights
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            torch_model = torch_cls(sparse=True) if sparse else torch_cls()
+    finally:
+        torch.set_default_dtype(previous)
     torch_model = torch_model.to(getattr(torch, dtype)).train()
     # abstract: the NNX initializers are skipped, every value comes from torch
     nnx_model = nnx.eval_shape(lambda: nnx_cls(jnp.dtype(dtype), nnx.Rngs(0)))

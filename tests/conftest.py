@@ -1,4 +1,4 @@
-"""Shared test setup: torch's default dtype is restored after every test."""
+"""Shared test setup: torch's default dtype is reset to the session's after every test."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ torch = pytest.importorskip(
 )
 
 
+#: The session's default, read before any test or fixture runs: a module-scoped fixture that sets
+#: the default runs before a function-scoped fixture could record it, so "restore what was there"
+#: would keep the leak (it once changed the twin models' initial weights for later files).
+SESSION_DEFAULT_DTYPE = torch.get_default_dtype()
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_default_dtype():
-    previous = torch.get_default_dtype()
     yield
-    torch.set_default_dtype(previous)
+    torch.set_default_dtype(SESSION_DEFAULT_DTYPE)

@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from jaxopt_port import interop, optim, schedules
 from jaxopt_port.optim._state import per_param_state
 from jaxopt_port.transforms import no_weight_decay, param_groups
+from parity.optim_runner import torch_dtype
 
 torch = pytest.importorskip("torch", reason="these tests compare against torch")
 nn = torch.nn
@@ -426,7 +427,11 @@ def _lbfgs_step(model, optimizer, loss):
 @pytest.fixture(scope="module")
 def cnn():
     """A torch CNN stepped once by AdamW in two groups, and its twin."""
-    torch.set_default_dtype(torch.float64)
+    with torch_dtype("float64"):  # module scope: restored here, not by conftest's per-test reset
+        return _cnn()
+
+
+def _cnn():
     torch.manual_seed(0)
     torch_model = TorchCNN()
     torch_optimizer = torch.optim.AdamW(_groups(torch_model, named=False), lr=1e-2, weight_decay=0.1)  # fmt: skip

@@ -93,6 +93,16 @@ def test_model_run_passes_the_float64_gate_while_training(name, optimizer):
     assert result.where.startswith(("parameters after step", "optimizer state after step"))
 
 
+def test_make_twins_draws_the_same_weights_whatever_torch_default_dtype():
+    # torch draws other values in a float64 default; a leaked default once changed the runs
+    with jax.enable_x64(True):
+        reference = models.make_twins("transformer", "float64", seed=1)[0].state_dict()
+        with torch_dtype("float64"):
+            again = models.make_twins("transformer", "float64", seed=1)[0].state_dict()
+    assert torch.get_default_dtype() == torch.float32
+    assert all(torch.equal(reference[k], again[k]) for k in reference)
+
+
 def test_the_jax_step_compiles_once_whatever_the_number_of_steps():
     compiles: list[str] = []
 
