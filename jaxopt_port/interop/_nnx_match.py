@@ -17,9 +17,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict, torch_kind
-from jaxopt_port.interop.weights import element_sources, to_numpy
-from jaxopt_port.optim._hyperparams import TorchGroup, torch_layout
+from jaxopt_port._core import to_numpy, torch_kind
+from jaxopt_port._core.torch_groups import TorchGroup, torch_layout
+from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
+from jaxopt_port.interop.weights import element_sources
 
 __all__ = ["Match", "TorchSide", "check_hyperparams", "match_torch", "torch_names", "torch_side"]
 

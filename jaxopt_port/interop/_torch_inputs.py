@@ -3,33 +3,17 @@ clear errors for the wrong one, and the key prefixes of wrapped torch models."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
+
+from jaxopt_port._core import torch_kind
 
 __all__ = [
     "WRAPPER_PREFIXES",
     "check_module_state_dict",
     "check_optimizer_state_dict",
     "strip_wrapper_prefixes",
-    "torch_kind",
 ]
-
-
-def torch_kind(value: Any) -> str | None:
-    """``"module"``, ``"optimizer"`` or ``"scheduler"`` for a torch ``nn.Module``, optimizer or lr
-    scheduler, else None. torch is not imported: such an object can only exist once it is."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    if isinstance(value, torch.nn.Module):
-        return "module"
-    if isinstance(value, torch.optim.Optimizer):
-        return "optimizer"
-    schedulers = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-    if isinstance(value, schedulers):
-        return "scheduler"
-    return None
 
 
 def check_module_state_dict(state_dict: Any, where: str) -> None:

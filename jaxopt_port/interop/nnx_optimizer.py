@@ -79,6 +79,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxopt_port._core import to_numpy
 from jaxopt_port.interop._nnx_match import (
     Match,
     check_hyperparams,
@@ -91,7 +92,7 @@ from jaxopt_port.interop.optimizer_state import (
     optimizer_state_to_torch,
     to_tensor,
 )
-from jaxopt_port.interop.weights import _placed, to_numpy
+from jaxopt_port.interop.weights import _placed
 
 __all__ = ["nnx_optimizer_from_torch", "nnx_optimizer_to_torch"]
 

@@ -29,6 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_port._core import absent as _absent
+from jaxopt_port._core import is_array as _is_array
+from jaxopt_port._core import to_numpy as _numpy
+from jaxopt_port._core.torch_groups import TorchGroup, torch_layout
 from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
 from jaxopt_port.interop.scheduler_state import (
     as_state_dict,
@@ -41,10 +45,6 @@ from jaxopt_port.interop.scheduler_state import (
     scheduler_count,
     steps_in_state,
 )
-from jaxopt_port.interop.weights import to_numpy as _numpy
-from jaxopt_port.optim._hyperparams import TorchGroup, torch_layout
-from jaxopt_port.optim._state import absent as _absent
-from jaxopt_port.optim._state import is_array as _is_array
 from jaxopt_port.optim._state import per_param_entries, per_param_state
 from jaxopt_port.optim.lbfgs import LBFGSState
 from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_port.optim._base import scalar_dtype
-from jaxopt_port.optim._hyperparams import torch_layout
+from jaxopt_port._core import scalar_dtype
+from jaxopt_port._core.torch_groups import torch_layout
 from jaxopt_port.schedules._core import TorchSchedule
 from jaxopt_port.schedules._decay import _warm_restart_position
 from jaxopt_port.schedules._plateau import ReduceLROnPlateau, ReduceLROnPlateauState

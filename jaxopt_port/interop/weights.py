@@ -125,6 +125,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxopt_port._core import to_numpy
 from jaxopt_port.interop._torch_inputs import check_module_state_dict, strip_wrapper_prefixes
 
 __all__ = [
@@ -595,18 +596,6 @@ def element_sources(
             f"{type(module).__name__}:\n  " + "\n  ".join(problems)
         )
     return shapes, sources
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """A torch tensor (detected without importing torch; sparse ones made dense) or array-like as
-    a NumPy array."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu()
-        if getattr(value, "is_sparse", False):
-            value = value.to_dense()
-        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
-            return np.asarray(value.float()).astype(jnp.bfloat16)
-    return np.asarray(value)
 
 
 def _shape(value: Any) -> Shape:

@@ -10,9 +10,9 @@ call's arguments as torch's param-group hyperparameters, for
 state keys; :func:`per_param_state` shows any state the way ``optimizer.state`` does.
 """
 
+from jaxopt_port._core.torch_groups import TorchTransformation
 from jaxopt_port.optim import textbook
 from jaxopt_port.optim._from_torch import from_torch
-from jaxopt_port.optim._hyperparams import TorchTransformation
 from jaxopt_port.optim._state import per_param_state
 from jaxopt_port.optim._transforms import (
     add_decoupled_weight_decay,

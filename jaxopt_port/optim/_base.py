@@ -13,41 +13,21 @@ from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from jaxopt_port._core import (
+    as_float,
+    describe_torch_object,
+    is_tensor_like,
+    numel,
+    scalar_dtype,
+    torch_kind,
+)
 
 Array: TypeAlias = jax.Array
 #: A learning rate: a Python float, a 1-element array or tensor, or an optax schedule ``count -> lr``.
 LearningRate: TypeAlias = float | Array | optax.Schedule
 Schedule: TypeAlias = Callable[[Array], Array]
-
-
-def scalar_dtype() -> jnp.dtype:
-    """The dtype JAX uses where torch computes a scalar in Python ``float`` (double).
-
-    float64 when x64 is enabled, float32 otherwise.
-    """
-    return jnp.dtype(jnp.float64) if jax.config.jax_enable_x64 else jnp.dtype(jnp.float32)
-
-
-def params_dtype(params: Any) -> jnp.dtype:
-    """The dtype the leaves of ``params`` (arrays or ``jax.ShapeDtypeStruct``s) promote to; JAX's
-    default float for no leaves."""
-    dtypes = [getattr(leaf, "dtype", leaf) for leaf in jax.tree_util.tree_leaves(params)]
-    return jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
-
-
-def as_float(value: Any, what: str = "lr") -> float:
-    """``float(value)`` for a Python number, 0-d/1-element array or torch tensor.
-
-    Raises torch's error for a tensor with more than one element.
-    """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    size = value.numel() if hasattr(value, "numel") else np.size(value)
-    if size != 1:
-        raise ValueError(f"Tensor {what} must be 1-element")
-    return float(np.asarray(value).reshape(()))
 
 
 def enabled_number(value: Any) -> bool:
@@ -59,61 +39,6 @@ def enabled_number(value: Any) -> bool:
     if isinstance(value, (bool, int, float)):
         return value != 0
     return True
-
-
-def is_tensor_like(value: Any) -> bool:
-    """True for arrays, tensors and traced values (torch's ``isinstance(lr, Tensor)``); False for
-    Python numbers (NumPy's float64 is one), strings, lists, None and schedules."""
-    if isinstance(value, (int, float)) or callable(value):
-        return False
-    return isinstance(value, jax.core.Tracer) or (
-        hasattr(value, "shape") and hasattr(value, "dtype")
-    )
-
-
-def numel(value: Any) -> int:
-    """The number of elements of an array or tensor (torch's ``numel()``)."""
-    return int(value.numel()) if hasattr(value, "numel") else int(np.size(value))
-
-
-#: torch base classes by what they are, as ``(module, name)``; read from the MRO so that torch
-#: is not imported to recognise them.
-_TORCH_BASES = {
-    "optimizer": {("torch.optim.optimizer", "Optimizer")},
-    "scheduler": {
-        ("torch.optim.lr_scheduler", "LRScheduler"),
-        ("torch.optim.lr_scheduler", "_LRScheduler"),
-        ("torch.optim.lr_scheduler", "ReduceLROnPlateau"),
-    },
-    "module": {("torch.nn.modules.module", "Module")},
-    "tensor": {("torch", "Tensor"), ("torch._tensor", "Tensor")},
-}
-
-
-def torch_kind(obj: Any) -> str | None:
-    """``"optimizer"``, ``"scheduler"``, ``"module"`` or ``"tensor"`` for a torch object of that
-    kind (an instance, or with ``obj`` a class, the class itself), else ``None``."""
-    cls = obj if isinstance(obj, type) else type(obj)
-    bases = {(c.__module__, c.__name__) for c in cls.__mro__}
-    for kind, names in _TORCH_BASES.items():
-        if bases & names:
-            return kind
-    return None
-
-
-def describe_torch_object(obj: Any) -> str:
-    """What ``obj`` is, in a few words, for an error message that says what was expected."""
-    kind = torch_kind(obj)
-    name = obj.__name__ if isinstance(obj, type) else type(obj).__name__
-    if isinstance(obj, type):
-        return f"the class {name} itself, not an instance of it"
-    if kind in ("optimizer", "module"):
-        return f"the torch {kind} {name}"
-    if kind == "scheduler":
-        return f"the torch lr scheduler {name}"
-    if isinstance(obj, dict):
-        return "a dict (a state_dict?)"
-    return f"a {type(obj).__module__}.{name}"
 
 
 def check_schedule_object(value: Any, name: str = "lr") -> None:

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_port.optim._base import check_lr, is_tensor_like, numel, torch_kind
+from jaxopt_port._core import is_tensor_like, numel, torch_kind
+from jaxopt_port.optim._base import check_lr
 
 __all__ = [
     "check",

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import optax
 
-from jaxopt_port.optim._base import as_float, describe_torch_object, is_tensor_like, torch_kind
-from jaxopt_port.optim._hyperparams import TorchGroup, carry, partition
-from jaxopt_port.optim._paths import named_leaves
+from jaxopt_port._core import as_float, describe_torch_object, is_tensor_like, torch_kind
+from jaxopt_port._core.paths import named_leaves
+from jaxopt_port._core.torch_groups import TorchGroup, carry, partition
 
 __all__ = ["factory_for", "from_torch"]
 

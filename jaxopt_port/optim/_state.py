@@ -15,17 +15,10 @@ import jax
 import numpy as np
 import optax
 
+from jaxopt_port._core import absent, is_array
 from jaxopt_port.optim.lbfgs import LBFGSState, ordered_history
 
 __all__ = ["absent", "is_array", "per_param_entries", "per_param_state"]
-
-
-def absent(x: Any) -> bool:
-    return x is None or isinstance(x, optax.MaskedNode)
-
-
-def is_array(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray)) or (hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
 def per_param_entries(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -> list[Any] | None:

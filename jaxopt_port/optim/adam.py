@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core import is_tensor_like, numel
+from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
@@ -16,13 +18,10 @@ from jaxopt_port.optim._base import (
     cast_like,
     chain,
     increment,
-    is_tensor_like,
-    numel,
     one_minus_power,
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     add_decoupled_weight_decay,
     add_weight_decay,

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core import scalar_dtype
+from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
@@ -17,11 +19,9 @@ from jaxopt_port.optim._base import (
     chain,
     increment,
     lr_at,
-    scalar_dtype,
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import add_weight_decay, maximize_gradient
 
 tree_map = jax.tree_util.tree_map

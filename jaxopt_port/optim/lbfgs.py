@@ -17,18 +17,12 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from jaxopt_port._core import params_dtype
+from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim import _checks
-from jaxopt_port.optim._base import (
-    Array,
-    LearningRate,
-    check_lr,
-    increment,
-    lr_at,
-    params_dtype,
-)
+from jaxopt_port.optim._base import Array, LearningRate, check_lr, increment, lr_at
 from jaxopt_port.optim._compile_cache import CompileCache, any_tracer, evaluate, trace
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._hyperparams import carries_torch_group
 
 __all__ = ["LBFGSState", "lbfgs", "ordered_history"]
 

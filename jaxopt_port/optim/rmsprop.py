@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
@@ -20,7 +21,6 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     _one_minus,
     add_weight_decay,

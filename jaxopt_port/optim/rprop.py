@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim._base import Array, LearningRate, accepted, chain, check_lr, increment, lr_at
 from jaxopt_port.optim._checks import check, real
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import maximize_gradient
 
 tree_map = jax.tree_util.tree_map

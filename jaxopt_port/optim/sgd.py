@@ -6,10 +6,10 @@ from typing import Any
 
 import optax
 
+from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import LearningRate, accepted, chain
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import (
     add_weight_decay,
     maximize_gradient,

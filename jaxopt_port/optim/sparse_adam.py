@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from jax.experimental import sparse
 
+from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
@@ -20,7 +21,6 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._hyperparams import carries_torch_group
 from jaxopt_port.optim._transforms import scale_by_learning_rate
 
 tree_map = jax.tree_util.tree_map

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxopt_port.optim._base import scalar_dtype
+from jaxopt_port._core import scalar_dtype
 from jaxopt_port.schedules._core import TorchSchedule, check_steps_per_epoch, divide
 
 __all__ = ["chained_scheduler", "sequential_lr"]

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_port._core import scalar_dtype
 from jaxopt_port.optim import _checks
-from jaxopt_port.optim._base import scalar_dtype
 
 __all__ = [
     "TorchSchedule",

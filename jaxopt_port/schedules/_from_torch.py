@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxopt_port.optim._base import as_float, describe_torch_object, torch_kind
+from jaxopt_port._core import as_float, describe_torch_object, torch_kind
 from jaxopt_port.schedules import _compose, _cyclic, _decay, _plateau
 from jaxopt_port.schedules._core import TorchSchedule
 

@@ -9,8 +9,8 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port.optim._base import scalar_dtype
-from jaxopt_port.optim._hyperparams import TorchGroup, carry, factory_hyperparams
+from jaxopt_port._core import scalar_dtype
+from jaxopt_port._core.torch_groups import TorchGroup, carry, factory_hyperparams
 from jaxopt_port.schedules._core import TorchSchedule
 from jaxopt_port.schedules._plateau import ReduceLROnPlateau
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxopt_port.optim._base import params_dtype
+from jaxopt_port._core import params_dtype
 
 __all__ = [
     "ClipGradNormState",

@@ -67,10 +67,10 @@ import jax
 import numpy as np
 import optax
 
+from jaxopt_port._core.paths import named_leaves as _named_leaves
+from jaxopt_port._core.paths import path_names
+from jaxopt_port._core.torch_groups import partition, single_group
 from jaxopt_port.optim._from_torch import CONSTRUCTOR_ONLY
-from jaxopt_port.optim._hyperparams import partition, single_group
-from jaxopt_port.optim._paths import named_leaves as _named_leaves
-from jaxopt_port.optim._paths import path_names
 
 __all__ = [
     "Selector",
