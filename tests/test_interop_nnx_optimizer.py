@@ -21,7 +21,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from jaxopt_port import interop, optim, schedules
-from jaxopt_port.optim._state import per_param_state
+from jaxopt_port.optim import per_param_state
 from jaxopt_port.transforms import no_weight_decay, param_groups
 from parity.optim_runner import torch_dtype
 

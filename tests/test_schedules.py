@@ -333,3 +333,7 @@ def test_from_torch_says_what_it_needs_when_given_something_else():
         TypeError, match=r"^no jaxopt_port schedule for MyStepLR \(a subclass of StepLR, whose"
     ):
         schedules.from_torch(MyStepLR(optimizer, 3))
+    # the table is of torch's classes, not of names: a subclass under torch's name is refused too
+    same_name = type("StepLR", (torch.optim.lr_scheduler.StepLR,), {"__module__": "user_code"})
+    with pytest.raises(TypeError, match=r"^no jaxopt_port schedule for StepLR \(a subclass of"):
+        schedules.from_torch(same_name(optimizer, 3))

@@ -30,9 +30,11 @@ __all__ = [
     "TorchTransformation",
     "carries_torch_group",
     "carry",
+    "constructor_only",
     "factory_hyperparams",
     "partition",
     "single_group",
+    "torch_factories",
     "torch_layout",
 ]
 
@@ -113,6 +115,8 @@ def partition(
 
 #: Per decorated factory: what torch's constructor does to the arguments to make its group.
 _TORCH_GROUP: dict[Callable[..., Any], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+_CONSTRUCTOR_ONLY: dict[Callable[..., Any], tuple[str, ...]] = {}
+_TORCH_CLASSES: dict[str, Callable[..., Any]] = {}
 
 
 def _as_given(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +125,9 @@ def _as_given(arguments: dict[str, Any]) -> dict[str, Any]:
 
 def carries_torch_group(
     torch_group: Callable[[dict[str, Any]], dict[str, Any]] = _as_given,
+    *,
+    torch_class: str | None = None,
+    constructor_only: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
     """Decorate an optimizer factory so that it returns a :class:`TorchTransformation`.
 
@@ -128,7 +135,12 @@ def carries_torch_group(
     keys, since the factories take torch's signature — passed through ``torch_group`` where
     torch's group differs from its constructor's arguments (AdamW's group also holds
     ``decoupled_weight_decay=True``; L-BFGS resolves ``max_eval=None``; Muon's ``ns_dtype`` is
-    not torch's). Name, signature and docstring are the factory's.
+    not torch's). Name, signature and docstring are the factory's. ``constructor_only`` names
+    the hyperparameters torch reads from the optimizer's constructor rather than from each param
+    group (a torch quirk: Adagrad fills every group's ``sum`` with the constructor's
+    ``initial_accumulator_value``); :func:`constructor_only` returns them. ``torch_class``
+    names the ``torch.optim`` class the factory stands for: it enters :func:`torch_factories`,
+    the table ``optim.from_torch`` reads (one declaration per optimizer, beside its factory).
     """
 
     def decorate(factory: F) -> F:
@@ -138,9 +150,29 @@ def carries_torch_group(
             return carry(tx, [TorchGroup(None, factory_hyperparams(wrapped, *args, **kwargs))])
 
         _TORCH_GROUP[wrapped] = torch_group
+        _CONSTRUCTOR_ONLY[wrapped] = constructor_only
+        if torch_class is not None:
+            if torch_class in _TORCH_CLASSES:
+                raise ValueError(f"two factories declare torch.optim.{torch_class}")
+            _TORCH_CLASSES[torch_class] = wrapped
         return wrapped  # type: ignore[return-value]
 
     return decorate
+
+
+def torch_factories() -> dict[str, Callable[..., Any]]:
+    """``torch.optim`` class name -> the factory declared for it (:func:`carries_torch_group`'s
+    ``torch_class``), in declaration order; a copy."""
+    return dict(_TORCH_CLASSES)
+
+
+def constructor_only(factory: Callable[..., Any]) -> tuple[str, ...]:
+    """The hyperparameters torch reads from ``factory``'s constructor only, not per param group
+    (declared with :func:`carries_torch_group`; empty for other callables)."""
+    try:
+        return _CONSTRUCTOR_ONLY.get(factory, ())
+    except TypeError:  # unhashable
+        return ()
 
 
 def factory_hyperparams(factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict | None:

@@ -32,6 +32,7 @@ import optax
 from jaxopt_port._core import absent as _absent
 from jaxopt_port._core import is_array as _is_array
 from jaxopt_port._core import to_numpy as _numpy
+from jaxopt_port._core.state import per_param_entries, per_param_state
 from jaxopt_port._core.torch_groups import TorchGroup, torch_layout
 from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
 from jaxopt_port.interop.scheduler_state import (
@@ -45,11 +46,9 @@ from jaxopt_port.interop.scheduler_state import (
     scheduler_count,
     steps_in_state,
 )
-from jaxopt_port.optim._state import per_param_entries, per_param_state
 from jaxopt_port.optim.lbfgs import LBFGSState
 from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState
-from jaxopt_port.schedules._core import TorchSchedule
-from jaxopt_port.schedules._plateau import ReduceLROnPlateau, ReduceLROnPlateauState
+from jaxopt_port.schedules import ReduceLROnPlateau, ReduceLROnPlateauState, TorchSchedule
 
 __all__ = [
     "load_into_torch",

@@ -23,9 +23,12 @@ import optax
 
 from jaxopt_port._core import scalar_dtype
 from jaxopt_port._core.torch_groups import torch_layout
-from jaxopt_port.schedules._core import TorchSchedule
-from jaxopt_port.schedules._decay import _warm_restart_position
-from jaxopt_port.schedules._plateau import ReduceLROnPlateau, ReduceLROnPlateauState
+from jaxopt_port.schedules import (
+    ReduceLROnPlateau,
+    ReduceLROnPlateauState,
+    TorchSchedule,
+    warm_restart_position,
+)
 
 __all__ = ["position_scheduler", "scheduler_count"]
 
@@ -208,7 +211,7 @@ def _place(scheduler: Any, epoch: int, last_lr: list[Any]) -> None:
         scheduler._step_count = epoch + 1  # the constructor's step is the first
     if type(scheduler).__name__ == "CosineAnnealingWarmRestarts":
         with jax.enable_x64(True):
-            t_cur, t_i = _warm_restart_position(max(epoch, 0), scheduler.T_0, scheduler.T_mult)
+            t_cur, t_i = warm_restart_position(max(epoch, 0), scheduler.T_0, scheduler.T_mult)
         scheduler.T_cur, scheduler.T_i = int(t_cur), int(t_i)
     scheduler._last_lr = list(last_lr)
 

@@ -10,19 +10,20 @@ call's arguments as torch's param-group hyperparameters, for
 state keys; :func:`per_param_state` shows any state the way ``optimizer.state`` does.
 """
 
-from jaxopt_port._core.torch_groups import TorchTransformation
+from jaxopt_port._core.state import per_param_state
+from jaxopt_port._core.torch_groups import TorchTransformation, torch_factories
 from jaxopt_port.optim import textbook
-from jaxopt_port.optim._from_torch import from_torch
-from jaxopt_port.optim._state import per_param_state
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._from_torch import factory_for, from_torch
+from jaxopt_port.optim._primitives import (
     add_decoupled_weight_decay,
     add_weight_decay,
     maximize_gradient,
     scale_by_learning_rate,
     scale_by_momentum,
 )
+from jaxopt_port.optim.adadelta import adadelta, scale_by_adadelta
 from jaxopt_port.optim.adafactor import adafactor, scale_by_adafactor
-from jaxopt_port.optim.adagrad import adadelta, adagrad, scale_by_adadelta, scale_by_adagrad
+from jaxopt_port.optim.adagrad import adagrad, scale_by_adagrad
 from jaxopt_port.optim.adam import adam, adamw, scale_by_adam
 from jaxopt_port.optim.adamax import adamax, scale_by_adamax
 from jaxopt_port.optim.asgd import asgd, scale_by_asgd
@@ -35,14 +36,16 @@ from jaxopt_port.optim.rprop import rprop, scale_by_rprop
 from jaxopt_port.optim.sgd import sgd
 from jaxopt_port.optim.sparse_adam import scale_by_sparse_adam, sparse_adam
 
+#: ``torch.optim`` class name -> its factory, for every optimizer torch has (what
+#: :func:`from_torch` and :func:`factory_for` read; subclasses are read as their torch base).
+TORCH_CLASSES = torch_factories()
+
 #: The torch.optim optimizers available, by jaxopt_port name.
-OPTIMIZERS = (
-    "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamw", "asgd", "lbfgs", "muon",
-    "nadam", "radam", "rmsprop", "rprop", "sgd", "sparse_adam",
-)  # fmt: skip
+OPTIMIZERS = tuple(sorted(factory.__name__ for factory in TORCH_CLASSES.values()))
 
 __all__ = [
     "OPTIMIZERS",
+    "TORCH_CLASSES",
     "LBFGSState",
     "TorchTransformation",
     "adadelta",
@@ -54,6 +57,7 @@ __all__ = [
     "add_decoupled_weight_decay",
     "add_weight_decay",
     "asgd",
+    "factory_for",
     "from_torch",
     "lbfgs",
     "maximize_gradient",

@@ -17,11 +17,7 @@ import optax
 
 from jaxopt_port._core import (
     as_float,
-    describe_torch_object,
-    is_tensor_like,
-    numel,
     scalar_dtype,
-    torch_kind,
 )
 
 Array: TypeAlias = jax.Array
@@ -39,24 +35,6 @@ def enabled_number(value: Any) -> bool:
     if isinstance(value, (bool, int, float)):
         return value != 0
     return True
-
-
-def check_schedule_object(value: Any, name: str = "lr") -> None:
-    """``TypeError`` for a schedule object an optimizer factory cannot call with the update count:
-    a stateful schedule (``schedules.reduce_lr_on_plateau``) or a torch lr scheduler."""
-    if callable(value) and hasattr(value, "init") and hasattr(value, "update"):
-        raise TypeError(
-            f"{name} is a stateful schedule ({type(value).__name__}): its value follows the "
-            "metric, not the update count, so an optimizer cannot call it. Build the optimizer "
-            f"with jaxopt_port.schedules.with_schedules(optim.<name>, {name}=schedule, ...) and "
-            "pass the metric to every update as value=metric"
-        )
-    if torch_kind(value) == "scheduler":
-        raise TypeError(
-            f"{name} is {describe_torch_object(value)}: convert it with "
-            f"jaxopt_port.schedules.from_torch(scheduler) and pass the result as {name} (or "
-            "convert optimizer and scheduler together: optim.from_torch(optimizer, scheduler))"
-        )
 
 
 #: Compiled forms of plain schedules (``count -> lr`` callables) for calls outside a trace, one
@@ -89,33 +67,6 @@ def lr_at(lr: LearningRate, count: Array) -> Array:
     if isinstance(lr, jax.core.Tracer):
         return jnp.asarray(lr, scalar_dtype())
     return jnp.asarray(as_float(lr), scalar_dtype())
-
-
-def _at_least_zero(value: Any) -> Any:
-    return 0.0 <= value
-
-
-def check_lr(
-    lr: LearningRate,
-    message: str = "Invalid learning rate: {}",
-    ok: Callable[[Any], Any] = _at_least_zero,
-) -> None:
-    """torch's constructor checks of ``lr``, in torch's order, on the value as given.
-
-    A tensor or array must have one element (``ValueError("Tensor lr must be 1-element")``), then
-    ``ok(lr)`` — torch's expression, ``0.0 <= lr`` unless given — must hold
-    (``ValueError(message.format(lr))``). Evaluating torch's own expression on the value as given
-    raises torch's own ``TypeError`` for a ``str``, ``None`` or a list. Schedules and traced
-    values are not checked, except that a stateful schedule or a torch lr scheduler raises
-    ``TypeError`` saying what to use instead (:func:`check_schedule_object`).
-    """
-    check_schedule_object(lr)
-    if callable(lr) or isinstance(lr, jax.core.Tracer):
-        return
-    if is_tensor_like(lr) and numel(lr) != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    if not ok(lr):
-        raise ValueError(message.format(lr))
 
 
 def _log(base: Any) -> Array:

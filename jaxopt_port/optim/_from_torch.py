@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +12,15 @@ import numpy as np
 import optax
 
 from jaxopt_port._core import as_float, describe_torch_object, is_tensor_like, torch_kind
+from jaxopt_port._core.hooks import scheduled_transformation
 from jaxopt_port._core.paths import named_leaves
-from jaxopt_port._core.torch_groups import TorchGroup, carry, partition
+from jaxopt_port._core.torch_groups import (
+    TorchGroup,
+    carry,
+    constructor_only,
+    partition,
+    torch_factories,
+)
 
 __all__ = ["factory_for", "from_torch"]
 
@@ -42,32 +48,22 @@ def _check_optimizer(optimizer: Any) -> None:
     )
 
 
-def _snake(name: str) -> str:
-    return {
-        "AdamW": "adamw",
-        "RMSprop": "rmsprop",
-        "NAdam": "nadam",
-        "RAdam": "radam",
-        "ASGD": "asgd",
-        "LBFGS": "lbfgs",
-        "SGD": "sgd",
-        "SparseAdam": "sparse_adam",
-    }.get(name, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
-
-
 def factory_for(
     torch_optimizer_class: type,
 ) -> Callable[..., optax.GradientTransformationExtraArgs]:
-    """The jaxopt_port factory for a ``torch.optim`` class (or one derived from it)."""
-    from jaxopt_port import optim
+    """The jaxopt_port factory for a ``torch.optim`` class, or for a class derived from one (read
+    as its nearest torch base).
 
+    Raises:
+      TypeError: for a class with no ``torch.optim`` optimizer among its bases.
+    """
+    table = torch_factories()
     for cls in torch_optimizer_class.__mro__:
-        factory = getattr(optim, _snake(cls.__name__), None)
-        if factory is not None and cls.__module__.startswith("torch.optim"):
-            return factory
+        if cls.__module__.startswith("torch.optim") and cls.__name__ in table:
+            return table[cls.__name__]
     raise TypeError(
         f"no jaxopt_port optimizer for {torch_optimizer_class.__name__}: optim.from_torch reads "
-        "torch.optim's optimizers (and their subclasses)"
+        f"torch.optim's optimizers ({', '.join(table)}) and their subclasses"
     )
 
 
@@ -80,18 +76,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-#: Hyperparameters torch reads from the constructor, not from the param group (torch quirks):
-#: Adagrad fills every group's ``sum`` with the constructor's ``initial_accumulator_value``.
-CONSTRUCTOR_ONLY = {"adagrad": ("initial_accumulator_value",)}
-
-
 def group_kwargs(
     factory: Callable, group: dict[str, Any], defaults: dict[str, Any]
 ) -> dict[str, Any]:
     """The factory's keyword arguments read from one torch param group."""
     names = inspect.signature(factory).parameters
     kwargs = {name: _plain(group[name]) for name in names if name in group}
-    for name in CONSTRUCTOR_ONLY.get(factory.__name__, ()):
+    for name in constructor_only(factory):
         kwargs[name] = _plain(defaults[name])
     return kwargs
 
@@ -161,14 +152,10 @@ def from_torch(
         scheduled: dict[str, Any] = {}
         if scheduler is None:
             tx = factory(**kwargs)
-        else:
-            from jaxopt_port import schedules  # schedules sit above optim
-            from jaxopt_port.schedules._wiring import schedule_kwargs
-
-            schedule = schedules.from_torch(scheduler, index, steps_per_epoch=steps_per_epoch)
-            names = inspect.signature(factory).parameters
-            scheduled = schedule_kwargs(schedule, names, group)
-            tx = schedules.with_schedules(factory, **{**kwargs, **scheduled})
+        else:  # the schedules layer builds it (it sits above optim: _core.hooks)
+            tx, scheduled = scheduled_transformation(
+                factory, kwargs, group, scheduler, index, steps_per_epoch
+            )
         # torch's group as it is (tensors, Adagrad's own initial_accumulator_value, keys a
         # scheduler added such as initial_lr and max_lr), with the scheduled values following
         # their schedules

@@ -8,12 +8,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port._core import scalar_dtype
+from jaxopt_port._core import checks, scalar_dtype
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import Array, LearningRate, cast_like, chain, increment, lerp, lr_at
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import add_decoupled_weight_decay, maximize_gradient
+from jaxopt_port.optim._primitives import add_decoupled_weight_decay, maximize_gradient
 
 tree_map = jax.tree_util.tree_map
 
@@ -113,7 +112,7 @@ def _leaf(g, p, row_var, col_var, variance, weight, rho, eps1, eps2, d):
     return -cast_like(alpha / denom, scaled) * scaled, row_var, col_var, variance
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="Adafactor")
 @doc
 def adafactor(
     lr: LearningRate = 1e-2,
@@ -155,13 +154,13 @@ def adafactor(
     """
     if foreach is not None and not isinstance(foreach, bool):
         raise TypeError(f"foreach must be a bool or None, got {foreach!r}")
-    _checks.check_lr(lr, "Learning rate should be >= 0 but is: {}")
-    _checks.check(beta2_decay, lambda v: 0.0 >= v, "beta2_decay should be <= 0 but is: {}")
+    checks.check_lr(lr, "Learning rate should be >= 0 but is: {}")
+    checks.check(beta2_decay, lambda v: 0.0 >= v, "beta2_decay should be <= 0 but is: {}")
     if eps[0] is not None:
-        _checks.nonnegative(eps[0], "epsilon1 should be >= 0 but is: {}")
-    _checks.nonnegative(eps[1], "epsilon2 should be >= 0 but is: {}")
-    _checks.check(d, lambda v: 1.0 <= v, "Clipping threshold d should be >= 1 but is: {}")
-    _checks.nonnegative(weight_decay, "weight_decay should be >= 0 but is: {}")
+        checks.nonnegative(eps[0], "epsilon1 should be >= 0 but is: {}")
+    checks.nonnegative(eps[1], "epsilon2 should be >= 0 but is: {}")
+    checks.check(d, lambda v: 1.0 <= v, "Clipping threshold d should be >= 1 but is: {}")
+    checks.nonnegative(weight_decay, "weight_decay should be >= 0 but is: {}")
     return chain(
         maximize_gradient(maximize),
         scale_by_adafactor(lr, beta2_decay, eps, d),

@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port._core import is_tensor_like, numel
+from jaxopt_port._core import checks, is_tensor_like, numel
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -22,7 +21,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._primitives import (
     add_decoupled_weight_decay,
     add_weight_decay,
     maximize_gradient,
@@ -101,7 +100,7 @@ def _check_arguments(
     as tensors)."""
     if is_tensor_like(lr) and foreach and not capturable:
         raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
-    _checks.check_adam_family(lr, betas, eps, weight_decay)
+    checks.check_adam_family(lr, betas, eps, weight_decay)
     floats = [isinstance(b, float) for b in betas[:2]]
     tensors = [is_tensor_like(b) for b in betas[:2]]
     if not (all(floats) or all(tensors)):
@@ -115,7 +114,7 @@ def _check_arguments(
             raise ValueError(f"Tensor betas[{index}] must be 1-element")
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="Adam")
 @doc
 def adam(
     lr: LearningRate = 1e-3,
@@ -174,7 +173,7 @@ def _adamw_group(arguments: dict[str, Any]) -> dict[str, Any]:
     return {**arguments, "decoupled_weight_decay": True}
 
 
-@carries_torch_group(_adamw_group)
+@carries_torch_group(_adamw_group, torch_class="AdamW")
 @doc
 def adamw(
     lr: LearningRate = 1e-3,

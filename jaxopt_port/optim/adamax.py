@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core import checks
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -21,7 +21,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._primitives import (
     add_weight_decay,
     first_moment,
     maximize_gradient,
@@ -65,7 +65,7 @@ def scale_by_adamax(
     return optax.GradientTransformation(init, update)
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="Adamax")
 @doc
 def adamax(
     lr: LearningRate = 2e-3,
@@ -101,7 +101,7 @@ def adamax(
       (FACTS), but differ when |g| is near 0.
     """
     accepted(foreach=foreach, differentiable=differentiable, capturable=capturable)
-    _checks.check_adam_family(lr, betas, eps, weight_decay)
+    checks.check_adam_family(lr, betas, eps, weight_decay)
     return chain(
         maximize_gradient(maximize),
         add_weight_decay(weight_decay),

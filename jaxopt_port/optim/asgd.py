@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port._core import scalar_dtype
+from jaxopt_port._core import checks, scalar_dtype
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -22,7 +21,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import add_weight_decay, maximize_gradient
+from jaxopt_port.optim._primitives import add_weight_decay, maximize_gradient
 
 tree_map = jax.tree_util.tree_map
 
@@ -84,7 +83,7 @@ def scale_by_asgd(
     return optax.GradientTransformation(init, update)
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="ASGD")
 @doc
 def asgd(
     lr: LearningRate = 1e-2,
@@ -127,10 +126,10 @@ def asgd(
       tensor) raises ``TypeError`` here; torch accepts it and fails in ``step()``.
     """
     accepted(foreach=foreach, differentiable=differentiable, capturable=capturable)
-    _checks.check_lr(lr)
-    _checks.nonnegative(weight_decay, "Invalid weight_decay value: {}")
+    checks.check_lr(lr)
+    checks.nonnegative(weight_decay, "Invalid weight_decay value: {}")
     for value, name in ((lambd, "lambd"), (alpha, "alpha"), (t0, "t0")):
-        _checks.real(value, name)
+        checks.real(value, name)
     return chain(
         maximize_gradient(maximize),
         add_weight_decay(weight_decay),

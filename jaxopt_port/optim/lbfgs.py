@@ -17,10 +17,10 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from jaxopt_port._core import params_dtype
+from jaxopt_port._core import checks, params_dtype
+from jaxopt_port._core.checks import check_lr
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
-from jaxopt_port.optim._base import Array, LearningRate, check_lr, increment, lr_at
+from jaxopt_port.optim._base import Array, LearningRate, increment, lr_at
 from jaxopt_port.optim._compile_cache import CompileCache, any_tracer, evaluate, trace
 from jaxopt_port.optim._docs import doc
 
@@ -71,6 +71,18 @@ class LBFGSState(NamedTuple):
     prev_loss: Array
     num_old: Array
     oldest: Array
+
+    def as_torch_state(self) -> dict[str, Any]:
+        """torch's ``optimizer.state[params[0]]`` (without the scratch ``al``): the history as
+        lists oldest first (:func:`ordered_history`); host-side, not for use under ``jax.jit``.
+        :func:`jaxopt_port.optim.per_param_state` calls it for this state, which is not laid out
+        per parameter."""
+        out: dict[str, Any] = {"func_evals": self.func_evals, "n_iter": self.n_iter}
+        if int(self.n_iter) > 0:  # torch creates the other keys in its first iteration
+            out.update(zip(("old_dirs", "old_stps", "ro"), ordered_history(self), strict=True))
+            for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss"):
+                out[key] = getattr(self, key)
+        return out
 
 
 def ordered_history(state: LBFGSState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -494,7 +506,7 @@ def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-@carries_torch_group(_torch_group)
+@carries_torch_group(_torch_group, torch_class="LBFGS")
 @doc
 def lbfgs(
     lr: LearningRate = 1,
@@ -631,14 +643,14 @@ def lbfgs(
     check_lr(lr)
     if line_search_fn not in (None, "strong_wolfe"):
         raise ValueError("only 'strong_wolfe' is supported")
-    _checks.real(max_eval, "max_eval", optional=True)
+    checks.real(max_eval, "max_eval", optional=True)
     for value, name in ((max_iter, "max_iter"), (tolerance_grad, "tolerance_grad")):
-        _checks.real(value, name)
-    _checks.real(tolerance_change, "tolerance_change")
+        checks.real(value, name)
+    checks.real(tolerance_change, "tolerance_change")
     if max_eval is None:
         max_eval = max_iter * 5 // 4
     # torch accepts these and fails inside step(); here they fail at once
-    if not history_size >= 1 or not _checks.is_integer(history_size):
+    if not history_size >= 1 or not checks.is_integer(history_size):
         raise ValueError(f"Invalid history_size: {history_size} (an integer >= 1 is needed)")
     if line_search_fn is not None and not max_eval >= 1:
         raise ValueError(f"Invalid max_eval: {max_eval} (the line search needs at least 1)")

@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core import checks
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import Array, LearningRate, cast_like, chain, lerp, zeros_like_tree
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._primitives import (
     _one_minus,
     add_decoupled_weight_decay,
     scale_by_learning_rate,
@@ -118,7 +118,7 @@ def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in arguments.items() if k != "ns_dtype"}
 
 
-@carries_torch_group(_torch_group)
+@carries_torch_group(_torch_group, torch_class="Muon")
 @doc
 def muon(
     lr: LearningRate = 1e-3,
@@ -165,19 +165,19 @@ def muon(
       So do an ``ns_steps`` that is not an integer (``ValueError``), an ``eps`` or an entry of
       ``ns_coefficients`` that is not a real number (``TypeError``): torch fails in ``step()``.
     """
-    _checks.check_lr(lr, "Learning rate should be >= 0 but is: {}")
-    _checks.nonnegative(momentum, "momentum should be >= 0 but is: {}")
-    _checks.nonnegative(weight_decay, "weight decay should be >= 0 but is: {}")
+    checks.check_lr(lr, "Learning rate should be >= 0 but is: {}")
+    checks.nonnegative(momentum, "momentum should be >= 0 but is: {}")
+    checks.nonnegative(weight_decay, "weight decay should be >= 0 but is: {}")
     if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
         raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
-    _checks.real(eps, "eps")
+    checks.real(eps, "eps")
     if ns_steps >= 100:
         raise ValueError("Number of steps must be less than 100 for computational efficiency")
-    _checks.integer(ns_steps, "ns_steps")  # torch: range(ns_steps) in step()
+    checks.integer(ns_steps, "ns_steps")  # torch: range(ns_steps) in step()
     if len(ns_coefficients) != 3:
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
     for index, coefficient in enumerate(ns_coefficients):
-        _checks.real(coefficient, f"ns_coefficients[{index}]")
+        checks.real(coefficient, f"ns_coefficients[{index}]")
     return chain(
         scale_by_muon(momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn, ns_dtype),
         scale_by_learning_rate(lr),

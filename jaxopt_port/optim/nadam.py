@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port._core import scalar_dtype
+from jaxopt_port._core import checks, scalar_dtype
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -23,7 +22,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._primitives import (
     add_decoupled_weight_decay,
     add_weight_decay,
     maximize_gradient,
@@ -84,7 +83,7 @@ def scale_by_nadam(
     return optax.GradientTransformation(init, update)
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="NAdam")
 @doc
 def nadam(
     lr: LearningRate = 2e-3,
@@ -125,8 +124,8 @@ def nadam(
       O(1) away from torch (FACTS: Δ 0.27 on a movement of 0.86).
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable)
-    _checks.check_adam_family(lr, betas, eps, weight_decay)
-    _checks.nonnegative(momentum_decay, "Invalid momentum_decay value: {}")
+    checks.check_adam_family(lr, betas, eps, weight_decay)
+    checks.nonnegative(momentum_decay, "Invalid momentum_decay value: {}")
     return chain(
         maximize_gradient(maximize),
         None if decoupled_weight_decay else add_weight_decay(weight_decay),

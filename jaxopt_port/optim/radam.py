@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port._core import scalar_dtype
+from jaxopt_port._core import checks, scalar_dtype
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -23,7 +22,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._primitives import (
     add_decoupled_weight_decay,
     add_weight_decay,
     maximize_gradient,
@@ -86,7 +85,7 @@ def scale_by_radam(
     return optax.GradientTransformation(init, update)
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="RAdam")
 @doc
 def radam(
     lr: LearningRate = 1e-3,
@@ -126,7 +125,7 @@ def radam(
       strict (ρ_t > 5) as in torch.
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable)
-    _checks.check_adam_family(lr, betas, eps, weight_decay)
+    checks.check_adam_family(lr, betas, eps, weight_decay)
     return chain(
         maximize_gradient(maximize),
         None if decoupled_weight_decay else add_weight_decay(weight_decay),

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core import checks
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -21,7 +21,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._primitives import (
     _one_minus,
     add_weight_decay,
     maximize_gradient,
@@ -83,7 +83,7 @@ def scale_by_rms(
     return optax.GradientTransformation(init, update)
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="RMSprop")
 @doc
 def rmsprop(
     lr: LearningRate = 1e-2,
@@ -127,13 +127,13 @@ def rmsprop(
       :math:`v_t` turns negative, so its parameters are NaN from the first step.
     """
     accepted(capturable=capturable, foreach=foreach, differentiable=differentiable)
-    _checks.check_lr(lr)
-    _checks.nonnegative(eps, "Invalid epsilon value: {}")
-    _checks.nonnegative(momentum, "Invalid momentum value: {}")
-    _checks.nonnegative(weight_decay, "Invalid weight_decay value: {}")
-    _checks.nonnegative(alpha, "Invalid alpha value: {}")
+    checks.check_lr(lr)
+    checks.nonnegative(eps, "Invalid epsilon value: {}")
+    checks.nonnegative(momentum, "Invalid momentum value: {}")
+    checks.nonnegative(weight_decay, "Invalid weight_decay value: {}")
+    checks.nonnegative(alpha, "Invalid alpha value: {}")
     # torch accepts alpha > 1 and its running average of g² turns negative: NaN from step 1
-    _checks.check(alpha, lambda v: v <= 1.0, "Invalid alpha value: {} (at most 1 is needed)")
+    checks.check(alpha, lambda v: v <= 1.0, "Invalid alpha value: {} (at most 1 is needed)")
     return chain(
         maximize_gradient(maximize),
         add_weight_decay(weight_decay),

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxopt_port._core.checks import check, check_lr, real
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim._base import Array, LearningRate, accepted, chain, check_lr, increment, lr_at
-from jaxopt_port.optim._checks import check, real
+from jaxopt_port.optim._base import Array, LearningRate, accepted, chain, increment, lr_at
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import maximize_gradient
+from jaxopt_port.optim._primitives import maximize_gradient
 
 tree_map = jax.tree_util.tree_map
 
@@ -70,7 +70,7 @@ def scale_by_rprop(
     return optax.GradientTransformation(init, update)
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="Rprop")
 @doc
 def rprop(
     lr: LearningRate = 1e-2,

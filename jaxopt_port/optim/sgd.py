@@ -6,11 +6,11 @@ from typing import Any
 
 import optax
 
+from jaxopt_port._core import checks
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import LearningRate, accepted, chain
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import (
+from jaxopt_port.optim._primitives import (
     add_weight_decay,
     maximize_gradient,
     scale_by_learning_rate,
@@ -18,7 +18,7 @@ from jaxopt_port.optim._transforms import (
 )
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="SGD")
 @doc
 def sgd(
     lr: LearningRate = 1e-3,
@@ -72,10 +72,10 @@ def sgd(
     """
     accepted(foreach=foreach, differentiable=differentiable, fused=fused)
     # torch's expressions (`lr < 0.0`), which also let NaN through: refused here
-    _checks.check_lr(lr, ok=_not_negative)
-    _checks.check(momentum, _not_negative, "Invalid momentum value: {}")
-    _checks.check(weight_decay, _not_negative, "Invalid weight_decay value: {}")
-    _checks.real(dampening, "dampening")
+    checks.check_lr(lr, ok=_not_negative)
+    checks.check(momentum, _not_negative, "Invalid momentum value: {}")
+    checks.check(weight_decay, _not_negative, "Invalid weight_decay value: {}")
+    checks.real(dampening, "dampening")
     if nesterov and not (_positive(momentum) and _zero(dampening)):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     return chain(

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import optax
 from jax.experimental import sparse
 
+from jaxopt_port._core import checks
 from jaxopt_port._core.torch_groups import carries_torch_group
-from jaxopt_port.optim import _checks
 from jaxopt_port.optim._base import (
     Array,
     LearningRate,
@@ -21,7 +21,7 @@ from jaxopt_port.optim._base import (
     zeros_like_tree,
 )
 from jaxopt_port.optim._docs import doc
-from jaxopt_port.optim._transforms import scale_by_learning_rate
+from jaxopt_port.optim._primitives import scale_by_learning_rate
 
 tree_map = jax.tree_util.tree_map
 
@@ -100,7 +100,7 @@ def scale_by_sparse_adam(
     return optax.GradientTransformation(init, update)
 
 
-@carries_torch_group()
+@carries_torch_group(torch_class="SparseAdam")
 @doc
 def sparse_adam(
     lr: LearningRate = 1e-3,
@@ -132,9 +132,9 @@ def sparse_adam(
       treated as absent. An entry inside a looked-up row whose gradient happens to be exactly 0 is
       therefore left untouched here but updated by torch; pass a BCOO gradient for row semantics.
     """
-    _checks.check_lr(lr, ok=lambda v: 0.0 < v)
-    _checks.check(eps, lambda v: 0.0 < v, "Invalid epsilon value: {}")
-    _checks.check_betas(betas)
+    checks.check_lr(lr, ok=lambda v: 0.0 < v)
+    checks.check(eps, lambda v: 0.0 < v, "Invalid epsilon value: {}")
+    checks.check_betas(betas)
     return chain(
         _maximize_sparse(maximize),
         scale_by_sparse_adam(betas, eps),

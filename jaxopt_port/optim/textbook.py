@@ -18,7 +18,7 @@ import jax
 import optax
 
 from jaxopt_port.optim._base import LearningRate, cast_like, chain, zeros_like_tree
-from jaxopt_port.optim._transforms import scale_by_learning_rate
+from jaxopt_port.optim._primitives import scale_by_learning_rate
 from jaxopt_port.optim.adam import scale_by_adam
 from jaxopt_port.optim.rmsprop import scale_by_rms
 

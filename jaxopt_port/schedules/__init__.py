@@ -16,9 +16,10 @@ construction; each factory's Warning says which. Each argument is one value: tor
 value per param group are one schedule per group here.
 """
 
+from jaxopt_port._core.hooks import set_scheduled_transformation
 from jaxopt_port.schedules._compose import chained_scheduler, sequential_lr
 from jaxopt_port.schedules._core import TorchSchedule
-from jaxopt_port.schedules._cyclic import cyclic_lr, one_cycle_lr, swalr
+from jaxopt_port.schedules._cyclic import cyclic_lr, one_cycle_lr
 from jaxopt_port.schedules._decay import (
     constant_lr,
     cosine_annealing_lr,
@@ -30,34 +31,21 @@ from jaxopt_port.schedules._decay import (
     multiplicative_lr,
     polynomial_lr,
     step_lr,
+    warm_restart_position,
 )
-from jaxopt_port.schedules._from_torch import from_torch
+from jaxopt_port.schedules._from_torch import TABLE, from_torch
 from jaxopt_port.schedules._plateau import (
     ReduceLROnPlateau,
     ReduceLROnPlateauState,
     reduce_lr_on_plateau,
 )
-from jaxopt_port.schedules._wiring import with_schedules
+from jaxopt_port.schedules._swa import swalr
+from jaxopt_port.schedules._wiring import scheduled_transformation, with_schedules
+
+set_scheduled_transformation(scheduled_transformation)  # for optim.from_torch(optimizer, scheduler)
 
 #: torch scheduler class name -> jaxopt_port factory name, for every scheduler torch has.
-SCHEDULERS = {
-    "LambdaLR": "lambda_lr",
-    "MultiplicativeLR": "multiplicative_lr",
-    "StepLR": "step_lr",
-    "MultiStepLR": "multi_step_lr",
-    "ConstantLR": "constant_lr",
-    "LinearLR": "linear_lr",
-    "ExponentialLR": "exponential_lr",
-    "SequentialLR": "sequential_lr",
-    "CosineAnnealingLR": "cosine_annealing_lr",
-    "ChainedScheduler": "chained_scheduler",
-    "ReduceLROnPlateau": "reduce_lr_on_plateau",
-    "CyclicLR": "cyclic_lr",
-    "CosineAnnealingWarmRestarts": "cosine_annealing_warm_restarts",
-    "OneCycleLR": "one_cycle_lr",
-    "PolynomialLR": "polynomial_lr",
-    "SWALR": "swalr",
-}
+SCHEDULERS = {torch_name: factory for torch_name, (factory, _) in TABLE.items()}
 
 __all__ = [
     "SCHEDULERS",
@@ -81,5 +69,6 @@ __all__ = [
     "sequential_lr",
     "step_lr",
     "swalr",
+    "warm_restart_position",
     "with_schedules",
 ]

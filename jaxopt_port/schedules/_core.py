@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_port._core import scalar_dtype
-from jaxopt_port.optim import _checks
+from jaxopt_port._core import checks, scalar_dtype
 
 __all__ = [
     "TorchSchedule",
@@ -68,17 +67,17 @@ def check_one_group(value: Any, name: str) -> None:
 
 def check_number(value: Any, name: str) -> None:
     """``TypeError`` unless ``value`` is one real number (:func:`check_one_group`, then
-    ``optim._checks.real``)."""
+    ``optim.checks.real``)."""
     check_one_group(value, name)
-    _checks.real(value, name)
+    checks.real(value, name)
 
 
 def check_base_lr(lr: Any) -> None:
     """The param group's initial lr, checked as torch's optimizer checks it (``0.0 <= lr``, so a
     ``str`` raises torch's ``TypeError``), and one real number."""
     check_one_group(lr, "lr")
-    _checks.check_lr(lr)
-    _checks.real(lr, "lr")
+    checks.check_lr(lr)
+    checks.real(lr, "lr")
 
 
 def check_lambda(fn: Any, scheduler: str) -> None:

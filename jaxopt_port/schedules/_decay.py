@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_port.optim._checks import integer
+from jaxopt_port._core.checks import integer
 from jaxopt_port.schedules._core import (
     TorchSchedule,
     as_traceable,
@@ -40,6 +40,7 @@ __all__ = [
     "multiplicative_lr",
     "polynomial_lr",
     "step_lr",
+    "warm_restart_position",
 ]
 
 
@@ -333,8 +334,10 @@ def cosine_annealing_lr(
     )
 
 
-def _warm_restart_position(t: jax.Array, T_0: int, T_mult: int) -> tuple[jax.Array, jax.Array]:
-    """``(T_cur, T_i)`` after ``t`` steps, with torch's integer recursion."""
+def warm_restart_position(t: jax.Array, T_0: int, T_mult: int) -> tuple[jax.Array, jax.Array]:
+    """CosineAnnealingWarmRestarts' position after ``t`` scheduler steps: ``(T_cur, T_i)``, the
+    steps into the current period and that period's length, with torch's integer recursion
+    (periods ``T_0, T_0·T_mult, T_0·T_mult², ...``). Jittable in ``t``."""
     t = jnp.asarray(t, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
     if T_mult == 1:
         return t % T_0, jnp.asarray(T_0, t.dtype)
@@ -379,7 +382,7 @@ def cosine_annealing_warm_restarts(
         )
 
     def value(t: jax.Array) -> jax.Array:
-        t_cur, t_i = _warm_restart_position(t, T_0, T_mult)
+        t_cur, t_i = warm_restart_position(t, T_0, T_mult)
         return eta_min + (lr - eta_min) * _half_cosine(t_cur, scalar(t_i))
 
     return TorchSchedule("CosineAnnealingWarmRestarts", value, "absolute", lr, steps_per_epoch)

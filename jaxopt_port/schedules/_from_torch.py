@@ -2,98 +2,142 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jaxopt_port._core import as_float, describe_torch_object, torch_kind
 from jaxopt_port.schedules import _compose, _cyclic, _decay, _plateau
+from jaxopt_port.schedules import _swa as _swa_module
 from jaxopt_port.schedules._core import TorchSchedule
 
-__all__ = ["from_torch"]
+__all__ = ["TABLE", "from_torch"]
+
+
+Reader = Callable[[Any, int, int], "TorchSchedule | _plateau.ReduceLROnPlateau"]
+
+
+def _base(scheduler: Any, group: int) -> float:
+    return as_float(scheduler.base_lrs[group])
+
+
+def _lambda(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.lambda_lr(_base(s, g), s.lr_lambdas[g])
+
+
+def _multiplicative(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.multiplicative_lr(_base(s, g), s.lr_lambdas[g])
+
+
+def _step(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.step_lr(_base(s, g), s.step_size, s.gamma)
+
+
+def _multi_step(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.multi_step_lr(_base(s, g), s.milestones.elements(), s.gamma)
+
+
+def _constant(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.constant_lr(_base(s, g), s.factor, s.total_iters)
+
+
+def _linear(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.linear_lr(_base(s, g), s.start_factor, s.end_factor, s.total_iters)
+
+
+def _exponential(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.exponential_lr(_base(s, g), s.gamma)
+
+
+def _polynomial(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.polynomial_lr(_base(s, g), s.total_iters, s.power)
+
+
+def _cosine(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.cosine_annealing_lr(_base(s, g), s.T_max, s.eta_min)
+
+
+def _warm_restarts(s: Any, g: int, _: int) -> TorchSchedule:
+    return _decay.cosine_annealing_warm_restarts(_base(s, g), s.T_0, s.T_mult, s.eta_min)
+
+
+def _swa(s: Any, g: int, _: int) -> TorchSchedule:
+    swa_lr = as_float(s.optimizer.param_groups[g]["swa_lr"])
+    return _swa_module.swalr(_base(s, g), swa_lr, s.anneal_epochs, s._anneal_strategy)
+
+
+def _cyclic_lr(s: Any, g: int, _: int) -> TorchSchedule:
+    momentums = (s.base_momentums[g], s.max_momentums[g]) if s.cycle_momentum else None
+    return _cyclic.cyclic_schedule(
+        _base(s, g), as_float(s.max_lrs[g]), s.total_size, s.step_ratio, s.mode, s.gamma,
+        s._scale_fn_custom, s.scale_mode, momentums, 1,
+    )  # fmt: skip
+
+
+def _one_cycle(s: Any, g: int, _: int) -> TorchSchedule:
+    keys = ("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum")
+    phases = [tuple(phase[k] for k in keys) for phase in s._schedule_phases]
+    group = s.optimizer.param_groups[g]
+    names = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
+    values = {k: as_float(group[k]) for k in names if k in group}
+    return _cyclic.one_cycle_schedule(phases, values, s._anneal_func_type, s.cycle_momentum, 1)
+
+
+def _sequential(s: Any, g: int, _: int) -> TorchSchedule:
+    return _compose.sequential_lr([_read(part, g) for part in s._schedulers], s._milestones)
+
+
+def _chained(s: Any, g: int, _: int) -> TorchSchedule:
+    return _compose.chained_scheduler([_read(part, g) for part in s._schedulers])
+
+
+def _plateau_lr(s: Any, g: int, steps_per_epoch: int) -> _plateau.ReduceLROnPlateau:
+    return _plateau.reduce_lr_on_plateau(
+        as_float(s.optimizer.param_groups[g]["lr"]), s.mode, s.factor, s.patience, s.threshold,
+        s.threshold_mode, s.cooldown, s.min_lrs[g], s.eps, steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+
+
+#: torch scheduler class -> (jaxopt_port factory name, reader of a live instance), for every
+#: scheduler torch has. Exact classes only: a subclass may change ``get_lr``.
+TABLE: dict[str, tuple[str, Reader]] = {
+    "LambdaLR": ("lambda_lr", _lambda),
+    "MultiplicativeLR": ("multiplicative_lr", _multiplicative),
+    "StepLR": ("step_lr", _step),
+    "MultiStepLR": ("multi_step_lr", _multi_step),
+    "ConstantLR": ("constant_lr", _constant),
+    "LinearLR": ("linear_lr", _linear),
+    "ExponentialLR": ("exponential_lr", _exponential),
+    "SequentialLR": ("sequential_lr", _sequential),
+    "CosineAnnealingLR": ("cosine_annealing_lr", _cosine),
+    "ChainedScheduler": ("chained_scheduler", _chained),
+    "ReduceLROnPlateau": ("reduce_lr_on_plateau", _plateau_lr),
+    "CyclicLR": ("cyclic_lr", _cyclic_lr),
+    "CosineAnnealingWarmRestarts": ("cosine_annealing_warm_restarts", _warm_restarts),
+    "OneCycleLR": ("one_cycle_lr", _one_cycle),
+    "PolynomialLR": ("polynomial_lr", _polynomial),
+    "SWALR": ("swalr", _swa),
+}
+
+#: torch's modules that define the classes of :data:`TABLE`.
+_TORCH_MODULES = ("torch.optim.lr_scheduler", "torch.optim.swa_utils")
 
 
 def _read(
     scheduler: Any, group: int, steps_per_epoch: int = 1
 ) -> TorchSchedule | _plateau.ReduceLROnPlateau:
-    name = type(scheduler).__name__
-    base = as_float(scheduler.base_lrs[group]) if hasattr(scheduler, "base_lrs") else None
-    if name == "LambdaLR":
-        return _decay.lambda_lr(base, scheduler.lr_lambdas[group])
-    if name == "MultiplicativeLR":
-        return _decay.multiplicative_lr(base, scheduler.lr_lambdas[group])
-    if name == "StepLR":
-        return _decay.step_lr(base, scheduler.step_size, scheduler.gamma)
-    if name == "MultiStepLR":
-        return _decay.multi_step_lr(base, scheduler.milestones.elements(), scheduler.gamma)
-    if name == "ConstantLR":
-        return _decay.constant_lr(base, scheduler.factor, scheduler.total_iters)
-    if name == "LinearLR":
-        return _decay.linear_lr(
-            base, scheduler.start_factor, scheduler.end_factor, scheduler.total_iters
-        )
-    if name == "ExponentialLR":
-        return _decay.exponential_lr(base, scheduler.gamma)
-    if name == "PolynomialLR":
-        return _decay.polynomial_lr(base, scheduler.total_iters, scheduler.power)
-    if name == "CosineAnnealingLR":
-        return _decay.cosine_annealing_lr(base, scheduler.T_max, scheduler.eta_min)
-    if name == "CosineAnnealingWarmRestarts":
-        return _decay.cosine_annealing_warm_restarts(
-            base, scheduler.T_0, scheduler.T_mult, scheduler.eta_min
-        )
-    if name == "SWALR":
-        swa_lr = as_float(scheduler.optimizer.param_groups[group]["swa_lr"])
-        return _cyclic.swalr(base, swa_lr, scheduler.anneal_epochs, scheduler._anneal_strategy)
-    if name == "CyclicLR":
-        momentums = None
-        if scheduler.cycle_momentum:
-            momentums = (scheduler.base_momentums[group], scheduler.max_momentums[group])
-        return _cyclic.cyclic_schedule(
-            base,
-            as_float(scheduler.max_lrs[group]),
-            scheduler.total_size,
-            scheduler.step_ratio,
-            scheduler.mode,
-            scheduler.gamma,
-            scheduler._scale_fn_custom,
-            scheduler.scale_mode,
-            momentums,
-            1,
-        )
-    if name == "OneCycleLR":
-        keys = ("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum")
-        phases = [tuple(phase[k] for k in keys) for phase in scheduler._schedule_phases]
-        g = scheduler.optimizer.param_groups[group]
-        names = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
-        values = {k: as_float(g[k]) for k in names if k in g}
-        return _cyclic.one_cycle_schedule(
-            phases, values, scheduler._anneal_func_type, scheduler.cycle_momentum, 1
-        )
-    if name == "SequentialLR":
-        parts = [_read(s, group) for s in scheduler._schedulers]
-        return _compose.sequential_lr(parts, scheduler._milestones)
-    if name == "ChainedScheduler":
-        return _compose.chained_scheduler([_read(s, group) for s in scheduler._schedulers])
-    if name == "ReduceLROnPlateau":
-        return _plateau.reduce_lr_on_plateau(
-            as_float(scheduler.optimizer.param_groups[group]["lr"]),
-            scheduler.mode,
-            scheduler.factor,
-            scheduler.patience,
-            scheduler.threshold,
-            scheduler.threshold_mode,
-            scheduler.cooldown,
-            scheduler.min_lrs[group],
-            scheduler.eps,
-            steps_per_epoch=steps_per_epoch,
-        )
-    from jaxopt_port.schedules import SCHEDULERS  # the package imports this module
-
-    bases = [c.__name__ for c in type(scheduler).__mro__[1:] if c.__name__ in SCHEDULERS]
+    cls = type(scheduler)
+    if cls.__module__ in _TORCH_MODULES and cls.__name__ in TABLE:
+        return TABLE[cls.__name__][1](scheduler, group, steps_per_epoch)
+    bases = [
+        c.__name__
+        for c in cls.__mro__[1:]
+        if c.__module__ in _TORCH_MODULES and c.__name__ in TABLE
+    ]
     subclass = f" (a subclass of {bases[0]}, whose get_lr it may change)" if bases else ""
     raise TypeError(
-        f"no jaxopt_port schedule for {name}{subclass}: schedules.from_torch reads torch's own "
-        f"scheduler classes, {', '.join(SCHEDULERS)}; build the schedule with the factories, "
-        "e.g. schedules.cosine_annealing_lr(lr, T_max)"
+        f"no jaxopt_port schedule for {cls.__name__}{subclass}: schedules.from_torch reads "
+        f"torch's own scheduler classes, {', '.join(TABLE)}; build the schedule with the "
+        "factories, e.g. schedules.cosine_annealing_lr(lr, T_max)"
     )
 
 

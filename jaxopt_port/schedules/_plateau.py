@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_port._core import scalar_dtype
-from jaxopt_port.optim._checks import integer
+from jaxopt_port._core.checks import integer
 from jaxopt_port.schedules._core import check_base_lr, check_number, check_steps_per_epoch
 
 __all__ = ["ReduceLROnPlateau", "ReduceLROnPlateauState", "reduce_lr_on_plateau"]

@@ -110,3 +110,21 @@ def schedule_kwargs(schedule: Any, factory_params: Any, group: dict[str, Any]) -
                 "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
             )
     return out
+
+
+def scheduled_transformation(
+    factory: Callable[..., Any],
+    kwargs: dict[str, Any],
+    group: dict[str, Any],
+    scheduler: Any,
+    index: int,
+    steps_per_epoch: int,
+) -> tuple[optax.GradientTransformationExtraArgs, dict[str, Any]]:
+    """One torch param group's transformation with the hyperparameters ``scheduler`` drives
+    (lr; CyclicLR's and OneCycleLR's momentum or β1) following their schedules, and those
+    scheduled values; what ``optim.from_torch(optimizer, scheduler)`` builds per group."""
+    from jaxopt_port.schedules._from_torch import from_torch  # this package's __init__ order
+
+    schedule = from_torch(scheduler, index, steps_per_epoch=steps_per_epoch)
+    scheduled = schedule_kwargs(schedule, inspect.signature(factory).parameters, group)
+    return with_schedules(factory, **{**kwargs, **scheduled}), scheduled

@@ -69,8 +69,7 @@ import optax
 
 from jaxopt_port._core.paths import named_leaves as _named_leaves
 from jaxopt_port._core.paths import path_names
-from jaxopt_port._core.torch_groups import partition, single_group
-from jaxopt_port.optim._from_torch import CONSTRUCTOR_ONLY
+from jaxopt_port._core.torch_groups import constructor_only, partition, single_group
 
 __all__ = [
     "Selector",
@@ -396,13 +395,13 @@ def param_groups(
     checked = _checked_groups(groups)
     _check_unmatched(unmatched)
     _check_names(factory, defaults, "the constructor")
-    constructor_only = CONSTRUCTOR_ONLY.get(getattr(factory, "__name__", ""), ())
+    held = constructor_only(factory)
     transforms: dict[str, optax.GradientTransformation] = {}
     torch_keys: dict[str, dict[str, Any]] = {}  # what torch's group holds beyond the call
     for i, ((label, _, _), group) in enumerate(zip(checked, groups, strict=True)):
         _check_names(factory, group, f"param group {i}")
         kwargs = {**defaults, **{k: v for k, v in group.items() if k not in _RESERVED}}
-        for name in constructor_only:  # torch reads these from the constructor only
+        for name in held:  # torch reads these from the constructor only
             kwargs.pop(name, None)
             if name in defaults:
                 kwargs[name] = defaults[name]

@@ -3,8 +3,9 @@
 Every state NamedTuple names its fields as torch names its state keys, so the view is mechanical:
 a field holding one entry per parameter gives that entry to each parameter; a scalar field
 (``step``, ``eta``, ``mu_product``, ...) is shared by the parameters its NamedTuple serves; fields
-named ``count`` are bookkeeping and are left out. L-BFGS keeps one global state, which torch files
-under the first parameter: it goes there, with its ring buffers unrolled into torch's history lists.
+named ``count`` are bookkeeping and are left out. A state that is not laid out per parameter
+(L-BFGS's one global state) gives its torch view itself through an ``as_torch_state()`` method;
+torch files it under the first parameter, and so does this view.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxopt_port._core import absent, is_array
-from jaxopt_port.optim.lbfgs import LBFGSState, ordered_history
+from jaxopt_port._core.arrays import absent, is_array
 
 __all__ = ["absent", "is_array", "per_param_entries", "per_param_state"]
 
@@ -38,8 +38,8 @@ def per_param_entries(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -
 def _walk(
     node: Any, treedef: Any, shapes: list[tuple[int, ...]], out: list[dict[str, Any]]
 ) -> None:
-    if isinstance(node, LBFGSState) and out:
-        out[0].update(_lbfgs_state(node))
+    if hasattr(node, "as_torch_state") and out:  # not per parameter: torch keys it by the first
+        out[0].update(node.as_torch_state())
         return
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         scalars = {}
@@ -66,16 +66,6 @@ def _walk(
     elif isinstance(node, dict):
         for child in node.values():
             _walk(child, treedef, shapes, out)
-
-
-def _lbfgs_state(state: LBFGSState) -> dict[str, Any]:
-    """torch's ``optimizer.state[params[0]]`` for an ``LBFGSState`` (without the scratch ``al``)."""
-    out: dict[str, Any] = {"func_evals": state.func_evals, "n_iter": state.n_iter}
-    if int(state.n_iter) > 0:  # torch creates the other keys in its first iteration
-        out.update(zip(("old_dirs", "old_stps", "ro"), ordered_history(state), strict=True))
-        for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss"):
-            out[key] = getattr(state, key)
-    return out
 
 
 def per_param_state(opt_state: optax.OptState, params: Any) -> list[dict[str, Any]]:

@@ -23,19 +23,65 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_port._core import is_tensor_like, numel, torch_kind
-from jaxopt_port.optim._base import check_lr
+from jaxopt_port._core.arrays import is_tensor_like, numel
+from jaxopt_port._core.torch_objects import describe_torch_object, torch_kind
 
 __all__ = [
     "check",
     "check_adam_family",
     "check_betas",
     "check_lr",
+    "check_schedule_object",
     "integer",
     "is_integer",
     "nonnegative",
     "real",
 ]
+
+
+def check_schedule_object(value: Any, name: str = "lr") -> None:
+    """``TypeError`` for a schedule object an optimizer factory cannot call with the update count:
+    a stateful schedule (``schedules.reduce_lr_on_plateau``) or a torch lr scheduler."""
+    if callable(value) and hasattr(value, "init") and hasattr(value, "update"):
+        raise TypeError(
+            f"{name} is a stateful schedule ({type(value).__name__}): its value follows the "
+            "metric, not the update count, so an optimizer cannot call it. Build the optimizer "
+            f"with jaxopt_port.schedules.with_schedules(optim.<name>, {name}=schedule, ...) and "
+            "pass the metric to every update as value=metric"
+        )
+    if torch_kind(value) == "scheduler":
+        raise TypeError(
+            f"{name} is {describe_torch_object(value)}: convert it with "
+            f"jaxopt_port.schedules.from_torch(scheduler) and pass the result as {name} (or "
+            "convert optimizer and scheduler together: optim.from_torch(optimizer, scheduler))"
+        )
+
+
+def _at_least_zero(value: Any) -> Any:
+    return 0.0 <= value
+
+
+def check_lr(
+    lr: Any,
+    message: str = "Invalid learning rate: {}",
+    ok: Callable[[Any], Any] = _at_least_zero,
+) -> None:
+    """torch's constructor checks of ``lr``, in torch's order, on the value as given.
+
+    A tensor or array must have one element (``ValueError("Tensor lr must be 1-element")``), then
+    ``ok(lr)`` — torch's expression, ``0.0 <= lr`` unless given — must hold
+    (``ValueError(message.format(lr))``). Evaluating torch's own expression on the value as given
+    raises torch's own ``TypeError`` for a ``str``, ``None`` or a list. Schedules and traced
+    values are not checked, except that a stateful schedule or a torch lr scheduler raises
+    ``TypeError`` saying what to use instead (:func:`check_schedule_object`).
+    """
+    check_schedule_object(lr)
+    if callable(lr) or isinstance(lr, jax.core.Tracer):
+        return
+    if is_tensor_like(lr) and numel(lr) != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    if not ok(lr):
+        raise ValueError(message.format(lr))
 
 
 def _unchecked(value: Any) -> bool:
