@@ -20,6 +20,7 @@ from jaxopt_port._core.arrays import (
     params_dtype,
     scalar_dtype,
     to_numpy,
+    to_tensor,
 )
 from jaxopt_port._core.paths import named_leaves, path_names
 from jaxopt_port._core.torch_objects import describe_torch_object, torch_kind
@@ -36,5 +37,6 @@ __all__ = [
     "path_names",
     "scalar_dtype",
     "to_numpy",
+    "to_tensor",
     "torch_kind",
 ]

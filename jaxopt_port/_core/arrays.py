@@ -21,6 +21,7 @@ __all__ = [
     "params_dtype",
     "scalar_dtype",
     "to_numpy",
+    "to_tensor",
 ]
 
 
@@ -87,3 +88,16 @@ def to_numpy(value: Any) -> np.ndarray:
         if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
             return np.asarray(value.float()).astype(jnp.bfloat16)
     return np.asarray(value)
+
+
+def to_tensor(value: Any, dtype: Any = None) -> Any:
+    """An array (NumPy, JAX, on any device) as a torch CPU tensor of its own dtype, or ``dtype``;
+    bfloat16 included (NumPy's ml_dtypes bfloat16, which ``torch.from_numpy`` does not take)."""
+    import torch
+
+    array = np.array(value)  # a copy: torch tensors are writable, JAX arrays are not
+    if array.dtype == jnp.bfloat16:
+        tensor = torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
+    else:
+        tensor = torch.from_numpy(array)
+    return tensor if dtype is None else tensor.to(dtype)

@@ -2,14 +2,13 @@
 
 :func:`nnx_optimizer_from_torch` builds (or fills) an ``nnx.Optimizer`` from a torch optimizer;
 :func:`nnx_optimizer_to_torch` writes an ``nnx.Optimizer``'s state as the ``state_dict()`` a torch
-optimizer loads. Use them with :func:`~jaxopt_port.interop.load_torch_state_dict` /
-:func:`~jaxopt_port.interop.torch_state_dict` for the weights::
+optimizer loads. Use them with :func:`~jaxopt_port.interop.weights_from_torch` /
+:func:`~jaxopt_port.interop.weights_to_torch` for the weights::
 
-    interop.load_torch_state_dict(model, torch_model.state_dict())
+    interop.weights_from_torch(model, torch_model.state_dict())
     optimizer = interop.nnx_optimizer_from_torch(torch_optimizer, model, tx, torch_model=torch_model)
     ...  # train with optimizer.update(model, grads)
-    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in
-                                 interop.torch_state_dict(model).items()})
+    torch_model.load_state_dict(interop.weights_to_torch(model))
     torch_optimizer.load_state_dict(
         interop.nnx_optimizer_to_torch(optimizer, model, torch_optimizer, torch_model=torch_model))
 
@@ -199,7 +198,7 @@ def nnx_optimizer_from_torch(
     out as the weight is (module docstring); the result's ``opt_state`` is what
     :func:`~jaxopt_port.interop.optimizer_state_from_torch` gives for ``nnx.state(model, wrt)``,
     so count inference and errors are that function's. The weights themselves are not touched:
-    load them with :func:`~jaxopt_port.interop.load_torch_state_dict`.
+    load them with :func:`~jaxopt_port.interop.weights_from_torch`.
 
     Args:
       torch_optimizer: the torch optimizer, or its ``state_dict()`` (a checkpoint's).
@@ -240,7 +239,7 @@ def nnx_optimizer_from_torch(
       >>> torch_model(torch.ones(1, 3)).sum().backward()
       >>> torch_optimizer.step()
       >>> model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
-      >>> interop.load_torch_state_dict(model, torch_model.state_dict())
+      >>> interop.weights_from_torch(model, torch_model.state_dict())
       >>> optimizer = interop.nnx_optimizer_from_torch(
       ...     torch_optimizer, model, optim.adamw(lr=1e-3), torch_model=torch_model)
       >>> int(optimizer.step[...])
@@ -361,7 +360,7 @@ def nnx_optimizer_to_torch(
     carries none, e.g. ``tx`` wrapped in ``optax.chain``); ``"params"`` and ``"param_names"`` are
     ``torch_optimizer``'s. Position a torch scheduler with
     :func:`~jaxopt_port.interop.position_scheduler`. The weights go with
-    :func:`~jaxopt_port.interop.torch_state_dict`.
+    :func:`~jaxopt_port.interop.weights_to_torch`.
 
     Args:
       optimizer: the ``nnx.Optimizer`` (its ``tx``, ``wrt`` and ``opt_state`` are read).

@@ -32,6 +32,7 @@ import optax
 from jaxopt_port._core import absent as _absent
 from jaxopt_port._core import is_array as _is_array
 from jaxopt_port._core import to_numpy as _numpy
+from jaxopt_port._core import to_tensor
 from jaxopt_port._core.state import per_param_entries, per_param_state
 from jaxopt_port._core.torch_groups import TorchGroup, torch_layout
 from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
@@ -51,8 +52,8 @@ from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState
 from jaxopt_port.schedules import ReduceLROnPlateau, ReduceLROnPlateauState, TorchSchedule
 
 __all__ = [
-    "load_into_torch",
     "optimizer_state_from_torch",
+    "optimizer_state_into_torch",
     "optimizer_state_to_torch",
     "to_tensor",
 ]
@@ -414,7 +415,7 @@ def optimizer_state_to_torch(
     A transformation wrapped further (``optax.chain``, ``optax.MultiSteps``,
     ``optax.inject_hyperparams``) or built from optax pieces carries no groups: then the result has
     one group with only ``"params"`` unless ``param_groups`` is given, and loads only with
-    :func:`load_into_torch` (which keeps the torch optimizer's hyperparameters) or after adding
+    :func:`optimizer_state_into_torch` (which keeps the torch optimizer's hyperparameters) or after adding
     the hyperparameters to each group.
 
     Args:
@@ -561,19 +562,6 @@ _SCALAR_KEYS = ("step", "eta", "mu", "mu_product")
 _HISTORY_KEYS = ("old_dirs", "old_stps", "ro")
 
 
-def to_tensor(value: Any, dtype: Any = None) -> Any:
-    """An array (NumPy, JAX, on any device) as a torch CPU tensor of its own dtype, or ``dtype``;
-    bfloat16 included (NumPy's ml_dtypes bfloat16, which ``torch.from_numpy`` does not take)."""
-    import torch
-
-    array = np.array(value)  # a copy: torch tensors are writable, JAX arrays are not
-    if array.dtype == jnp.bfloat16:
-        tensor = torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
-    else:
-        tensor = torch.from_numpy(array)
-    return tensor if dtype is None else tensor.to(dtype)
-
-
 def _to_torch_value(torch: Any, key: str, value: Any, int_step: bool) -> Any:
     """One state entry as torch keeps it (``optimizer_state_to_torch``'s docstring)."""
     if key in _HISTORY_KEYS:
@@ -600,7 +588,7 @@ def _int_step_leaves(opt_state: Any, params: Any) -> set[int]:
     return out
 
 
-def load_into_torch(
+def optimizer_state_into_torch(
     optimizer: Any, opt_state: optax.OptState, tx: optax.GradientTransformation, params: Any
 ) -> None:
     """Load ``opt_state`` into a live torch optimizer built with the same hyperparameters.

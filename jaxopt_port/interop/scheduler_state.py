@@ -300,7 +300,7 @@ def position_scheduler(
     ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch`` and each group's lr.
 
     Call it after ``optimizer.load_state_dict(interop.optimizer_state_to_torch(...))`` (or
-    :func:`~jaxopt_port.interop.load_into_torch`), with the scheduler built over that optimizer as
+    :func:`~jaxopt_port.interop.optimizer_state_into_torch`), with the scheduler built over that optimizer as
     the original was (its arguments and base lrs are read, not restored).
 
     Args:

@@ -1,10 +1,10 @@
 """Model weights between a PyTorch ``nn.Module`` state dict and a Flax NNX module.
 
-:func:`load_torch_state_dict` fills an existing NNX module (parameters and batch statistics) from
-``torch_module.state_dict()``; :func:`torch_state_dict` goes back, to NumPy arrays that
-``torch_module.load_state_dict({k: torch.from_numpy(v) for k, v in ...})`` accepts. torch is never
-imported: a state dict is any mapping of name -> array-like (torch tensors are detached and moved
-to the CPU, recognized by their ``detach``/``cpu`` methods).
+:func:`weights_from_torch` fills an existing NNX module (parameters and batch statistics) from
+``torch_module.state_dict()``; :func:`weights_to_torch` goes back, to the tensors
+``torch_module.load_state_dict(...)`` takes (:func:`weights_to_numpy`: the same as NumPy arrays,
+without torch). Reading never imports torch: a state dict is any mapping of name -> array-like
+(torch tensors are detached and moved to the CPU, recognized by their ``detach``/``cpu`` methods).
 
 Key correspondence
     The NNX attribute path joined with ``"."`` is the torch module prefix: torch ``self.fc1 =
@@ -22,10 +22,10 @@ Key correspondence
     ``nnx.RNN`` or dropout, stays abstract).
     Wrapped torch modules: ``DistributedDataParallel``/``DataParallel`` prefix every key with
     ``module.`` and ``torch.compile`` with ``_orig_mod.``. When *every* key carries such a prefix
-    and more keys match the NNX module without it, :func:`load_torch_state_dict` removes it
+    and more keys match the NNX module without it, :func:`weights_from_torch` removes it
     (nested ones too: ``_orig_mod.module.`` from a compiled DDP model), as
     ``torch.nn.modules.utils.consume_prefix_in_state_dict_if_present`` would; a model whose
-    attribute really is ``module`` keeps its keys. :func:`torch_state_dict` writes the unwrapped
+    attribute really is ``module`` keeps its keys. :func:`weights_to_torch` writes the unwrapped
     model's keys (load them with ``ddp_model.module.load_state_dict(...)``).
 
 Layouts (torch -> NNX; every conversion is a permutation, reshape or flip, so it is exact)
@@ -75,7 +75,7 @@ Divergences (read before trusting outputs)
       the batch with the biased variance, so training-mode outputs agree, and so do inference
       outputs from the same running statistics.
     - ``num_batches_tracked`` has no Flax slot: it is accepted and ignored on load (it is optional,
-      as in old torch checkpoints) and written as ``torch_state_dict(..., num_batches_tracked=n)``
+      as in old torch checkpoints) and written as ``weights_to_torch(..., num_batches_tracked=n)``
       (default 0). torch reads it only when ``momentum=None``.
     - RNN biases: torch has ``b_ih`` and ``b_hh``; Flax cells have one bias per gate, so it holds
       ``b_ih + b_hh`` (exact in function, not bitwise in the split). Exported, the sum goes to
@@ -125,15 +125,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxopt_port._core import to_numpy
+from jaxopt_port._core import to_numpy, to_tensor
 from jaxopt_port.interop._torch_inputs import check_module_state_dict, strip_wrapper_prefixes
 
 __all__ = [
     "element_sources",
     "flax_batchnorm_momentum",
-    "load_torch_state_dict",
     "to_numpy",
-    "torch_state_dict",
+    "weights_from_torch",
+    "weights_to_numpy",
+    "weights_to_torch",
 ]
 
 Shape = tuple[int, ...]
@@ -504,7 +505,7 @@ def element_sources(
     ``keys[1]``, and so on. Every NNX variable holding elements of them gets an integer array
     (int32 below 2**31 elements) of its own shape with each element's position in that vector (-1
     for an element from no key in ``keys``). The positions are found by loading position arrays through the same bindings that
-    :func:`load_torch_state_dict` loads weights through, so they follow the weights' layout mapping
+    :func:`weights_from_torch` loads weights through, so they follow the weights' layout mapping
     exactly (transposes, axis permutations, flips, splits): anything laid out like a parameter
     (optimizer state such as ``exp_avg``) converts as ``nnx_value = torch_flat[positions]``, and
     back by the inverse scatter, bit for bit.
@@ -612,7 +613,7 @@ def _placed(value: np.ndarray, var: nnx.Variable) -> jax.Array:
     return jax.device_put(value, sharding)
 
 
-def load_torch_state_dict(
+def weights_from_torch(
     module: nnx.Module, state_dict: Mapping[str, Any], *, strict: bool = True
 ) -> None:
     """Fill ``module``'s parameters and batch statistics from a torch ``state_dict``, in place.
@@ -642,11 +643,11 @@ def load_torch_state_dict(
     Example:
       >>> import torch
       >>> from flax import nnx
-      >>> from jaxopt_port.interop.weights import load_torch_state_dict
+      >>> from jaxopt_port.interop.weights import weights_from_torch
       >>> layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
-      >>> load_torch_state_dict(layer, torch.nn.Linear(3, 2).state_dict())
+      >>> weights_from_torch(layer, torch.nn.Linear(3, 2).state_dict())
     """
-    check_module_state_dict(state_dict, "load_torch_state_dict")
+    check_module_state_dict(state_dict, "weights_from_torch")
     bindings = _bindings(module)
     all_keys = {_join(prefix, sfx) for prefix, _, b in bindings for sfx in b.shapes}
     state_dict = dict(
@@ -704,7 +705,7 @@ def load_torch_state_dict(
         var.set_value(value)
 
 
-def torch_state_dict(module: nnx.Module, *, num_batches_tracked: int = 0) -> dict[str, np.ndarray]:
+def weights_to_numpy(module: nnx.Module, *, num_batches_tracked: int = 0) -> dict[str, np.ndarray]:
     """The torch ``state_dict`` of ``module``, as writable C-contiguous NumPy arrays.
 
     Args:
@@ -719,8 +720,8 @@ def torch_state_dict(module: nnx.Module, *, num_batches_tracked: int = 0) -> dic
     Example:
       >>> import torch
       >>> from flax import nnx
-      >>> from jaxopt_port.interop.weights import torch_state_dict
-      >>> sd = torch_state_dict(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
+      >>> from jaxopt_port.interop.weights import weights_to_numpy
+      >>> sd = weights_to_numpy(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
       >>> torch.nn.Linear(3, 2).load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
       <All keys matched successfully>
     """
@@ -729,6 +730,30 @@ def torch_state_dict(module: nnx.Module, *, num_batches_tracked: int = 0) -> dic
         for prefix, _, binding in _bindings(module, num_batches_tracked)
         for sfx, array in binding.dump().items()
     }
+
+
+def weights_to_torch(module: nnx.Module, *, num_batches_tracked: int = 0) -> dict[str, Any]:
+    """The torch ``state_dict`` of ``module``, as CPU tensors ``torch_module.load_state_dict``
+    takes (imports torch; :func:`weights_to_numpy` gives the same values as NumPy arrays).
+
+    Args:
+      module: an NNX module (see the module docstring for the key and layout correspondence).
+      num_batches_tracked: the value written for every BatchNorm's ``num_batches_tracked``
+        (int64, shape ()), which Flax does not count (default 0).
+
+    Returns:
+      torch key -> tensor in torch's layout and the NNX dtype (bfloat16 included).
+
+    Example:
+      >>> import torch
+      >>> from flax import nnx
+      >>> from jaxopt_port import interop
+      >>> layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+      >>> torch.nn.Linear(3, 2).load_state_dict(interop.weights_to_torch(layer))
+      <All keys matched successfully>
+    """
+    arrays = weights_to_numpy(module, num_batches_tracked=num_batches_tracked)
+    return {key: to_tensor(value) for key, value in arrays.items()}
 
 
 def flax_batchnorm_momentum(torch_momentum: float | None) -> float:

@@ -15,26 +15,28 @@ from jaxopt_port._core.torch_groups import TorchTransformation, torch_factories
 from jaxopt_port.optim import textbook
 from jaxopt_port.optim._from_torch import factory_for, from_torch
 from jaxopt_port.optim._primitives import (
+    CountState,
+    MomentumState,
     add_decoupled_weight_decay,
     add_weight_decay,
     maximize_gradient,
     scale_by_learning_rate,
     scale_by_momentum,
 )
-from jaxopt_port.optim.adadelta import adadelta, scale_by_adadelta
-from jaxopt_port.optim.adafactor import adafactor, scale_by_adafactor
-from jaxopt_port.optim.adagrad import adagrad, scale_by_adagrad
-from jaxopt_port.optim.adam import adam, adamw, scale_by_adam
-from jaxopt_port.optim.adamax import adamax, scale_by_adamax
-from jaxopt_port.optim.asgd import asgd, scale_by_asgd
+from jaxopt_port.optim.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
+from jaxopt_port.optim.adafactor import ScaleByAdafactorState, adafactor, scale_by_adafactor
+from jaxopt_port.optim.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
+from jaxopt_port.optim.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from jaxopt_port.optim.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from jaxopt_port.optim.asgd import ScaleByAsgdState, asgd, scale_by_asgd
 from jaxopt_port.optim.lbfgs import LBFGSState, lbfgs
-from jaxopt_port.optim.muon import muon, scale_by_muon
-from jaxopt_port.optim.nadam import nadam, scale_by_nadam
-from jaxopt_port.optim.radam import radam, scale_by_radam
-from jaxopt_port.optim.rmsprop import rmsprop, scale_by_rms
-from jaxopt_port.optim.rprop import rprop, scale_by_rprop
+from jaxopt_port.optim.muon import ScaleByMuonState, muon, scale_by_muon
+from jaxopt_port.optim.nadam import ScaleByNadamState, nadam, scale_by_nadam
+from jaxopt_port.optim.radam import ScaleByRadamState, radam, scale_by_radam
+from jaxopt_port.optim.rmsprop import ScaleByRmsState, rmsprop, scale_by_rms
+from jaxopt_port.optim.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from jaxopt_port.optim.sgd import sgd
-from jaxopt_port.optim.sparse_adam import scale_by_sparse_adam, sparse_adam
+from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 
 #: ``torch.optim`` class name -> its factory, for every optimizer torch has (what
 #: :func:`from_torch` and :func:`factory_for` read; subclasses are read as their torch base).
@@ -46,7 +48,21 @@ OPTIMIZERS = tuple(sorted(factory.__name__ for factory in TORCH_CLASSES.values()
 __all__ = [
     "OPTIMIZERS",
     "TORCH_CLASSES",
+    "CountState",
     "LBFGSState",
+    "MomentumState",
+    "ScaleByAdadeltaState",
+    "ScaleByAdafactorState",
+    "ScaleByAdagradState",
+    "ScaleByAdamState",
+    "ScaleByAdamaxState",
+    "ScaleByAsgdState",
+    "ScaleByMuonState",
+    "ScaleByNadamState",
+    "ScaleByRadamState",
+    "ScaleByRmsState",
+    "ScaleByRpropState",
+    "ScaleBySparseAdamState",
     "TorchTransformation",
     "adadelta",
     "adafactor",

@@ -33,7 +33,7 @@ from jaxopt_port.optim._primitives import (
 tree_map = jax.tree_util.tree_map
 
 
-class ScaleByNAdamState(NamedTuple):
+class ScaleByNadamState(NamedTuple):
     """Torch's NAdam state: ``step``, ``mu_product`` (∏ μ_i), ``exp_avg``, ``exp_avg_sq``."""
 
     step: Array
@@ -57,7 +57,7 @@ def scale_by_nadam(
 
     def init(params):
         zeros = zeros_like_tree(params)
-        return ScaleByNAdamState(
+        return ScaleByNadamState(
             jnp.zeros([], jnp.int32), jnp.ones([], scalar_dtype()), zeros, zeros
         )
 
@@ -78,7 +78,7 @@ def scale_by_nadam(
             return cast_like(grad_coef, g) * g / denom + cast_like(avg_coef, m) * m / denom
 
         updates = tree_map(direction, updates, exp_avg, exp_avg_sq)
-        return updates, ScaleByNAdamState(step, mu_product, exp_avg, exp_avg_sq)
+        return updates, ScaleByNadamState(step, mu_product, exp_avg, exp_avg_sq)
 
     return optax.GradientTransformation(init, update)
 
@@ -133,3 +133,17 @@ def nadam(
         scale_by_learning_rate(lr),
         add_decoupled_weight_decay(weight_decay, lr) if decoupled_weight_decay else None,
     )
+
+
+def __getattr__(name: str) -> object:
+    if name == "ScaleByNAdamState":  # the name of release 0.1
+        import warnings
+
+        warnings.warn(
+            "ScaleByNAdamState is deprecated and will be removed in the next release; use "
+            "optim.ScaleByNadamState",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ScaleByNadamState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

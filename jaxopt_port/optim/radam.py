@@ -33,7 +33,7 @@ from jaxopt_port.optim._primitives import (
 tree_map = jax.tree_util.tree_map
 
 
-class ScaleByRAdamState(NamedTuple):
+class ScaleByRadamState(NamedTuple):
     """Torch's RAdam state: ``step``, ``exp_avg``, ``exp_avg_sq``."""
 
     step: Array
@@ -57,7 +57,7 @@ def scale_by_radam(
 
     def init(params):
         zeros = zeros_like_tree(params)
-        return ScaleByRAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        return ScaleByRadamState(jnp.zeros([], jnp.int32), zeros, zeros)
 
     def update(updates, state, params=None):
         del params
@@ -80,7 +80,7 @@ def scale_by_radam(
             return jnp.where(rectify, corrected * adaptive * cast_like(rect, m), corrected)
 
         updates = tree_map(direction, exp_avg, exp_avg_sq)
-        return updates, ScaleByRAdamState(step, exp_avg, exp_avg_sq)
+        return updates, ScaleByRadamState(step, exp_avg, exp_avg_sq)
 
     return optax.GradientTransformation(init, update)
 
@@ -133,3 +133,17 @@ def radam(
         scale_by_learning_rate(lr),
         add_decoupled_weight_decay(weight_decay, lr) if decoupled_weight_decay else None,
     )
+
+
+def __getattr__(name: str) -> object:
+    if name == "ScaleByRAdamState":  # the name of release 0.1
+        import warnings
+
+        warnings.warn(
+            "ScaleByRAdamState is deprecated and will be removed in the next release; use "
+            "optim.ScaleByRadamState",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ScaleByRadamState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
