@@ -1,9 +1,9 @@
 """A torch CNN with AdamW (two param groups) and a cosine schedule, moved to Flax NNX mid-run, and back.
 
 The journey of docs/migration.md in one script: torch trains 4 steps; the weights go into an NNX
-twin (`interop.load_torch_state_dict`), the optimizer state into an `nnx.Optimizer`
+twin (`interop.weights_from_torch`), the optimizer state into an `nnx.Optimizer`
 (`interop.nnx_optimizer_from_torch`, matched by name and laid out as the weights); JAX trains 3
-steps; everything goes back (`interop.torch_state_dict`, `interop.nnx_optimizer_to_torch`,
+steps; everything goes back (`interop.weights_to_torch`, `interop.nnx_optimizer_to_torch`,
 `interop.position_scheduler`) and torch trains 3 more. The result is compared with 10 torch steps in
 a row, in float64 (measured 2.2e-16); exits 1 if the gap exceeds 1e-12.
 
@@ -94,7 +94,7 @@ def main() -> int:
 
     # torch -> NNX: the weights, then the optimizer state (matched by name, laid out as the weights)
     nnx_model = nnx.eval_shape(lambda: NnxCNN(nnx.Rngs(0)))
-    interop.load_torch_state_dict(nnx_model, model.state_dict())
+    interop.weights_from_torch(nnx_model, model.state_dict())
     tx = transforms.no_weight_decay(  # torch's two groups, chosen by NNX path (biases, norms)
         optim.adamw, lr=schedules.cosine_annealing_lr(1e-2, T_max=10), weight_decay=0.05
     )
@@ -104,8 +104,7 @@ def main() -> int:
 
     # NNX -> torch: the weights, the optimizer state (a plain load_state_dict), the scheduler
     back = TorchCNN()
-    weights = interop.torch_state_dict(nnx_model)
-    back.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    back.load_state_dict(interop.weights_to_torch(nnx_model))
     back_optimizer, back_scheduler = torch_training(back)
     back_optimizer.load_state_dict(
         interop.nnx_optimizer_to_torch(nnx_optimizer, nnx_model, back_optimizer, torch_model=back)
