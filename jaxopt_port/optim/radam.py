@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_port._core import checks, scalar_dtype
+from jaxopt_port._core.deprecation import renamed_attributes
 from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim._base import (
     Array,
@@ -135,15 +136,7 @@ def radam(
     )
 
 
-def __getattr__(name: str) -> object:
-    if name == "ScaleByRAdamState":  # the name of release 0.1
-        import warnings
-
-        warnings.warn(
-            "ScaleByRAdamState is deprecated and will be removed in the next release; use "
-            "optim.ScaleByRadamState",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return ScaleByRadamState
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the name of release 0.1
+__getattr__ = renamed_attributes(
+    __name__, {"ScaleByRAdamState": ("optim.ScaleByRadamState", ScaleByRadamState)}
+)
