@@ -13,7 +13,7 @@ state keys; :func:`per_param_state` shows any state the way ``optimizer.state`` 
 from jaxopt_port._core.state import per_param_state
 from jaxopt_port._core.torch_groups import TorchTransformation, torch_factories
 from jaxopt_port.optim import textbook
-from jaxopt_port.optim._from_torch import factory_for, from_torch
+from jaxopt_port.optim._from_torch import factory_for, from_torch, torch_class_key
 from jaxopt_port.optim._primitives import (
     CountState,
     MomentumState,
@@ -38,12 +38,13 @@ from jaxopt_port.optim.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from jaxopt_port.optim.sgd import sgd
 from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 
-#: ``torch.optim`` class name -> its factory, for every optimizer torch has (what
-#: :func:`from_torch` and :func:`factory_for` read; subclasses are read as their torch base).
+#: torch optimizer class -> its factory (what :func:`from_torch` and :func:`factory_for` read;
+#: subclasses are read as their base): ``"AdamW"`` for ``torch.optim``'s classes,
+#: ``"<package>.<Class>"`` for other packages' (see :func:`torch_class_key`).
 TORCH_CLASSES = torch_factories()
 
 #: The torch.optim optimizers available, by jaxopt_port name.
-OPTIMIZERS = tuple(sorted(factory.__name__ for factory in TORCH_CLASSES.values()))
+OPTIMIZERS = tuple(sorted(f.__name__ for key, f in TORCH_CLASSES.items() if "." not in key))
 
 __all__ = [
     "OPTIMIZERS",
@@ -100,4 +101,5 @@ __all__ = [
     "sgd",
     "sparse_adam",
     "textbook",
+    "torch_class_key",
 ]

@@ -22,7 +22,7 @@ from jaxopt_port._core.torch_groups import (
     torch_factories,
 )
 
-__all__ = ["factory_for", "from_torch"]
+__all__ = ["factory_for", "from_torch", "torch_class_key"]
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -48,22 +48,33 @@ def _check_optimizer(optimizer: Any) -> None:
     )
 
 
+def torch_class_key(cls: type) -> str:
+    """The name a factory declares for ``cls`` (:func:`~jaxopt_port.optim.TORCH_CLASSES`'s keys):
+    ``"AdamW"`` for ``torch.optim``'s classes, ``"<package>.<Class>"`` for other packages'
+    (``"torchao.AdamW8bit"``)."""
+    if cls.__module__.startswith("torch.optim"):
+        return cls.__name__
+    return f"{cls.__module__.partition('.')[0]}.{cls.__name__}"
+
+
 def factory_for(
     torch_optimizer_class: type,
 ) -> Callable[..., optax.GradientTransformationExtraArgs]:
-    """The jaxopt_port factory for a ``torch.optim`` class, or for a class derived from one (read
-    as its nearest torch base).
+    """The jaxopt_port factory for a ``torch.optim`` class (or another package's torch optimizer
+    with a declared factory), or for a class derived from one (read as its nearest such base).
 
     Raises:
-      TypeError: for a class with no ``torch.optim`` optimizer among its bases.
+      TypeError: for a class with no known torch optimizer among its bases.
     """
     table = torch_factories()
     for cls in torch_optimizer_class.__mro__:
-        if cls.__module__.startswith("torch.optim") and cls.__name__ in table:
-            return table[cls.__name__]
+        if torch_class_key(cls) in table:
+            return table[torch_class_key(cls)]
+    others = "".join(f", {key}" for key in table if "." in key)
     raise TypeError(
         f"no jaxopt_port optimizer for {torch_optimizer_class.__name__}: optim.from_torch reads "
-        f"torch.optim's optimizers ({', '.join(table)}) and their subclasses"
+        f"torch.optim's optimizers ({', '.join(k for k in table if '.' not in k)}){others} and "
+        "their subclasses"
     )
 
 
