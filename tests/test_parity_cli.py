@@ -51,11 +51,11 @@ def test_planted_eps_inside_the_root_fails_exactly_adams_runs(monkeypatch, tmp_p
 
 
 def test_planted_lr_one_step_late_fails_exactly_the_scheduled_run(monkeypatch, tmp_path, capsys):
-    from jaxopt_port.optim import _transforms
+    from jaxopt_port.optim import _primitives
 
-    on_time = _transforms.lr_at
+    on_time = _primitives.lr_at
     late = lambda lr, count: on_time(lr, jnp.maximum(count - 1, 0))
-    monkeypatch.setattr(_transforms, "lr_at", late)
+    monkeypatch.setattr(_primitives, "lr_at", late)
     args = ["--optimizers", "sgd", "--models", "formula", "--dtype", "float64"]
     code, output, failed, runs = _run(args, tmp_path, capsys)
     assert code == 1
