@@ -16,7 +16,7 @@ gradients through its own model:
 What JAX optimizes, and why it is in torch's layout
     The JAX-side variables are torch's parameters — the same names, shapes and order — and the NNX
     model's parameters are computed from them inside the step by :class:`TorchLayout`, a map
-    derived from :func:`jaxopt_port.interop.load_torch_state_dict` (the converter that moves the
+    derived from :func:`jaxopt_port.interop.weights_from_torch` (the converter that moves the
     weights also defines the map: transposes, splits, reshapes and, for RNN biases, the sum
     ``b_ih + b_hh``). Optimizing the NNX parameters instead would not be torch's optimization
     problem: torch updates an LSTM's ``bias_ih`` and ``bias_hh`` separately (their sum moves
@@ -101,7 +101,7 @@ def _starting_point(
     Where the NNX model holds torch's weights through the converter, these are torch's own
     values (an LSTM's ``bias_ih`` and ``bias_hh`` stay two). A torch parameter feeding an NNX
     parameter that differs is replaced by the NNX model's weights written back in torch's layout
-    (:func:`jaxopt_port.interop.torch_state_dict`), so a model pair whose weights differ shows it
+    (:func:`jaxopt_port.interop.weights_to_numpy`), so a model pair whose weights differ shows it
     from the first step, at the parameter that differs.
     """
     import jax
@@ -119,7 +119,7 @@ def _starting_point(
         for part in plan
     }
     if differ:
-        written = interop.torch_state_dict(nnx_module)
+        written = interop.weights_to_numpy(nnx_module)
         start.update({n: written[n] for n in differ})
     return start
 
@@ -395,7 +395,7 @@ def _train(
             result.state_scaled.append(state)
         if buffers:  # BatchNorm statistics, by torch name
             nnx_params = layout.numpy([*jax_params, *map(np.asarray, constants)])
-            ours = interop.torch_state_dict(nnx.merge(graphdef, nnx_params, rest))
+            ours = interop.weights_to_numpy(nnx.merge(graphdef, nnx_params, rest))
             theirs = dict(side.model.named_buffers())
             for n in buffers:
                 s = scaled_difference([ours[n]], [to_numpy(theirs[n])])[1]
@@ -456,7 +456,7 @@ def compare(
       tolerance: the bound on the worst scaled difference (default: 1e-12 in float64, the
         project's float64 gate; :data:`F32_USER_TOLERANCE` in float32).
       load_weights: set the Flax model's weights from the torch model with
-        :func:`jaxopt_port.interop.load_torch_state_dict` first (default); with False its own
+        :func:`jaxopt_port.interop.weights_from_torch` first (default); with False its own
         weights are used (if they are not torch's, the comparison shows it from step 1).
       name: ``RunResult.config``, to tell several comparisons apart in a report.
 
@@ -526,7 +526,7 @@ def compare(
     with jax.enable_x64(dtype == "float64"):
         flax_model = nnx.clone(flax_model)  # the caller's model stays as it is
         if load_weights:
-            interop.load_torch_state_dict(flax_model, torch_model.state_dict())
+            interop.weights_from_torch(flax_model, torch_model.state_dict())
     device = str(next(torch_model.parameters()).device)
     train_twins(
         torch_model, flax_model, optimizer, batches, result, loss=loss_fn, scheduler=scheduler,

@@ -398,7 +398,7 @@ def check_forward(
       tolerance: the bound on the scaled difference of each module's output (default: 1e-12 in
         float64; :data:`F32_FORWARD_TOLERANCE` in float32).
       load_weights: load torch's weights into the twin with
-        :func:`jaxopt_port.interop.load_torch_state_dict` first (default); with False the
+        :func:`jaxopt_port.interop.weights_from_torch` first (default); with False the
         twin's own weights are used.
 
     Returns:
@@ -450,7 +450,7 @@ def check_forward(
     with jax.enable_x64(dtype == "float64"):
         twin = nnx.clone(nnx_model)
         if load_weights:
-            interop.load_torch_state_dict(twin, torch_model.state_dict())
+            interop.weights_from_torch(twin, torch_model.state_dict())
         jax_inputs = [jnp.asarray(a, dtype if floating(a) else None) for a in arrays]
         with _intercepted(_nnx_names(twin), nnx_calls):
             twin(*jax_inputs)

@@ -1,6 +1,6 @@
 """Torch's parameter layout mapped onto a Flax NNX model's parameters (:class:`TorchLayout`).
 
-The map is derived from :func:`jaxopt_port.interop.load_torch_state_dict`: the converter that moves
+The map is derived from :func:`jaxopt_port.interop.weights_from_torch`: the converter that moves
 the weights also defines which torch tensors (transposed, split, reshaped, or summed for RNN biases)
 make each NNX parameter. Why the parity runs optimize torch's layout: :mod:`parity.comparison`.
 """
@@ -73,7 +73,7 @@ class TorchLayout:
     """The NNX model's parameters as a function of torch's parameters, traceable by JAX.
 
     Built by loading, for each torch parameter in turn, the indices ``1..n`` (all else zero) with
-    :func:`jaxopt_port.interop.load_torch_state_dict` into a copy of the NNX model: where index
+    :func:`jaxopt_port.interop.weights_from_torch` into a copy of the NNX model: where index
     ``i`` of torch parameter ``k`` lands is where that entry goes. The converter only permutes,
     reshapes, splits and flips (and sums an RNN's two biases), so each NNX parameter is a sum of
     views (transpose, slice, reshape) or gathers of torch parameters, and its gradient flows back
@@ -105,7 +105,7 @@ class TorchLayout:
         def probe(arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
             probed = nnx.merge(graphdef, params, rest, copy=True)
             with jax.enable_x64(True):  # index values stay exact
-                interop.load_torch_state_dict(probed, arrays)
+                interop.weights_from_torch(probed, arrays)
                 return [
                     np.asarray(x) for x in jax.tree_util.tree_leaves(nnx.state(probed, nnx.Param))
                 ]

@@ -1,7 +1,7 @@
 """Twin models: each architecture written once in torch and once in Flax NNX.
 
 The NNX twin's attribute names are the torch module names, so the weights move with
-:func:`jaxopt_port.interop.load_torch_state_dict` (never by hand), and both twins take the same
+:func:`jaxopt_port.interop.weights_from_torch` (never by hand), and both twins take the same
 input arrays (the NNX CNN takes torch's NCHW images and transposes them itself). Every choice
 that would make the two compute different functions is pinned here:
 
@@ -244,7 +244,7 @@ def make_twins(
     name: str, dtype: str = "float64", seed: int = 0, *, sparse: bool = False
 ) -> tuple[nn.Module, nnx.Module]:
     """A torch model with torch's default initialization (seeded) and its NNX twin holding the
-    same weights, moved with :func:`jaxopt_port.interop.load_torch_state_dict`.
+    same weights, moved with :func:`jaxopt_port.interop.weights_from_torch`.
 
     Args:
       name: one of :data:`MODELS`.
@@ -281,5 +281,5 @@ def make_twins(
     torch_model = torch_model.to(getattr(torch, dtype)).train()
     # abstract: the NNX initializers are skipped, every value comes from torch
     nnx_model = nnx.eval_shape(lambda: nnx_cls(jnp.dtype(dtype), nnx.Rngs(0)))
-    interop.load_torch_state_dict(nnx_model, torch_model.state_dict())
+    interop.weights_from_torch(nnx_model, torch_model.state_dict())
     return torch_model, nnx_model

@@ -172,7 +172,7 @@ def test_resume_through_nnx_optimizer_equals_unbroken_torch(name):
         first.step(i)
     model = _twin()
     with jax.enable_x64(True):
-        interop.load_torch_state_dict(model, first.model.state_dict())
+        interop.weights_from_torch(model, first.model.state_dict())
         tx = case["tx"]()
         if case["existing"]:
             tx = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -186,7 +186,7 @@ def test_resume_through_nnx_optimizer_equals_unbroken_torch(name):
         for i in range(K, K + J):
             x, y = BATCHES[i]
             _jax_step(model, optimizer, jnp.asarray(np.moveaxis(x, 1, -1)), jnp.asarray(y))
-        jax_weights = interop.torch_state_dict(model)
+        jax_weights = interop.weights_to_numpy(model)
 
         last = _TorchRun(case, {k: torch.from_numpy(v) for k, v in jax_weights.items()})
         state_dict = interop.nnx_optimizer_to_torch(
@@ -255,7 +255,7 @@ class NnxZoo(nnx.Module):
 def _zoo(state_dict) -> NnxZoo:
     with jax.enable_x64(True):
         model = nnx.eval_shape(NnxZoo)
-        interop.load_torch_state_dict(model, state_dict)
+        interop.weights_from_torch(model, state_dict)
     return model
 
 
@@ -371,12 +371,12 @@ def test_lbfgs_flat_vectors_follow_the_nnx_flattening_round_trip_and_resume():
         with jax.enable_x64(True):
             other = nnx.eval_shape(twin)
             weights = {n: piece.reshape(s) for (n, s), piece in zip(named, pieces, strict=True)}
-            interop.load_torch_state_dict(other, weights)
+            interop.weights_from_torch(other, weights)
             return ravel_pytree(nnx.as_pure(nnx.state(other, nnx.Param)))[0]
 
     with jax.enable_x64(True):
         model = nnx.eval_shape(twin)
-        interop.load_torch_state_dict(model, torch_model.state_dict())
+        interop.weights_from_torch(model, torch_model.state_dict())
         tx = optim.lbfgs(history_size=3, max_iter=4)
         optimizer = interop.nnx_optimizer_from_torch(
             torch_optimizer, model, tx, torch_model=torch_model
@@ -409,7 +409,7 @@ def test_lbfgs_flat_vectors_follow_the_nnx_flattening_round_trip_and_resume():
         xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
         loss = lambda params: jnp.mean((nnx.merge(graphdef, params, rest)(xj) - yj) ** 2)
         _lbfgs_step(model, optimizer, loss)
-        weights = interop.torch_state_dict(model)
+        weights = interop.weights_to_numpy(model)
     for name, value in torch_model.state_dict().items():
         assert _worst(weights[name], value.numpy()) <= TOL, name
 
@@ -440,7 +440,7 @@ def _cnn():
     torch_optimizer.step()
     model = _twin()
     with jax.enable_x64(True):
-        interop.load_torch_state_dict(model, torch_model.state_dict())
+        interop.weights_from_torch(model, torch_model.state_dict())
     return torch_model, torch_optimizer, model
 
 
@@ -521,7 +521,7 @@ def test_state_without_an_nnx_counterpart_raises():
     optimizer = _stepped(lstm, torch.optim.Adam(lstm.parameters()), torch.ones(1, 2, 3))
     with jax.enable_x64(True):
         cell = nnx.eval_shape(lambda: nnx.RNN(nnx.LSTMCell(3, 2, param_dtype=jnp.float64, rngs=nnx.Rngs(0))))  # fmt: skip
-        interop.load_torch_state_dict(cell, lstm.state_dict())
+        interop.weights_from_torch(cell, lstm.state_dict())
     with pytest.raises(ValueError, match=r"bias_ih_l0 \+ bias_hh_l0 \(RNN at <root>\): the NNX cell holds their sum"):  # fmt: skip
         _from_torch(optimizer, cell, optim.adam(), torch_model=lstm)
     # Adafactor's row_var / col_var average over torch's last two axes: other axes in NNX.
@@ -529,7 +529,7 @@ def test_state_without_an_nnx_counterpart_raises():
     optimizer = _stepped(linear, torch.optim.Adafactor(linear.parameters()), torch.ones(1, 3))
     with jax.enable_x64(True):
         twin = nnx.eval_shape(lambda: nnx.Linear(3, 2, param_dtype=jnp.float64, rngs=nnx.Rngs(0)))  # fmt: skip
-        interop.load_torch_state_dict(twin, linear.state_dict())
+        interop.weights_from_torch(twin, linear.state_dict())
     with pytest.raises(ValueError, match=r"state\[0\]\['row_var'\] of the torch parameter 'weight' has shape \(2, 1\).*Adafactor"):  # fmt: skip
         _from_torch(optimizer, twin, optim.adafactor(), torch_model=linear)
 

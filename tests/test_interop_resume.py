@@ -98,7 +98,7 @@ def test_jax_then_torch_equals_torch_throughout(spec):
             fresh.problem, params, tx.init(params), tx, n, lbfgs=spec.name == "lbfgs"
         )
         run = _Run(spec, params=[np.asarray(p) for p in params])
-        interop.load_into_torch(run.optimizer, state, tx, params)
+        interop.optimizer_state_into_torch(run.optimizer, state, tx, params)
     interop.position_scheduler(run.scheduler, state)
     assert run.scheduler.last_epoch == n
     run.steps(m, n)

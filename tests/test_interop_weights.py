@@ -20,8 +20,8 @@ from flax import nnx
 from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
 from jaxopt_port.interop.weights import (
     flax_batchnorm_momentum,
-    load_torch_state_dict,
-    torch_state_dict,
+    weights_from_torch,
+    weights_to_numpy,
 )
 
 torch = pytest.importorskip("torch", reason="these tests compare against torch")
@@ -422,7 +422,7 @@ def test_torch_to_nnx_outputs_match_in_float64(case):
     want = case.run_torch(model, xs)
     with jax.enable_x64(True):
         module = _build(case.nnx_module)
-        load_torch_state_dict(module, model.state_dict())
+        weights_from_torch(module, model.state_dict())
         for var in (v for _, v in nnx.iter_graph(module) if isinstance(v, nnx.Param)):
             assert var[...].dtype == jnp.float64
         got = case.run_nnx(module, xs)
@@ -436,7 +436,7 @@ def test_nnx_to_torch_outputs_match_in_float64(case):
     with jax.enable_x64(True):
         module = _nnx_model(case)
         want = case.run_nnx(module, xs)
-        sd = torch_state_dict(module)
+        sd = weights_to_numpy(module)
     torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
     model = case.torch_module().eval()
@@ -458,8 +458,8 @@ def test_round_trip_torch_nnx_torch_is_bitwise(case):
     counts = {int(v) for k, v in want.items() if k.endswith("num_batches_tracked")}
     with jax.enable_x64(True):
         module = _build(case.nnx_module)
-        load_torch_state_dict(module, model.state_dict())
-        got = torch_state_dict(module, num_batches_tracked=counts.pop() if counts else 0)
+        weights_from_torch(module, model.state_dict())
+        got = weights_to_numpy(module, num_batches_tracked=counts.pop() if counts else 0)
     assert got.keys() == want.keys()
     for key in want:
         assert got[key].dtype == want[key].dtype, key
@@ -473,8 +473,8 @@ def test_lstm_biases_are_folded_into_one_and_exported_as_bias_ih():
     sd = model.state_dict()
     with jax.enable_x64(True):
         module = _build(case.nnx_module)
-        load_torch_state_dict(module, sd)
-        got = torch_state_dict(module)
+        weights_from_torch(module, sd)
+        got = weights_to_numpy(module)
     np.testing.assert_array_equal(got["bias_ih_l0"], (sd["bias_ih_l0"] + sd["bias_hh_l0"]).numpy())
     np.testing.assert_array_equal(got["bias_hh_l0"], np.zeros(16))
 
@@ -488,7 +488,7 @@ def test_gru_with_nonzero_b_hn_raises_and_leaves_the_module_unchanged():
         module = _nnx_model(case)
         before = _snapshot(module)
         with pytest.raises(ValueError, match=r"bias_hh_l0\[8:\].*b_hn"):
-            load_torch_state_dict(module, model.state_dict())
+            weights_from_torch(module, model.state_dict())
         _assert_snapshot_equal(before, _snapshot(module))
 
 
@@ -498,7 +498,7 @@ def test_rnn_without_biases_loads_zero_biases():
     with jax.enable_x64(True):
         module = _build(CASES[CASE_IDS.index("lstm_optimized_cell")].nnx_module)
         module.cell.dense_h.bias.set_value(jnp.ones(16))
-        load_torch_state_dict(module, model.state_dict())
+        weights_from_torch(module, model.state_dict())
         assert np.array_equal(np.asarray(module.cell.dense_h.bias[...]), np.zeros(16))
         x = np.random.default_rng(0).normal(size=(2, 5, 3))
         got = _run_nnx(module, (x,))
@@ -522,7 +522,7 @@ def test_batchnorm_training_mode_outputs_match_and_running_var_differs_by_unbias
                 4, momentum=flax_batchnorm_momentum(momentum), epsilon=1e-5, **_f64()
             )
         )
-        load_torch_state_dict(module, model.state_dict())
+        weights_from_torch(module, model.state_dict())
         got = _channels_first(np.asarray(module(jnp.asarray(_channels_last(x)))))
         flax_var = np.asarray(module.var[...])
         flax_mean = np.asarray(module.mean[...])
@@ -554,7 +554,7 @@ def test_output_comparison_catches_an_untransposed_kernel():
         module.kernel.set_value(jnp.asarray(model.weight.detach().numpy()))  # the wrong layout
         module.bias.set_value(jnp.asarray(model.bias.detach().numpy()))
         wrong = _run_nnx(module, (x,))
-        load_torch_state_dict(module, model.state_dict())
+        weights_from_torch(module, model.state_dict())
         right = _run_nnx(module, (x,))
     assert _max_error(right, want) <= TOL
     assert _max_error(wrong, want) > 1e-2
@@ -566,7 +566,7 @@ COMPOSITE = CASES[CASE_IDS.index("composite_sequential_modulelist_parameter")]
 def test_composite_keys_are_torchs():
     model = _torch_model(COMPOSITE)
     with jax.enable_x64(True):
-        keys = set(torch_state_dict(_build(NnxNet)))
+        keys = set(weights_to_numpy(_build(NnxNet)))
     assert keys == set(model.state_dict())
     assert "features.1.running_var" in keys and "blocks.1.weight" in keys and "scale" in keys
 
@@ -574,7 +574,7 @@ def test_composite_keys_are_torchs():
 def _load_error(module, sd, **kwargs) -> str:
     before = _snapshot(module)
     with pytest.raises(ValueError) as info:
-        load_torch_state_dict(module, sd, **kwargs)
+        weights_from_torch(module, sd, **kwargs)
     _assert_snapshot_equal(before, _snapshot(module))  # nothing half-converted
     return str(info.value)
 
@@ -636,8 +636,8 @@ def test_wrapper_prefixes_of_ddp_and_torch_compile_are_removed():
         assert all(k.startswith(("module.", "_orig_mod.")) for k in sd), name
         with jax.enable_x64(True):
             module = _nnx_model(COMPOSITE)
-            load_torch_state_dict(module, sd)
-            got = torch_state_dict(module)
+            weights_from_torch(module, sd)
+            got = weights_to_numpy(module)
         for k, v in expected.items():
             np.testing.assert_array_equal(got[k], v, err_msg=f"{name}: {k}")
     partly = {("module." if k.startswith("head") else "") + k: v for k, v in model.state_dict().items()}  # fmt: skip
@@ -663,8 +663,8 @@ def test_a_model_whose_attribute_is_named_module_keeps_its_keys():
     for sd in [holder.state_dict(), nn.DataParallel(holder).state_dict()]:
         with jax.enable_x64(True):
             module = _build(_NnxHolder)
-            load_torch_state_dict(module, sd)
-            got = torch_state_dict(module)
+            weights_from_torch(module, sd)
+            got = weights_to_numpy(module)
         np.testing.assert_array_equal(got["module.weight"], holder.module.weight.detach().numpy())
 
 
@@ -674,7 +674,7 @@ def test_something_other_than_a_state_dict_says_what_to_pass():
     with pytest.raises(TypeError) as torch_error:
         model.load_state_dict([("head.bias", torch.zeros(2))])
     cases = [
-        (model, r"^load_torch_state_dict expects a state_dict, got the torch nn.Module TorchNet: pass its \.state_dict\(\)$"),
+        (model, r"^weights_from_torch expects a state_dict, got the torch nn.Module TorchNet: pass its \.state_dict\(\)$"),
         (optimizer, r"model weights\), got the torch optimizer SGD; its state goes to interop\.nnx_optimizer_from_torch"),
         (optimizer.state_dict(), r"got a torch optimizer's state_dict\(\) \(keys 'state' and 'param_groups'\)"),
         ({"model": model.state_dict(), "epoch": 3}, r"the values under \['model'\] are dicts \(a checkpoint\?\): pass the model's state_dict, e\.g\. checkpoint\['model'\]"),
@@ -685,7 +685,7 @@ def test_something_other_than_a_state_dict_says_what_to_pass():
         before = _snapshot(module)
         for value, message in cases:
             with pytest.raises(TypeError, match=message):
-                load_torch_state_dict(module, value)
+                weights_from_torch(module, value)
     _assert_snapshot_equal(before, _snapshot(module))
 
 
@@ -717,8 +717,8 @@ def test_strict_false_ignores_unexpected_keys_and_keeps_values_of_missing_ones()
     with jax.enable_x64(True):
         module = _nnx_model(COMPOSITE)
         head_bias = np.asarray(module.head.bias[...])
-        load_torch_state_dict(module, sd, strict=False)
-        got = torch_state_dict(module)
+        weights_from_torch(module, sd, strict=False)
+        got = weights_to_numpy(module)
     np.testing.assert_array_equal(got["head.bias"], head_bias)
     np.testing.assert_array_equal(got["head.weight"], sd["head.weight"].numpy())
 
@@ -735,7 +735,7 @@ def test_unsupported_torch_options_are_errors():
         )
         assert "unexpected key bias_k" in message
     with pytest.raises(ValueError, match="normalize_qk"):
-        load_torch_state_dict(
+        weights_from_torch(
             nnx.eval_shape(
                 lambda: nnx.MultiHeadAttention(2, 8, normalize_qk=True, rngs=nnx.Rngs(0))
             ),
@@ -749,12 +749,12 @@ def test_values_keep_the_torch_dtype():
     bfloat16 = nn.Linear(3, 2).to(torch.bfloat16)
     with jax.enable_x64(True):
         module = _build(lambda: nnx.Linear(3, 2, **_f64()))
-        load_torch_state_dict(module, float32.state_dict())
+        weights_from_torch(module, float32.state_dict())
         assert module.kernel[...].dtype == jnp.float32
         np.testing.assert_array_equal(
             np.asarray(module.kernel[...]).T, float32.weight.detach().numpy()
         )
-        load_torch_state_dict(module, bfloat16.state_dict())
+        weights_from_torch(module, bfloat16.state_dict())
         assert module.bias[...].dtype == jnp.bfloat16
         np.testing.assert_array_equal(
             np.asarray(module.bias[...], np.float32), bfloat16.bias.detach().float().numpy()
@@ -771,7 +771,7 @@ def test_numpy_state_dict_and_bare_nnx_sequential_root():
         module = _build(
             lambda: nnx.Sequential(nnx.Linear(3, 4, **_f64()), jnp.tanh, nnx.Linear(4, 2, **_f64()))
         )
-        load_torch_state_dict(module, {k: v.numpy() for k, v in model.state_dict().items()})
+        weights_from_torch(module, {k: v.numpy() for k, v in model.state_dict().items()})
         got = _run_nnx(module, (x,))
     assert _max_error(got, _run_torch(model, (x,))) <= TOL
 
@@ -783,7 +783,7 @@ def test_loads_into_an_abstract_module():
     xs = case.inputs()
     with jax.enable_x64(True):
         module = nnx.eval_shape(case.nnx_module)
-        load_torch_state_dict(module, model.state_dict())
+        weights_from_torch(module, model.state_dict())
         got = case.run_nnx(module, xs)
     assert _max_error(got, case.run_torch(model, xs)) <= TOL
 
@@ -794,7 +794,7 @@ def test_loaded_values_are_placed_like_the_values_they_replace():
     with jax.enable_x64(True):
         module = _build(lambda: nnx.Linear(3, 2, **_f64()))
         module.kernel.set_value(jax.device_put(module.kernel[...], device))
-        load_torch_state_dict(module, nn.Linear(3, 2).state_dict())
+        weights_from_torch(module, nn.Linear(3, 2).state_dict())
         kernel, bias = module.kernel[...], module.bias[...]
     assert kernel.committed and kernel.sharding == jax.sharding.SingleDeviceSharding(device)
     assert not bias.committed

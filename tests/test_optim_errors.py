@@ -124,7 +124,7 @@ class _NnxMlp:
     def build(torch_model):
         from flax import nnx
 
-        from jaxopt_port.interop.weights import load_torch_state_dict
+        from jaxopt_port.interop.weights import weights_from_torch
 
         class Mlp(nnx.Module):
             def __init__(self):
@@ -137,7 +137,7 @@ class _NnxMlp:
         model = Mlp()
         sd = torch_model.state_dict()
         names = {"layers.0": "0", "layers.1": "2"}
-        load_torch_state_dict(
+        weights_from_torch(
             model,
             {f"{k}.{s}": sd[f"{v}.{s}"] for k, v in names.items() for s in ("weight", "bias")},
         )
