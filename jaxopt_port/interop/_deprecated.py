@@ -1,7 +1,7 @@
 """The interop names of release 0.1, kept for one release as aliases that warn.
 
-The API now names each conversion by what it moves and where: ``weights_from_torch`` /
-``weights_to_torch`` beside ``optimizer_state_from_torch`` / ``optimizer_state_to_torch``.
+The API now names each conversion by what it moves and where: `weights_from_torch` /
+`weights_to_torch` beside `optimizer_state_from_torch` / `optimizer_state_to_torch`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _alias(new: Callable[..., Any], old: str, what: str = "") -> Callable[..., A
         return new(*args, **kwargs)
 
     alias.__name__ = alias.__qualname__ = old
-    alias.__doc__ = f"Deprecated alias of :func:`{new.__name__}`{what}."
+    alias.__doc__ = f"Deprecated alias of `{new.__name__}`{what}."
     return alias
 
 
