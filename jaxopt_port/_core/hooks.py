@@ -12,9 +12,9 @@ from typing import Any
 
 __all__ = ["scheduled_transformation", "set_scheduled_transformation"]
 
-#: `(factory, kwargs, group, scheduler, index, steps_per_epoch) -> (transformation, scheduled
-#: hyperparameters)`, installed by `jaxopt_port.schedules`.
 _SCHEDULED: list[Callable[..., tuple[Any, dict[str, Any]]]] = []
+"""`(factory, kwargs, group, scheduler, index, steps_per_epoch) -> (transformation, scheduled
+hyperparameters)`, installed by `jaxopt_port.schedules`."""
 
 
 def set_scheduled_transformation(build: Callable[..., tuple[Any, dict[str, Any]]]) -> None:

@@ -113,8 +113,8 @@ def partition(
 
 # ----------------------------------------------------------------------------- factories
 
-#: Per decorated factory: what torch's constructor does to the arguments to make its group.
 _TORCH_GROUP: dict[Callable[..., Any], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+"""Per decorated factory: what torch's constructor does to the arguments to make its group."""
 _CONSTRUCTOR_ONLY: dict[Callable[..., Any], tuple[str, ...]] = {}
 _TORCH_CLASSES: dict[str, Callable[..., Any]] = {}
 

@@ -6,8 +6,6 @@ from typing import Any
 
 __all__ = ["describe_torch_object", "torch_kind"]
 
-#: torch base classes by what they are, as `(module, name)`; read from the MRO so that torch
-#: is not imported to recognise them.
 _TORCH_BASES = {
     "optimizer": {("torch.optim.optimizer", "Optimizer")},
     "scheduler": {
@@ -18,6 +16,8 @@ _TORCH_BASES = {
     "module": {("torch.nn.modules.module", "Module")},
     "tensor": {("torch", "Tensor"), ("torch._tensor", "Tensor")},
 }
+"""torch base classes by what they are, as `(module, name)`; read from the MRO so that torch
+is not imported to recognise them."""
 
 
 def torch_kind(obj: Any) -> str | None:

@@ -77,10 +77,10 @@ def check_optimizer_state_dict(value: Any, where: str, *, live_ok: bool = False)
         )
 
 
-#: Key prefixes torch wrappers add to a module's `state_dict()` and `named_parameters()`:
-#: `DistributedDataParallel`/`DataParallel` (`module.`) and `torch.compile`
-#: (`_orig_mod.`).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Key prefixes torch wrappers add to a module's `state_dict()` and `named_parameters()`:
+`DistributedDataParallel`/`DataParallel` (`module.`) and `torch.compile`
+(`_orig_mod.`)."""
 
 
 def strip_wrapper_prefixes(keys: Sequence[str], expected: Collection[str]) -> list[str]:

@@ -3,69 +3,74 @@
 [`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] builds (or fills) an `nnx.Optimizer` from a torch optimizer;
 [`nnx_optimizer_to_torch`][jaxopt_port.interop.nnx_optimizer_to_torch] writes an `nnx.Optimizer`'s state as the `state_dict()` a torch
 optimizer loads. Use them with [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] /
-[`weights_to_torch`][jaxopt_port.interop.weights_to_torch] for the weights::
+[`weights_to_torch`][jaxopt_port.interop.weights_to_torch] for the weights:
 
-    interop.weights_from_torch(model, torch_model.state_dict())
-    optimizer = interop.nnx_optimizer_from_torch(torch_optimizer, model, tx, torch_model=torch_model)
-    ...  # train with optimizer.update(model, grads)
-    torch_model.load_state_dict(interop.weights_to_torch(model))
-    torch_optimizer.load_state_dict(
-        interop.nnx_optimizer_to_torch(optimizer, model, torch_optimizer, torch_model=torch_model))
+```python
+interop.weights_from_torch(model, torch_model.state_dict())
+optimizer = interop.nnx_optimizer_from_torch(torch_optimizer, model, tx, torch_model=torch_model)
+...  # train with optimizer.update(model, grads)
+torch_model.load_state_dict(interop.weights_to_torch(model))
+torch_optimizer.load_state_dict(
+    interop.nnx_optimizer_to_torch(optimizer, model, torch_optimizer, torch_model=torch_model))
+```
 
-Matching by name
-    `nnx.Optimizer` keeps its state over `nnx.state(model, wrt)`, whose leaves NNX sorts by path
-    (`fc/bias` before `fc/kernel`), in NNX's layout (a Linear kernel is torch's weight
-    transposed). So a torch parameter is matched to its NNX variable by *name*, never by position:
-    torch's name of each parameter (`fc.weight`) comes from `param_names` in the optimizer's
-    `state_dict()` (torch keeps them when the optimizer was built from
-    `model.named_parameters()`), else from `torch_model` (the torch module: by identity for a
-    live optimizer, in `named_parameters()` order for a one-group state dict; or the names
-    themselves, in the optimizer's parameter order), and the name leads to the NNX variable as in
-    `weights` (`fc.weight` -> `fc.kernel`). The `module.` (DDP) and
-    `_orig_mod.` (`torch.compile`) prefixes of a wrapped torch model's names are removed as there.
+**Matching by name**
 
-State layouts
-    An entry laid out like its parameter (`exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`,
-    `momentum_buffer`, `sum`, `square_avg`, `acc_delta`, `grad_avg`, `exp_inf`, `ax`,
-    `prev`, `step_size`, Adafactor's `variance`, ...) follows the parameter's layout mapping
-    exactly: Linear/Conv/ConvTranspose transposes, axis permutations and flips, the split of
-    MultiheadAttention's packed `in_proj_weight` into query/key/value kernels and of an RNN's
-    `weight_ih`/`weight_hh` into per-gate kernels. The mapping is the weight converter's own
-    (`element_sources`), so every element lands where its weight
-    lands, bit for bit. Scalar entries (`step`, ASGD's `eta` and `mu`, NAdam's
-    `mu_product`) are copied as they are.
+`nnx.Optimizer` keeps its state over `nnx.state(model, wrt)`, whose leaves NNX sorts by path
+(`fc/bias` before `fc/kernel`), in NNX's layout (a Linear kernel is torch's weight
+transposed). So a torch parameter is matched to its NNX variable by *name*, never by position:
+torch's name of each parameter (`fc.weight`) comes from `param_names` in the optimizer's
+`state_dict()` (torch keeps them when the optimizer was built from
+`model.named_parameters()`), else from `torch_model` (the torch module: by identity for a
+live optimizer, in `named_parameters()` order for a one-group state dict; or the names
+themselves, in the optimizer's parameter order), and the name leads to the NNX variable as in
+`weights` (`fc.weight` -> `fc.kernel`). The `module.` (DDP) and
+`_orig_mod.` (`torch.compile`) prefixes of a wrapped torch model's names are removed as there.
 
-    Not supported, with a ValueError that names the parameter:
+**State layouts**
 
-    - RNN biases: the NNX cell's one bias holds torch's `bias_ih + bias_hh`, two torch
-      parameters with their own state (and the twin trains differently: see the weights module's
-      divergences). `bias=False` RNNs convert.
-    - Adafactor's factored `row_var`/`col_var` of a parameter whose NNX layout differs from
-      torch's (a Linear or Conv kernel): they average over the *last two* dimensions, which are
-      other axes in the NNX layout, so Adafactor itself computes something else on the NNX twin.
-      Parameters with torch's layout (Embedding, norms, biases) convert.
+An entry laid out like its parameter (`exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`,
+`momentum_buffer`, `sum`, `square_avg`, `acc_delta`, `grad_avg`, `exp_inf`, `ax`,
+`prev`, `step_size`, Adafactor's `variance`, ...) follows the parameter's layout mapping
+exactly: Linear/Conv/ConvTranspose transposes, axis permutations and flips, the split of
+MultiheadAttention's packed `in_proj_weight` into query/key/value kernels and of an RNN's
+`weight_ih`/`weight_hh` into per-gate kernels. The mapping is the weight converter's own
+(`element_sources`), so every element lands where its weight
+lands, bit for bit. Scalar entries (`step`, ASGD's `eta` and `mu`, NAdam's
+`mu_product`) are copied as they are.
 
-    L-BFGS keeps one state for all parameters, its vectors (`d`, `prev_flat_grad`, the
-    `old_dirs`/`old_stps` history) over torch's parameters flattened in torch's order; the NNX
-    side flattens `nnx.state(model, wrt)` in its leaf order and layout (as
-    `optim.lbfgs` ravels its params). These vectors are permuted element for element between the
-    two flattenings; scalars (`t`, `H_diag`, `ro`, `prev_loss`, `func_evals`,
-    `n_iter`) are copied. L-BFGS then runs the same algorithm in another coordinate order: its
-    dot products sum in another order (measured: 6.7e-16 from torch's next step in float64).
+Not supported, with a ValueError that names the parameter:
 
-Param groups
-    With several torch param groups the transformation must give every NNX leaf its torch
-    group's hyperparameters. `optim.from_torch` assumes torch's parameter order, which an
-    `nnx.Optimizer` does not have (NNX sorts paths); build `tx` with the pattern-based
-    [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups] or [`no_weight_decay`][jaxopt_port.transforms.no_weight_decay]
-    over NNX paths instead (`no_weight_decay(optim.adamw, lr=..., weight_decay=...)` is torch's
-    "no weight decay on biases and norms" pair of groups). Both functions check that each of
-    `tx`'s groups holds exactly the parameters of one torch group (in any group order, reordered
-    by name), that `tx` freezes exactly the NNX leaves the torch optimizer does not hold, and
-    (from torch) that the numeric and boolean hyperparameters the two share are equal (`lr`
-    unless `tx` schedules it, `weight_decay`, `betas`, `momentum`, `nesterov`, ...;
-    relative tolerance 1e-6), raising a ValueError that names the leaf, its torch parameter and
-    both groups.
+- RNN biases: the NNX cell's one bias holds torch's `bias_ih + bias_hh`, two torch
+  parameters with their own state (and the twin trains differently: see the weights module's
+  divergences). `bias=False` RNNs convert.
+- Adafactor's factored `row_var`/`col_var` of a parameter whose NNX layout differs from
+  torch's (a Linear or Conv kernel): they average over the *last two* dimensions, which are
+  other axes in the NNX layout, so Adafactor itself computes something else on the NNX twin.
+  Parameters with torch's layout (Embedding, norms, biases) convert.
+
+L-BFGS keeps one state for all parameters, its vectors (`d`, `prev_flat_grad`, the
+`old_dirs`/`old_stps` history) over torch's parameters flattened in torch's order; the NNX
+side flattens `nnx.state(model, wrt)` in its leaf order and layout (as
+`optim.lbfgs` ravels its params). These vectors are permuted element for element between the
+two flattenings; scalars (`t`, `H_diag`, `ro`, `prev_loss`, `func_evals`,
+`n_iter`) are copied. L-BFGS then runs the same algorithm in another coordinate order: its
+dot products sum in another order (measured: 6.7e-16 from torch's next step in float64).
+
+**Param groups**
+
+With several torch param groups the transformation must give every NNX leaf its torch
+group's hyperparameters. `optim.from_torch` assumes torch's parameter order, which an
+`nnx.Optimizer` does not have (NNX sorts paths); build `tx` with the pattern-based
+[`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or [`no_weight_decay`][jaxopt_port.transforms.no_weight_decay]
+over NNX paths instead (`no_weight_decay(optim.adamw, lr=..., weight_decay=...)` is torch's
+"no weight decay on biases and norms" pair of groups). Both functions check that each of
+`tx`'s groups holds exactly the parameters of one torch group (in any group order, reordered
+by name), that `tx` freezes exactly the NNX leaves the torch optimizer does not hold, and
+(from torch) that the numeric and boolean hyperparameters the two share are equal (`lr`
+unless `tx` schedules it, `weight_decay`, `betas`, `momentum`, `nesterov`, ...;
+relative tolerance 1e-6), raising a ValueError that names the leaf, its torch parameter and
+both groups.
 """
 
 from __future__ import annotations

@@ -556,10 +556,10 @@ def _schedule_state(state: Any, key: str) -> Any:
     )
 
 
-#: Scalar state torch keeps in its scalar dtype (`torch.optim.optimizer._get_scalar_dtype`).
 _SCALAR_KEYS = ("step", "eta", "mu", "mu_product")
-#: L-BFGS's history: torch keeps lists of tensors, oldest first.
+"""Scalar state torch keeps in its scalar dtype (`torch.optim.optimizer._get_scalar_dtype`)."""
 _HISTORY_KEYS = ("old_dirs", "old_stps", "ro")
+"""L-BFGS's history: torch keeps lists of tensors, oldest first."""
 
 
 def _to_torch_value(torch: Any, key: str, value: Any, int_step: bool) -> Any:

@@ -32,8 +32,8 @@ from jaxopt_port.schedules import (
 
 __all__ = ["position_scheduler", "scheduler_count"]
 
-#: What identifies a ReduceLROnPlateau `state_dict()` (it is not an `LRScheduler` position).
 _PLATEAU_KEYS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+"""What identifies a ReduceLROnPlateau `state_dict()` (it is not an `LRScheduler` position)."""
 
 
 # ----------------------------------------------------------------------------- state trees

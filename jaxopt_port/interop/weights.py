@@ -6,112 +6,115 @@
 without torch). Reading never imports torch: a state dict is any mapping of name -> array-like
 (torch tensors are detached and moved to the CPU, recognized by their `detach`/`cpu` methods).
 
-Key correspondence
-    The NNX attribute path joined with `"."` is the torch module prefix: torch `self.fc1 =
-    nn.Linear(...)` is NNX `self.fc1 = nnx.Linear(...)`, and `fc1.weight` is `fc1.kernel`.
-    List indices are path elements, so `nn.Sequential`/`nn.ModuleList` index `0` is index
-    `0` of an `nnx.List` (or an `nnx.data([...])` list, `nnx.Dict` key, ...); an
-    `nnx.Sequential` contributes no `layers` element, so `nnx.Sequential(a, b)` has torch's
-    `nn.Sequential(a, b)` keys `0.*` and `1.*`. A list whose elements are all `nnx.RNN` or
-    `nnx.Bidirectional` is one multi-layer torch RNN (`weight_ih_l{k}`, `..._l{k}_reverse`).
-    Any other `nnx.Param`/`nnx.BatchStat` (a custom `nn.Parameter` or buffer) maps to the key
-    of its path unchanged. RNG state, caches and other variables are not part of the state dict.
-    A module reachable under two paths (weight tying) is visited once, under its first path.
-    The module may be abstract (`nnx.eval_shape(lambda: Model(...))`, which skips the random
-    initializers): loading makes its parameters and batch statistics concrete (RNG state, as in
-    `nnx.RNN` or dropout, stays abstract).
-    Wrapped torch modules: `DistributedDataParallel`/`DataParallel` prefix every key with
-    `module.` and `torch.compile` with `_orig_mod.`. When *every* key carries such a prefix
-    and more keys match the NNX module without it, [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] removes it
-    (nested ones too: `_orig_mod.module.` from a compiled DDP model), as
-    `torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` would; a model whose
-    attribute really is `module` keeps its keys. [`weights_to_torch`][jaxopt_port.interop.weights_to_torch] writes the unwrapped
-    model's keys (load them with `ddp_model.module.load_state_dict(...)`).
+**Key correspondence**
 
-Layouts (torch -> NNX; every conversion is a permutation, reshape or flip, so it is exact)
-    ========================  ======================================  =============================
-    torch                     torch tensor                            NNX variable
-    ========================  ======================================  =============================
-    Linear                    weight (out, in)                        Linear kernel (in, out)
-    Conv1d/2d/3d              weight (out, in/groups, *k)             Conv kernel (*k, in/groups, out)
-    ConvTranspose1d/2d/3d     weight (in, out, *k)                    ConvTranspose kernel
-                                                                      (*k, out, in) if
-                                                                      `transpose_kernel=True`, else
-                                                                      (*k, in, out) spatially flipped
-    BatchNorm1d/2d/3d         weight, bias, running_mean/var          scale, bias, mean, var
-    LayerNorm, RMSNorm,       weight, bias                            scale, bias
-    GroupNorm
-    Embedding                 weight (num, dim)                       embedding (num, dim)
-    MultiheadAttention        in_proj_weight (3E, E) = [q; k; v]      query/key/value kernel
-                              (or q/k/v_proj_weight), in_proj_bias,   (E_in, heads, head_dim), bias
-                              out_proj.weight (E, E), out_proj.bias   (heads, head_dim); out kernel
-                                                                      (heads, head_dim, E), bias (E,)
-    LSTM (gates i, f, g, o)   weight_ih_l0 (4H, I), weight_hh_l0      RNN(LSTMCell): ii/if_/ig/io
-                              (4H, H), bias_ih_l0, bias_hh_l0 (4H,)   kernels (I, H), hi/hf/hg/ho
-                                                                      kernels (H, H), biases (H,);
-                                                                      RNN(OptimizedLSTMCell):
-                                                                      dense_i/dense_h (I|H, 4H)
-    GRU (gates r, z, n)       same with 3H                            RNN(GRUCell): dense_i (I, 3H)
-                                                                      + bias, dense_h (H, 3H)
-    RNN (tanh or relu)        same with H                             RNN(SimpleCell): dense_i + bias,
-                                                                      dense_h
-    ========================  ======================================  =============================
+The NNX attribute path joined with `"."` is the torch module prefix: torch `self.fc1 =
+nn.Linear(...)` is NNX `self.fc1 = nnx.Linear(...)`, and `fc1.weight` is `fc1.kernel`.
+List indices are path elements, so `nn.Sequential`/`nn.ModuleList` index `0` is index
+`0` of an `nnx.List` (or an `nnx.data([...])` list, `nnx.Dict` key, ...); an
+`nnx.Sequential` contributes no `layers` element, so `nnx.Sequential(a, b)` has torch's
+`nn.Sequential(a, b)` keys `0.*` and `1.*`. A list whose elements are all `nnx.RNN` or
+`nnx.Bidirectional` is one multi-layer torch RNN (`weight_ih_l{k}`, `..._l{k}_reverse`).
+Any other `nnx.Param`/`nnx.BatchStat` (a custom `nn.Parameter` or buffer) maps to the key
+of its path unchanged. RNG state, caches and other variables are not part of the state dict.
+A module reachable under two paths (weight tying) is visited once, under its first path.
+The module may be abstract (`nnx.eval_shape(lambda: Model(...))`, which skips the random
+initializers): loading makes its parameters and batch statistics concrete (RNG state, as in
+`nnx.RNN` or dropout, stays abstract).
+Wrapped torch modules: `DistributedDataParallel`/`DataParallel` prefix every key with
+`module.` and `torch.compile` with `_orig_mod.`. When *every* key carries such a prefix
+and more keys match the NNX module without it, [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] removes it
+(nested ones too: `_orig_mod.module.` from a compiled DDP model), as
+`torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` would; a model whose
+attribute really is `module` keeps its keys. [`weights_to_torch`][jaxopt_port.interop.weights_to_torch] writes the unwrapped
+model's keys (load them with `ddp_model.module.load_state_dict(...)`).
 
-Divergences (read before trusting outputs)
-    - Activations: torch is channels-first (NCHW), Flax channels-last (NHWC); transpose inputs and
-      outputs, weights are handled here. Build the NNX layer with torch's hyperparameters: Conv
-      `padding=p` is `[(p, p)] * n` (`"same"`/`"valid"` are `"SAME"`/`"VALID"`; only
-      `padding_mode="zeros"` has a Flax counterpart); ConvTranspose `padding=p,
-      output_padding=q, dilation=d` is `[(d*(k-1)-p, d*(k-1)-p+q)] * n`; norm `eps` defaults
-      differ (torch LayerNorm/GroupNorm 1e-5 and RMSNorm `finfo(dtype).eps`; Flax
-      LayerNorm/RMSNorm/GroupNorm 1e-6), pass `epsilon`.
-    - BatchNorm momentum: torch `running = (1-m)*running + m*batch`, Flax `running =
-      m'*running + (1-m')*batch`, so `m' = 1 - m` ([`flax_batchnorm_momentum`][jaxopt_port.interop.flax_batchnorm_momentum]). torch's
-      `momentum=None` (cumulative average) has no Flax counterpart.
-    - BatchNorm running variance in training mode: torch adds the *unbiased* batch variance
-      (`n/(n-1)` times the biased one, n = elements per channel), Flax the biased one, so after
-      one training step the running variances differ by `m * var_batch / (n-1)` (measured with
-      m = 0.1, n = 12: 0.0066 to 0.044, 0.6% to 3.4% of the running variance). Both normalize
-      the batch with the biased variance, so training-mode outputs agree, and so do inference
-      outputs from the same running statistics.
-    - `num_batches_tracked` has no Flax slot: it is accepted and ignored on load (it is optional,
-      as in old torch checkpoints) and written as `weights_to_torch(..., num_batches_tracked=n)`
-      (default 0). torch reads it only when `momentum=None`.
-    - RNN biases: torch has `b_ih` and `b_hh`; Flax cells have one bias per gate, so it holds
-      `b_ih + b_hh` (exact in function, not bitwise in the split). Exported, the sum goes to
-      `bias_ih` and `bias_hh` is zero. GRU's `b_hn` sits inside `r * (W_hn h + b_hn)` and
-      cannot be folded; Flax's GRUCell has no slot for it, so a non-zero `b_hn` raises.
-      Round trips are bitwise when torch's `bias_hh` is zero. Activations are not weights:
-      build cells with torch's (sigmoid/tanh, the defaults; SimpleCell `activation_fn`).
-      Training is not the same: torch steps `b_ih` and `b_hh` separately, each with the
-      gradient of the sum, so its effective bias moves by two optimizer steps per step (with SGD
-      twice as far) where the Flax cell's moves by one; their optimizer states have no NNX
-      counterpart either (`interop.nnx_optimizer_from_torch` raises for them).
-    - Flatten after a convolution: torch flattens `(N, C, H, W)` in C, H, W order; an NNX twin
-      that runs channels-last and writes `x.reshape(n, -1)` flattens `(N, H, W, C)` in H, W, C
-      order. The next Linear's weight loads without complaint (its shape is the same), but every
-      input feature meets another weight column: the twin computes something else and trains
-      differently (measured on digits, `Conv2d(1, 8, 3, padding=1)` then `Linear(512, 10)`:
-      cross-entropy 1.8e-2 apart at step 0; 8.9e-16 with the transpose below). Write the twin to
-      flatten as torch does, `x.transpose(0, 3, 1, 2).reshape(n, -1)` (channels first, then
-      flatten), or keep the channels-last flatten and permute the Linear's input rows once after
-      loading: `kernel.reshape(C, H, W, out).transpose(1, 2, 0, 3).reshape(H * W * C, out)`
-      (the kernel and its optimizer state then no longer follow this module's layout mapping:
-      prefer the transpose). `parity`'s one-batch forward check names the first layer whose
-      output differs.
-    - Float64 pitfalls on the NNX side: `nnx.MultiHeadAttention`'s default `attention_fn`
-      (`jax.nn.dot_product_attention` when dropout is off) computes the softmax in float32 even
-      for float64 inputs (measured 1.2e-7 from torch), so a float64 comparison needs an
-      `attention_fn` computing `softmax(q k^T / sqrt(d)) v` in the input dtype;
-      `nnx.SimpleCell` computes in `dtype=float32` unless given `dtype`.
-    - Not supported (they raise): LSTM `proj_size`, ConvTranspose `groups > 1` (Flax's
-      ConvTranspose has no feature groups), MultiheadAttention `add_bias_kv` and `kdim !=
-      vdim`, NNX `MultiHeadAttention` with `normalize_qk` or fewer key/value heads,
-      `SimpleCell(residual=True)`, LayerNorm/RMSNorm over more than the last dimension
-      (torch's `normalized_shape` with two or more entries).
-    - Dtypes: loaded values keep the torch dtype (float64 stays float64 under
-      `jax.enable_x64`); exported values keep the NNX dtype (bfloat16 arrays are
-      `ml_dtypes.bfloat16`, which `torch.from_numpy` does not take: cast them first).
+**Layouts (torch -> NNX; every conversion is a permutation, reshape or flip, so it is exact)**
+
+========================  ======================================  =============================
+torch                     torch tensor                            NNX variable
+========================  ======================================  =============================
+Linear                    weight (out, in)                        Linear kernel (in, out)
+Conv1d/2d/3d              weight (out, in/groups, *k)             Conv kernel (*k, in/groups, out)
+ConvTranspose1d/2d/3d     weight (in, out, *k)                    ConvTranspose kernel
+                                                                  (*k, out, in) if
+                                                                  `transpose_kernel=True`, else
+                                                                  (*k, in, out) spatially flipped
+BatchNorm1d/2d/3d         weight, bias, running_mean/var          scale, bias, mean, var
+LayerNorm, RMSNorm,       weight, bias                            scale, bias
+GroupNorm
+Embedding                 weight (num, dim)                       embedding (num, dim)
+MultiheadAttention        in_proj_weight (3E, E) = [q; k; v]      query/key/value kernel
+                          (or q/k/v_proj_weight), in_proj_bias,   (E_in, heads, head_dim), bias
+                          out_proj.weight (E, E), out_proj.bias   (heads, head_dim); out kernel
+                                                                  (heads, head_dim, E), bias (E,)
+LSTM (gates i, f, g, o)   weight_ih_l0 (4H, I), weight_hh_l0      RNN(LSTMCell): ii/if_/ig/io
+                          (4H, H), bias_ih_l0, bias_hh_l0 (4H,)   kernels (I, H), hi/hf/hg/ho
+                                                                  kernels (H, H), biases (H,);
+                                                                  RNN(OptimizedLSTMCell):
+                                                                  dense_i/dense_h (I|H, 4H)
+GRU (gates r, z, n)       same with 3H                            RNN(GRUCell): dense_i (I, 3H)
+                                                                  + bias, dense_h (H, 3H)
+RNN (tanh or relu)        same with H                             RNN(SimpleCell): dense_i + bias,
+                                                                  dense_h
+========================  ======================================  =============================
+
+**Divergences (read before trusting outputs)**
+
+- Activations: torch is channels-first (NCHW), Flax channels-last (NHWC); transpose inputs and
+  outputs, weights are handled here. Build the NNX layer with torch's hyperparameters: Conv
+  `padding=p` is `[(p, p)] * n` (`"same"`/`"valid"` are `"SAME"`/`"VALID"`; only
+  `padding_mode="zeros"` has a Flax counterpart); ConvTranspose `padding=p,
+  output_padding=q, dilation=d` is `[(d*(k-1)-p, d*(k-1)-p+q)] * n`; norm `eps` defaults
+  differ (torch LayerNorm/GroupNorm 1e-5 and RMSNorm `finfo(dtype).eps`; Flax
+  LayerNorm/RMSNorm/GroupNorm 1e-6), pass `epsilon`.
+- BatchNorm momentum: torch `running = (1-m)*running + m*batch`, Flax `running =
+  m'*running + (1-m')*batch`, so `m' = 1 - m` ([`flax_batchnorm_momentum`][jaxopt_port.interop.flax_batchnorm_momentum]). torch's
+  `momentum=None` (cumulative average) has no Flax counterpart.
+- BatchNorm running variance in training mode: torch adds the *unbiased* batch variance
+  (`n/(n-1)` times the biased one, n = elements per channel), Flax the biased one, so after
+  one training step the running variances differ by `m * var_batch / (n-1)` (measured with
+  m = 0.1, n = 12: 0.0066 to 0.044, 0.6% to 3.4% of the running variance). Both normalize
+  the batch with the biased variance, so training-mode outputs agree, and so do inference
+  outputs from the same running statistics.
+- `num_batches_tracked` has no Flax slot: it is accepted and ignored on load (it is optional,
+  as in old torch checkpoints) and written as `weights_to_torch(..., num_batches_tracked=n)`
+  (default 0). torch reads it only when `momentum=None`.
+- RNN biases: torch has `b_ih` and `b_hh`; Flax cells have one bias per gate, so it holds
+  `b_ih + b_hh` (exact in function, not bitwise in the split). Exported, the sum goes to
+  `bias_ih` and `bias_hh` is zero. GRU's `b_hn` sits inside `r * (W_hn h + b_hn)` and
+  cannot be folded; Flax's GRUCell has no slot for it, so a non-zero `b_hn` raises.
+  Round trips are bitwise when torch's `bias_hh` is zero. Activations are not weights:
+  build cells with torch's (sigmoid/tanh, the defaults; SimpleCell `activation_fn`).
+  Training is not the same: torch steps `b_ih` and `b_hh` separately, each with the
+  gradient of the sum, so its effective bias moves by two optimizer steps per step (with SGD
+  twice as far) where the Flax cell's moves by one; their optimizer states have no NNX
+  counterpart either (`interop.nnx_optimizer_from_torch` raises for them).
+- Flatten after a convolution: torch flattens `(N, C, H, W)` in C, H, W order; an NNX twin
+  that runs channels-last and writes `x.reshape(n, -1)` flattens `(N, H, W, C)` in H, W, C
+  order. The next Linear's weight loads without complaint (its shape is the same), but every
+  input feature meets another weight column: the twin computes something else and trains
+  differently (measured on digits, `Conv2d(1, 8, 3, padding=1)` then `Linear(512, 10)`:
+  cross-entropy 1.8e-2 apart at step 0; 8.9e-16 with the transpose below). Write the twin to
+  flatten as torch does, `x.transpose(0, 3, 1, 2).reshape(n, -1)` (channels first, then
+  flatten), or keep the channels-last flatten and permute the Linear's input rows once after
+  loading: `kernel.reshape(C, H, W, out).transpose(1, 2, 0, 3).reshape(H * W * C, out)`
+  (the kernel and its optimizer state then no longer follow this module's layout mapping:
+  prefer the transpose). `parity`'s one-batch forward check names the first layer whose
+  output differs.
+- Float64 pitfalls on the NNX side: `nnx.MultiHeadAttention`'s default `attention_fn`
+  (`jax.nn.dot_product_attention` when dropout is off) computes the softmax in float32 even
+  for float64 inputs (measured 1.2e-7 from torch), so a float64 comparison needs an
+  `attention_fn` computing `softmax(q k^T / sqrt(d)) v` in the input dtype;
+  `nnx.SimpleCell` computes in `dtype=float32` unless given `dtype`.
+- Not supported (they raise): LSTM `proj_size`, ConvTranspose `groups > 1` (Flax's
+  ConvTranspose has no feature groups), MultiheadAttention `add_bias_kv` and `kdim !=
+  vdim`, NNX `MultiHeadAttention` with `normalize_qk` or fewer key/value heads,
+  `SimpleCell(residual=True)`, LayerNorm/RMSNorm over more than the last dimension
+  (torch's `normalized_shape` with two or more entries).
+- Dtypes: loaded values keep the torch dtype (float64 stays float64 under
+  `jax.enable_x64`); exported values keep the NNX dtype (bfloat16 arrays are
+  `ml_dtypes.bfloat16`, which `torch.from_numpy` does not take: cast them first).
 """
 
 from __future__ import annotations

@@ -38,12 +38,12 @@ from jaxopt_port.optim.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from jaxopt_port.optim.sgd import sgd
 from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 
-#: `torch.optim` class name -> its factory, for every optimizer torch has (what
-#: [`from_torch`][jaxopt_port.optim.from_torch] and [`factory_for`][jaxopt_port.optim.factory_for] read; subclasses are read as their torch base).
 TORCH_CLASSES = torch_factories()
+"""`torch.optim` class name -> its factory, for every optimizer torch has (what
+[`from_torch`][jaxopt_port.optim.from_torch] and [`factory_for`][jaxopt_port.optim.factory_for] read; subclasses are read as their torch base)."""
 
-#: The torch.optim optimizers available, by jaxopt_port name.
 OPTIMIZERS = tuple(sorted(factory.__name__ for factory in TORCH_CLASSES.values()))
+"""The torch.optim optimizers available, by jaxopt_port name."""
 
 __all__ = [
     "OPTIMIZERS",

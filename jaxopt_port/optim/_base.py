@@ -21,8 +21,8 @@ from jaxopt_port._core import (
 )
 
 Array: TypeAlias = jax.Array
-#: A learning rate: a Python float, a 1-element array or tensor, or an optax schedule `count -> lr`.
 LearningRate: TypeAlias = float | Array | optax.Schedule
+"""A learning rate: a Python float, a 1-element array or tensor, or an optax schedule `count -> lr`."""
 Schedule: TypeAlias = Callable[[Array], Array]
 
 
@@ -37,10 +37,10 @@ def enabled_number(value: Any) -> bool:
     return True
 
 
-#: Compiled forms of plain schedules (`count -> lr` callables) for calls outside a trace, one
-#: per schedule object and dropped with it: evaluated op by op, `0.9 ** count` compiles an
-#: `integer_pow` per count value (a compile per eager step, code never freed).
 _COMPILED_SCHEDULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Compiled forms of plain schedules (`count -> lr` callables) for calls outside a trace, one
+per schedule object and dropped with it: evaluated op by op, `0.9 ** count` compiles an
+`integer_pow` per count value (a compile per eager step, code never freed)."""
 
 
 def _eager_schedule(schedule: Callable[[Array], Any]) -> Callable[[Array], Any]:

@@ -132,7 +132,7 @@ def from_torch(
       neighbouring parameters differ in shape, but it cannot see a wrong order among parameters
       of the same shape (e.g. every leaf a `(d, d)` matrix, or a square `Linear` kernel and
       its transpose): the leaves then silently get other groups' hyperparameters. For NNX models
-      select the groups by path with [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups] or
+      select the groups by path with [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
       [`jaxopt_port.transforms.no_weight_decay`][jaxopt_port.transforms.no_weight_decay]. With one param group every leaf gets the
       same hyperparameters, so only the number of leaves is checked; the order still matters
       for `interop`'s optimizer-state converters (see there).
@@ -184,8 +184,8 @@ def from_torch(
 
 # ----------------------------------------------------------------------------- leaf checks
 
-#: `(param group, position in the group, torch name or None, torch shape)` per torch parameter.
 _TorchParameter = tuple[int, int, "str | None", tuple[int, ...]]
+"""`(param group, position in the group, torch name or None, torch shape)` per torch parameter."""
 
 
 def _torch_parameters(groups: list[dict[str, Any]]) -> list[_TorchParameter]:

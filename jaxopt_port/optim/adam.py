@@ -197,7 +197,7 @@ def adamw(
     differentiable: bool = False,
     fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""`torch.optim.AdamW`: [`adam`][jaxopt_port.optim.adam] with `decoupled_weight_decay=True`.
+    r"""`torch.optim.AdamW`: [`adam`][jaxopt_port.optim.adam.adam] with `decoupled_weight_decay=True`.
 
     $$
     \theta_t = \theta_{t-1}(1-\gamma_t\lambda)

@@ -101,7 +101,7 @@ def adamax(
 
     Warning:
       `optax.adamax` adds ε to u outside the maximum; the two agree to ~1e-15 in practice
-      (FACTS), but differ when |g| is near 0.
+      (measured with optax 0.2.8), but differ when |g| is near 0.
     """
     accepted(foreach=foreach, differentiable=differentiable, capturable=capturable)
     checks.check_adam_family(lr, betas, eps, weight_decay)

@@ -26,13 +26,13 @@ from jaxopt_port.optim._docs import doc
 
 __all__ = ["LBFGSState", "lbfgs", "ordered_history"]
 
-#: torch's constants in `_strong_wolfe` (LBFGS never passes other values).
 C1, C2 = 1e-4, 0.9
-#: torch skips a curvature pair `(y, s)` unless `y·s` exceeds this.
+"""torch's constants in `_strong_wolfe` (LBFGS never passes other values)."""
 CURVATURE_EPS = 1e-10
-#: The zoom phase stops when `|bracket| · ‖d‖∞` falls below this. torch's `step` does not pass
-#: the group's `tolerance_change` to `_strong_wolfe`, whose default this is.
+"""torch skips a curvature pair `(y, s)` unless `y·s` exceeds this."""
 LINE_SEARCH_TOLERANCE_CHANGE = 1e-9
+"""The zoom phase stops when `|bracket| · ‖d‖∞` falls below this. torch's `step` does not pass
+the group's `tolerance_change` to `_strong_wolfe`, whose default this is."""
 
 
 class LBFGSState(NamedTuple):
@@ -455,9 +455,9 @@ def _value_and_grad(value_fn: Callable[[Any], Array]) -> Callable[[Any], tuple[A
     return jax.value_and_grad(lambda p: jnp.asarray(value_fn(p)))
 
 
-#: The eager steps' compiled code, shared by every `lbfgs` instance: one entry per options and
-#: structure of `value_fn` (its data are arguments), the least recently used dropped first.
 _COMPILED = CompileCache()
+"""The eager steps' compiled code, shared by every `lbfgs` instance: one entry per options and
+structure of `value_fn` (its data are arguments), the least recently used dropped first."""
 
 
 def _compiled_step(
@@ -524,32 +524,34 @@ def lbfgs(
     `value_fn(params) -> loss`, which it differentiates for every further evaluation (torch's
     later `closure()` calls). Parameters may be any pytree of real arrays; the algorithm runs on
     them raveled in `jax.tree_util.tree_leaves` order, as torch concatenates its parameters.
-    With `f` the loss, `g` its gradient, θ the raveled parameters and γ the learning rate::
+    With `f` the loss, `g` its gradient, θ the raveled parameters and γ the learning rate:
 
-        evals ← 1;  func_evals += 1
-        if ‖g‖∞ ≤ tolerance_grad: return                          (no change, no iteration)
-        for k = 1 .. max_iter:
-            n_iter += 1                                           (counted over all steps)
-            if n_iter = 1:  d ← −g;  history ← ∅;  H_diag ← 1
-            else:
-                y ← g − prev_flat_grad;  s ← t·d
-                if y·s > 1e-10:                                   (else the pair is skipped)
-                    append (y, s, ρ = 1/(y·s)), dropping the oldest beyond history_size
-                    H_diag ← y·s / y·y
-                q ← −g;   for i newest → oldest:  α_i ← ρ_i s_i·q;  q ← q − α_i y_i
-                d ← H_diag·q;  for i oldest → newest:  β_i ← ρ_i y_i·d;  d ← d + (α_i − β_i) s_i
-            prev_flat_grad ← g;  prev_loss ← f
-            t ← min(1, 1/‖g‖₁)·γ  if n_iter = 1  else γ
-            if g·d > −tolerance_change: stop
-            if line_search_fn = "strong_wolfe":
-                f, g, t, e ← strong_wolfe(θ, t, d, f, g, g·d, max_ls = max_eval − evals)
-                θ ← θ + t·d
-            else:
-                θ ← θ + t·d
-                if k < max_iter:  f, g ← value_fn(θ), ∇value_fn(θ);  e ← 1   else e ← 0
-            evals += e;  func_evals += e
-            stop if k = max_iter, evals ≥ max_eval, ‖g‖∞ ≤ tolerance_grad,
-                    ‖t·d‖∞ ≤ tolerance_change or |f − prev_loss| < tolerance_change
+    ```text
+    evals ← 1;  func_evals += 1
+    if ‖g‖∞ ≤ tolerance_grad: return                          (no change, no iteration)
+    for k = 1 .. max_iter:
+        n_iter += 1                                           (counted over all steps)
+        if n_iter = 1:  d ← −g;  history ← ∅;  H_diag ← 1
+        else:
+            y ← g − prev_flat_grad;  s ← t·d
+            if y·s > 1e-10:                                   (else the pair is skipped)
+                append (y, s, ρ = 1/(y·s)), dropping the oldest beyond history_size
+                H_diag ← y·s / y·y
+            q ← −g;   for i newest → oldest:  α_i ← ρ_i s_i·q;  q ← q − α_i y_i
+            d ← H_diag·q;  for i oldest → newest:  β_i ← ρ_i y_i·d;  d ← d + (α_i − β_i) s_i
+        prev_flat_grad ← g;  prev_loss ← f
+        t ← min(1, 1/‖g‖₁)·γ  if n_iter = 1  else γ
+        if g·d > −tolerance_change: stop
+        if line_search_fn = "strong_wolfe":
+            f, g, t, e ← strong_wolfe(θ, t, d, f, g, g·d, max_ls = max_eval − evals)
+            θ ← θ + t·d
+        else:
+            θ ← θ + t·d
+            if k < max_iter:  f, g ← value_fn(θ), ∇value_fn(θ);  e ← 1   else e ← 0
+        evals += e;  func_evals += e
+        stop if k = max_iter, evals ≥ max_eval, ‖g‖∞ ≤ tolerance_grad,
+                ‖t·d‖∞ ≤ tolerance_change or |f − prev_loss| < tolerance_change
+    ```
 
     `strong_wolfe` is torch's `_strong_wolfe` with c1 = 1e-4, c2 = 0.9: a bracketing phase that
     extrapolates by cubic interpolation clamped to `[t + 0.01 (t − t_prev), 10 t]` until the

@@ -127,7 +127,7 @@ def nadam(
 
     Warning:
       `optax.nadam` has no momentum-decay schedule (it uses μ_t = β1): after a few steps it is
-      O(1) away from torch (FACTS: Δ 0.27 on a movement of 0.86).
+      O(1) away from torch (measured: Δ 0.27 on a movement of 0.86).
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable)
     checks.check_adam_family(lr, betas, eps, weight_decay)

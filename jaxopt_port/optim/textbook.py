@@ -2,12 +2,12 @@
 
 Each differs from its torch counterpart in a documented way (see `docs/optimizers.md`):
 
-- [`sgd`][jaxopt_port.optim.sgd]: θ ← θ − α∇J(θ) (torch's SGD without momentum, exactly).
+- [`sgd`][jaxopt_port.optim.sgd.sgd]: θ ← θ − α∇J(θ) (torch's SGD without momentum, exactly).
 - `momentum`: heavy ball, θ_{t+1} = θ_t − α_t∇J(θ_t) + β(θ_t − θ_{t−1}); at a constant α it
   equals torch's SGD momentum, under a schedule it does not (torch scales the whole buffer by the
   current lr).
-- [`rmsprop`][jaxopt_port.optim.rmsprop]: ε inside the root.
-- [`adam`][jaxopt_port.optim.adam]: bias-corrected m̂, v̂ and ε inside the root.
+- [`rmsprop`][jaxopt_port.optim.rmsprop.rmsprop]: ε inside the root.
+- [`adam`][jaxopt_port.optim.adam.adam]: bias-corrected m̂, v̂ and ε inside the root.
 """
 
 from __future__ import annotations

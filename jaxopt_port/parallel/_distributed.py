@@ -84,11 +84,13 @@ def initialize(
     one-process [`Cluster`][jaxopt_port.parallel.Cluster]. Anywhere else pass all three of `coordinator_address`
     (`"host:port"` of process 0), `num_processes` and `process_id`.
 
-    Example (two processes on one machine, as the tests run it)::
+    Example (two processes on one machine, as the tests run it):
 
-        cluster = parallel.initialize("127.0.0.1:12355", num_processes=2, process_id=rank)
-        mesh = parallel.data_mesh()            # every device of every process
-        rows = parallel.process_share(global_batch_size)
+    ```python
+    cluster = parallel.initialize("127.0.0.1:12355", num_processes=2, process_id=rank)
+    mesh = parallel.data_mesh()            # every device of every process
+    rows = parallel.process_share(global_batch_size)
+    ```
 
     If `jax.distributed` is already running (you called `jax.distributed.initialize` yourself,
     e.g. on a Cloud TPU slice whose hosts are found through the metadata server rather than

@@ -25,8 +25,8 @@ __all__ = [
     "shard_batch",
 ]
 
-#: The default name of the data-parallel mesh axis.
 DATA_AXIS = "data"
+"""The default name of the data-parallel mesh axis."""
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_AXIS) -> Mesh:

@@ -45,8 +45,8 @@ from jaxopt_port.parallel._zero import state_shardings
 
 __all__ = ["BACKENDS", "TrainStep", "train_step"]
 
-#: The ways a step can compute the data-parallel gradient.
 BACKENDS = ("shard_map", "jit", "pmap")
+"""The ways a step can compute the data-parallel gradient."""
 
 
 def _cast_floating(tree: Any, dtype: Any) -> Any:

@@ -44,8 +44,8 @@ from jaxopt_port.schedules._wiring import scheduled_transformation, with_schedul
 
 set_scheduled_transformation(scheduled_transformation)  # for optim.from_torch(optimizer, scheduler)
 
-#: torch scheduler class name -> jaxopt_port factory name, for every scheduler torch has.
 SCHEDULERS = {torch_name: factory for torch_name, (factory, _) in TABLE.items()}
+"""torch scheduler class name -> jaxopt_port factory name, for every scheduler torch has."""
 
 __all__ = [
     "SCHEDULERS",

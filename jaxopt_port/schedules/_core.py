@@ -32,10 +32,10 @@ __all__ = [
     "scalar",
 ]
 
-#: How a scheduler acts when chained (`ChainedScheduler`) with others on one param group:
-#: "multiplicative" ones multiply the current lr by a factor that depends only on the step,
-#: "absolute" ones overwrite it with a value computed from the base lr, "affine" ones do neither.
 KINDS = ("multiplicative", "absolute", "affine")
+"""How a scheduler acts when chained (`ChainedScheduler`) with others on one param group:
+"multiplicative" ones multiply the current lr by a factor that depends only on the step,
+"absolute" ones overwrite it with a value computed from the base lr, "affine" ones do neither."""
 
 
 def scalar(x: Any) -> jax.Array:

@@ -97,8 +97,6 @@ def _plateau_lr(s: Any, g: int, steps_per_epoch: int) -> _plateau.ReduceLROnPlat
     )  # fmt: skip
 
 
-#: torch scheduler class -> (jaxopt_port factory name, reader of a live instance), for every
-#: scheduler torch has. Exact classes only: a subclass may change `get_lr`.
 TABLE: dict[str, tuple[str, Reader]] = {
     "LambdaLR": ("lambda_lr", _lambda),
     "MultiplicativeLR": ("multiplicative_lr", _multiplicative),
@@ -117,9 +115,11 @@ TABLE: dict[str, tuple[str, Reader]] = {
     "PolynomialLR": ("polynomial_lr", _polynomial),
     "SWALR": ("swalr", _swa),
 }
+"""torch scheduler class -> (jaxopt_port factory name, reader of a live instance), for every
+scheduler torch has. Exact classes only: a subclass may change `get_lr`."""
 
-#: torch's modules that define the classes of `TABLE`.
 _TORCH_MODULES = ("torch.optim.lr_scheduler", "torch.optim.swa_utils")
+"""torch's modules that define the classes of `TABLE`."""
 
 
 def _read(

@@ -27,8 +27,8 @@ __all__ = [
     "total_norm",
 ]
 
-#: torch adds this to the norm before dividing (`clip_coef = max_norm / (total_norm + 1e-6)`).
 NORM_EPS = 1e-6
+"""torch adds this to the norm before dividing (`clip_coef = max_norm / (total_norm + 1e-6)`)."""
 
 
 def _vector_norm(x: jax.Array, norm_type: float) -> jax.Array:

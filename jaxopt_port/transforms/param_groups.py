@@ -81,14 +81,14 @@ __all__ = [
     "path_names",
 ]
 
-#: A group's `"params"`: a glob pattern, a list of patterns, or `(path, leaf) -> bool`.
 Selector: TypeAlias = str | Sequence[str] | Callable[[tuple[str, ...], Any], bool]
+"""A group's `"params"`: a glob pattern, a list of patterns, or `(path, leaf) -> bool`."""
 Unmatched: TypeAlias = Literal["default", "freeze", "error"]
 
-#: Label of the leaves no group selects (`unmatched="default"` or `"freeze"`).
 DEFAULT_LABEL = {"default": "default", "freeze": "frozen"}
-#: Group keys that are not hyperparameters.
+"""Label of the leaves no group selects (`unmatched="default"` or `"freeze"`)."""
 _RESERVED = ("params", "name")
+"""Group keys that are not hyperparameters."""
 
 
 # ----------------------------------------------------------------------------- selectors
@@ -266,9 +266,9 @@ def param_group_labels(
     Args:
       groups: torch-style param groups (only their `"params"` and `"name"` are read).
       params: the params pytree (arrays, `jax.ShapeDtypeStruct`\\ s, tracers, Flax states).
-      unmatched: where leaves no group selects go — see [`param_groups`][jaxopt_port.transforms.param_groups].
+      unmatched: where leaves no group selects go — see [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
       allow_empty: allow a group that selects no leaf (default: `ValueError`), as in
-        [`param_groups`][jaxopt_port.transforms.param_groups].
+        [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
 
     Returns:
       A pytree with the structure of `params` (Flax boxes replaced by their label) whose leaves
@@ -291,13 +291,13 @@ def describe_param_groups(
 
     Every group appears, in order and also when it selects nothing (this is the tool to find
     such a group, so it does not raise for it), followed by the unmatched leaves' group
-    (`"default"` or `"frozen"`) when there are any. Otherwise raises as [`param_groups`][jaxopt_port.transforms.param_groups]
+    (`"default"` or `"frozen"`) when there are any. Otherwise raises as [`param_groups`][jaxopt_port.transforms.param_groups.param_groups]
     would (overlaps, unmatched leaves with `unmatched="error"`).
 
     Args:
       groups: torch-style param groups.
       params: the params pytree.
-      unmatched: `"default"`, `"freeze"` or `"error"`, as in [`param_groups`][jaxopt_port.transforms.param_groups].
+      unmatched: `"default"`, `"freeze"` or `"error"`, as in [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
 
     Returns:
       `{label: [path, ...]}`, paths in `jax.tree_util` leaf order.
@@ -439,7 +439,7 @@ def no_weight_decay(
       factory: a jaxopt_port optimizer factory with a `weight_decay` argument.
       selector: the leaves without weight decay (a pattern, list of patterns or predicate).
       allow_empty: allow a model where `selector` selects nothing (default: `ValueError` at
-        `init`, see [`param_groups`][jaxopt_port.transforms.param_groups]).
+        `init`, see [`param_groups`][jaxopt_port.transforms.param_groups.param_groups]).
       **defaults: the factory's keyword arguments, `weight_decay` included.
 
     Returns:
