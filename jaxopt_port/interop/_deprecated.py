@@ -29,14 +29,24 @@ def _alias(new: Callable[..., Any], old: str, what: str = "") -> Callable[..., A
         return new(*args, **kwargs)
 
     alias.__name__ = alias.__qualname__ = old
-    alias.__doc__ = f"Deprecated alias of `{new.__name__}`{what}."
+    alias.__doc__ = (
+        f"Deprecated alias of [`{new.__name__}`][jaxopt_port.interop.{new.__name__}]{what}."
+    )
     return alias
 
 
 load_torch_state_dict = _alias(weights_from_torch, "load_torch_state_dict")
+"""Deprecated alias of [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] (same
+arguments); warns, and goes in the next release."""
 torch_state_dict = _alias(
     weights_to_numpy,
     "torch_state_dict",
     "; NumPy arrays, as before: weights_to_torch gives tensors",
 )
+"""Deprecated alias of [`weights_to_numpy`][jaxopt_port.interop.weights_to_numpy] (same
+arguments; NumPy arrays, as before: [`weights_to_torch`][jaxopt_port.interop.weights_to_torch]
+gives tensors); warns, and goes in the next release."""
 load_into_torch = _alias(optimizer_state_into_torch, "load_into_torch")
+"""Deprecated alias of
+[`optimizer_state_into_torch`][jaxopt_port.interop.optimizer_state_into_torch] (same arguments);
+warns, and goes in the next release."""

@@ -1,0 +1,123 @@
+"""The docs site: the API pages cover every public name, each has a docstring, and the snippets of
+docs/migration.md run top to bottom."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+#: API page -> the package whose `__all__` it must cover.
+API_PAGES = {
+    "api/optim.md": "jaxopt_port.optim",
+    "api/schedules.md": "jaxopt_port.schedules",
+    "api/transforms.md": "jaxopt_port.transforms",
+    "api/interop.md": "jaxopt_port.interop",
+    "api/parallel.md": "jaxopt_port.parallel",
+    "api/parity.md": "parity",
+}
+DIRECTIVE = re.compile(r"^::: *([\w.]+)", re.MULTILINE)
+
+
+def directives(page: str) -> list[str]:
+    """The dotted paths of the `::: path` (mkdocstrings) directives of a docs page."""
+    return DIRECTIVE.findall((DOCS / page).read_text())
+
+
+def resolve(path: str) -> object:
+    """The object a dotted path names: the longest importable module prefix, then attributes."""
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(path)
+
+
+def missing_names(package: str, paths: list[str]) -> list[str]:
+    """The names of `package.__all__` that no path documents: a path documents `name` when it
+    ends in `name` and names the very object `package.name` is (the optimizers are documented as
+    `jaxopt_port.optim.adam.adam`, since the submodule `adam` shadows the function for griffe)."""
+    module = importlib.import_module(package)
+    documented = {(p.rsplit(".", 1)[-1], id(resolve(p))) for p in paths}
+    return [name for name in module.__all__ if (name, id(getattr(module, name))) not in documented]
+
+
+@pytest.mark.parametrize("page", sorted(API_PAGES))
+def test_api_page_lists_every_public_name(page):
+    assert missing_names(API_PAGES[page], directives(page)) == []
+
+
+def test_missing_name_is_flagged():
+    paths = directives("api/optim.md")
+    planted = [p for p in paths if p != "jaxopt_port.optim.adam.adam"]
+    assert missing_names("jaxopt_port.optim", planted) == ["adam"]
+    # A path that ends in the name but is another object does not count.
+    swapped = [*planted, "jaxopt_port.optim.textbook.adam"]
+    assert missing_names("jaxopt_port.optim", swapped) == ["adam"]
+
+
+def undocumented(paths: list[str], search_path: Path = ROOT) -> list[str]:
+    """The paths whose object has no docstring as the site reads it (griffe, from the source)."""
+    griffe = pytest.importorskip("griffe", reason="the docs tools: pip install -e .[docs]")
+    loader = griffe.GriffeLoader(search_paths=[str(search_path)])
+    for top in sorted({p.split(".")[0] for p in paths}):
+        loader.load(top)
+    loader.resolve_aliases(implicit=True)
+    return [p for p in paths if not loader.modules_collection[p].docstring]
+
+
+def test_every_documented_name_has_a_docstring():
+    paths = [p for page in API_PAGES for p in directives(page)]
+    assert undocumented(paths) == []
+
+
+def test_missing_docstring_is_flagged(tmp_path):
+    package = tmp_path / "planted_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        '"""A package."""\n\n\ndef told():\n    """Has one."""\n\n\ndef untold():\n    pass\n'
+    )
+    paths = ["planted_pkg.told", "planted_pkg.untold"]
+    assert undocumented(paths, tmp_path) == ["planted_pkg.untold"]
+
+
+# docs/migration.md -------------------------------------------------------------------------------
+
+FENCE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+#: Marks a snippet that is not run, with the reason: `<!-- not run: reason -->` just above it.
+NOT_RUN = re.compile(r"<!-- not run: (.+?) -->\s*$")
+
+
+def python_blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """`(line, code, reason not run or None)` for each fenced Python block of a markdown text."""
+    blocks = []
+    for match in FENCE.finditer(text):
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        reason = NOT_RUN.search(before)
+        line = text.count("\n", 0, match.start()) + 2
+        blocks.append((line, match.group(1), reason.group(1) if reason else None))
+    return blocks
+
+
+def test_python_blocks_reads_the_not_run_marker():
+    text = "a\n\n```python\nx = 1\n```\n\n<!-- not run: needs a GPU -->\n```python\ny\n```\n"
+    assert python_blocks(text) == [(4, "x = 1\n", None), (9, "y\n", "needs a GPU")]
+
+
+def test_migration_snippets_run_top_to_bottom():
+    blocks = python_blocks((DOCS / "migration.md").read_text())
+    run = [(line, code) for line, code, reason in blocks if reason is None]
+    assert len(run) >= 20, "most of the page's snippets are meant to run"
+    namespace: dict = {"__name__": "migration_md"}
+    for line, code in run:
+        exec(compile(code, f"docs/migration.md:{line}", "exec"), namespace)
