@@ -3,6 +3,7 @@ docs/migration.md run top to bottom."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from pathlib import Path
@@ -89,6 +90,58 @@ def test_missing_docstring_is_flagged(tmp_path):
     )
     paths = ["planted_pkg.told", "planted_pkg.untold"]
     assert undocumented(paths, tmp_path) == ["planted_pkg.untold"]
+
+
+# docstring markup ----------------------------------------------------------------------------------
+
+#: reST that the site does not render: Sphinx roles, `.. math::`/`.. note::` directives, the doubled
+#: braces `str.format` once forced into LaTeX.
+RESTRUCTURED = re.compile(
+    r":(func|class|meth|mod|data|attr|obj|exc|math):`|^\s*\.\. \w+::|\{\{", re.M
+)
+
+
+def docstrings(source: str) -> list[tuple[int, str]]:
+    """`(line, text)` of every docstring of a module's source: the module's, its classes' and
+    functions', and the string that follows an assignment (an attribute's, as griffe reads it)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        for index, statement in enumerate(body):
+            is_string = (
+                isinstance(statement, ast.Expr)
+                and isinstance(statement.value, ast.Constant)
+                and isinstance(statement.value.value, str)
+            )
+            follows = index == 0 or isinstance(body[index - 1], (ast.Assign, ast.AnnAssign))
+            if is_string and follows:
+                found.append((statement.lineno, statement.value.value))
+    return found
+
+
+def restructured(source: str) -> list[int]:
+    """The lines of the docstrings of `source` that hold reST markup or doubled braces."""
+    return [line for line, text in docstrings(source) if RESTRUCTURED.search(text)]
+
+
+def test_docstrings_are_markdown():
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / "jaxopt_port").rglob("*.py"))
+        for line in restructured(path.read_text())
+    ]
+    assert bad == []
+
+
+def test_restructured_markup_is_flagged():
+    source = (
+        '"""Module."""\n\nX = 1\n"""See :func:`f`."""\n\n\ndef f():\n'
+        '    r"""Math.\n\n    .. math::\n        a\n    """\n\n\n'
+        'def g():\n    r"""$\\theta_{{t}}$"""\n\n\ndef h():\n    r"""$\\theta_{t}$, `x`."""\n'
+    )
+    assert restructured(source) == [4, 8, 16]
 
 
 # docs/migration.md -------------------------------------------------------------------------------
