@@ -43,7 +43,13 @@ def state_shardings(state: Any, mesh: Mesh, axis: str, zero: int) -> Any:
 def bytes_per_device(tree: Any) -> dict[jax.Device, int]:
     """Bytes of `tree`'s arrays held on each device (every shard a device holds, summed).
 
-    >>> # parallel.bytes_per_device(opt_state)  → {CpuDevice(id=0): 1234, ...}
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from jaxopt_port import parallel
+      >>> sizes = parallel.bytes_per_device({"w": jnp.zeros((4, 8), jnp.float32), "b": None})
+      >>> sizes == {jax.devices()[0]: 4 * 8 * 4}  # an unsharded array: all on the first device
+      True
     """
     totals: dict[jax.Device, int] = {}
     for leaf in jax.tree_util.tree_leaves(tree):
