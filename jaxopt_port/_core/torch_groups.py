@@ -1,14 +1,14 @@
 """torch's param-group hyperparameters, carried by the transformation that uses them.
 
-A torch optimizer keeps its hyperparameters in `param_groups` and saves them in its
-`state_dict()`; `load_state_dict` replaces each group's hyperparameters with the saved ones. So
-that a jaxopt_port state converts to a *complete* torch `state_dict`, every optimizer factory
-returns a [`TorchTransformation`][jaxopt_port.optim.TorchTransformation]: an ordinary `optax.GradientTransformationExtraArgs` that
-also holds, per torch param group, a label (its key in an `optax.partition`, `None` for a
-single group) and the hyperparameters under torch's group keys — the factory's arguments as
-bound, schedules included (evaluated at conversion time). The factories get this from one
-decorator, `carries_torch_group`; `optim.from_torch`, `schedules.with_schedules` and
-`transforms.param_groups` build their results with `carry` and `partition`.
+A torch optimizer keeps its hyperparameters in `param_groups` and saves them in its `state_dict()`;
+`load_state_dict` replaces each group's hyperparameters with the saved ones. So that a jaxopt_port
+state converts to a *complete* torch `state_dict`, every optimizer factory returns a
+[`TorchTransformation`][jaxopt_port.optim.TorchTransformation]: an ordinary
+`optax.GradientTransformationExtraArgs` that also holds, per torch param group, a label (its key in
+an `optax.partition`, `None` for a single group) and the hyperparameters under torch's group keys —
+the factory's arguments as bound, schedules included (evaluated at conversion time). The factories
+get this from one decorator, `carries_torch_group`; `optim.from_torch`, `schedules.with_schedules`
+and `transforms.param_groups` build their results with `carry` and `partition`.
 
 The carrier is an attribute of the returned object, so wrapping the transformation
 (`optax.chain`, `optax.MultiSteps`, `optax.inject_hyperparams`) leaves it behind; the
@@ -54,7 +54,8 @@ class TorchTransformation(optax.GradientTransformationExtraArgs):
     """An `optax.GradientTransformationExtraArgs` that also carries torch's param groups.
 
     It is the same `(init, update)` pair, so it works wherever an optax transformation does;
-    [`jaxopt_port.interop.optimizer_state_to_torch`][jaxopt_port.interop.optimizer_state_to_torch] reads the carried groups.
+    [`jaxopt_port.interop.optimizer_state_to_torch`][jaxopt_port.interop.optimizer_state_to_torch]
+    reads the carried groups.
 
     Attributes:
       torch_groups: the torch param groups in torch's order, each a `TorchGroup`.
@@ -72,7 +73,8 @@ class TorchTransformation(optax.GradientTransformationExtraArgs):
 def carry(
     tx: optax.GradientTransformation, groups: Sequence[TorchGroup], labels: Any = None
 ) -> TorchTransformation:
-    """`tx` as a [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying `groups` (and `labels`, for several)."""
+    """`tx` as a [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying `groups`
+    (and `labels`, for several)."""
     if labels is None and len(groups) != 1:
         raise ValueError(f"{len(groups)} torch param groups need the labels of optax.partition")
     out = TorchTransformation(tx.init, optax.with_extra_args_support(tx).update)
@@ -129,7 +131,8 @@ def carries_torch_group(
     torch_class: str | None = None,
     constructor_only: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
-    """Decorate an optimizer factory so that it returns a [`TorchTransformation`][jaxopt_port.optim.TorchTransformation].
+    """Decorate an optimizer factory so that it returns a
+    [`TorchTransformation`][jaxopt_port.optim.TorchTransformation].
 
     Its single group holds the call's arguments as bound, with defaults — torch's param-group
     keys, since the factories take torch's signature — passed through `torch_group` where

@@ -1,8 +1,10 @@
 """A torch optimizer's state <-> a Flax `nnx.Optimizer` over the NNX twin of the torch model.
 
-[`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] builds (or fills) an `nnx.Optimizer` from a torch optimizer;
-[`nnx_optimizer_to_torch`][jaxopt_port.interop.nnx_optimizer_to_torch] writes an `nnx.Optimizer`'s state as the `state_dict()` a torch
-optimizer loads. Use them with [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] /
+[`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] builds (or fills) an
+`nnx.Optimizer` from a torch optimizer;
+[`nnx_optimizer_to_torch`][jaxopt_port.interop.nnx_optimizer_to_torch] writes an `nnx.Optimizer`'s
+state as the `state_dict()` a torch optimizer loads. Use them with
+[`weights_from_torch`][jaxopt_port.interop.weights_from_torch] /
 [`weights_to_torch`][jaxopt_port.interop.weights_to_torch] for the weights:
 
 ```python
@@ -59,19 +61,18 @@ dot products sum in another order (measured: 6.7e-16 from torch's next step in f
 
 **Param groups**
 
-With several torch param groups the transformation must give every NNX leaf its torch
-group's hyperparameters. `optim.from_torch` assumes torch's parameter order, which an
-`nnx.Optimizer` does not have (NNX sorts paths); build `tx` with the pattern-based
-[`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or [`no_weight_decay`][jaxopt_port.transforms.no_weight_decay]
-over NNX paths instead (`no_weight_decay(optim.adamw, lr=..., weight_decay=...)` is torch's
-"no weight decay on biases and norms" pair of groups). Both functions check that each of
-`tx`'s groups holds exactly the parameters of one torch group (in any group order, reordered
-by name), that `tx` freezes exactly the NNX leaves the torch optimizer does not hold, and
-(from torch) that the numeric and boolean hyperparameters the two share are equal (`lr`
-unless `tx` schedules it, `weight_decay`, `betas`, `momentum`, `nesterov`, ...;
-relative tolerance 1e-6), raising a ValueError that names the leaf, its torch parameter and
-both groups.
-"""
+With several torch param groups the transformation must give every NNX leaf its torch group's
+hyperparameters. `optim.from_torch` assumes torch's parameter order, which an `nnx.Optimizer` does
+not have (NNX sorts paths); build `tx` with the pattern-based
+[`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
+[`no_weight_decay`][jaxopt_port.transforms.no_weight_decay] over NNX paths instead
+(`no_weight_decay(optim.adamw, lr=..., weight_decay=...)` is torch's "no weight decay on biases and
+norms" pair of groups). Both functions check that each of `tx`'s groups holds exactly the parameters
+of one torch group (in any group order, reordered by name), that `tx` freezes exactly the NNX leaves
+the torch optimizer does not hold, and (from torch) that the numeric and boolean hyperparameters the
+two share are equal (`lr` unless `tx` schedules it, `weight_decay`, `betas`, `momentum`, `nesterov`, ...;
+relative tolerance 1e-6), raising a ValueError that names the leaf, its torch parameter and both
+groups. """
 
 from __future__ import annotations
 
@@ -199,11 +200,12 @@ def nnx_optimizer_from_torch(
 ) -> nnx.Optimizer:
     """An `nnx.Optimizer` over `model` holding a torch optimizer's state.
 
-    Each torch parameter is matched to its NNX variable by name and its state entries are laid
-    out as the weight is (module docstring); the result's `opt_state` is what
-    [`optimizer_state_from_torch`][jaxopt_port.interop.optimizer_state_from_torch] gives for `nnx.state(model, wrt)`,
-    so count inference and errors are that function's. The weights themselves are not touched:
-    load them with [`weights_from_torch`][jaxopt_port.interop.weights_from_torch].
+    Each torch parameter is matched to its NNX variable by name and its state entries are laid out
+    as the weight is (module docstring); the result's `opt_state` is what
+    [`optimizer_state_from_torch`][jaxopt_port.interop.optimizer_state_from_torch] gives for
+    `nnx.state(model, wrt)`, so count inference and errors are that function's. The weights
+    themselves are not touched: load them with
+    [`weights_from_torch`][jaxopt_port.interop.weights_from_torch].
 
     Args:
       torch_optimizer: the torch optimizer, or its `state_dict()` (a checkpoint's).
@@ -373,8 +375,9 @@ def nnx_optimizer_to_torch(
       torch_optimizer: the torch optimizer to load into (built over the torch model's parameters
         with torch's group structure; its hyperparameters and state do not matter), or its
         `state_dict()`: it gives torch's parameter numbering and groups.
-      torch_model: names torch's parameters, as in [`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] (not needed
-        when the optimizer was built from `model.named_parameters()`).
+      torch_model: names torch's parameters, as in
+        [`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] (not needed when
+        the optimizer was built from `model.named_parameters()`).
       count: optimizer steps taken, at which schedules are evaluated (default: the state's).
 
     Returns:
@@ -382,8 +385,9 @@ def nnx_optimizer_to_torch(
       history as lists of tensors, its counters as ints), ready for `load_state_dict`.
 
     Raises:
-      TypeError, ValueError: as [`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] (hyperparameters are written,
-        not compared), and `optimizer_state_to_torch`'s errors.
+      TypeError, ValueError: as
+        [`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] (hyperparameters
+        are written, not compared), and `optimizer_state_to_torch`'s errors.
 
     Examples:
       >>> import torch

@@ -13,12 +13,11 @@ goes under parameter 0 with its history as torch's lists.
 
 Param groups. A transformation built by a jaxopt_port optimizer, `optim.from_torch`,
 `schedules.with_schedules` or `transforms.param_groups` carries torch's param groups (a
-[`TorchTransformation`][jaxopt_port.optim.TorchTransformation]): their hyperparameters, written into the
-`state_dict` so that a plain `torch_optimizer.load_state_dict` restores them, and which leaves
+[`TorchTransformation`][jaxopt_port.optim.TorchTransformation]): their hyperparameters, written into
+the `state_dict` so that a plain `torch_optimizer.load_state_dict` restores them, and which leaves
 each holds. torch numbers its parameters group after group, so with interleaved groups
-(`param_groups` selecting by pattern) torch id `k` is the `k`-th leaf in that order, not
-leaf `k`; leaves of a frozen group have no torch id. Both directions use the same mapping.
-"""
+(`param_groups` selecting by pattern) torch id `k` is the `k`-th leaf in that order, not leaf `k`;
+leaves of a frozen group have no torch id. Both directions use the same mapping. """
 
 from __future__ import annotations
 
@@ -412,11 +411,11 @@ def optimizer_state_to_torch(
     `from_torch` also keeps the keys a scheduler added (`max_lr`, ...). A torch scheduler's
     own position is written by [`position_scheduler`][jaxopt_port.interop.position_scheduler].
 
-    A transformation wrapped further (`optax.chain`, `optax.MultiSteps`,
-    `optax.inject_hyperparams`) or built from optax pieces carries no groups: then the result has
-    one group with only `"params"` unless `param_groups` is given, and loads only with
-    [`optimizer_state_into_torch`][jaxopt_port.interop.optimizer_state_into_torch] (which keeps the torch optimizer's hyperparameters) or after adding
-    the hyperparameters to each group.
+    A transformation wrapped further (`optax.chain`, `optax.MultiSteps`, `optax.inject_hyperparams`)
+    or built from optax pieces carries no groups: then the result has one group with only `"params"`
+    unless `param_groups` is given, and loads only with
+    [`optimizer_state_into_torch`][jaxopt_port.interop.optimizer_state_into_torch] (which keeps the
+    torch optimizer's hyperparameters) or after adding the hyperparameters to each group.
 
     Args:
       opt_state: a state of `tx`.
@@ -594,10 +593,10 @@ def optimizer_state_into_torch(
     """Load `opt_state` into a live torch optimizer built with the same hyperparameters.
 
     The optimizer keeps its own `param_groups` (hyperparameters); its per-parameter state becomes
-    `opt_state`'s ([`optimizer_state_to_torch`][jaxopt_port.interop.optimizer_state_to_torch]'s tensors). A scheduled lr is the
-    scheduler's to write: position the scheduler with
-    [`position_scheduler`][jaxopt_port.interop.position_scheduler]. To take the hyperparameters from `tx`
-    instead, use `optimizer.load_state_dict(optimizer_state_to_torch(opt_state, tx, params))`.
+    `opt_state`'s ([`optimizer_state_to_torch`][jaxopt_port.interop.optimizer_state_to_torch]'s
+    tensors). A scheduled lr is the scheduler's to write: position the scheduler with
+    [`position_scheduler`][jaxopt_port.interop.position_scheduler]. To take the hyperparameters from
+    `tx` instead, use `optimizer.load_state_dict(optimizer_state_to_torch(opt_state, tx, params))`.
     """
     optimizer.load_state_dict(
         optimizer_state_to_torch(

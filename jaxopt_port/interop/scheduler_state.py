@@ -1,14 +1,14 @@
 """A torch lr scheduler's position ↔ the step count of a jaxopt_port optimizer state.
 
-A torch scheduler keeps its position itself (`last_epoch`, `_step_count`, `_last_lr` and
-what each class derives from them) and writes the lr into the optimizer's param groups; a
-jaxopt_port schedule is a function of the state's step count. [`scheduler_count`][jaxopt_port.interop.scheduler_count] reads the
-count from a scheduler; [`position_scheduler`][jaxopt_port.interop.position_scheduler] puts a live scheduler (and the lr, momentum or
-β1 it owns in the optimizer's param groups) where an unbroken torch run would have it after that
-many optimizer steps. ReduceLROnPlateau's position is its state (`best`, `num_bad_epochs`,
-`cooldown_counter`, `last_epoch` and the lr), held on the JAX side in
-[`ReduceLROnPlateauState`][jaxopt_port.schedules.ReduceLROnPlateauState]: it is carried both ways.
-"""
+A torch scheduler keeps its position itself (`last_epoch`, `_step_count`, `_last_lr` and what each
+class derives from them) and writes the lr into the optimizer's param groups; a jaxopt_port schedule
+is a function of the state's step count. [`scheduler_count`][jaxopt_port.interop.scheduler_count]
+reads the count from a scheduler; [`position_scheduler`][jaxopt_port.interop.position_scheduler]
+puts a live scheduler (and the lr, momentum or β1 it owns in the optimizer's param groups) where an
+unbroken torch run would have it after that many optimizer steps. ReduceLROnPlateau's position is
+its state (`best`, `num_bad_epochs`, `cooldown_counter`, `last_epoch` and the lr), held on the JAX
+side in [`ReduceLROnPlateauState`][jaxopt_port.schedules.ReduceLROnPlateauState]: it is carried both
+ways. """
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def scheduler_count(scheduler: Any, *, steps_per_epoch: int = 1) -> int:
       steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Returns:
-      The count, as the `count=` of [`optimizer_state_from_torch`][jaxopt_port.interop.optimizer_state_from_torch].
+      The count, as the `count=` of
+        [`optimizer_state_from_torch`][jaxopt_port.interop.optimizer_state_from_torch].
 
     Raises:
       ValueError: the scheduler holds no position (a ChainedScheduler whose parts disagree, a
@@ -300,8 +301,9 @@ def position_scheduler(
     `num_bad_epochs`, `cooldown_counter`, `last_epoch` and each group's lr.
 
     Call it after `optimizer.load_state_dict(interop.optimizer_state_to_torch(...))` (or
-    [`optimizer_state_into_torch`][jaxopt_port.interop.optimizer_state_into_torch]), with the scheduler built over that optimizer as
-    the original was (its arguments and base lrs are read, not restored).
+    [`optimizer_state_into_torch`][jaxopt_port.interop.optimizer_state_into_torch]), with the
+    scheduler built over that optimizer as the original was (its arguments and base lrs are read,
+    not restored).
 
     Args:
       scheduler: a `torch.optim.lr_scheduler` scheduler (any of the 15) or `SWALR`.

@@ -1,33 +1,34 @@
 """Model weights between a PyTorch `nn.Module` state dict and a Flax NNX module.
 
-[`weights_from_torch`][jaxopt_port.interop.weights_from_torch] fills an existing NNX module (parameters and batch statistics) from
-`torch_module.state_dict()`; [`weights_to_torch`][jaxopt_port.interop.weights_to_torch] goes back, to the tensors
-`torch_module.load_state_dict(...)` takes ([`weights_to_numpy`][jaxopt_port.interop.weights_to_numpy]: the same as NumPy arrays,
-without torch). Reading never imports torch: a state dict is any mapping of name -> array-like
-(torch tensors are detached and moved to the CPU, recognized by their `detach`/`cpu` methods).
+[`weights_from_torch`][jaxopt_port.interop.weights_from_torch] fills an existing NNX module
+(parameters and batch statistics) from `torch_module.state_dict()`;
+[`weights_to_torch`][jaxopt_port.interop.weights_to_torch] goes back, to the tensors
+`torch_module.load_state_dict(...)` takes
+([`weights_to_numpy`][jaxopt_port.interop.weights_to_numpy]: the same as NumPy arrays, without
+torch). Reading never imports torch: a state dict is any mapping of name -> array-like (torch
+tensors are detached and moved to the CPU, recognized by their `detach`/`cpu` methods).
 
 **Key correspondence**
 
-The NNX attribute path joined with `"."` is the torch module prefix: torch `self.fc1 =
-nn.Linear(...)` is NNX `self.fc1 = nnx.Linear(...)`, and `fc1.weight` is `fc1.kernel`.
-List indices are path elements, so `nn.Sequential`/`nn.ModuleList` index `0` is index
-`0` of an `nnx.List` (or an `nnx.data([...])` list, `nnx.Dict` key, ...); an
-`nnx.Sequential` contributes no `layers` element, so `nnx.Sequential(a, b)` has torch's
-`nn.Sequential(a, b)` keys `0.*` and `1.*`. A list whose elements are all `nnx.RNN` or
-`nnx.Bidirectional` is one multi-layer torch RNN (`weight_ih_l{k}`, `..._l{k}_reverse`).
-Any other `nnx.Param`/`nnx.BatchStat` (a custom `nn.Parameter` or buffer) maps to the key
-of its path unchanged. RNG state, caches and other variables are not part of the state dict.
-A module reachable under two paths (weight tying) is visited once, under its first path.
-The module may be abstract (`nnx.eval_shape(lambda: Model(...))`, which skips the random
-initializers): loading makes its parameters and batch statistics concrete (RNG state, as in
-`nnx.RNN` or dropout, stays abstract).
-Wrapped torch modules: `DistributedDataParallel`/`DataParallel` prefix every key with
-`module.` and `torch.compile` with `_orig_mod.`. When *every* key carries such a prefix
-and more keys match the NNX module without it, [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] removes it
+The NNX attribute path joined with `"."` is the torch module prefix: torch
+`self.fc1 = nn.Linear(...)` is NNX `self.fc1 = nnx.Linear(...)`, and `fc1.weight` is `fc1.kernel`.
+List indices are path elements, so `nn.Sequential`/`nn.ModuleList` index `0` is index `0` of an
+`nnx.List` (or an `nnx.data([...])` list, `nnx.Dict` key, ...); an `nnx.Sequential` contributes no
+`layers` element, so `nnx.Sequential(a, b)` has torch's `nn.Sequential(a, b)` keys `0.*` and `1.*`.
+A list whose elements are all `nnx.RNN` or `nnx.Bidirectional` is one multi-layer torch RNN
+(`weight_ih_l{k}`, `..._l{k}_reverse`). Any other `nnx.Param`/`nnx.BatchStat` (a custom
+`nn.Parameter` or buffer) maps to the key of its path unchanged. RNG state, caches and other
+variables are not part of the state dict. A module reachable under two paths (weight tying) is
+visited once, under its first path. The module may be abstract
+(`nnx.eval_shape(lambda: Model(...))`, which skips the random initializers): loading makes its
+parameters and batch statistics concrete (RNG state, as in `nnx.RNN` or dropout, stays abstract).
+Wrapped torch modules: `DistributedDataParallel`/`DataParallel` prefix every key with `module.` and
+`torch.compile` with `_orig_mod.`. When *every* key carries such a prefix and more keys match the
+NNX module without it, [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] removes it
 (nested ones too: `_orig_mod.module.` from a compiled DDP model), as
-`torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` would; a model whose
-attribute really is `module` keeps its keys. [`weights_to_torch`][jaxopt_port.interop.weights_to_torch] writes the unwrapped
-model's keys (load them with `ddp_model.module.load_state_dict(...)`).
+`torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` would; a model whose attribute
+really is `module` keeps its keys. [`weights_to_torch`][jaxopt_port.interop.weights_to_torch] writes
+the unwrapped model's keys (load them with `ddp_model.module.load_state_dict(...)`).
 
 **Layouts (torch -> NNX; every conversion is a permutation, reshape or flip, so it is exact)**
 
@@ -68,8 +69,9 @@ RNN (tanh or relu)        same with H                             RNN(SimpleCell
   output_padding=q, dilation=d` is `[(d*(k-1)-p, d*(k-1)-p+q)] * n`; norm `eps` defaults
   differ (torch LayerNorm/GroupNorm 1e-5 and RMSNorm `finfo(dtype).eps`; Flax
   LayerNorm/RMSNorm/GroupNorm 1e-6), pass `epsilon`.
-- BatchNorm momentum: torch `running = (1-m)*running + m*batch`, Flax `running =
-  m'*running + (1-m')*batch`, so `m' = 1 - m` ([`flax_batchnorm_momentum`][jaxopt_port.interop.flax_batchnorm_momentum]). torch's
+- BatchNorm momentum: torch `running = (1-m)*running + m*batch`, Flax
+  `running = m'*running + (1-m')*batch`, so `m' = 1 - m`
+  ([`flax_batchnorm_momentum`][jaxopt_port.interop.flax_batchnorm_momentum]). torch's
   `momentum=None` (cumulative average) has no Flax counterpart.
 - BatchNorm running variance in training mode: torch adds the *unbiased* batch variance
   (`n/(n-1)` times the biased one, n = elements per channel), Flax the biased one, so after
@@ -505,13 +507,13 @@ def element_sources(
     """Where each element of `module`'s variables comes from among the torch tensors `keys`.
 
     The tensors `keys` are numbered as one flat vector: `keys[0]` raveled in C order, then
-    `keys[1]`, and so on. Every NNX variable holding elements of them gets an integer array
-    (int32 below 2**31 elements) of its own shape with each element's position in that vector (-1
-    for an element from no key in `keys`). The positions are found by loading position arrays through the same bindings that
-    [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] loads weights through, so they follow the weights' layout mapping
-    exactly (transposes, axis permutations, flips, splits): anything laid out like a parameter
-    (optimizer state such as `exp_avg`) converts as `nnx_value = torch_flat[positions]`, and
-    back by the inverse scatter, bit for bit.
+    `keys[1]`, and so on. Every NNX variable holding elements of them gets an integer array (int32
+    below 2**31 elements) of its own shape with each element's position in that vector (-1 for an
+    element from no key in `keys`). The positions are found by loading position arrays through the
+    same bindings that [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] loads weights
+    through, so they follow the weights' layout mapping exactly (transposes, axis permutations,
+    flips, splits): anything laid out like a parameter (optimizer state such as `exp_avg`) converts
+    as `nnx_value = torch_flat[positions]`, and back by the inverse scatter, bit for bit.
 
     Args:
       module: the NNX module (see the module docstring for the key correspondence).
@@ -736,8 +738,9 @@ def weights_to_numpy(module: nnx.Module, *, num_batches_tracked: int = 0) -> dic
 
 
 def weights_to_torch(module: nnx.Module, *, num_batches_tracked: int = 0) -> dict[str, Any]:
-    """The torch `state_dict` of `module`, as CPU tensors `torch_module.load_state_dict`
-    takes (imports torch; [`weights_to_numpy`][jaxopt_port.interop.weights_to_numpy] gives the same values as NumPy arrays).
+    """The torch `state_dict` of `module`, as CPU tensors `torch_module.load_state_dict` takes
+    (imports torch; [`weights_to_numpy`][jaxopt_port.interop.weights_to_numpy] gives the same values
+    as NumPy arrays).
 
     Args:
       module: an NNX module (see the module docstring for the key and layout correspondence).

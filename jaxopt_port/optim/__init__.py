@@ -1,14 +1,14 @@
 """Every `torch.optim` optimizer as an Optax gradient transformation with torch's numbers.
 
 Each factory takes torch's keyword names and defaults, refuses invalid arguments with torch's
-exception types and messages (a `str` lr raises the `TypeError` torch's own comparison
-raises; arguments torch only fails on inside `step()` are refused at construction),
-accepts a float or an optax schedule for `lr` and returns an
-`optax.GradientTransformationExtraArgs` — a [`TorchTransformation`][jaxopt_port.optim.TorchTransformation], which also carries the
-call's arguments as torch's param-group hyperparameters, for
-`interop.optimizer_state_to_torch`. State NamedTuples name their fields after torch's
-state keys; [`per_param_state`][jaxopt_port.optim.per_param_state] shows any state the way `optimizer.state` does.
-"""
+exception types and messages (a `str` lr raises the `TypeError` torch's own comparison raises;
+arguments torch only fails on inside `step()` are refused at construction), accepts a float or an
+optax schedule for `lr` and returns an `optax.GradientTransformationExtraArgs` — a
+[`TorchTransformation`][jaxopt_port.optim.TorchTransformation], which also carries the call's
+arguments as torch's param-group hyperparameters, for `interop.optimizer_state_to_torch`. State
+NamedTuples name their fields after torch's state keys;
+[`per_param_state`][jaxopt_port.optim.per_param_state] shows any state the way `optimizer.state`
+does. """
 
 from jaxopt_port._core.state import per_param_state
 from jaxopt_port._core.torch_groups import TorchTransformation, torch_factories
@@ -40,7 +40,8 @@ from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState, scale_by_spars
 
 TORCH_CLASSES = torch_factories()
 """`torch.optim` class name -> its factory, for every optimizer torch has (what
-[`from_torch`][jaxopt_port.optim.from_torch] and [`factory_for`][jaxopt_port.optim.factory_for] read; subclasses are read as their torch base)."""
+[`from_torch`][jaxopt_port.optim.from_torch] and [`factory_for`][jaxopt_port.optim.factory_for]
+read; subclasses are read as their torch base)."""
 
 OPTIMIZERS = tuple(sorted(factory.__name__ for factory in TORCH_CLASSES.values()))
 """The torch.optim optimizers available, by jaxopt_port name."""

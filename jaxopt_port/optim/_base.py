@@ -22,7 +22,8 @@ from jaxopt_port._core import (
 
 Array: TypeAlias = jax.Array
 LearningRate: TypeAlias = float | Array | optax.Schedule
-"""A learning rate: a Python float, a 1-element array or tensor, or an optax schedule `count -> lr`."""
+"""A learning rate: a Python float, a 1-element array or tensor, or an optax schedule
+`count -> lr`."""
 Schedule: TypeAlias = Callable[[Array], Array]
 
 

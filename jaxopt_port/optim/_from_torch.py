@@ -105,7 +105,8 @@ def from_torch(
         (e.g. `ns_dtype=None` for Muon).
 
     Returns:
-      A [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] for a params pytree whose leaves, in
+      A [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] for a params pytree whose
+        leaves, in
       `jax.tree_util.tree_leaves` order, are the torch parameters in `param_groups` order. As
       in torch, Adagrad's `initial_accumulator_value` is the constructor's for every group. With
       several groups each group's leaves get that group's hyperparameters (`optax.partition` over
@@ -132,8 +133,10 @@ def from_torch(
       neighbouring parameters differ in shape, but it cannot see a wrong order among parameters
       of the same shape (e.g. every leaf a `(d, d)` matrix, or a square `Linear` kernel and
       its transpose): the leaves then silently get other groups' hyperparameters. For NNX models
-      select the groups by path with [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
-      [`jaxopt_port.transforms.no_weight_decay`][jaxopt_port.transforms.no_weight_decay]. With one param group every leaf gets the
+      select the groups by path with
+        [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
+      [`jaxopt_port.transforms.no_weight_decay`][jaxopt_port.transforms.no_weight_decay]. With one
+        param group every leaf gets the
       same hyperparameters, so only the number of leaves is checked; the order still matters
       for `interop`'s optimizer-state converters (see there).
 

@@ -107,7 +107,8 @@ def _count_init(params: Any) -> CountState:
 
 
 def scale_by_learning_rate(lr: LearningRate) -> optax.GradientTransformation:
-    r"""`param.add_(update, alpha=-lr)`: $u \leftarrow -\gamma_t u$, with $\gamma_t$ the lr of this update."""
+    r"""`param.add_(update, alpha=-lr)`: $u \leftarrow -\gamma_t u$, with $\gamma_t$ the lr of this
+    update."""
 
     def update(updates, state, params=None):
         del params

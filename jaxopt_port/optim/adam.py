@@ -164,7 +164,8 @@ def adam(
     Warning:
       `optax.adam(amsgrad)` (`optax.amsgrad`) takes the maximum over the bias-corrected v̂;
       torch and this function take it over the raw v and bias-correct afterwards. The textbook Adam
-      puts ε inside the square root: see [`jaxopt_port.optim.textbook.adam`][jaxopt_port.optim.textbook.adam].
+      puts ε inside the square root: see
+        [`jaxopt_port.optim.textbook.adam`][jaxopt_port.optim.textbook.adam].
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
     _check_arguments(lr, betas, eps, weight_decay, foreach, capturable)
@@ -197,7 +198,8 @@ def adamw(
     differentiable: bool = False,
     fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""`torch.optim.AdamW`: [`adam`][jaxopt_port.optim.adam.adam] with `decoupled_weight_decay=True`.
+    r"""`torch.optim.AdamW`: [`adam`][jaxopt_port.optim.adam.adam] with
+    `decoupled_weight_decay=True`.
 
     $$
     \theta_t = \theta_{t-1}(1-\gamma_t\lambda)

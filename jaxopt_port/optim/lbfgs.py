@@ -73,10 +73,10 @@ class LBFGSState(NamedTuple):
     oldest: Array
 
     def as_torch_state(self) -> dict[str, Any]:
-        """torch's `optimizer.state[params[0]]` (without the scratch `al`): the history as
-        lists oldest first (`ordered_history`); host-side, not for use under `jax.jit`.
-        [`jaxopt_port.optim.per_param_state`][jaxopt_port.optim.per_param_state] calls it for this state, which is not laid out
-        per parameter."""
+        """torch's `optimizer.state[params[0]]` (without the scratch `al`): the history as lists
+        oldest first (`ordered_history`); host-side, not for use under `jax.jit`.
+        [`jaxopt_port.optim.per_param_state`][jaxopt_port.optim.per_param_state] calls it for this
+        state, which is not laid out per parameter."""
         out: dict[str, Any] = {"func_evals": self.func_evals, "n_iter": self.n_iter}
         if int(self.n_iter) > 0:  # torch creates the other keys in its first iteration
             out.update(zip(("old_dirs", "old_stps", "ro"), ordered_history(self), strict=True))
@@ -554,13 +554,13 @@ def lbfgs(
     ```
 
     `strong_wolfe` is torch's `_strong_wolfe` with c1 = 1e-4, c2 = 0.9: a bracketing phase that
-    extrapolates by cubic interpolation clamped to `[t + 0.01 (t − t_prev), 10 t]` until the
-    Armijo condition fails, the loss stops decreasing, the strong curvature condition
-    `|g·d| ≤ −c2 g₀·d` holds or the slope turns nonnegative; then a zoom phase of cubic
-    interpolation inside the bracket (moved to 10% of the bracket's length from an end after
-    insufficient progress) until the strong Wolfe conditions hold, the bracket is shorter than
-    `1e-9 / ‖d‖∞` (torch does not pass `tolerance_change` to its line search), or `max_ls` evaluations are used. It returns the bracket's lower
-    end.
+    extrapolates by cubic interpolation clamped to `[t + 0.01 (t − t_prev), 10 t]` until the Armijo
+    condition fails, the loss stops decreasing, the strong curvature condition `|g·d| ≤ −c2 g₀·d`
+    holds or the slope turns nonnegative; then a zoom phase of cubic interpolation inside the
+    bracket (moved to 10% of the bracket's length from an end after insufficient progress) until the
+    strong Wolfe conditions hold, the bracket is shorter than `1e-9 / ‖d‖∞` (torch does not pass
+    `tolerance_change` to its line search), or `max_ls` evaluations are used. It returns the
+    bracket's lower end.
 
     Args:
       {lr}

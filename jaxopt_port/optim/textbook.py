@@ -71,5 +71,6 @@ def rmsprop(
 def adam(
     lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
 ) -> optax.GradientTransformationExtraArgs:
-    r"""Adam as usually written: $\theta \leftarrow \theta - \alpha\,\hat m/\sqrt{\hat v + \epsilon}$ (ε inside the root)."""
+    r"""Adam as usually written: $\theta \leftarrow \theta - \alpha\,\hat m/\sqrt{\hat v + \epsilon}$
+    (ε inside the root)."""
     return chain(scale_by_adam(betas, eps, eps_in_sqrt=True), scale_by_learning_rate(lr))

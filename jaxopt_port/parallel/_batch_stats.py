@@ -1,12 +1,12 @@
 """Batch statistics over the global batch: torch's `SyncBatchNorm` for data-parallel steps.
 
-Inside a data-parallel step each device sees only its rows. [`batch_mean`][jaxopt_port.parallel.batch_mean] and
-[`sync_batch_norm`][jaxopt_port.parallel.sync_batch_norm] average over the whole global batch whichever backend runs the step: under
-`"shard_map"` and `"pmap"` they add a `lax.pmean` over the data axis (the step sets the axis
-while it traces the loss), under `"jit"` the batch already is the global array, and outside a step
-they are plain batch means. A loss written once therefore gives the same numbers on 1 or N devices
-— what `torch.nn.SyncBatchNorm` gives DDP.
-"""
+Inside a data-parallel step each device sees only its rows.
+[`batch_mean`][jaxopt_port.parallel.batch_mean] and
+[`sync_batch_norm`][jaxopt_port.parallel.sync_batch_norm] average over the whole global batch
+whichever backend runs the step: under `"shard_map"` and `"pmap"` they add a `lax.pmean` over the
+data axis (the step sets the axis while it traces the loss), under `"jit"` the batch already is the
+global array, and outside a step they are plain batch means. A loss written once therefore gives the
+same numbers on 1 or N devices — what `torch.nn.SyncBatchNorm` gives DDP. """
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ _context = threading.local()
 
 @contextlib.contextmanager
 def mapped_over(axis: str | None) -> Iterator[None]:
-    """While tracing a per-device function, name the axis [`batch_mean`][jaxopt_port.parallel.batch_mean] reduces over."""
+    """While tracing a per-device function, name the axis
+    [`batch_mean`][jaxopt_port.parallel.batch_mean] reduces over."""
     previous = getattr(_context, "axis", None)
     _context.axis = axis
     try:
@@ -78,10 +79,11 @@ def sync_batch_norm(
     \\end{gathered}
     $$
 
-    with the means over every axis but `feature_axis` and over all devices ([`batch_mean`][jaxopt_port.parallel.batch_mean]),
-    as `torch.nn.SyncBatchNorm` computes them. The running statistics update as torch's:
-    `r_μ ← (1 − m) r_μ + m μ` and `r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1)` with `n` the number of
-    elements per feature in the global batch (the unbiased variance, while `y` uses the biased one).
+    with the means over every axis but `feature_axis` and over all devices
+    ([`batch_mean`][jaxopt_port.parallel.batch_mean]), as `torch.nn.SyncBatchNorm` computes them.
+    The running statistics update as torch's: `r_μ ← (1 − m) r_μ + m μ` and
+    `r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1)` with `n` the number of elements per feature in the global
+    batch (the unbiased variance, while `y` uses the biased one).
 
     Args:
       x: activations; `feature_axis` holds the features (torch's layout, `1`, by default; pass

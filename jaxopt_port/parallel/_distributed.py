@@ -1,12 +1,13 @@
 """Multi-host start-up on JAX's own distributed runtime (`jax.distributed`).
 
-[`initialize`][jaxopt_port.parallel.initialize] finds out how the job was launched — SLURM (`srun`), Open MPI (`mpirun`), a
-Cloud TPU pod slice, or an explicit coordinator address — and calls `jax.distributed.initialize`
-so every process sees every device of the job. Afterwards `jax.devices()` lists all of them,
-[`data_mesh`][jaxopt_port.parallel.data_mesh] spans all hosts, and each process loads only its share of each global batch
-([`process_share`][jaxopt_port.parallel.process_share]), which [`shard_batch`][jaxopt_port.parallel.shard_batch] assembles into global arrays. On one host with
-no cluster environment it does nothing, so the same script runs on a laptop and on a cluster.
-"""
+[`initialize`][jaxopt_port.parallel.initialize] finds out how the job was launched — SLURM (`srun`),
+Open MPI (`mpirun`), a Cloud TPU pod slice, or an explicit coordinator address — and calls
+`jax.distributed.initialize` so every process sees every device of the job. Afterwards
+`jax.devices()` lists all of them, [`data_mesh`][jaxopt_port.parallel.data_mesh] spans all hosts,
+and each process loads only its share of each global batch
+([`process_share`][jaxopt_port.parallel.process_share]), which
+[`shard_batch`][jaxopt_port.parallel.shard_batch] assembles into global arrays. On one host with no
+cluster environment it does nothing, so the same script runs on a laptop and on a cluster. """
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ __all__ = ["Cluster", "detect_environment", "initialize"]
 
 
 class Cluster(NamedTuple):
-    """Where this process stands in the job, as [`initialize`][jaxopt_port.parallel.initialize] left it."""
+    """Where this process stands in the job, as [`initialize`][jaxopt_port.parallel.initialize] left
+    it."""
 
     #: How the job was started: "slurm", "ompi", "tpu", "explicit", "single", or "existing" (you
     #: called `jax.distributed.initialize` yourself before).
@@ -79,10 +81,11 @@ def initialize(
     """Start this process's part of a multi-host job with `jax.distributed.initialize`.
 
     Call it first thing, before any other JAX operation. With no arguments it detects SLURM, Open
-    MPI or a Cloud TPU pod ([`detect_environment`][jaxopt_port.parallel.detect_environment]) and lets JAX read the coordinator, process
-    count and index from it; on a single host with none of these it does nothing and returns a
-    one-process [`Cluster`][jaxopt_port.parallel.Cluster]. Anywhere else pass all three of `coordinator_address`
-    (`"host:port"` of process 0), `num_processes` and `process_id`.
+    MPI or a Cloud TPU pod ([`detect_environment`][jaxopt_port.parallel.detect_environment]) and
+    lets JAX read the coordinator, process count and index from it; on a single host with none of
+    these it does nothing and returns a one-process [`Cluster`][jaxopt_port.parallel.Cluster].
+    Anywhere else pass all three of `coordinator_address` (`"host:port"` of process 0),
+    `num_processes` and `process_id`.
 
     Example (two processes on one machine, as the tests run it):
 

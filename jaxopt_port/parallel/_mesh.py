@@ -33,9 +33,10 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_A
     """A one-axis mesh holding `devices` (default: every device of every process) on `axis`.
 
     Devices are ordered by process, so each process's devices form one contiguous block of the axis
-    and its share of the global batch is one contiguous block of rows ([`process_share`][jaxopt_port.parallel.process_share]).
-    The axis type is `Auto` (`jax.sharding.Mesh`'s default), so `jax.jit` partitions the
-    parameter update and `jax.shard_map` accepts unsharded inputs.
+    and its share of the global batch is one contiguous block of rows
+    ([`process_share`][jaxopt_port.parallel.process_share]). The axis type is `Auto`
+    (`jax.sharding.Mesh`'s default), so `jax.jit` partitions the parameter update and
+    `jax.shard_map` accepts unsharded inputs.
 
     >>> mesh = data_mesh()
     >>> mesh.shape["data"] == jax.device_count()
@@ -73,7 +74,8 @@ def batch_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
 
 
 def check_batch_size(size: int, devices: int, micro_batches: int = 1) -> None:
-    """`ValueError` unless a global batch of `size` rows splits evenly over devices × micro-batches."""
+    """`ValueError` unless a global batch of `size` rows splits evenly over devices ×
+    micro-batches."""
     parts = devices * micro_batches
     if size % parts:
         per = f"{devices} devices" + (
@@ -107,8 +109,8 @@ def shard_batch(
     """Place host data on `mesh` as global arrays split along the leading dimension over `axis`.
 
     In a single process `batch` is the whole global batch. With several processes
-    ([`initialize`][jaxopt_port.parallel.initialize]) each process passes its own share — rows `process_share(global_size)` —
-    and the result is the global array made of all of them
+    ([`initialize`][jaxopt_port.parallel.initialize]) each process passes its own share — rows
+    `process_share(global_size)` — and the result is the global array made of all of them
     (`jax.make_array_from_process_local_data`). Leaves that already are global arrays with this
     sharding are passed through untouched.
 
@@ -139,9 +141,9 @@ def process_share(
 ) -> slice:
     """The rows of a global batch (or dataset) of `size` rows that this process loads.
 
-    Process `i` of `P` gets the contiguous block `[i·size/P, (i+1)·size/P)`, which is the
-    block its devices hold in [`data_mesh`][jaxopt_port.parallel.data_mesh]'s order. `size` must be divisible by `P`.
-    """
+    Process `i` of `P` gets the contiguous block `[i·size/P, (i+1)·size/P)`, which is the block its
+    devices hold in [`data_mesh`][jaxopt_port.parallel.data_mesh]'s order. `size` must be divisible
+    by `P`. """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
     if size % count:

@@ -1,10 +1,10 @@
 """A data-parallel training step — PyTorch DDP's numbers on any number of devices.
 
-`train_step(loss_fn, tx)` builds one compiled program per step: every device computes the
-gradient of the mean loss on its rows of the global batch (accumulated over micro-batches when asked),
-the gradients are averaged over the data axis — DDP's all-reduce — and the optimizer update runs
-on the averaged gradient. The result is one single-device step on the whole global batch, up to the
-order of floating-point sums (measured ≤ 1e-15 in float64).
+`train_step(loss_fn, tx)` builds one compiled program per step: every device computes the gradient
+of the mean loss on its rows of the global batch (accumulated over micro-batches when asked), the
+gradients are averaged over the data axis — DDP's all-reduce — and the optimizer update runs on the
+averaged gradient. The result is one single-device step on the whole global batch, up to the order
+of floating-point sums (measured ≤ 1e-15 in float64).
 
 Three backends compute the gradient; the update is the same for all of them:
 
@@ -75,11 +75,13 @@ def _copy(tree: Any) -> Any:
 
 
 class TrainStep:
-    """One data-parallel optimizer step; build it with [`train_step`][jaxopt_port.parallel.train_step].
+    """One data-parallel optimizer step; build it with
+    [`train_step`][jaxopt_port.parallel.train_step].
 
     Attributes:
       mesh: the device mesh; `data_axis` names the axis the batch is split over.
-      backend, zero, micro_batches, compute_dtype: as given to [`train_step`][jaxopt_port.parallel.train_step].
+      backend, zero, micro_batches, compute_dtype: as given to
+        [`train_step`][jaxopt_port.parallel.train_step].
       devices: the number of devices on the data axis.
     """
 
@@ -379,11 +381,13 @@ def train_step(
     Args:
       loss_fn: `loss_fn(params, batch) -> scalar` mean loss over the rows of `batch` (with
         `has_aux`, `(loss, aux)`). For batch statistics over the global batch (torch's
-        `SyncBatchNorm`) use [`batch_mean`][jaxopt_port.parallel.batch_mean] / [`sync_batch_norm`][jaxopt_port.parallel.sync_batch_norm] inside it.
+        `SyncBatchNorm`) use [`batch_mean`][jaxopt_port.parallel.batch_mean] /
+        [`sync_batch_norm`][jaxopt_port.parallel.sync_batch_norm] inside it.
       tx: any optax transformation, e.g. `optim.adamw(lr=1e-3)`. It receives
         `value=loss, grad=g, value_fn=` as extra arguments, so `optim.lbfgs` and
         `schedules.reduce_lr_on_plateau` work.
-      mesh: a mesh with a `data_axis` (default: [`data_mesh`][jaxopt_port.parallel.data_mesh] over every device).
+      mesh: a mesh with a `data_axis` (default: [`data_mesh`][jaxopt_port.parallel.data_mesh] over
+        every device).
       backend: `"shard_map"` (default), `"jit"` or `"pmap"` — how the gradient is computed;
         all give the same numbers.
       zero: `0` replicates the optimizer state; `1` splits it over the data axis (ZeRO-1,

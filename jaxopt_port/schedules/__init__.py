@@ -1,11 +1,12 @@
 """Every `torch.optim.lr_scheduler` scheduler, and `swa_utils.SWALR`, as an optax schedule.
 
 Each factory is the snake-case name of the torch class, takes the param group's initial lr first
-(torch reads it from the optimizer) and then torch's arguments with torch's names and defaults,
-and returns a [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule] — a callable `count -> lr` usable anywhere optax takes a
-schedule — equal to `scheduler.get_last_lr()` after `count` calls of `scheduler.step()`.
-`steps_per_epoch=n` steps it once every `n` optimizer updates. [`from_torch`][jaxopt_port.schedules.from_torch] reads a
-live torch scheduler; [`with_schedules`][jaxopt_port.schedules.with_schedules] feeds torch's momentum cycling and
+(torch reads it from the optimizer) and then torch's arguments with torch's names and defaults, and
+returns a [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule] — a callable `count -> lr` usable
+anywhere optax takes a schedule — equal to `scheduler.get_last_lr()` after `count` calls of
+`scheduler.step()`. `steps_per_epoch=n` steps it once every `n` optimizer updates.
+[`from_torch`][jaxopt_port.schedules.from_torch] reads a live torch scheduler;
+[`with_schedules`][jaxopt_port.schedules.with_schedules] feeds torch's momentum cycling and
 [`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau] to an optimizer.
 
 Arguments are checked as torch checks them, with torch's exception types and messages (where

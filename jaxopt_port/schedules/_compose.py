@@ -1,4 +1,5 @@
-"""torch's composite schedulers: SequentialLR (one after another) and ChainedScheduler (all at once)."""
+"""torch's composite schedulers: SequentialLR (one after another) and ChainedScheduler (all at
+once)."""
 
 from __future__ import annotations
 
@@ -106,9 +107,10 @@ def chained_scheduler(
     with no absolute part, and otherwise the last absolute part's value times the one-step factors
     $\eta^{(i)}_t / \eta^{(i)}_{t-1}$ of the multiplicative parts after it.
 
-    CosineAnnealingLR and SWALR are affine in the lr (and torch's cosine recursion restarts from
-    an additive term after each zero), so a chain with either after its last absolute part has no
-    closed form here and raises `ValueError`; use [`sequential_lr`][jaxopt_port.schedules.sequential_lr] or one schedule.
+    CosineAnnealingLR and SWALR are affine in the lr (and torch's cosine recursion restarts from an
+    additive term after each zero), so a chain with either after its last absolute part has no
+    closed form here and raises `ValueError`; use
+    [`sequential_lr`][jaxopt_port.schedules.sequential_lr] or one schedule.
 
     Args:
       schedulers: the parts, built with the same base lr.

@@ -1,11 +1,12 @@
 r"""torch's cyclical schedulers, CyclicLR and OneCycleLR, with their momentum cycling.
 
-With `cycle_momentum` (torch's default) torch also writes a momentum into the param group at
-every step (`group["momentum"]`, or β1 of `group["betas"]` for Adam-family optimizers),
-overwriting the optimizer's own value from construction on. The returned schedule carries it as
-[`TorchSchedule.momentum`][jaxopt_port.schedules.TorchSchedule.momentum]; `optim.from_torch(optimizer, scheduler=...)` and
-[`jaxopt_port.schedules.with_schedules`][jaxopt_port.schedules.with_schedules] feed it to the optimizer.
-"""
+With `cycle_momentum` (torch's default) torch also writes a momentum into the param group at every
+step (`group["momentum"]`, or β1 of `group["betas"]` for Adam-family optimizers), overwriting the
+optimizer's own value from construction on. The returned schedule carries it as
+[`TorchSchedule.momentum`][jaxopt_port.schedules.TorchSchedule.momentum];
+`optim.from_torch(optimizer, scheduler=...)` and
+[`jaxopt_port.schedules.with_schedules`][jaxopt_port.schedules.with_schedules] feed it to the
+optimizer. """
 
 from __future__ import annotations
 
@@ -149,7 +150,8 @@ def cyclic_schedule(
     momentums: tuple[float, float] | None,
     steps_per_epoch: int,
 ) -> TorchSchedule:
-    """CyclicLR from torch's own attributes (`total_size`, `step_ratio`), as from_torch reads them."""
+    """CyclicLR from torch's own attributes (`total_size`, `step_ratio`), as from_torch reads
+    them."""
     if scale_fn is not None:
         scale = as_traceable(scale_fn, "scale_fn")
     elif mode == "triangular":

@@ -1,11 +1,11 @@
 r"""torch's decaying schedulers: Lambda, Multiplicative, Step, MultiStep, Constant, Linear,
 Exponential, Polynomial, CosineAnnealing and CosineAnnealingWarmRestarts.
 
-Each factory takes the param group's initial lr (torch's `base_lrs[group]`) and the scheduler's
-own arguments with torch's names and defaults, and returns a [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule]: an optax
-schedule `count -> lr` whose value at update `count` is `scheduler.get_last_lr()[group]`
-after `count` calls of `scheduler.step()` (`count // steps_per_epoch` when stepping per epoch).
-"""
+Each factory takes the param group's initial lr (torch's `base_lrs[group]`) and the scheduler's own
+arguments with torch's names and defaults, and returns a
+[`TorchSchedule`][jaxopt_port.schedules.TorchSchedule]: an optax schedule `count -> lr` whose value
+at update `count` is `scheduler.get_last_lr()[group]` after `count` calls of `scheduler.step()`
+(`count // steps_per_epoch` when stepping per epoch). """
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def multiplicative_lr(
 
     Args:
       lr: the initial lr of the param group.
-      lr_lambda: `epoch -> factor` (traced, or called on the host as in [`lambda_lr`][jaxopt_port.schedules.lambda_lr]).
+      lr_lambda: `epoch -> factor` (traced, or called on the host as in
+        [`lambda_lr`][jaxopt_port.schedules.lambda_lr]).
       steps_per_epoch: optimizer steps per `scheduler.step()`.
     """
     check_base_lr(lr)

@@ -174,7 +174,8 @@ def from_torch(
         after every optimizer step, the number of batches when it is stepped once per epoch).
 
     Returns:
-      A [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule] (an optax schedule `count -> lr`, with `.momentum` for
+      A [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule] (an optax schedule `count -> lr`,
+        with `.momentum` for
       CyclicLR/OneCycleLR), or for ReduceLROnPlateau the stateful schedule of
       [`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau].
 

@@ -150,10 +150,11 @@ def reduce_lr_on_plateau(
     it cuts after `patience + 1` bad epochs, has `threshold_mode`, `min_lr` and `eps`, and
     gives the absolute lr rather than a scale.
 
-    Feed it with `optax.inject_hyperparams` (or [`with_schedules`][jaxopt_port.schedules.with_schedules]) and pass the metric at
-    every update as `value=`; the metric of the update that ends an epoch is used (every update
-    with `steps_per_epoch=1`). As in torch, the metric passed at an update changes the lr from
-    the next update on.
+    Feed it with `optax.inject_hyperparams` (or
+    [`with_schedules`][jaxopt_port.schedules.with_schedules]) and pass the metric at every update as
+    `value=`; the metric of the update that ends an epoch is used (every update with
+    `steps_per_epoch=1`). As in torch, the metric passed at an update changes the lr from the next
+    update on.
 
     Args:
       lr: the lr of the param group when the scheduler is created.

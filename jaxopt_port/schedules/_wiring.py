@@ -49,10 +49,11 @@ def with_schedules(
 ) -> optax.GradientTransformationExtraArgs:
     """`factory(**kwargs)` where the lr, momentum or β1 may follow a schedule, as torch's do.
 
-    `lr` may be a float or any schedule; `momentum` (SGD, RMSprop, Muon) and β1 (the first
-    entry of `betas`) may be a schedule too, which is how torch's `CyclicLR` and `OneCycleLR`
-    cycle them: pass `momentum=schedule.momentum` or `betas=(schedule.momentum, 0.999)`. `lr`
-    may also be [`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau]; then pass the metric to every update as `value=`.
+    `lr` may be a float or any schedule; `momentum` (SGD, RMSprop, Muon) and β1 (the first entry of
+    `betas`) may be a schedule too, which is how torch's `CyclicLR` and `OneCycleLR` cycle them:
+    pass `momentum=schedule.momentum` or `betas=(schedule.momentum, 0.999)`. `lr` may also be
+    [`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau]; then pass the metric to
+    every update as `value=`.
 
     A plain lr schedule goes to the optimizer as it is (so ASGD's one-step-late lr stays torch's);
     the other scheduled values are fed through `optax.inject_hyperparams`, in the scalar dtype
@@ -64,7 +65,8 @@ def with_schedules(
 
     Returns:
       The transformation; for a jaxopt_port factory a
-      [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying `kwargs` (schedules included) as
+      [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying `kwargs` (schedules
+        included) as
       torch's param-group hyperparameters, like `factory(**kwargs)` does.
 
     Examples:

@@ -97,9 +97,9 @@ def clip_grad_norm_(
 ) -> tuple[Any, jax.Array]:
     """`torch.nn.utils.clip_grad_norm_` for a gradient pytree: `(clipped grads, total norm)`.
 
-    Every gradient is multiplied by `min(max_norm / (total_norm + 1e-6), 1)`, where
-    `total_norm` is [`total_norm`][jaxopt_port.transforms.total_norm] (the norm torch returns, before clipping). JAX arrays are
-    immutable, so the clipped gradients are returned rather than written in place.
+    Every gradient is multiplied by `min(max_norm / (total_norm + 1e-6), 1)`, where `total_norm` is
+    [`total_norm`][jaxopt_port.transforms.total_norm] (the norm torch returns, before clipping). JAX
+    arrays are immutable, so the clipped gradients are returned rather than written in place.
 
     Args:
       grads: a pytree of gradients.
@@ -131,7 +131,8 @@ class ClipGradNormState(NamedTuple):
 def clip_grad_norm(
     max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
 ) -> optax.GradientTransformation:
-    """[`clip_grad_norm_`][jaxopt_port.transforms.clip_grad_norm_] as a transformation, to put first in an `optax.chain`.
+    """[`clip_grad_norm_`][jaxopt_port.transforms.clip_grad_norm_] as a transformation, to put first
+    in an `optax.chain`.
 
     The norm before clipping is kept in the state (`ClipGradNormState.total_norm`), for logging
     as torch users log the return value of `clip_grad_norm_`.
@@ -155,7 +156,8 @@ def clip_grad_norm(
 
 
 def clip_grad_value(clip_value: float) -> optax.GradientTransformation:
-    """[`clip_grad_value_`][jaxopt_port.transforms.clip_grad_value_] as a stateless transformation."""
+    """[`clip_grad_value_`][jaxopt_port.transforms.clip_grad_value_] as a stateless
+    transformation."""
     clip_value = float(clip_value)
 
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:

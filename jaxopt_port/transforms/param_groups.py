@@ -43,18 +43,19 @@ Differences from torch, all deliberate:
   (`unmatched="default"`), so the common recipe needs one group only. torch has no such
   leaves: a parameter left out of every group is simply not optimized — `unmatched="freeze"`
   reproduces that, `unmatched="error"` raises instead.
-- A group that selects no leaf raises `ValueError` (at `init`/`update`, when the params are
-  first seen), listing some of the paths there are: it is almost always a pattern that does not
-  match the tree's spelling. torch allows a group with an empty params list; `allow_empty=True`
-  allows it here too. [`describe_param_groups`][jaxopt_port.transforms.describe_param_groups] shows what each group selects.
+- A group that selects no leaf raises `ValueError` (at `init`/`update`, when the params are first
+  seen), listing some of the paths there are: it is almost always a pattern that does not match the
+  tree's spelling. torch allows a group with an empty params list; `allow_empty=True` allows it here
+  too. [`describe_param_groups`][jaxopt_port.transforms.describe_param_groups] shows what each group
+  selects.
 - As in torch, a leaf in two groups raises `ValueError("some parameters appear in more than
   one parameter group ...")`; the message also names the path and both groups.
 - As in torch, Adagrad's `initial_accumulator_value` is the constructor's for every group (a
   group's value is ignored by torch).
 
 A group may carry a `"name"` (torch keeps any extra key); it becomes the group's label in the
-optimizer state and in [`describe_param_groups`][jaxopt_port.transforms.describe_param_groups], instead of `"group<i>"`.
-"""
+optimizer state and in [`describe_param_groups`][jaxopt_port.transforms.describe_param_groups],
+instead of `"group<i>"`. """
 
 from __future__ import annotations
 
@@ -266,7 +267,8 @@ def param_group_labels(
     Args:
       groups: torch-style param groups (only their `"params"` and `"name"` are read).
       params: the params pytree (arrays, `jax.ShapeDtypeStruct`\\ s, tracers, Flax states).
-      unmatched: where leaves no group selects go — see [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
+      unmatched: where leaves no group selects go — see
+        [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
       allow_empty: allow a group that selects no leaf (default: `ValueError`), as in
         [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
 
@@ -289,15 +291,17 @@ def describe_param_groups(
 ) -> dict[str, list[str]]:
     """What went where: every group's label with the `"/"`-joined paths it selects.
 
-    Every group appears, in order and also when it selects nothing (this is the tool to find
-    such a group, so it does not raise for it), followed by the unmatched leaves' group
-    (`"default"` or `"frozen"`) when there are any. Otherwise raises as [`param_groups`][jaxopt_port.transforms.param_groups.param_groups]
-    would (overlaps, unmatched leaves with `unmatched="error"`).
+    Every group appears, in order and also when it selects nothing (this is the tool to find such a
+    group, so it does not raise for it), followed by the unmatched leaves' group (`"default"` or
+    `"frozen"`) when there are any. Otherwise raises as
+    [`param_groups`][jaxopt_port.transforms.param_groups.param_groups] would (overlaps, unmatched
+    leaves with `unmatched="error"`).
 
     Args:
       groups: torch-style param groups.
       params: the params pytree.
-      unmatched: `"default"`, `"freeze"` or `"error"`, as in [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
+      unmatched: `"default"`, `"freeze"` or `"error"`, as in
+        [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
 
     Returns:
       `{label: [path, ...]}`, paths in `jax.tree_util` leaf order.
@@ -358,8 +362,9 @@ def param_groups(
     Args:
       factory: a jaxopt_port optimizer factory, e.g. `optim.adamw` (any callable returning an
         optax transformation).
-      groups: a sequence of dicts, each with `"params"` (a [`Selector`][jaxopt_port.transforms.Selector]), an optional
-        `"name"` and hyperparameters for `factory`.
+      groups: a sequence of dicts, each with `"params"` (a
+        [`Selector`][jaxopt_port.transforms.Selector]), an optional `"name"` and hyperparameters for
+        `factory`.
       unmatched: the leaves no group selects: `"default"` (default) puts them in a
         `"default"` group with the constructor's arguments; `"freeze"` never changes them
         (torch's behaviour for a parameter given to no group); `"error"` raises `ValueError`
@@ -372,7 +377,8 @@ def param_groups(
     Returns:
       An `optax.GradientTransformationExtraArgs`; its state is an `optax.PartitionState`
       whose `inner_states` are keyed by label. It is a
-      [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying torch's param groups for
+      [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying torch's param groups
+        for
       `interop.optimizer_state_to_torch`: the groups in order (hyperparameters as torch's group
       would hold them, `"name"` included), then `"default"`; frozen leaves are in none, as
       torch would not hold them. Torch numbers its parameters group after group, so the torch
@@ -428,9 +434,9 @@ def no_weight_decay(
     allow_empty: bool = False,
     **defaults: Any,
 ) -> optax.GradientTransformationExtraArgs:
-    """The usual recipe in one line: `weight_decay=0` for the leaves `selector` picks
-    (biases and norm scales by default, [`is_bias_or_norm`][jaxopt_port.transforms.is_bias_or_norm]), the constructor's arguments
-    for every other leaf.
+    """The usual recipe in one line: `weight_decay=0` for the leaves `selector` picks (biases and
+    norm scales by default, [`is_bias_or_norm`][jaxopt_port.transforms.is_bias_or_norm]), the
+    constructor's arguments for every other leaf.
 
     Same as `param_groups(factory, [{"params": selector, "weight_decay": 0.0}], **defaults)`;
     the no-decay group is labelled `"no_decay"`, the rest `"default"`.
