@@ -72,7 +72,8 @@ of one torch group (in any group order, reordered by name), that `tx` freezes ex
 the torch optimizer does not hold, and (from torch) that the numeric and boolean hyperparameters the
 two share are equal (`lr` unless `tx` schedules it, `weight_decay`, `betas`, `momentum`, `nesterov`, ...;
 relative tolerance 1e-6), raising a ValueError that names the leaf, its torch parameter and both
-groups. """
+groups.
+"""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ Param groups. A transformation built by a jaxopt_port optimizer, `optim.from_tor
 the `state_dict` so that a plain `torch_optimizer.load_state_dict` restores them, and which leaves
 each holds. torch numbers its parameters group after group, so with interleaved groups
 (`param_groups` selecting by pattern) torch id `k` is the `k`-th leaf in that order, not leaf `k`;
-leaves of a frozen group have no torch id. Both directions use the same mapping. """
+leaves of a frozen group have no torch id. Both directions use the same mapping.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ puts a live scheduler (and the lr, momentum or β1 it owns in the optimizer's pa
 unbroken torch run would have it after that many optimizer steps. ReduceLROnPlateau's position is
 its state (`best`, `num_bad_epochs`, `cooldown_counter`, `last_epoch` and the lr), held on the JAX
 side in [`ReduceLROnPlateauState`][jaxopt_port.schedules.ReduceLROnPlateauState]: it is carried both
-ways. """
+ways.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ optax schedule for `lr` and returns an `optax.GradientTransformationExtraArgs` â
 arguments as torch's param-group hyperparameters, for `interop.optimizer_state_to_torch`. State
 NamedTuples name their fields after torch's state keys;
 [`per_param_state`][jaxopt_port.optim.per_param_state] shows any state the way `optimizer.state`
-does. """
+does.
+"""
 
 from jaxopt_port._core.state import per_param_state
 from jaxopt_port._core.torch_groups import TorchTransformation, torch_factories

@@ -6,7 +6,8 @@ Inside a data-parallel step each device sees only its rows.
 whichever backend runs the step: under `"shard_map"` and `"pmap"` they add a `lax.pmean` over the
 data axis (the step sets the axis while it traces the loss), under `"jit"` the batch already is the
 global array, and outside a step they are plain batch means. A loss written once therefore gives the
-same numbers on 1 or N devices — what `torch.nn.SyncBatchNorm` gives DDP. """
+same numbers on 1 or N devices — what `torch.nn.SyncBatchNorm` gives DDP.
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ Open MPI (`mpirun`), a Cloud TPU pod slice, or an explicit coordinator address â
 and each process loads only its share of each global batch
 ([`process_share`][jaxopt_port.parallel.process_share]), which
 [`shard_batch`][jaxopt_port.parallel.shard_batch] assembles into global arrays. On one host with no
-cluster environment it does nothing, so the same script runs on a laptop and on a cluster. """
+cluster environment it does nothing, so the same script runs on a laptop and on a cluster.
+"""
 
 from __future__ import annotations
 

@@ -143,7 +143,8 @@ def process_share(
 
     Process `i` of `P` gets the contiguous block `[i·size/P, (i+1)·size/P)`, which is the block its
     devices hold in [`data_mesh`][jaxopt_port.parallel.data_mesh]'s order. `size` must be divisible
-    by `P`. """
+    by `P`.
+    """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
     if size % count:

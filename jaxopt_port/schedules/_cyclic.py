@@ -6,7 +6,8 @@ optimizer's own value from construction on. The returned schedule carries it as
 [`TorchSchedule.momentum`][jaxopt_port.schedules.TorchSchedule.momentum];
 `optim.from_torch(optimizer, scheduler=...)` and
 [`jaxopt_port.schedules.with_schedules`][jaxopt_port.schedules.with_schedules] feed it to the
-optimizer. """
+optimizer.
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ Each factory takes the param group's initial lr (torch's `base_lrs[group]`) and 
 arguments with torch's names and defaults, and returns a
 [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule]: an optax schedule `count -> lr` whose value
 at update `count` is `scheduler.get_last_lr()[group]` after `count` calls of `scheduler.step()`
-(`count // steps_per_epoch` when stepping per epoch). """
+(`count // steps_per_epoch` when stepping per epoch).
+"""
 
 from __future__ import annotations
 

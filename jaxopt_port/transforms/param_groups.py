@@ -55,7 +55,8 @@ Differences from torch, all deliberate:
 
 A group may carry a `"name"` (torch keeps any extra key); it becomes the group's label in the
 optimizer state and in [`describe_param_groups`][jaxopt_port.transforms.describe_param_groups],
-instead of `"group<i>"`. """
+instead of `"group<i>"`.
+"""
 
 from __future__ import annotations
 
