@@ -127,18 +127,16 @@ def from_torch(
         position, name when the optimizer was built from `named_parameters()`) and what to do.
 
     Warning:
-      With several param groups the order of the leaves decides which hyperparameters each gets,
-      and `flax.nnx.Optimizer` orders an NNX model's parameters by sorted path (`bias` before
-      `kernel`), which is not torch's order. The shape check catches that whenever two
-      neighbouring parameters differ in shape, but it cannot see a wrong order among parameters
-      of the same shape (e.g. every leaf a `(d, d)` matrix, or a square `Linear` kernel and
-      its transpose): the leaves then silently get other groups' hyperparameters. For NNX models
-      select the groups by path with
-        [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
+      With several param groups the order of the leaves decides which hyperparameters each gets, and
+      `flax.nnx.Optimizer` orders an NNX model's parameters by sorted path (`bias` before `kernel`),
+      which is not torch's order. The shape check catches that whenever two neighbouring parameters
+      differ in shape, but it cannot see a wrong order among parameters of the same shape (e.g.
+      every leaf a `(d, d)` matrix, or a square `Linear` kernel and its transpose): the leaves then
+      silently get other groups' hyperparameters. For NNX models select the groups by path with
+      [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
       [`jaxopt_port.transforms.no_weight_decay`][jaxopt_port.transforms.no_weight_decay]. With one
-        param group every leaf gets the
-      same hyperparameters, so only the number of leaves is checked; the order still matters
-      for `interop`'s optimizer-state converters (see there).
+      param group every leaf gets the same hyperparameters, so only the number of leaves is checked;
+      the order still matters for `interop`'s optimizer-state converters (see there).
 
     Examples:
       >>> import torch

@@ -162,10 +162,10 @@ def adam(
       {returns}
 
     Warning:
-      `optax.adam(amsgrad)` (`optax.amsgrad`) takes the maximum over the bias-corrected v̂;
-      torch and this function take it over the raw v and bias-correct afterwards. The textbook Adam
-      puts ε inside the square root: see
-        [`jaxopt_port.optim.textbook.adam`][jaxopt_port.optim.textbook.adam].
+      `optax.adam(amsgrad)` (`optax.amsgrad`) takes the maximum over the bias-corrected v̂; torch
+      and this function take it over the raw v and bias-correct afterwards. The textbook Adam puts ε
+      inside the square root: see
+      [`jaxopt_port.optim.textbook.adam`][jaxopt_port.optim.textbook.adam].
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
     _check_arguments(lr, betas, eps, weight_decay, foreach, capturable)

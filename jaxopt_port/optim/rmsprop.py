@@ -125,10 +125,10 @@ def rmsprop(
       {returns}
 
     Warning:
-      `optax.rmsprop` puts ε inside the root by default (`eps_in_sqrt=True`) and, with
-      momentum and a schedule, applies the learning rate before the momentum trace; under a
-      schedule the two differ by O(1). The textbook rule is
-        [`jaxopt_port.optim.textbook.rmsprop`][jaxopt_port.optim.textbook.rmsprop].
+      `optax.rmsprop` puts ε inside the root by default (`eps_in_sqrt=True`) and, with momentum and
+      a schedule, applies the learning rate before the momentum trace; under a schedule the two
+      differ by O(1). The textbook rule is
+      [`jaxopt_port.optim.textbook.rmsprop`][jaxopt_port.optim.textbook.rmsprop].
 
       `alpha > 1` raises `ValueError` here; torch accepts it, and its running average
       $v_t$ turns negative, so its parameters are NaN from the first step.
