@@ -174,3 +174,46 @@ def test_migration_snippets_run_top_to_bottom():
     namespace: dict = {"__name__": "migration_md"}
     for line, code in run:
         exec(compile(code, f"docs/migration.md:{line}", "exec"), namespace)
+
+
+# the optimizers' shared argument text -----------------------------------------------------------
+
+
+def test_fill_replaces_only_known_placeholders_on_their_own_line():
+    from jaxopt_port.optim._docs import ARGS, fill
+
+    text = "Math $\\theta_{t-1}$ {lr} stays.\n\n    Args:\n      {maximize}\n      {foreach}\n"
+    filled = fill(text)
+    assert filled.startswith("Math $\\theta_{t-1}$ {lr} stays.")  # not on a line of its own
+    assert f"      {ARGS['maximize']}\n      {ARGS['foreach']}\n" in filled
+
+
+def optimizer_docstrings(extensions: list[str]) -> dict[str, tuple[str, str]]:
+    """`name -> (help() text, griffe text)` for every optimizer factory."""
+    import inspect
+
+    griffe = pytest.importorskip("griffe", reason="the docs tools: pip install -e .[docs]")
+    from jaxopt_port import optim
+
+    loader = griffe.GriffeLoader(
+        search_paths=[str(ROOT)], extensions=griffe.load_extensions(*extensions)
+    )
+    loader.load("jaxopt_port")
+    loader.resolve_aliases(implicit=True)
+    paths = {path.rsplit(".", 1)[-1]: path for path in directives("api/optim.md")}
+    return {
+        name: (
+            inspect.cleandoc(getattr(optim, name).__doc__),
+            loader.modules_collection[paths[name]].docstring.value,
+        )
+        for name in sorted({*optim.OPTIMIZERS, "adamw"})
+    }
+
+
+def test_api_page_shows_what_help_shows():
+    pairs = optimizer_docstrings([str(DOCS / "griffe_shared_args.py")])
+    assert len(pairs) >= 15
+    assert [name for name, (runtime, page) in pairs.items() if runtime != page] == []
+    # Without the extension the page would show the placeholders.
+    bare = optimizer_docstrings([])
+    assert [name for name, (runtime, page) in bare.items() if runtime != page] == sorted(bare)
