@@ -1,4 +1,5 @@
-"""jaxopt_port: PyTorch's optimization toolkit as Optax gradient transformations, proven to match."""
+"""jaxopt_port: PyTorch's optimization toolkit as Optax gradient transformations, proven to
+match."""
 
 from jaxopt_port import optim, schedules  # schedules installs optim.from_torch's scheduler reader
 

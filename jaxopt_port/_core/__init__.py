@@ -1,14 +1,14 @@
 """The bottom layer: helpers every jaxopt_port package shares, importing no other jaxopt_port code.
 
-- :mod:`~jaxopt_port._core.arrays`: scalar precision, dtypes, torch tensors read as NumPy.
-- :mod:`~jaxopt_port._core.torch_objects`: torch optimizers, schedulers, modules and tensors
+- `arrays`: scalar precision, dtypes, torch tensors read as NumPy.
+- `torch_objects`: torch optimizers, schedulers, modules and tensors
   recognised without importing torch.
-- :mod:`~jaxopt_port._core.torch_groups`: torch's param-group hyperparameters carried by a
-  transformation (:class:`TorchTransformation`).
-- :mod:`~jaxopt_port._core.paths`: leaf paths of a pytree, named as selectors and messages show them.
+- `torch_groups`: torch's param-group hyperparameters carried by a
+  transformation ([`TorchTransformation`][jaxopt_port.optim.TorchTransformation]).
+- `paths`: leaf paths of a pytree, named as selectors and messages show them.
 
-Layers above, in import order: ``optim`` → ``schedules`` → ``transforms`` → ``interop`` →
-``parallel``; nothing imports upward (tests/test_layering.py).
+Layers above, in import order: `optim` → `schedules` → `transforms` → `interop` →
+`parallel`; nothing imports upward (tests/test_layering.py).
 """
 
 from jaxopt_port._core.arrays import (

@@ -26,7 +26,7 @@ __all__ = [
 
 
 def scalar_dtype() -> jnp.dtype:
-    """The dtype JAX uses where torch computes a scalar in Python ``float`` (double).
+    """The dtype JAX uses where torch computes a scalar in Python `float` (double).
 
     float64 when x64 is enabled, float32 otherwise.
     """
@@ -34,14 +34,14 @@ def scalar_dtype() -> jnp.dtype:
 
 
 def params_dtype(params: Any) -> jnp.dtype:
-    """The dtype the leaves of ``params`` (arrays or ``jax.ShapeDtypeStruct``s) promote to; JAX's
+    """The dtype the leaves of `params` (arrays or `jax.ShapeDtypeStruct`s) promote to; JAX's
     default float for no leaves."""
     dtypes = [getattr(leaf, "dtype", leaf) for leaf in jax.tree_util.tree_leaves(params)]
     return jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
 
 
 def as_float(value: Any, what: str = "lr") -> float:
-    """``float(value)`` for a Python number, 0-d/1-element array or torch tensor.
+    """`float(value)` for a Python number, 0-d/1-element array or torch tensor.
 
     Raises torch's error for a tensor with more than one element.
     """
@@ -54,7 +54,7 @@ def as_float(value: Any, what: str = "lr") -> float:
 
 
 def is_tensor_like(value: Any) -> bool:
-    """True for arrays, tensors and traced values (torch's ``isinstance(lr, Tensor)``); False for
+    """True for arrays, tensors and traced values (torch's `isinstance(lr, Tensor)`); False for
     Python numbers (NumPy's float64 is one), strings, lists, None and schedules."""
     if isinstance(value, (int, float)) or callable(value):
         return False
@@ -64,7 +64,7 @@ def is_tensor_like(value: Any) -> bool:
 
 
 def numel(value: Any) -> int:
-    """The number of elements of an array or tensor (torch's ``numel()``)."""
+    """The number of elements of an array or tensor (torch's `numel()`)."""
     return int(value.numel()) if hasattr(value, "numel") else int(np.size(value))
 
 
@@ -74,7 +74,7 @@ def is_array(x: Any) -> bool:
 
 
 def absent(x: Any) -> bool:
-    """True where a state tree holds no value for a leaf (``None``, ``optax.MaskedNode``)."""
+    """True where a state tree holds no value for a leaf (`None`, `optax.MaskedNode`)."""
     return x is None or isinstance(x, optax.MaskedNode)
 
 
@@ -91,8 +91,8 @@ def to_numpy(value: Any) -> np.ndarray:
 
 
 def to_tensor(value: Any, dtype: Any = None) -> Any:
-    """An array (NumPy, JAX, on any device) as a torch CPU tensor of its own dtype, or ``dtype``;
-    bfloat16 included (NumPy's ml_dtypes bfloat16, which ``torch.from_numpy`` does not take)."""
+    """An array (NumPy, JAX, on any device) as a torch CPU tensor of its own dtype, or `dtype`;
+    bfloat16 included (NumPy's ml_dtypes bfloat16, which `torch.from_numpy` does not take)."""
     import torch
 
     array = np.array(value)  # a copy: torch tensors are writable, JAX arrays are not

@@ -1,4 +1,4 @@
-"""Names kept for one release after a rename: they still work and warn (``DeprecationWarning``)."""
+"""Names kept for one release after a rename: they still work and warn (`DeprecationWarning`)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def _warn(old: str, new: str, note: str) -> None:
 def renamed_function(
     new: Callable[..., Any], old: str, new_name: str, note: str = ""
 ) -> Callable[..., Any]:
-    """``new`` under its old name ``old``, warning at every call (``new_name``: how to spell the
-    new one, e.g. ``"interop.weights_from_torch"``)."""
+    """`new` under its old name `old`, warning at every call (`new_name`: how to spell the
+    new one, e.g. `"interop.weights_from_torch"`)."""
 
     @functools.wraps(new)
     def alias(*args: Any, **kwargs: Any) -> Any:
@@ -30,12 +30,12 @@ def renamed_function(
         return new(*args, **kwargs)
 
     alias.__name__ = alias.__qualname__ = old.rpartition(".")[2]
-    alias.__doc__ = f"Deprecated: the old name of `{new_name}`{note}."
+    alias.__doc__ = f"Deprecated: the old name of [`{new_name}`][jaxopt_port.{new_name}]{note}."
     return alias
 
 
 def renamed_attributes(module: str, renamed: dict[str, tuple[str, Any]]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` serving old names: ``{old: (new spelling, object)}``."""
+    """A module `__getattr__` serving old names: `{old: (new spelling, object)}`."""
 
     def __getattr__(name: str) -> Any:
         if name in renamed:

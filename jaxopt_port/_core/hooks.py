@@ -1,7 +1,7 @@
 """Where a lower layer calls code of a layer above it without importing it.
 
-``optim.from_torch(optimizer, scheduler)`` needs the schedules package, which sits above optim;
-``jaxopt_port.schedules`` installs its reader here when it is imported (and ``import jaxopt_port``
+`optim.from_torch(optimizer, scheduler)` needs the schedules package, which sits above optim;
+`jaxopt_port.schedules` installs its reader here when it is imported (and `import jaxopt_port`
 imports it), so optim never imports upward.
 """
 
@@ -12,19 +12,19 @@ from typing import Any
 
 __all__ = ["scheduled_transformation", "set_scheduled_transformation"]
 
-#: ``(factory, kwargs, group, scheduler, index, steps_per_epoch) -> (transformation, scheduled
-#: hyperparameters)``, installed by ``jaxopt_port.schedules``.
 _SCHEDULED: list[Callable[..., tuple[Any, dict[str, Any]]]] = []
+"""`(factory, kwargs, group, scheduler, index, steps_per_epoch) -> (transformation, scheduled
+hyperparameters)`, installed by `jaxopt_port.schedules`."""
 
 
 def set_scheduled_transformation(build: Callable[..., tuple[Any, dict[str, Any]]]) -> None:
-    """Install the schedules layer's builder (called once, by ``jaxopt_port.schedules``)."""
+    """Install the schedules layer's builder (called once, by `jaxopt_port.schedules`)."""
     _SCHEDULED[:] = [build]
 
 
 def scheduled_transformation(*args: Any) -> tuple[Any, dict[str, Any]]:
     """The transformation of one torch param group whose hyperparameters follow a torch
-    scheduler, and those scheduled hyperparameters (see ``schedules._wiring``)."""
+    scheduler, and those scheduled hyperparameters (see `schedules._wiring`)."""
     if not _SCHEDULED:  # not reached: importing any jaxopt_port package imports schedules
         raise RuntimeError("import jaxopt_port.schedules to convert a torch scheduler")
     return _SCHEDULED[0](*args)

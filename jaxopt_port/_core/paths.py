@@ -1,6 +1,6 @@
 """Leaf paths of a params pytree, named the way param-group selectors and error messages show them.
 
-Shared by ``transforms.param_groups`` (which selects leaves by path) and ``optim.from_torch``
+Shared by `transforms.param_groups` (which selects leaves by path) and `optim.from_torch`
 (which names the leaf that does not fit the torch parameter it stands for).
 """
 
@@ -28,9 +28,9 @@ def _key_name(key: Any) -> str:
 
 
 def path_names(path: Sequence[Any]) -> tuple[str, ...]:
-    """The names of a ``jax.tree_util`` key path, as selectors see them.
+    """The names of a `jax.tree_util` key path, as selectors see them.
 
-    Example:
+    Examples:
       >>> import jax
       >>> [(path, _)] = jax.tree_util.tree_flatten_with_path({"dense": [1.0]})[0]
       >>> path_names(path)
@@ -51,7 +51,7 @@ def _box_types() -> tuple[type, ...]:
 
 
 def named_leaves(params: Any) -> tuple[list[tuple[tuple[str, ...], Any]], Any]:
-    """``[(path names, leaf)]`` with Flax boxes as single leaves, and the treedef to unflatten."""
+    """`[(path names, leaf)]` with Flax boxes as single leaves, and the treedef to unflatten."""
     boxes = _box_types()
     flat, treedef = jax.tree_util.tree_flatten_with_path(
         params, is_leaf=(lambda x: isinstance(x, boxes)) if boxes else None

@@ -2,9 +2,9 @@
 
 Every state NamedTuple names its fields as torch names its state keys, so the view is mechanical:
 a field holding one entry per parameter gives that entry to each parameter; a scalar field
-(``step``, ``eta``, ``mu_product``, ...) is shared by the parameters its NamedTuple serves; fields
-named ``count`` are bookkeeping and are left out. A state that is not laid out per parameter
-(L-BFGS's one global state) gives its torch view itself through an ``as_torch_state()`` method;
+(`step`, `eta`, `mu_product`, ...) is shared by the parameters its NamedTuple serves; fields
+named `count` are bookkeeping and are left out. A state that is not laid out per parameter
+(L-BFGS's one global state) gives its torch view itself through an `as_torch_state()` method;
 torch files it under the first parameter, and so does this view.
 """
 
@@ -22,7 +22,7 @@ __all__ = ["absent", "is_array", "per_param_entries", "per_param_state"]
 
 
 def per_param_entries(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -> list[Any] | None:
-    """``value`` as one entry per parameter, or None if it is not laid out like the parameters."""
+    """`value` as one entry per parameter, or None if it is not laid out like the parameters."""
     try:
         entries = treedef.flatten_up_to(value)
     except (ValueError, TypeError):
@@ -69,18 +69,18 @@ def _walk(
 
 
 def per_param_state(opt_state: optax.OptState, params: Any) -> list[dict[str, Any]]:
-    """Per-parameter state dicts keyed as torch keys ``optimizer.state[p]``.
+    """Per-parameter state dicts keyed as torch keys `optimizer.state[p]`.
 
     Args:
       opt_state: a state returned by a jaxopt_port optimizer (possibly inside optax wrappers that
-        keep their inner state in NamedTuples, tuples or dicts, such as ``optax.chain`` and
-        ``optax.partition``).
+        keep their inner state in NamedTuples, tuples or dicts, such as `optax.chain` and
+        `optax.partition`).
       params: the parameters; the i-th dict belongs to the i-th leaf of
-        ``jax.tree_util.tree_leaves(params)``.
+        `jax.tree_util.tree_leaves(params)`.
 
     Returns:
       A list with one dict per parameter leaf. Host-side (L-BFGS's history lists have the length
-      ``num_old``), so not for use under ``jax.jit``.
+      `num_old`), so not for use under `jax.jit`.
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     shapes = [tuple(np.shape(leaf)) for leaf in leaves]

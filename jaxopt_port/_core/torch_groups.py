@@ -1,17 +1,17 @@
 """torch's param-group hyperparameters, carried by the transformation that uses them.
 
-A torch optimizer keeps its hyperparameters in ``param_groups`` and saves them in its
-``state_dict()``; ``load_state_dict`` replaces each group's hyperparameters with the saved ones. So
-that a jaxopt_port state converts to a *complete* torch ``state_dict``, every optimizer factory
-returns a :class:`TorchTransformation`: an ordinary ``optax.GradientTransformationExtraArgs`` that
-also holds, per torch param group, a label (its key in an ``optax.partition``, ``None`` for a
-single group) and the hyperparameters under torch's group keys — the factory's arguments as
-bound, schedules included (evaluated at conversion time). The factories get this from one
-decorator, :func:`carries_torch_group`; ``optim.from_torch``, ``schedules.with_schedules`` and
-``transforms.param_groups`` build their results with :func:`carry` and :func:`partition`.
+A torch optimizer keeps its hyperparameters in `param_groups` and saves them in its `state_dict()`;
+`load_state_dict` replaces each group's hyperparameters with the saved ones. So that a jaxopt_port
+state converts to a *complete* torch `state_dict`, every optimizer factory returns a
+[`TorchTransformation`][jaxopt_port.optim.TorchTransformation]: an ordinary
+`optax.GradientTransformationExtraArgs` that also holds, per torch param group, a label (its key in
+an `optax.partition`, `None` for a single group) and the hyperparameters under torch's group keys —
+the factory's arguments as bound, schedules included (evaluated at conversion time). The factories
+get this from one decorator, `carries_torch_group`; `optim.from_torch`, `schedules.with_schedules`
+and `transforms.param_groups` build their results with `carry` and `partition`.
 
 The carrier is an attribute of the returned object, so wrapping the transformation
-(``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``) leaves it behind; the
+(`optax.chain`, `optax.MultiSteps`, `optax.inject_hyperparams`) leaves it behind; the
 wrapped transformation still works, it only converts without hyperparameters.
 """
 
@@ -42,26 +42,27 @@ F = TypeVar("F", bound=Callable[..., optax.GradientTransformation])
 
 
 class TorchGroup(NamedTuple):
-    """One torch param group: its ``optax.partition`` label (``None`` for a single group) and its
+    """One torch param group: its `optax.partition` label (`None` for a single group) and its
     hyperparameters under torch's keys (empty when unknown: the group then has only
-    ``"params"``)."""
+    `"params"`)."""
 
     label: Any
     hyperparams: Mapping[str, Any]
 
 
 class TorchTransformation(optax.GradientTransformationExtraArgs):
-    """An ``optax.GradientTransformationExtraArgs`` that also carries torch's param groups.
+    """An `optax.GradientTransformationExtraArgs` that also carries torch's param groups.
 
-    It is the same ``(init, update)`` pair, so it works wherever an optax transformation does;
-    :func:`jaxopt_port.interop.optimizer_state_to_torch` reads the carried groups.
+    It is the same `(init, update)` pair, so it works wherever an optax transformation does;
+    [`jaxopt_port.interop.optimizer_state_to_torch`][jaxopt_port.interop.optimizer_state_to_torch]
+    reads the carried groups.
 
     Attributes:
-      torch_groups: the torch param groups in torch's order, each a :class:`TorchGroup`.
-      torch_labels: for several groups, the ``param_labels`` given to ``optax.partition`` (a
-        function of the params or a pytree of labels); leaf ``i`` belongs to the group with its
+      torch_groups: the torch param groups in torch's order, each a `TorchGroup`.
+      torch_labels: for several groups, the `param_labels` given to `optax.partition` (a
+        function of the params or a pytree of labels); leaf `i` belongs to the group with its
         label, and a leaf whose label has no group (a frozen one) has no torch counterpart.
-        ``None`` for a single group holding every leaf.
+        `None` for a single group holding every leaf.
     """
 
     # no __slots__: instances hold the two attributes below next to the (init, update) tuple
@@ -72,7 +73,8 @@ class TorchTransformation(optax.GradientTransformationExtraArgs):
 def carry(
     tx: optax.GradientTransformation, groups: Sequence[TorchGroup], labels: Any = None
 ) -> TorchTransformation:
-    """``tx`` as a :class:`TorchTransformation` carrying ``groups`` (and ``labels``, for several)."""
+    """`tx` as a [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying `groups`
+    (and `labels`, for several)."""
     if labels is None and len(groups) != 1:
         raise ValueError(f"{len(groups)} torch param groups need the labels of optax.partition")
     out = TorchTransformation(tx.init, optax.with_extra_args_support(tx).update)
@@ -82,7 +84,7 @@ def carry(
 
 
 def single_group(tx: Any) -> Mapping[str, Any] | None:
-    """The hyperparameters ``tx`` carries when it is one torch param group, else ``None``."""
+    """The hyperparameters `tx` carries when it is one torch param group, else `None`."""
     groups = getattr(tx, "torch_groups", ())
     if len(groups) == 1 and getattr(tx, "torch_labels", None) is None:
         return groups[0].hyperparams
@@ -95,11 +97,11 @@ def partition(
     extras: Mapping[Any, Mapping[str, Any]] | None = None,
     frozen: Sequence[Any] = (),
 ) -> TorchTransformation:
-    """``optax.partition(transforms, labels)`` carrying one torch param group per label.
+    """`optax.partition(transforms, labels)` carrying one torch param group per label.
 
-    The groups follow the order of ``transforms``; each holds the hyperparameters its
+    The groups follow the order of `transforms`; each holds the hyperparameters its
     transformation carries (a jaxopt_port optimizer; none for another transformation) updated by
-    ``extras[label]`` (torch's other group keys). The ``frozen`` labels (``optax.set_to_zero()``)
+    `extras[label]` (torch's other group keys). The `frozen` labels (`optax.set_to_zero()`)
     get no group: torch would not hold those parameters.
     """
     extras = extras or {}
@@ -113,8 +115,8 @@ def partition(
 
 # ----------------------------------------------------------------------------- factories
 
-#: Per decorated factory: what torch's constructor does to the arguments to make its group.
 _TORCH_GROUP: dict[Callable[..., Any], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+"""Per decorated factory: what torch's constructor does to the arguments to make its group."""
 _CONSTRUCTOR_ONLY: dict[Callable[..., Any], tuple[str, ...]] = {}
 _TORCH_CLASSES: dict[str, Callable[..., Any]] = {}
 
@@ -129,18 +131,19 @@ def carries_torch_group(
     torch_class: str | None = None,
     constructor_only: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
-    """Decorate an optimizer factory so that it returns a :class:`TorchTransformation`.
+    """Decorate an optimizer factory so that it returns a
+    [`TorchTransformation`][jaxopt_port.optim.TorchTransformation].
 
     Its single group holds the call's arguments as bound, with defaults — torch's param-group
-    keys, since the factories take torch's signature — passed through ``torch_group`` where
+    keys, since the factories take torch's signature — passed through `torch_group` where
     torch's group differs from its constructor's arguments (AdamW's group also holds
-    ``decoupled_weight_decay=True``; L-BFGS resolves ``max_eval=None``; Muon's ``ns_dtype`` is
-    not torch's). Name, signature and docstring are the factory's. ``constructor_only`` names
+    `decoupled_weight_decay=True`; L-BFGS resolves `max_eval=None`; Muon's `ns_dtype` is
+    not torch's). Name, signature and docstring are the factory's. `constructor_only` names
     the hyperparameters torch reads from the optimizer's constructor rather than from each param
-    group (a torch quirk: Adagrad fills every group's ``sum`` with the constructor's
-    ``initial_accumulator_value``); :func:`constructor_only` returns them. ``torch_class``
-    names the ``torch.optim`` class the factory stands for: it enters :func:`torch_factories`,
-    the table ``optim.from_torch`` reads (one declaration per optimizer, beside its factory).
+    group (a torch quirk: Adagrad fills every group's `sum` with the constructor's
+    `initial_accumulator_value`); `constructor_only` returns them. `torch_class`
+    names the `torch.optim` class the factory stands for: it enters `torch_factories`,
+    the table `optim.from_torch` reads (one declaration per optimizer, beside its factory).
     """
 
     def decorate(factory: F) -> F:
@@ -161,14 +164,14 @@ def carries_torch_group(
 
 
 def torch_factories() -> dict[str, Callable[..., Any]]:
-    """``torch.optim`` class name -> the factory declared for it (:func:`carries_torch_group`'s
-    ``torch_class``), in declaration order; a copy."""
+    """`torch.optim` class name -> the factory declared for it (`carries_torch_group`'s
+    `torch_class`), in declaration order; a copy."""
     return dict(_TORCH_CLASSES)
 
 
 def constructor_only(factory: Callable[..., Any]) -> tuple[str, ...]:
-    """The hyperparameters torch reads from ``factory``'s constructor only, not per param group
-    (declared with :func:`carries_torch_group`; empty for other callables)."""
+    """The hyperparameters torch reads from `factory`'s constructor only, not per param group
+    (declared with `carries_torch_group`; empty for other callables)."""
     try:
         return _CONSTRUCTOR_ONLY.get(factory, ())
     except TypeError:  # unhashable
@@ -176,8 +179,8 @@ def constructor_only(factory: Callable[..., Any]) -> tuple[str, ...]:
 
 
 def factory_hyperparams(factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict | None:
-    """torch's param-group hyperparameters for ``factory(*args, **kwargs)``, values as given
-    (schedules included); ``None`` for a factory not decorated with :func:`carries_torch_group`."""
+    """torch's param-group hyperparameters for `factory(*args, **kwargs)`, values as given
+    (schedules included); `None` for a factory not decorated with `carries_torch_group`."""
     torch_group = _TORCH_GROUP.get(factory)
     if torch_group is None:
         return None
@@ -190,15 +193,15 @@ def factory_hyperparams(factory: Callable[..., Any], /, *args: Any, **kwargs: An
 
 
 def torch_layout(tx: Any, params: Any) -> list[tuple[TorchGroup | None, list[int]]]:
-    """The torch param groups of ``tx`` with the leaf indices of ``params`` each holds.
+    """The torch param groups of `tx` with the leaf indices of `params` each holds.
 
-    torch numbers its parameters ``0, 1, ...`` in ``param_groups`` order, so torch id ``k`` is the
-    ``k``-th leaf index in the concatenation of the lists; leaves in no list (frozen ones) have no
-    torch counterpart. Within a group the leaves keep ``jax.tree_util.tree_leaves`` order.
+    torch numbers its parameters `0, 1, ...` in `param_groups` order, so torch id `k` is the
+    `k`-th leaf index in the concatenation of the lists; leaves in no list (frozen ones) have no
+    torch counterpart. Within a group the leaves keep `jax.tree_util.tree_leaves` order.
 
     Returns:
-      ``[(group, leaf indices)]``; ``[(None, every leaf)]`` when ``tx`` carries no groups (leaf
-      ``i`` is then torch's parameter ``i``).
+      `[(group, leaf indices)]`; `[(None, every leaf)]` when `tx` carries no groups (leaf
+      `i` is then torch's parameter `i`).
     """
     count = len(jax.tree_util.tree_leaves(params))
     groups = getattr(tx, "torch_groups", ())

@@ -6,8 +6,6 @@ from typing import Any
 
 __all__ = ["describe_torch_object", "torch_kind"]
 
-#: torch base classes by what they are, as ``(module, name)``; read from the MRO so that torch
-#: is not imported to recognise them.
 _TORCH_BASES = {
     "optimizer": {("torch.optim.optimizer", "Optimizer")},
     "scheduler": {
@@ -18,11 +16,13 @@ _TORCH_BASES = {
     "module": {("torch.nn.modules.module", "Module")},
     "tensor": {("torch", "Tensor"), ("torch._tensor", "Tensor")},
 }
+"""torch base classes by what they are, as `(module, name)`; read from the MRO so that torch
+is not imported to recognise them."""
 
 
 def torch_kind(obj: Any) -> str | None:
-    """``"optimizer"``, ``"scheduler"``, ``"module"`` or ``"tensor"`` for a torch object of that
-    kind (an instance, or with ``obj`` a class, the class itself), else ``None``."""
+    """`"optimizer"`, `"scheduler"`, `"module"` or `"tensor"` for a torch object of that
+    kind (an instance, or with `obj` a class, the class itself), else `None`."""
     cls = obj if isinstance(obj, type) else type(obj)
     bases = {(c.__module__, c.__name__) for c in cls.__mro__}
     for kind, names in _TORCH_BASES.items():
@@ -32,7 +32,7 @@ def torch_kind(obj: Any) -> str | None:
 
 
 def describe_torch_object(obj: Any) -> str:
-    """What ``obj`` is, in a few words, for an error message that says what was expected."""
+    """What `obj` is, in a few words, for an error message that says what was expected."""
     kind = torch_kind(obj)
     name = obj.__name__ if isinstance(obj, type) else type(obj).__name__
     if isinstance(obj, type):

@@ -1,9 +1,9 @@
 """Carrying training state between PyTorch and JAX: model weights, optimizer state, the
 scheduler's position, checkpoints.
 
-Each conversion is named by what it moves and where: ``weights_from_torch`` / ``weights_to_torch``,
-``optimizer_state_from_torch`` / ``optimizer_state_to_torch`` (and ``optimizer_state_into_torch``
-for a live torch optimizer), ``nnx_optimizer_from_torch`` / ``nnx_optimizer_to_torch``.
+Each conversion is named by what it moves and where: `weights_from_torch` / `weights_to_torch`,
+`optimizer_state_from_torch` / `optimizer_state_to_torch` (and `optimizer_state_into_torch`
+for a live torch optimizer), `nnx_optimizer_from_torch` / `nnx_optimizer_to_torch`.
 """
 
 from jaxopt_port._core import to_numpy, to_tensor

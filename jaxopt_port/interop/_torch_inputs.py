@@ -17,8 +17,8 @@ __all__ = [
 
 
 def check_module_state_dict(state_dict: Any, where: str) -> None:
-    """Raise a clear TypeError unless ``state_dict`` is a module's state dict (a mapping of keys
-    to arrays): for a torch module, optimizer or scheduler, an optimizer's ``state_dict()``, a
+    """Raise a clear TypeError unless `state_dict` is a module's state dict (a mapping of keys
+    to arrays): for a torch module, optimizer or scheduler, an optimizer's `state_dict()`, a
     checkpoint holding a state dict under some key, or anything else (torch's message first)."""
     kind = torch_kind(state_dict)
     given = type(state_dict).__name__
@@ -49,9 +49,9 @@ def check_module_state_dict(state_dict: Any, where: str) -> None:
 
 
 def check_optimizer_state_dict(value: Any, where: str, *, live_ok: bool = False) -> None:
-    """Raise a clear TypeError unless ``value`` is a torch optimizer's ``state_dict()`` (a mapping
-    with ``"state"`` and ``"param_groups"``) or, with ``live_ok``, a torch optimizer: for a live
-    optimizer otherwise (pass its ``state_dict()``), a torch module or scheduler, a model's state
+    """Raise a clear TypeError unless `value` is a torch optimizer's `state_dict()` (a mapping
+    with `"state"` and `"param_groups"`) or, with `live_ok`, a torch optimizer: for a live
+    optimizer otherwise (pass its `state_dict()`), a torch module or scheduler, a model's state
     dict, or anything else."""
     kind = torch_kind(value)
     given = type(value).__name__
@@ -77,21 +77,21 @@ def check_optimizer_state_dict(value: Any, where: str, *, live_ok: bool = False)
         )
 
 
-#: Key prefixes torch wrappers add to a module's ``state_dict()`` and ``named_parameters()``:
-#: ``DistributedDataParallel``/``DataParallel`` (``module.``) and ``torch.compile``
-#: (``_orig_mod.``).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Key prefixes torch wrappers add to a module's `state_dict()` and `named_parameters()`:
+`DistributedDataParallel`/`DataParallel` (`module.`) and `torch.compile`
+(`_orig_mod.`)."""
 
 
 def strip_wrapper_prefixes(keys: Sequence[str], expected: Collection[str]) -> list[str]:
-    """``keys`` without the wrapper prefixes of :data:`WRAPPER_PREFIXES` that hide them.
+    """`keys` without the wrapper prefixes of `WRAPPER_PREFIXES` that hide them.
 
-    The prefixes every key carries are peeled one at a time (``_orig_mod.``, then ``module.``,
-    ...); of the key lists on the way, the first one with the most ``expected`` keys wins. So a
-    model whose attribute really is ``module`` keeps its keys, and the same model wrapped in DDP
-    loses one ``module.``.
+    The prefixes every key carries are peeled one at a time (`_orig_mod.`, then `module.`,
+    ...); of the key lists on the way, the first one with the most `expected` keys wins. So a
+    model whose attribute really is `module` keeps its keys, and the same model wrapped in DDP
+    loses one `module.`.
 
-    Example:
+    Examples:
       >>> strip_wrapper_prefixes(["_orig_mod.module.fc.weight"], {"fc.weight"})
       ['fc.weight']
     """

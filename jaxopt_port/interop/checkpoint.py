@@ -1,9 +1,9 @@
 """Checkpoints of a training run (params, optimizer state, schedule position) with orbax.
 
-The schedule position is the optimizer state's own step counters (``step`` / ``count`` fields),
+The schedule position is the optimizer state's own step counters (`step` / `count` fields),
 so restoring the state restores where every schedule is. A checkpoint is one orbax
-``StandardCheckpointer`` directory per step under ``directory``; restoring needs a template
-(``like``) with the same structure, e.g. ``(params, tx.init(params))``, and gives arrays
+`StandardCheckpointer` directory per step under `directory`; restoring needs a template
+(`like`) with the same structure, e.g. `(params, tx.init(params))`, and gives arrays
 bitwise equal to the saved ones, in the saved dtypes.
 """
 
@@ -23,9 +23,9 @@ def _path(directory: str | os.PathLike, step: int) -> str:
 
 
 def save_checkpoint(directory: str | os.PathLike, step: int, params: Any, opt_state: Any) -> str:
-    """Write ``params`` and ``opt_state`` as the checkpoint of ``step``; returns its path.
+    """Write `params` and `opt_state` as the checkpoint of `step`; returns its path.
 
-    Raises ``FileExistsError`` if that step was already saved (nothing is overwritten).
+    Raises `FileExistsError` if that step was already saved (nothing is overwritten).
     """
     import orbax.checkpoint as ocp
 
@@ -40,7 +40,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, params: Any, opt_st
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
-    """The newest step saved under ``directory``, or None."""
+    """The newest step saved under `directory`, or None."""
     if not os.path.isdir(directory):
         return None
     steps = [int(name[5:]) for name in os.listdir(directory) if name.startswith("step_")]
@@ -50,12 +50,12 @@ def latest_step(directory: str | os.PathLike) -> int | None:
 def restore_checkpoint(
     directory: str | os.PathLike, like: tuple[Any, Any], step: int | None = None
 ) -> tuple[Any, Any]:
-    """``(params, opt_state)`` saved at ``step`` (the latest by default).
+    """`(params, opt_state)` saved at `step` (the latest by default).
 
     Args:
-      directory: where :func:`save_checkpoint` wrote.
-      like: ``(params, opt_state)`` of the same structure, shapes and dtypes (arrays or
-        ``jax.ShapeDtypeStruct``), e.g. ``(params, tx.init(params))``.
+      directory: where [`save_checkpoint`][jaxopt_port.interop.save_checkpoint] wrote.
+      like: `(params, opt_state)` of the same structure, shapes and dtypes (arrays or
+        `jax.ShapeDtypeStruct`), e.g. `(params, tx.init(params))`.
       step: which checkpoint; the newest if None.
     """
     import orbax.checkpoint as ocp

@@ -1,71 +1,78 @@
-"""A torch optimizer's state <-> a Flax ``nnx.Optimizer`` over the NNX twin of the torch model.
+"""A torch optimizer's state <-> a Flax `nnx.Optimizer` over the NNX twin of the torch model.
 
-:func:`nnx_optimizer_from_torch` builds (or fills) an ``nnx.Optimizer`` from a torch optimizer;
-:func:`nnx_optimizer_to_torch` writes an ``nnx.Optimizer``'s state as the ``state_dict()`` a torch
-optimizer loads. Use them with :func:`~jaxopt_port.interop.weights_from_torch` /
-:func:`~jaxopt_port.interop.weights_to_torch` for the weights::
+[`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] builds (or fills) an
+`nnx.Optimizer` from a torch optimizer;
+[`nnx_optimizer_to_torch`][jaxopt_port.interop.nnx_optimizer_to_torch] writes an `nnx.Optimizer`'s
+state as the `state_dict()` a torch optimizer loads. Use them with
+[`weights_from_torch`][jaxopt_port.interop.weights_from_torch] /
+[`weights_to_torch`][jaxopt_port.interop.weights_to_torch] for the weights:
 
-    interop.weights_from_torch(model, torch_model.state_dict())
-    optimizer = interop.nnx_optimizer_from_torch(torch_optimizer, model, tx, torch_model=torch_model)
-    ...  # train with optimizer.update(model, grads)
-    torch_model.load_state_dict(interop.weights_to_torch(model))
-    torch_optimizer.load_state_dict(
-        interop.nnx_optimizer_to_torch(optimizer, model, torch_optimizer, torch_model=torch_model))
+```python
+interop.weights_from_torch(model, torch_model.state_dict())
+optimizer = interop.nnx_optimizer_from_torch(torch_optimizer, model, tx, torch_model=torch_model)
+...  # train with optimizer.update(model, grads)
+torch_model.load_state_dict(interop.weights_to_torch(model))
+torch_optimizer.load_state_dict(
+    interop.nnx_optimizer_to_torch(optimizer, model, torch_optimizer, torch_model=torch_model))
+```
 
-Matching by name
-    ``nnx.Optimizer`` keeps its state over ``nnx.state(model, wrt)``, whose leaves NNX sorts by path
-    (``fc/bias`` before ``fc/kernel``), in NNX's layout (a Linear kernel is torch's weight
-    transposed). So a torch parameter is matched to its NNX variable by *name*, never by position:
-    torch's name of each parameter (``fc.weight``) comes from ``param_names`` in the optimizer's
-    ``state_dict()`` (torch keeps them when the optimizer was built from
-    ``model.named_parameters()``), else from ``torch_model`` (the torch module: by identity for a
-    live optimizer, in ``named_parameters()`` order for a one-group state dict; or the names
-    themselves, in the optimizer's parameter order), and the name leads to the NNX variable as in
-    :mod:`~jaxopt_port.interop.weights` (``fc.weight`` -> ``fc.kernel``). The ``module.`` (DDP) and
-    ``_orig_mod.`` (``torch.compile``) prefixes of a wrapped torch model's names are removed as there.
+**Matching by name**
 
-State layouts
-    An entry laid out like its parameter (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``,
-    ``momentum_buffer``, ``sum``, ``square_avg``, ``acc_delta``, ``grad_avg``, ``exp_inf``, ``ax``,
-    ``prev``, ``step_size``, Adafactor's ``variance``, ...) follows the parameter's layout mapping
-    exactly: Linear/Conv/ConvTranspose transposes, axis permutations and flips, the split of
-    MultiheadAttention's packed ``in_proj_weight`` into query/key/value kernels and of an RNN's
-    ``weight_ih``/``weight_hh`` into per-gate kernels. The mapping is the weight converter's own
-    (:func:`~jaxopt_port.interop.weights.element_sources`), so every element lands where its weight
-    lands, bit for bit. Scalar entries (``step``, ASGD's ``eta`` and ``mu``, NAdam's
-    ``mu_product``) are copied as they are.
+`nnx.Optimizer` keeps its state over `nnx.state(model, wrt)`, whose leaves NNX sorts by path
+(`fc/bias` before `fc/kernel`), in NNX's layout (a Linear kernel is torch's weight
+transposed). So a torch parameter is matched to its NNX variable by *name*, never by position:
+torch's name of each parameter (`fc.weight`) comes from `param_names` in the optimizer's
+`state_dict()` (torch keeps them when the optimizer was built from
+`model.named_parameters()`), else from `torch_model` (the torch module: by identity for a
+live optimizer, in `named_parameters()` order for a one-group state dict; or the names
+themselves, in the optimizer's parameter order), and the name leads to the NNX variable as in
+`weights` (`fc.weight` -> `fc.kernel`). The `module.` (DDP) and
+`_orig_mod.` (`torch.compile`) prefixes of a wrapped torch model's names are removed as there.
 
-    Not supported, with a ValueError that names the parameter:
+**State layouts**
 
-    - RNN biases: the NNX cell's one bias holds torch's ``bias_ih + bias_hh``, two torch
-      parameters with their own state (and the twin trains differently: see the weights module's
-      divergences). ``bias=False`` RNNs convert.
-    - Adafactor's factored ``row_var``/``col_var`` of a parameter whose NNX layout differs from
-      torch's (a Linear or Conv kernel): they average over the *last two* dimensions, which are
-      other axes in the NNX layout, so Adafactor itself computes something else on the NNX twin.
-      Parameters with torch's layout (Embedding, norms, biases) convert.
+An entry laid out like its parameter (`exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`,
+`momentum_buffer`, `sum`, `square_avg`, `acc_delta`, `grad_avg`, `exp_inf`, `ax`,
+`prev`, `step_size`, Adafactor's `variance`, ...) follows the parameter's layout mapping
+exactly: Linear/Conv/ConvTranspose transposes, axis permutations and flips, the split of
+MultiheadAttention's packed `in_proj_weight` into query/key/value kernels and of an RNN's
+`weight_ih`/`weight_hh` into per-gate kernels. The mapping is the weight converter's own
+(`element_sources`), so every element lands where its weight
+lands, bit for bit. Scalar entries (`step`, ASGD's `eta` and `mu`, NAdam's
+`mu_product`) are copied as they are.
 
-    L-BFGS keeps one state for all parameters, its vectors (``d``, ``prev_flat_grad``, the
-    ``old_dirs``/``old_stps`` history) over torch's parameters flattened in torch's order; the NNX
-    side flattens ``nnx.state(model, wrt)`` in its leaf order and layout (as
-    ``optim.lbfgs`` ravels its params). These vectors are permuted element for element between the
-    two flattenings; scalars (``t``, ``H_diag``, ``ro``, ``prev_loss``, ``func_evals``,
-    ``n_iter``) are copied. L-BFGS then runs the same algorithm in another coordinate order: its
-    dot products sum in another order (measured: 6.7e-16 from torch's next step in float64).
+Not supported, with a ValueError that names the parameter:
 
-Param groups
-    With several torch param groups the transformation must give every NNX leaf its torch
-    group's hyperparameters. ``optim.from_torch`` assumes torch's parameter order, which an
-    ``nnx.Optimizer`` does not have (NNX sorts paths); build ``tx`` with the pattern-based
-    :func:`jaxopt_port.transforms.param_groups` or :func:`~jaxopt_port.transforms.no_weight_decay`
-    over NNX paths instead (``no_weight_decay(optim.adamw, lr=..., weight_decay=...)`` is torch's
-    "no weight decay on biases and norms" pair of groups). Both functions check that each of
-    ``tx``'s groups holds exactly the parameters of one torch group (in any group order, reordered
-    by name), that ``tx`` freezes exactly the NNX leaves the torch optimizer does not hold, and
-    (from torch) that the numeric and boolean hyperparameters the two share are equal (``lr``
-    unless ``tx`` schedules it, ``weight_decay``, ``betas``, ``momentum``, ``nesterov``, ...;
-    relative tolerance 1e-6), raising a ValueError that names the leaf, its torch parameter and
-    both groups.
+- RNN biases: the NNX cell's one bias holds torch's `bias_ih + bias_hh`, two torch
+  parameters with their own state (and the twin trains differently: see the weights module's
+  divergences). `bias=False` RNNs convert.
+- Adafactor's factored `row_var`/`col_var` of a parameter whose NNX layout differs from
+  torch's (a Linear or Conv kernel): they average over the *last two* dimensions, which are
+  other axes in the NNX layout, so Adafactor itself computes something else on the NNX twin.
+  Parameters with torch's layout (Embedding, norms, biases) convert.
+
+L-BFGS keeps one state for all parameters, its vectors (`d`, `prev_flat_grad`, the
+`old_dirs`/`old_stps` history) over torch's parameters flattened in torch's order; the NNX
+side flattens `nnx.state(model, wrt)` in its leaf order and layout (as
+`optim.lbfgs` ravels its params). These vectors are permuted element for element between the
+two flattenings; scalars (`t`, `H_diag`, `ro`, `prev_loss`, `func_evals`,
+`n_iter`) are copied. L-BFGS then runs the same algorithm in another coordinate order: its
+dot products sum in another order (measured: 6.7e-16 from torch's next step in float64).
+
+**Param groups**
+
+With several torch param groups the transformation must give every NNX leaf its torch group's
+hyperparameters. `optim.from_torch` assumes torch's parameter order, which an `nnx.Optimizer` does
+not have (NNX sorts paths); build `tx` with the pattern-based
+[`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
+[`no_weight_decay`][jaxopt_port.transforms.no_weight_decay] over NNX paths instead
+(`no_weight_decay(optim.adamw, lr=..., weight_decay=...)` is torch's "no weight decay on biases and
+norms" pair of groups). Both functions check that each of `tx`'s groups holds exactly the parameters
+of one torch group (in any group order, reordered by name), that `tx` freezes exactly the NNX leaves
+the torch optimizer does not hold, and (from torch) that the numeric and boolean hyperparameters the
+two share are equal (`lr` unless `tx` schedules it, `weight_decay`, `betas`, `momentum`, `nesterov`, ...;
+relative tolerance 1e-6), raising a ValueError that names the leaf, its torch parameter and both
+groups.
 """
 
 from __future__ import annotations
@@ -110,7 +117,7 @@ _LBFGS_FLAT = frozenset({"d", "prev_flat_grad", "old_dirs", "old_stps"})
 
 
 def _gather(match: Match, leaf: int, arrays: dict[int, np.ndarray]) -> np.ndarray:
-    """Leaf ``leaf``'s value from torch arrays laid out like their parameters (by position)."""
+    """Leaf `leaf`'s value from torch arrays laid out like their parameters (by position)."""
     src = match.sources[leaf]
     owners = match.owners[leaf]
     if len(owners) == 1:
@@ -123,7 +130,7 @@ def _gather(match: Match, leaf: int, arrays: dict[int, np.ndarray]) -> np.ndarra
 
 
 def _leaf_state(match: Match, leaf: int, where: str) -> dict[str, Any]:
-    """The torch state of leaf ``leaf``'s parameter(s) in the NNX layout."""
+    """The torch state of leaf `leaf`'s parameter(s) in the NNX layout."""
     side, owners = match.side, match.owners[leaf]
     states = [
         {k: v for k, v in side.state_dict["state"].get(side.ids[p], {}).items() if k not in _LBFGS}
@@ -155,7 +162,7 @@ def _leaf_state(match: Match, leaf: int, where: str) -> dict[str, Any]:
 
 
 def _flat_permutation(match: Match, where: str) -> np.ndarray:
-    """``nnx_flat = torch_flat[P]``: the NNX leaves raveled in leaf order from torch's flattening."""
+    """`nnx_flat = torch_flat[P]`: the NNX leaves raveled in leaf order from torch's flattening."""
     if any(src is None for src in match.sources):
         raise ValueError(f"{where}: L-BFGS must hold every NNX leaf of wrt")
     return np.concatenate([src.ravel() for src in match.sources])
@@ -173,8 +180,8 @@ def _lbfgs_from_torch(match: Match, state: Mapping[str, Any], where: str) -> dic
 
 
 def _count(opt_state: Any, state_dict: Mapping[str, Any], count: int | None) -> int:
-    """The step count for ``nnx.Optimizer.step``: ``count``, else the state's ``count`` fields,
-    else torch's largest ``step``."""
+    """The step count for `nnx.Optimizer.step`: `count`, else the state's `count` fields,
+    else torch's largest `step`."""
     if count is not None:
         return int(count)
     counts = [int(v) for _, v in optax.tree_utils.tree_get_all_with_path(opt_state, "count") if np.ndim(v) == 0]  # fmt: skip
@@ -192,45 +199,46 @@ def nnx_optimizer_from_torch(
     count: int | None = None,
     **state_kwargs: Any,
 ) -> nnx.Optimizer:
-    """An ``nnx.Optimizer`` over ``model`` holding a torch optimizer's state.
+    """An `nnx.Optimizer` over `model` holding a torch optimizer's state.
 
-    Each torch parameter is matched to its NNX variable by name and its state entries are laid
-    out as the weight is (module docstring); the result's ``opt_state`` is what
-    :func:`~jaxopt_port.interop.optimizer_state_from_torch` gives for ``nnx.state(model, wrt)``,
-    so count inference and errors are that function's. The weights themselves are not touched:
-    load them with :func:`~jaxopt_port.interop.weights_from_torch`.
+    Each torch parameter is matched to its NNX variable by name and its state entries are laid out
+    as the weight is (module docstring); the result's `opt_state` is what
+    [`optimizer_state_from_torch`][jaxopt_port.interop.optimizer_state_from_torch] gives for
+    `nnx.state(model, wrt)`, so count inference and errors are that function's. The weights
+    themselves are not touched: load them with
+    [`weights_from_torch`][jaxopt_port.interop.weights_from_torch].
 
     Args:
-      torch_optimizer: the torch optimizer, or its ``state_dict()`` (a checkpoint's).
+      torch_optimizer: the torch optimizer, or its `state_dict()` (a checkpoint's).
       model: the NNX twin of the torch model (names and layouts as in
-        :mod:`~jaxopt_port.interop.weights`).
-      tx: the transformation (e.g. ``transforms.no_weight_decay(optim.adamw, ...)``; see the
-        module docstring for param groups), or an ``nnx.Optimizer`` over ``model`` to fill in
-        place (its ``tx`` and ``wrt`` are used).
-      torch_model: how to name torch's parameters when the ``state_dict`` has no
-        ``param_names`` (an optimizer built from ``model.parameters()``): the torch
-        ``nn.Module`` (matched by identity with a live optimizer; with a ``state_dict``, one
-        param group in ``named_parameters()`` order), or the names in the optimizer's parameter
+        `weights`).
+      tx: the transformation (e.g. `transforms.no_weight_decay(optim.adamw, ...)`; see the
+        module docstring for param groups), or an `nnx.Optimizer` over `model` to fill in
+        place (its `tx` and `wrt` are used).
+      torch_model: how to name torch's parameters when the `state_dict` has no
+        `param_names` (an optimizer built from `model.parameters()`): the torch
+        `nn.Module` (matched by identity with a live optimizer; with a `state_dict`, one
+        param group in `named_parameters()` order), or the names in the optimizer's parameter
         order. Default None.
-      wrt: the ``nnx.Optimizer``'s filter (default ``nnx.Param``); ignored when ``tx`` is an
-        ``nnx.Optimizer``.
-      count: optimizer steps taken, passed to ``optimizer_state_from_torch`` (default None: read
-        from torch's state there). Also written to the ``nnx.Optimizer``'s ``step``.
-      **state_kwargs: further keywords for ``optimizer_state_from_torch``.
+      wrt: the `nnx.Optimizer`'s filter (default `nnx.Param`); ignored when `tx` is an
+        `nnx.Optimizer`.
+      count: optimizer steps taken, passed to `optimizer_state_from_torch` (default None: read
+        from torch's state there). Also written to the `nnx.Optimizer`'s `step`.
+      **state_kwargs: further keywords for `optimizer_state_from_torch`.
 
     Returns:
-      The ``nnx.Optimizer`` (``tx`` itself when given one), its state equal to torch's.
+      The `nnx.Optimizer` (`tx` itself when given one), its state equal to torch's.
 
     Raises:
-      TypeError: ``torch_optimizer`` is neither a torch optimizer nor its ``state_dict()`` (a
-        torch module, a model's state dict, ...), or ``torch_model`` is of the wrong kind.
+      TypeError: `torch_optimizer` is neither a torch optimizer nor its `state_dict()` (a
+        torch module, a model's state dict, ...), or `torch_model` is of the wrong kind.
       ValueError: a parameter that cannot be named or has no NNX counterpart; state without an
         NNX layout (RNN biases, Adafactor's factored moments of a transposed kernel); param
-        groups or hyperparameters that differ between ``tx`` and torch (naming the leaf, its
-        torch parameter and both groups); and ``optimizer_state_from_torch``'s errors. Nothing
+        groups or hyperparameters that differ between `tx` and torch (naming the leaf, its
+        torch parameter and both groups); and `optimizer_state_from_torch`'s errors. Nothing
         is changed on error.
 
-    Example:
+    Examples:
       >>> import torch
       >>> from flax import nnx
       >>> from jaxopt_port import interop, optim
@@ -302,7 +310,7 @@ def _as_tensor(value: Any) -> Any:
 
 
 def _scatter(match: Match, entries: dict[int, dict[str, Any]], where: str) -> dict[int, dict]:
-    """Per torch position, its state from the NNX leaves' ``entries`` (by leaf), torch's layout."""
+    """Per torch position, its state from the NNX leaves' `entries` (by leaf), torch's layout."""
     flats: dict[int, dict[str, np.ndarray]] = {}  # position -> key -> torch flat array
     filled: dict[int, dict[str, np.ndarray]] = {}
     out: dict[int, dict[str, Any]] = {}
@@ -349,38 +357,40 @@ def nnx_optimizer_to_torch(
     torch_model: Any = None,
     count: int | None = None,
 ) -> dict[str, Any]:
-    """The ``state_dict()`` of ``torch_optimizer`` holding an ``nnx.Optimizer``'s state.
+    """The `state_dict()` of `torch_optimizer` holding an `nnx.Optimizer`'s state.
 
     Each NNX leaf's state goes to its torch parameter by name, laid out as the weight is (module
-    docstring): ``torch_optimizer.load_state_dict(result)`` loads it, and ``torch.save`` saves it.
-    The state is :func:`~jaxopt_port.interop.optimizer_state_to_torch`'s for
-    ``nnx.state(model, optimizer.wrt)``: each torch group gets the hyperparameters the matching
-    group of ``optimizer.tx`` carries (a scheduled lr as torch's scheduler leaves it after the
-    state's step count), over the keys of ``torch_optimizer``'s own group (kept where ``tx``
-    carries none, e.g. ``tx`` wrapped in ``optax.chain``); ``"params"`` and ``"param_names"`` are
-    ``torch_optimizer``'s. Position a torch scheduler with
-    :func:`~jaxopt_port.interop.position_scheduler`. The weights go with
-    :func:`~jaxopt_port.interop.weights_to_torch`.
+    docstring): `torch_optimizer.load_state_dict(result)` loads it, and `torch.save` saves it.
+    The state is [`optimizer_state_to_torch`][jaxopt_port.interop.optimizer_state_to_torch]'s for
+    `nnx.state(model, optimizer.wrt)`: each torch group gets the hyperparameters the matching
+    group of `optimizer.tx` carries (a scheduled lr as torch's scheduler leaves it after the
+    state's step count), over the keys of `torch_optimizer`'s own group (kept where `tx`
+    carries none, e.g. `tx` wrapped in `optax.chain`); `"params"` and `"param_names"` are
+    `torch_optimizer`'s. Position a torch scheduler with
+    [`position_scheduler`][jaxopt_port.interop.position_scheduler]. The weights go with
+    [`weights_to_torch`][jaxopt_port.interop.weights_to_torch].
 
     Args:
-      optimizer: the ``nnx.Optimizer`` (its ``tx``, ``wrt`` and ``opt_state`` are read).
+      optimizer: the `nnx.Optimizer` (its `tx`, `wrt` and `opt_state` are read).
       model: the NNX model it optimizes.
       torch_optimizer: the torch optimizer to load into (built over the torch model's parameters
         with torch's group structure; its hyperparameters and state do not matter), or its
-        ``state_dict()``: it gives torch's parameter numbering and groups.
-      torch_model: names torch's parameters, as in :func:`nnx_optimizer_from_torch` (not needed
-        when the optimizer was built from ``model.named_parameters()``).
+        `state_dict()`: it gives torch's parameter numbering and groups.
+      torch_model: names torch's parameters, as in
+        [`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] (not needed when
+        the optimizer was built from `model.named_parameters()`).
       count: optimizer steps taken, at which schedules are evaluated (default: the state's).
 
     Returns:
-      ``{"state": {id: {key: tensor}}, "param_groups": [...]}`` with torch tensors (L-BFGS's
-      history as lists of tensors, its counters as ints), ready for ``load_state_dict``.
+      `{"state": {id: {key: tensor}}, "param_groups": [...]}` with torch tensors (L-BFGS's
+      history as lists of tensors, its counters as ints), ready for `load_state_dict`.
 
     Raises:
-      TypeError, ValueError: as :func:`nnx_optimizer_from_torch` (hyperparameters are written,
-        not compared), and ``optimizer_state_to_torch``'s errors.
+      TypeError, ValueError: as
+        [`nnx_optimizer_from_torch`][jaxopt_port.interop.nnx_optimizer_from_torch] (hyperparameters
+        are written, not compared), and `optimizer_state_to_torch`'s errors.
 
-    Example:
+    Examples:
       >>> import torch
       >>> from flax import nnx
       >>> from jaxopt_port import interop, optim

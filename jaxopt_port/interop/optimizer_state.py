@@ -1,23 +1,23 @@
-"""torch optimizer ``state_dict()`` ↔ jaxopt_port optimizer state, lossless both ways.
+"""torch optimizer `state_dict()` ↔ jaxopt_port optimizer state, lossless both ways.
 
 Every jaxopt_port state NamedTuple names its fields as torch names its state keys
-(``exp_avg``, ``momentum_buffer``, ``step``, ...), so the conversion is mechanical and written
-once for all 15 optimizers: the state ``tx.init(params)`` builds is the template, and each field is
-filled from (or read into) ``state_dict["state"][i]`` for the i-th leaf of ``params`` — the
-leaf-order convention of ``optim.from_torch``. Fields named ``count`` (optax bookkeeping that
+(`exp_avg`, `momentum_buffer`, `step`, ...), so the conversion is mechanical and written
+once for all 15 optimizers: the state `tx.init(params)` builds is the template, and each field is
+filled from (or read into) `state_dict["state"][i]` for the i-th leaf of `params` — the
+leaf-order convention of `optim.from_torch`. Fields named `count` (optax bookkeeping that
 indexes schedules and SGD's first momentum step) take the number of optimizer steps taken, as
-torch's state implies it: its ``step``, or an attached scheduler's position, or (where nothing
+torch's state implies it: its `step`, or an attached scheduler's position, or (where nothing
 reads more than "stepped or not") its momentum buffers; otherwise the conversion asks for it.
 Values go to torch as the tensors and Python numbers torch itself keeps. L-BFGS's single state
 goes under parameter 0 with its history as torch's lists.
 
-Param groups. A transformation built by a jaxopt_port optimizer, ``optim.from_torch``,
-``schedules.with_schedules`` or ``transforms.param_groups`` carries torch's param groups (a
-:class:`~jaxopt_port.optim.TorchTransformation`): their hyperparameters, written into the
-``state_dict`` so that a plain ``torch_optimizer.load_state_dict`` restores them, and which leaves
+Param groups. A transformation built by a jaxopt_port optimizer, `optim.from_torch`,
+`schedules.with_schedules` or `transforms.param_groups` carries torch's param groups (a
+[`TorchTransformation`][jaxopt_port.optim.TorchTransformation]): their hyperparameters, written into
+the `state_dict` so that a plain `torch_optimizer.load_state_dict` restores them, and which leaves
 each holds. torch numbers its parameters group after group, so with interleaved groups
-(``param_groups`` selecting by pattern) torch id ``k`` is the ``k``-th leaf in that order, not
-leaf ``k``; leaves of a frozen group have no torch id. Both directions use the same mapping.
+(`param_groups` selecting by pattern) torch id `k` is the `k`-th leaf in that order, not leaf `k`;
+leaves of a frozen group have no torch id. Both directions use the same mapping.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _cast(value: Any, like: Any, where: str) -> jax.Array:
 
 
 class _Filler:
-    """Rebuilds a template state with torch's values (the inverse of ``per_param_state``)."""
+    """Rebuilds a template state with torch's values (the inverse of `per_param_state`)."""
 
     def __init__(self, torch_state: list[dict[str, Any]], params: Any, count: int) -> None:
         self.torch_state = torch_state
@@ -99,7 +99,7 @@ class _Filler:
 
     def _served(self, node: Any) -> list[int]:
         """The leaves whose state this NamedTuple holds (all, if it holds no per-leaf field): its
-        shared scalars (``step``, ASGD's ``eta``) come from theirs, as ``per_param_state`` puts
+        shared scalars (`step`, ASGD's `eta`) come from theirs, as `per_param_state` puts
         them there."""
         served: set[int] = set()
         for value in node:
@@ -172,49 +172,49 @@ def optimizer_state_from_torch(
     count: int | None = None,
     scheduler: Any = None,
 ) -> optax.OptState:
-    """The jaxopt_port state equal to a torch optimizer's ``state_dict()``.
+    """The jaxopt_port state equal to a torch optimizer's `state_dict()`.
 
-    The step count (optax's ``count`` fields: schedules, SGD's first-step branch) is what torch's
+    The step count (optax's `count` fields: schedules, SGD's first-step branch) is what torch's
     state implies, never a guess:
 
-    * torch's ``step`` entries (every optimizer but SGD, Muon and L-BFGS), or
-    * the attached scheduler's ``last_epoch`` (times its ``steps_per_epoch``) when
-      ``scheduler=`` is given; with both, they must agree;
+    * torch's `step` entries (every optimizer but SGD, Muon and L-BFGS), or
+    * the attached scheduler's `last_epoch` (times its `steps_per_epoch`) when
+      `scheduler=` is given; with both, they must agree;
     * otherwise 0 when torch holds no state where it would after a step (SGD with momentum,
       Muon, L-BFGS not stepped yet), and a lower bound of 1 when it does (a momentum buffer, an
-      L-BFGS history) provided nothing in ``tx`` reads the exact count: no param group of ``tx``
+      L-BFGS history) provided nothing in `tx` reads the exact count: no param group of `tx`
       follows a schedule. When the exact count matters and torch's state does not give it
-      (SGD/Muon/L-BFGS under a schedule, SGD without momentum under a schedule, or a ``tx``
-      wrapped by optax so that its groups are unknown), it raises and asks for ``count=`` or
-      ``scheduler=``.
+      (SGD/Muon/L-BFGS under a schedule, SGD without momentum under a schedule, or a `tx`
+      wrapped by optax so that its groups are unknown), it raises and asks for `count=` or
+      `scheduler=`.
 
-    With ``scheduler=`` a ReduceLROnPlateau's whole position goes into ``tx``'s plateau state
-    (``best``, ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``, and each group's lr).
+    With `scheduler=` a ReduceLROnPlateau's whole position goes into `tx`'s plateau state
+    (`best`, `num_bad_epochs`, `cooldown_counter`, `last_epoch`, and each group's lr).
 
     Args:
-      state_dict: ``torch_optimizer.state_dict()`` (tensors or arrays), ``state`` keyed by integer
-        ids in ``param_groups`` order.
-      tx: the transformation, e.g. ``optim.from_torch(torch_optimizer, scheduler=...)``.
-      params: the parameters; leaf i is torch's parameter i — or, when ``tx`` carries several
-        param groups (``transforms.param_groups``), torch's parameters are the leaves group after
+      state_dict: `torch_optimizer.state_dict()` (tensors or arrays), `state` keyed by integer
+        ids in `param_groups` order.
+      tx: the transformation, e.g. `optim.from_torch(torch_optimizer, scheduler=...)`.
+      params: the parameters; leaf i is torch's parameter i — or, when `tx` carries several
+        param groups (`transforms.param_groups`), torch's parameters are the leaves group after
         group (module docstring).
       count: optimizer steps taken; overrides what torch's state implies.
-      scheduler: the torch lr scheduler attached to the optimizer, or its ``state_dict()``
+      scheduler: the torch lr scheduler attached to the optimizer, or its `state_dict()`
         (default None): its position gives the count, and ReduceLROnPlateau's state.
 
     Returns:
-      ``tx.init(params)`` with every torch state entry filled in. Parameters torch has no state for
+      `tx.init(params)` with every torch state entry filled in. Parameters torch has no state for
       (not stepped yet) keep the initial state, as torch would create it.
 
     Raises:
-      ValueError: the number of parameters differs, the param groups differ from those ``tx``
+      ValueError: the number of parameters differs, the param groups differ from those `tx`
         carries in number or size (torch's messages), an entry has another shape (the message
         names the entry and both shapes), the count cannot be inferred where it matters or
-        torch's ``step`` and the scheduler disagree, or ``tx`` follows ReduceLROnPlateau and
-        steps were taken but no ``scheduler=`` holds its position. Nothing is returned
+        torch's `step` and the scheduler disagree, or `tx` follows ReduceLROnPlateau and
+        steps were taken but no `scheduler=` holds its position. Nothing is returned
         half-converted.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, torch
       >>> from jaxopt_port import interop, optim
       >>> model = torch.nn.Linear(3, 1)
@@ -262,7 +262,7 @@ def _resolve_count(
     count: int | None, torch_state: list[dict[str, Any]], template: Any, tx: Any, params: Any,
     scheduler: Any,
 ) -> int:  # fmt: skip
-    """The optimizer steps torch's state implies (see ``optimizer_state_from_torch``)."""
+    """The optimizer steps torch's state implies (see `optimizer_state_from_torch`)."""
     if count is not None:
         if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
             raise ValueError(f"count must be a non-negative int, got {count!r}")
@@ -309,7 +309,7 @@ def _resolve_count(
 
 
 def _stepped(torch_state: list[dict[str, Any]]) -> bool:
-    """Whether torch's state shows a step: a positive ``step``, or state without one."""
+    """Whether torch's state shows a step: a positive `step`, or state without one."""
     return any(float(_numpy(s["step"])) > 0 if "step" in s else bool(s) for s in torch_state)
 
 
@@ -322,7 +322,7 @@ def _steps_per_epoch(tx: Any) -> int:
 
 
 def _count_dependence(tx: Any) -> str | None:
-    """Why ``tx`` may read the exact step count, or None when it does not."""
+    """Why `tx` may read the exact step count, or None when it does not."""
     groups = getattr(tx, "torch_groups", ())
     if not groups:
         return (
@@ -348,7 +348,7 @@ def _scheduled(value: Any) -> bool:
 
 
 def _fill_plateaus(state: Any, tx: Any, params: Any, scheduler: Any, lrs: list[Any]) -> Any:
-    """``state`` with each group's ReduceLROnPlateau state holding the torch scheduler's."""
+    """`state` with each group's ReduceLROnPlateau state holding the torch scheduler's."""
 
     def is_injected(node: Any) -> bool:
         return isinstance(node, optax.InjectStatefulHyperparamsState) and any(
@@ -388,60 +388,60 @@ def optimizer_state_to_torch(
     param_groups: list[dict[str, Any]] | None = None,
     count: int | None = None,
 ) -> dict[str, Any]:
-    """A torch ``state_dict()`` holding the jaxopt_port state ``opt_state``, ready for
-    ``torch_optimizer.load_state_dict`` and ``torch.save``.
+    """A torch `state_dict()` holding the jaxopt_port state `opt_state`, ready for
+    `torch_optimizer.load_state_dict` and `torch.save`.
 
     Every value is of the type and dtype torch itself keeps (imports torch): per-parameter state
-    as tensors of the state's dtype (the parameters'; ``load_state_dict`` casts them to the torch
-    parameters' dtype); ``step``, ASGD's ``eta`` and ``mu`` and NAdam's ``mu_product`` as 0-d
-    tensors of torch's scalar dtype (float32, float64 when ``torch.get_default_dtype()`` is
-    float64); SparseAdam's ``step`` and L-BFGS's ``func_evals`` and ``n_iter`` as Python ints;
-    L-BFGS's ``old_dirs``, ``old_stps`` and ``ro`` as lists of tensors (oldest first), ``d``,
-    ``prev_flat_grad`` and ``H_diag`` as tensors, ``t`` and ``prev_loss`` as Python floats.
+    as tensors of the state's dtype (the parameters'; `load_state_dict` casts them to the torch
+    parameters' dtype); `step`, ASGD's `eta` and `mu` and NAdam's `mu_product` as 0-d
+    tensors of torch's scalar dtype (float32, float64 when `torch.get_default_dtype()` is
+    float64); SparseAdam's `step` and L-BFGS's `func_evals` and `n_iter` as Python ints;
+    L-BFGS's `old_dirs`, `old_stps` and `ro` as lists of tensors (oldest first), `d`,
+    `prev_flat_grad` and `H_diag` as tensors, `t` and `prev_loss` as Python floats.
 
-    When ``tx`` carries torch's param groups — it was built by a jaxopt_port optimizer
-    (``optim.adamw(...)``), ``optim.from_torch``, ``schedules.with_schedules`` or
-    ``transforms.param_groups`` / ``no_weight_decay`` — the result is a complete torch
-    ``state_dict``: ``torch_optimizer.load_state_dict`` loads it into a torch optimizer built over
+    When `tx` carries torch's param groups — it was built by a jaxopt_port optimizer
+    (`optim.adamw(...)`), `optim.from_torch`, `schedules.with_schedules` or
+    `transforms.param_groups` / `no_weight_decay` — the result is a complete torch
+    `state_dict`: `torch_optimizer.load_state_dict` loads it into a torch optimizer built over
     the same parameters with the same group structure (whatever hyperparameters it was built
-    with), and leaves its ``param_groups`` as those of a torch optimizer trained the same way.
-    Each group holds every torch key of the call (AdamW's ``decoupled_weight_decay=True`` too;
-    Muon's ``ns_dtype`` is not torch's); a scheduled value is the schedule's value after
-    ``count`` steps, as torch's scheduler leaves it, with torch's ``initial_lr`` for a
-    ``jaxopt_port.schedules`` lr; ReduceLROnPlateau's lr is read from ``opt_state``;
-    ``from_torch`` also keeps the keys a scheduler added (``max_lr``, ...). A torch scheduler's
-    own position is written by :func:`~jaxopt_port.interop.position_scheduler`.
+    with), and leaves its `param_groups` as those of a torch optimizer trained the same way.
+    Each group holds every torch key of the call (AdamW's `decoupled_weight_decay=True` too;
+    Muon's `ns_dtype` is not torch's); a scheduled value is the schedule's value after
+    `count` steps, as torch's scheduler leaves it, with torch's `initial_lr` for a
+    `jaxopt_port.schedules` lr; ReduceLROnPlateau's lr is read from `opt_state`;
+    `from_torch` also keeps the keys a scheduler added (`max_lr`, ...). A torch scheduler's
+    own position is written by [`position_scheduler`][jaxopt_port.interop.position_scheduler].
 
-    A transformation wrapped further (``optax.chain``, ``optax.MultiSteps``,
-    ``optax.inject_hyperparams``) or built from optax pieces carries no groups: then the result has
-    one group with only ``"params"`` unless ``param_groups`` is given, and loads only with
-    :func:`optimizer_state_into_torch` (which keeps the torch optimizer's hyperparameters) or after adding
-    the hyperparameters to each group.
+    A transformation wrapped further (`optax.chain`, `optax.MultiSteps`, `optax.inject_hyperparams`)
+    or built from optax pieces carries no groups: then the result has one group with only `"params"`
+    unless `param_groups` is given, and loads only with
+    [`optimizer_state_into_torch`][jaxopt_port.interop.optimizer_state_into_torch] (which keeps the
+    torch optimizer's hyperparameters) or after adding the hyperparameters to each group.
 
     Args:
-      opt_state: a state of ``tx``.
+      opt_state: a state of `tx`.
       tx: the transformation (its structure is checked; its param groups are written).
       params: the parameters; leaf i becomes torch's parameter i (with several carried groups,
         the leaves group after group: see the module docstring).
-      param_groups: torch's ``param_groups`` to store instead of the carried ones (e.g.
-        ``torch_optimizer.state_dict()["param_groups"]``); each group's ``"params"`` ids are kept.
+      param_groups: torch's `param_groups` to store instead of the carried ones (e.g.
+        `torch_optimizer.state_dict()["param_groups"]`); each group's `"params"` ids are kept.
       count: the number of optimizer steps taken, at which schedules are evaluated; by default
-        the state's (its ``count`` fields and torch's ``step`` entries).
+        the state's (its `count` fields and torch's `step` entries).
 
     Returns:
-      ``{"state": {i: {key: value}}, "param_groups": [...]}``; hyperparameters are Python values
+      `{"state": {i: {key: value}}, "param_groups": [...]}`; hyperparameters are Python values
       (or the tensors they were given as).
 
     Raises:
-      ValueError: ``opt_state`` is not a state of ``tx``; ``param_groups`` differs from the
-        carried groups in number or size (torch's messages); ``count`` is negative.
+      ValueError: `opt_state` is not a state of `tx`; `param_groups` differs from the
+        carried groups in number or size (torch's messages); `count` is negative.
 
     Warning:
-      torch keeps L-BFGS's ``t`` as the type of its lr (or a tensor after a first step shorter
-      than the lr); here it is a Python float of the same value. L-BFGS's scratch list ``al`` is
+      torch keeps L-BFGS's `t` as the type of its lr (or a tensor after a first step shorter
+      than the lr); here it is a Python float of the same value. L-BFGS's scratch list `al` is
       left out: torch creates it at the next step.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, torch
       >>> from jaxopt_port import interop, optim
       >>> tx = optim.adamw(lr=1e-3)
@@ -488,7 +488,7 @@ def optimizer_state_to_torch(
 
 
 def _layout(tx: Any, params: Any) -> tuple[list[tuple[TorchGroup | None, list[int]]], list[int]]:
-    """``tx``'s torch param groups with their leaves, and the leaf index of each torch id."""
+    """`tx`'s torch param groups with their leaves, and the leaf index of each torch id."""
     layout = torch_layout(tx, params)
     return layout, [leaf for _, group_leaves in layout for leaf in group_leaves]
 
@@ -496,7 +496,7 @@ def _layout(tx: Any, params: Any) -> tuple[list[tuple[TorchGroup | None, list[in
 def _check_groups(
     groups: list[dict[str, Any]], layout: list, order: list[int], num_leaves: int, what: str
 ) -> None:
-    """torch's ``load_state_dict`` checks, for ``groups`` against the groups ``tx`` carries."""
+    """torch's `load_state_dict` checks, for `groups` against the groups `tx` carries."""
     if not groups:
         return
     if len(layout) > 1:  # several carried groups: the structure must be torch's
@@ -522,7 +522,7 @@ def _check_groups(
 
 
 def _group_values(hyperparams: Any, count: int, state: Any) -> dict[str, Any]:
-    """A carried group's hyperparameters as torch holds them after ``count`` steps."""
+    """A carried group's hyperparameters as torch holds them after `count` steps."""
     with jax.enable_x64(True):  # torch's scheduler computes in Python floats
         out = {k: _group_value(k, v, count, state) for k, v in hyperparams.items()}
     lr = hyperparams.get("lr")
@@ -544,7 +544,7 @@ def _group_value(key: str, value: Any, count: int, state: Any) -> Any:
 
 
 def _schedule_state(state: Any, key: str) -> Any:
-    """The state of the stateful schedule ``optax.inject_hyperparams`` feeds into ``key``."""
+    """The state of the stateful schedule `optax.inject_hyperparams` feeds into `key`."""
     for node in nodes(state):
         if isinstance(node, optax.schedules.InjectStatefulHyperparamsState):
             if key in node.hyperparams_states:
@@ -556,14 +556,14 @@ def _schedule_state(state: Any, key: str) -> Any:
     )
 
 
-#: Scalar state torch keeps in its scalar dtype (``torch.optim.optimizer._get_scalar_dtype``).
 _SCALAR_KEYS = ("step", "eta", "mu", "mu_product")
-#: L-BFGS's history: torch keeps lists of tensors, oldest first.
+"""Scalar state torch keeps in its scalar dtype (`torch.optim.optimizer._get_scalar_dtype`)."""
 _HISTORY_KEYS = ("old_dirs", "old_stps", "ro")
+"""L-BFGS's history: torch keeps lists of tensors, oldest first."""
 
 
 def _to_torch_value(torch: Any, key: str, value: Any, int_step: bool) -> Any:
-    """One state entry as torch keeps it (``optimizer_state_to_torch``'s docstring)."""
+    """One state entry as torch keeps it (`optimizer_state_to_torch`'s docstring)."""
     if key in _HISTORY_KEYS:
         return [to_tensor(row) for row in np.asarray(value)]
     if key in ("func_evals", "n_iter") or (key == "step" and int_step):
@@ -577,7 +577,7 @@ def _to_torch_value(torch: Any, key: str, value: Any, int_step: bool) -> Any:
 
 
 def _int_step_leaves(opt_state: Any, params: Any) -> set[int]:
-    """The leaves whose ``step`` torch keeps as a Python int (SparseAdam's)."""
+    """The leaves whose `step` torch keeps as a Python int (SparseAdam's)."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     shapes = [tuple(np.shape(leaf)) for leaf in leaves]
     out: set[int] = set()
@@ -591,13 +591,13 @@ def _int_step_leaves(opt_state: Any, params: Any) -> set[int]:
 def optimizer_state_into_torch(
     optimizer: Any, opt_state: optax.OptState, tx: optax.GradientTransformation, params: Any
 ) -> None:
-    """Load ``opt_state`` into a live torch optimizer built with the same hyperparameters.
+    """Load `opt_state` into a live torch optimizer built with the same hyperparameters.
 
-    The optimizer keeps its own ``param_groups`` (hyperparameters); its per-parameter state becomes
-    ``opt_state``'s (:func:`optimizer_state_to_torch`'s tensors). A scheduled lr is the
-    scheduler's to write: position the scheduler with
-    :func:`~jaxopt_port.interop.position_scheduler`. To take the hyperparameters from ``tx``
-    instead, use ``optimizer.load_state_dict(optimizer_state_to_torch(opt_state, tx, params))``.
+    The optimizer keeps its own `param_groups` (hyperparameters); its per-parameter state becomes
+    `opt_state`'s ([`optimizer_state_to_torch`][jaxopt_port.interop.optimizer_state_to_torch]'s
+    tensors). A scheduled lr is the scheduler's to write: position the scheduler with
+    [`position_scheduler`][jaxopt_port.interop.position_scheduler]. To take the hyperparameters from
+    `tx` instead, use `optimizer.load_state_dict(optimizer_state_to_torch(opt_state, tx, params))`.
     """
     optimizer.load_state_dict(
         optimizer_state_to_torch(

@@ -1,13 +1,14 @@
 """A torch lr scheduler's position ↔ the step count of a jaxopt_port optimizer state.
 
-A torch scheduler keeps its position itself (``last_epoch``, ``_step_count``, ``_last_lr`` and
-what each class derives from them) and writes the lr into the optimizer's param groups; a
-jaxopt_port schedule is a function of the state's step count. :func:`scheduler_count` reads the
-count from a scheduler; :func:`position_scheduler` puts a live scheduler (and the lr, momentum or
-β1 it owns in the optimizer's param groups) where an unbroken torch run would have it after that
-many optimizer steps. ReduceLROnPlateau's position is its state (``best``, ``num_bad_epochs``,
-``cooldown_counter``, ``last_epoch`` and the lr), held on the JAX side in
-:class:`~jaxopt_port.schedules.ReduceLROnPlateauState`: it is carried both ways.
+A torch scheduler keeps its position itself (`last_epoch`, `_step_count`, `_last_lr` and what each
+class derives from them) and writes the lr into the optimizer's param groups; a jaxopt_port schedule
+is a function of the state's step count. [`scheduler_count`][jaxopt_port.interop.scheduler_count]
+reads the count from a scheduler; [`position_scheduler`][jaxopt_port.interop.position_scheduler]
+puts a live scheduler (and the lr, momentum or β1 it owns in the optimizer's param groups) where an
+unbroken torch run would have it after that many optimizer steps. ReduceLROnPlateau's position is
+its state (`best`, `num_bad_epochs`, `cooldown_counter`, `last_epoch` and the lr), held on the JAX
+side in [`ReduceLROnPlateauState`][jaxopt_port.schedules.ReduceLROnPlateauState]: it is carried both
+ways.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from jaxopt_port.schedules import (
 
 __all__ = ["position_scheduler", "scheduler_count"]
 
-#: What identifies a ReduceLROnPlateau ``state_dict()`` (it is not an ``LRScheduler`` position).
 _PLATEAU_KEYS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+"""What identifies a ReduceLROnPlateau `state_dict()` (it is not an `LRScheduler` position)."""
 
 
 # ----------------------------------------------------------------------------- state trees
@@ -49,7 +50,7 @@ def nodes(tree: Any) -> Iterator[Any]:
 
 
 def replace_nodes(tree: Any, match: Callable[[Any], bool], new: Callable[[Any], Any]) -> Any:
-    """``tree`` with every node for which ``match`` holds replaced by ``new(node)``."""
+    """`tree` with every node for which `match` holds replaced by `new(node)`."""
     if match(tree):
         return new(tree)
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
@@ -62,8 +63,8 @@ def replace_nodes(tree: Any, match: Callable[[Any], bool], new: Callable[[Any], 
 
 
 def steps_in_state(opt_state: Any) -> int | None:
-    """The updates ``opt_state`` has seen: the largest of its scalar ``count`` fields (optax's
-    bookkeeping, L-BFGS's) and ``step`` fields (torch's); ``None`` when it holds neither."""
+    """The updates `opt_state` has seen: the largest of its scalar `count` fields (optax's
+    bookkeeping, L-BFGS's) and `step` fields (torch's); `None` when it holds neither."""
     counts = []
     for node in nodes(opt_state):
         for name in ("count", "step"):
@@ -74,8 +75,8 @@ def steps_in_state(opt_state: Any) -> int | None:
 
 
 def group_states(opt_state: Any, tx: Any, params: Any = None) -> list[Any]:
-    """The part of ``opt_state`` that holds each torch param group ``tx`` carries, in torch's
-    group order: the whole state for a single group, ``inner_states[label]`` for several."""
+    """The part of `opt_state` that holds each torch param group `tx` carries, in torch's
+    group order: the whole state for a single group, `inner_states[label]` for several."""
     groups = getattr(tx, "torch_groups", ())
     if len(groups) <= 1 or getattr(tx, "torch_labels", None) is None:
         return [opt_state]
@@ -88,7 +89,7 @@ def group_states(opt_state: Any, tx: Any, params: Any = None) -> list[Any]:
 
 
 def as_state_dict(scheduler: Any) -> dict[str, Any]:
-    """A torch scheduler's ``state_dict()`` (a live scheduler, or the dict itself)."""
+    """A torch scheduler's `state_dict()` (a live scheduler, or the dict itself)."""
     if isinstance(scheduler, dict):
         return scheduler
     if hasattr(scheduler, "state_dict") and hasattr(scheduler, "optimizer"):
@@ -100,30 +101,31 @@ def as_state_dict(scheduler: Any) -> dict[str, Any]:
 
 
 def is_plateau(scheduler: Any) -> bool:
-    """Whether ``scheduler`` (live, or its ``state_dict()``) is a ReduceLROnPlateau."""
+    """Whether `scheduler` (live, or its `state_dict()`) is a ReduceLROnPlateau."""
     return all(key in as_state_dict(scheduler) for key in _PLATEAU_KEYS)
 
 
 def scheduler_count(scheduler: Any, *, steps_per_epoch: int = 1) -> int:
     """The number of optimizer steps a torch scheduler's position stands for.
 
-    That is ``last_epoch`` (the number of ``scheduler.step()`` calls; a ChainedScheduler's parts
-    all hold it) times ``steps_per_epoch``. A scheduler stepped once per epoch of ``n`` batches
-    (``steps_per_epoch=n``) gives the count at the start of the epoch it is in.
+    That is `last_epoch` (the number of `scheduler.step()` calls; a ChainedScheduler's parts
+    all hold it) times `steps_per_epoch`. A scheduler stepped once per epoch of `n` batches
+    (`steps_per_epoch=n`) gives the count at the start of the epoch it is in.
 
     Args:
-      scheduler: a ``torch.optim.lr_scheduler`` scheduler (any of the 15), ``SWALR``, or the
-        ``state_dict()`` of one (as saved in a checkpoint).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      scheduler: a `torch.optim.lr_scheduler` scheduler (any of the 15), `SWALR`, or the
+        `state_dict()` of one (as saved in a checkpoint).
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Returns:
-      The count, as the ``count=`` of :func:`~jaxopt_port.interop.optimizer_state_from_torch`.
+      The count, as the `count=` of
+        [`optimizer_state_from_torch`][jaxopt_port.interop.optimizer_state_from_torch].
 
     Raises:
       ValueError: the scheduler holds no position (a ChainedScheduler whose parts disagree, a
-        negative ``last_epoch``), or ``steps_per_epoch`` is not a positive int.
+        negative `last_epoch`), or `steps_per_epoch` is not a positive int.
 
-    Example:
+    Examples:
       >>> import torch
       >>> from jaxopt_port import interop
       >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
@@ -149,8 +151,8 @@ def scheduler_count(scheduler: Any, *, steps_per_epoch: int = 1) -> int:
 
 
 def plateau_values(state: ReduceLROnPlateauState, scheduler: Any, lr: Any) -> Any:
-    """``state`` holding a torch ReduceLROnPlateau's position (its ``state_dict()`` or itself)
-    and the param group's ``lr``."""
+    """`state` holding a torch ReduceLROnPlateau's position (its `state_dict()` or itself)
+    and the param group's `lr`."""
     saved = as_state_dict(scheduler)
     dtype = scalar_dtype()
     return state._replace(
@@ -163,7 +165,7 @@ def plateau_values(state: ReduceLROnPlateauState, scheduler: Any, lr: Any) -> An
 
 
 def _plateau_states(opt_state: Any, tx: Any) -> list[ReduceLROnPlateauState]:
-    """One ReduceLROnPlateau state per torch param group (torch's order when ``tx`` is given)."""
+    """One ReduceLROnPlateau state per torch param group (torch's order when `tx` is given)."""
     parts = group_states(opt_state, tx) if tx is not None else [opt_state]
     found = [[n for n in nodes(part) if isinstance(n, ReduceLROnPlateauState)] for part in parts]
     if tx is None:
@@ -182,7 +184,7 @@ def _plateau_states(opt_state: Any, tx: Any) -> list[ReduceLROnPlateauState]:
 
 
 def _set_value(group: dict[str, Any], key: str, value: float) -> None:
-    """``group[key] = value`` as torch's schedulers write it (a tensor lr is filled in place)."""
+    """`group[key] = value` as torch's schedulers write it (a tensor lr is filled in place)."""
     current = group.get(key)
     if hasattr(current, "fill_"):
         current.fill_(value)
@@ -191,21 +193,21 @@ def _set_value(group: dict[str, Any], key: str, value: float) -> None:
 
 
 def _last_lrs(optimizer: Any) -> list[Any]:
-    """torch's ``_last_lr``: the groups' lrs, tensors cloned."""
+    """torch's `_last_lr`: the groups' lrs, tensors cloned."""
     return [
         g["lr"].clone() if hasattr(g["lr"], "clone") else g["lr"] for g in optimizer.param_groups
     ]
 
 
 def _uses_base_step(scheduler: Any) -> bool:
-    """Whether ``scheduler.step`` is ``LRScheduler.step`` (which counts ``_step_count``)."""
+    """Whether `scheduler.step` is `LRScheduler.step` (which counts `_step_count`)."""
     from torch.optim.lr_scheduler import LRScheduler
 
     return type(scheduler).step is LRScheduler.step
 
 
 def _place(scheduler: Any, epoch: int, last_lr: list[Any]) -> None:
-    """Write one (non-composite) scheduler's own position after ``epoch`` steps."""
+    """Write one (non-composite) scheduler's own position after `epoch` steps."""
     scheduler.last_epoch = epoch
     if _uses_base_step(scheduler):
         scheduler._step_count = epoch + 1  # the constructor's step is the first
@@ -218,7 +220,7 @@ def _place(scheduler: Any, epoch: int, last_lr: list[Any]) -> None:
 
 def _unstarted(scheduler: Any) -> None:
     """A SequentialLR part that has not taken over yet: as its constructor and SequentialLR's
-    ``recursive_undo`` leave it."""
+    `recursive_undo` leave it."""
     _place(scheduler, 0, getattr(scheduler, "_last_lr", []))
     scheduler.last_epoch = -1
     if _uses_base_step(scheduler):
@@ -265,8 +267,8 @@ def _position_sequential(scheduler: Any, epoch: int, schedules_: list[TorchSched
 
 
 def _position_chained(scheduler: Any, epoch: int, schedules_: list[TorchSchedule]) -> None:
-    """Every part at ``epoch - 1`` and the lr torch held then, then torch's own step: the parts
-    step the lr in turn, so what each one leaves (its ``_last_lr``) is torch's arithmetic."""
+    """Every part at `epoch - 1` and the lr torch held then, then torch's own step: the parts
+    step the lr in turn, so what each one leaves (its `_last_lr`) is torch's arithmetic."""
     before = max(epoch - 1, 0)
     lrs = _values(scheduler, before, schedules_)
     for part in scheduler._schedulers:
@@ -286,43 +288,44 @@ def position_scheduler(
     steps_per_epoch: int = 1,
     tx: optax.GradientTransformation | None = None,
 ) -> None:
-    """Put a live torch scheduler where an unbroken torch run would have it after ``count``
+    """Put a live torch scheduler where an unbroken torch run would have it after `count`
     optimizer steps, and write the lr (and cycled momentum / β1) it owns into its optimizer.
 
-    The lrs are those of ``jaxopt_port.schedules.from_torch(scheduler, group=i)`` after
-    ``count // steps_per_epoch`` scheduler steps; every attribute the class derives from its
-    position is written as torch's ``step()`` leaves it: ``last_epoch``, ``_step_count``,
-    ``_last_lr``; CosineAnnealingWarmRestarts' ``T_cur`` and ``T_i``; each SequentialLR part
+    The lrs are those of `jaxopt_port.schedules.from_torch(scheduler, group=i)` after
+    `count // steps_per_epoch` scheduler steps; every attribute the class derives from its
+    position is written as torch's `step()` leaves it: `last_epoch`, `_step_count`,
+    `_last_lr`; CosineAnnealingWarmRestarts' `T_cur` and `T_i`; each SequentialLR part
     (finished, running or not started); each ChainedScheduler part (positioned one step earlier,
     then stepped by torch, so that the parts' lrs are torch's own arithmetic). So torch's
     recursive forms (CosineAnnealingLR, MultiplicativeLR, SWALR, the chainable ones) continue
-    from the right lr. ReduceLROnPlateau takes its whole position from ``opt_state``: ``best``,
-    ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch`` and each group's lr.
+    from the right lr. ReduceLROnPlateau takes its whole position from `opt_state`: `best`,
+    `num_bad_epochs`, `cooldown_counter`, `last_epoch` and each group's lr.
 
-    Call it after ``optimizer.load_state_dict(interop.optimizer_state_to_torch(...))`` (or
-    :func:`~jaxopt_port.interop.optimizer_state_into_torch`), with the scheduler built over that optimizer as
-    the original was (its arguments and base lrs are read, not restored).
+    Call it after `optimizer.load_state_dict(interop.optimizer_state_to_torch(...))` (or
+    [`optimizer_state_into_torch`][jaxopt_port.interop.optimizer_state_into_torch]), with the
+    scheduler built over that optimizer as the original was (its arguments and base lrs are read,
+    not restored).
 
     Args:
-      scheduler: a ``torch.optim.lr_scheduler`` scheduler (any of the 15) or ``SWALR``.
+      scheduler: a `torch.optim.lr_scheduler` scheduler (any of the 15) or `SWALR`.
       opt_state: the jaxopt_port state the optimizer was loaded from; its step count (the largest
-        ``count`` / ``step`` in it) is used when ``count`` is not given; required for
+        `count` / `step` in it) is used when `count` is not given; required for
         ReduceLROnPlateau.
       count: optimizer steps taken (overrides the state's).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
-      tx: the transformation of ``opt_state``; needed only for ReduceLROnPlateau with several
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
+      tx: the transformation of `opt_state`; needed only for ReduceLROnPlateau with several
         param groups whose lrs differ (it maps each group's plateau state to its torch group).
 
     Raises:
-      ValueError: no count (neither ``count`` nor a state holding one), a negative count,
-        ReduceLROnPlateau without its state in ``opt_state``.
+      ValueError: no count (neither `count` nor a state holding one), a negative count,
+        ReduceLROnPlateau without its state in `opt_state`.
 
     Warning:
       A ChainedScheduler positioned at count 0 reports the chain's lr as each part's
-      ``get_last_lr()`` (torch reports what each part left when it was built). Momentum cycled
-      by a part of a SequentialLR is not written (``optim.from_torch`` does not follow it either).
+      `get_last_lr()` (torch reports what each part left when it was built). Momentum cycled
+      by a part of a SequentialLR is not written (`optim.from_torch` does not follow it either).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, torch
       >>> from jaxopt_port import interop, optim, schedules
       >>> model = torch.nn.Linear(3, 1)
@@ -389,7 +392,7 @@ def _position_plateau(scheduler: Any, states: list[ReduceLROnPlateauState]) -> N
 
 
 def plateau_of(tx: Any) -> list[ReduceLROnPlateau]:
-    """The ReduceLROnPlateau schedules ``tx``'s carried groups follow."""
+    """The ReduceLROnPlateau schedules `tx`'s carried groups follow."""
     return [
         g.hyperparams["lr"]
         for g in getattr(tx, "torch_groups", ())

@@ -1,117 +1,122 @@
-"""Model weights between a PyTorch ``nn.Module`` state dict and a Flax NNX module.
+"""Model weights between a PyTorch `nn.Module` state dict and a Flax NNX module.
 
-:func:`weights_from_torch` fills an existing NNX module (parameters and batch statistics) from
-``torch_module.state_dict()``; :func:`weights_to_torch` goes back, to the tensors
-``torch_module.load_state_dict(...)`` takes (:func:`weights_to_numpy`: the same as NumPy arrays,
-without torch). Reading never imports torch: a state dict is any mapping of name -> array-like
-(torch tensors are detached and moved to the CPU, recognized by their ``detach``/``cpu`` methods).
+[`weights_from_torch`][jaxopt_port.interop.weights_from_torch] fills an existing NNX module
+(parameters and batch statistics) from `torch_module.state_dict()`;
+[`weights_to_torch`][jaxopt_port.interop.weights_to_torch] goes back, to the tensors
+`torch_module.load_state_dict(...)` takes
+([`weights_to_numpy`][jaxopt_port.interop.weights_to_numpy]: the same as NumPy arrays, without
+torch). Reading never imports torch: a state dict is any mapping of name -> array-like (torch
+tensors are detached and moved to the CPU, recognized by their `detach`/`cpu` methods).
 
-Key correspondence
-    The NNX attribute path joined with ``"."`` is the torch module prefix: torch ``self.fc1 =
-    nn.Linear(...)`` is NNX ``self.fc1 = nnx.Linear(...)``, and ``fc1.weight`` is ``fc1.kernel``.
-    List indices are path elements, so ``nn.Sequential``/``nn.ModuleList`` index ``0`` is index
-    ``0`` of an ``nnx.List`` (or an ``nnx.data([...])`` list, ``nnx.Dict`` key, ...); an
-    ``nnx.Sequential`` contributes no ``layers`` element, so ``nnx.Sequential(a, b)`` has torch's
-    ``nn.Sequential(a, b)`` keys ``0.*`` and ``1.*``. A list whose elements are all ``nnx.RNN`` or
-    ``nnx.Bidirectional`` is one multi-layer torch RNN (``weight_ih_l{k}``, ``..._l{k}_reverse``).
-    Any other ``nnx.Param``/``nnx.BatchStat`` (a custom ``nn.Parameter`` or buffer) maps to the key
-    of its path unchanged. RNG state, caches and other variables are not part of the state dict.
-    A module reachable under two paths (weight tying) is visited once, under its first path.
-    The module may be abstract (``nnx.eval_shape(lambda: Model(...))``, which skips the random
-    initializers): loading makes its parameters and batch statistics concrete (RNG state, as in
-    ``nnx.RNN`` or dropout, stays abstract).
-    Wrapped torch modules: ``DistributedDataParallel``/``DataParallel`` prefix every key with
-    ``module.`` and ``torch.compile`` with ``_orig_mod.``. When *every* key carries such a prefix
-    and more keys match the NNX module without it, :func:`weights_from_torch` removes it
-    (nested ones too: ``_orig_mod.module.`` from a compiled DDP model), as
-    ``torch.nn.modules.utils.consume_prefix_in_state_dict_if_present`` would; a model whose
-    attribute really is ``module`` keeps its keys. :func:`weights_to_torch` writes the unwrapped
-    model's keys (load them with ``ddp_model.module.load_state_dict(...)``).
+**Key correspondence**
 
-Layouts (torch -> NNX; every conversion is a permutation, reshape or flip, so it is exact)
-    ========================  ======================================  =============================
-    torch                     torch tensor                            NNX variable
-    ========================  ======================================  =============================
-    Linear                    weight (out, in)                        Linear kernel (in, out)
-    Conv1d/2d/3d              weight (out, in/groups, *k)             Conv kernel (*k, in/groups, out)
-    ConvTranspose1d/2d/3d     weight (in, out, *k)                    ConvTranspose kernel
-                                                                      (*k, out, in) if
-                                                                      ``transpose_kernel=True``, else
-                                                                      (*k, in, out) spatially flipped
-    BatchNorm1d/2d/3d         weight, bias, running_mean/var          scale, bias, mean, var
-    LayerNorm, RMSNorm,       weight, bias                            scale, bias
-    GroupNorm
-    Embedding                 weight (num, dim)                       embedding (num, dim)
-    MultiheadAttention        in_proj_weight (3E, E) = [q; k; v]      query/key/value kernel
-                              (or q/k/v_proj_weight), in_proj_bias,   (E_in, heads, head_dim), bias
-                              out_proj.weight (E, E), out_proj.bias   (heads, head_dim); out kernel
-                                                                      (heads, head_dim, E), bias (E,)
-    LSTM (gates i, f, g, o)   weight_ih_l0 (4H, I), weight_hh_l0      RNN(LSTMCell): ii/if_/ig/io
-                              (4H, H), bias_ih_l0, bias_hh_l0 (4H,)   kernels (I, H), hi/hf/hg/ho
-                                                                      kernels (H, H), biases (H,);
-                                                                      RNN(OptimizedLSTMCell):
-                                                                      dense_i/dense_h (I|H, 4H)
-    GRU (gates r, z, n)       same with 3H                            RNN(GRUCell): dense_i (I, 3H)
-                                                                      + bias, dense_h (H, 3H)
-    RNN (tanh or relu)        same with H                             RNN(SimpleCell): dense_i + bias,
-                                                                      dense_h
-    ========================  ======================================  =============================
+The NNX attribute path joined with `"."` is the torch module prefix: torch
+`self.fc1 = nn.Linear(...)` is NNX `self.fc1 = nnx.Linear(...)`, and `fc1.weight` is `fc1.kernel`.
+List indices are path elements, so `nn.Sequential`/`nn.ModuleList` index `0` is index `0` of an
+`nnx.List` (or an `nnx.data([...])` list, `nnx.Dict` key, ...); an `nnx.Sequential` contributes no
+`layers` element, so `nnx.Sequential(a, b)` has torch's `nn.Sequential(a, b)` keys `0.*` and `1.*`.
+A list whose elements are all `nnx.RNN` or `nnx.Bidirectional` is one multi-layer torch RNN
+(`weight_ih_l{k}`, `..._l{k}_reverse`). Any other `nnx.Param`/`nnx.BatchStat` (a custom
+`nn.Parameter` or buffer) maps to the key of its path unchanged. RNG state, caches and other
+variables are not part of the state dict. A module reachable under two paths (weight tying) is
+visited once, under its first path. The module may be abstract
+(`nnx.eval_shape(lambda: Model(...))`, which skips the random initializers): loading makes its
+parameters and batch statistics concrete (RNG state, as in `nnx.RNN` or dropout, stays abstract).
+Wrapped torch modules: `DistributedDataParallel`/`DataParallel` prefix every key with `module.` and
+`torch.compile` with `_orig_mod.`. When *every* key carries such a prefix and more keys match the
+NNX module without it, [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] removes it
+(nested ones too: `_orig_mod.module.` from a compiled DDP model), as
+`torch.nn.modules.utils.consume_prefix_in_state_dict_if_present` would; a model whose attribute
+really is `module` keeps its keys. [`weights_to_torch`][jaxopt_port.interop.weights_to_torch] writes
+the unwrapped model's keys (load them with `ddp_model.module.load_state_dict(...)`).
 
-Divergences (read before trusting outputs)
-    - Activations: torch is channels-first (NCHW), Flax channels-last (NHWC); transpose inputs and
-      outputs, weights are handled here. Build the NNX layer with torch's hyperparameters: Conv
-      ``padding=p`` is ``[(p, p)] * n`` (``"same"``/``"valid"`` are ``"SAME"``/``"VALID"``; only
-      ``padding_mode="zeros"`` has a Flax counterpart); ConvTranspose ``padding=p,
-      output_padding=q, dilation=d`` is ``[(d*(k-1)-p, d*(k-1)-p+q)] * n``; norm ``eps`` defaults
-      differ (torch LayerNorm/GroupNorm 1e-5 and RMSNorm ``finfo(dtype).eps``; Flax
-      LayerNorm/RMSNorm/GroupNorm 1e-6), pass ``epsilon``.
-    - BatchNorm momentum: torch ``running = (1-m)*running + m*batch``, Flax ``running =
-      m'*running + (1-m')*batch``, so ``m' = 1 - m`` (:func:`flax_batchnorm_momentum`). torch's
-      ``momentum=None`` (cumulative average) has no Flax counterpart.
-    - BatchNorm running variance in training mode: torch adds the *unbiased* batch variance
-      (``n/(n-1)`` times the biased one, n = elements per channel), Flax the biased one, so after
-      one training step the running variances differ by ``m * var_batch / (n-1)`` (measured with
-      m = 0.1, n = 12: 0.0066 to 0.044, 0.6% to 3.4% of the running variance). Both normalize
-      the batch with the biased variance, so training-mode outputs agree, and so do inference
-      outputs from the same running statistics.
-    - ``num_batches_tracked`` has no Flax slot: it is accepted and ignored on load (it is optional,
-      as in old torch checkpoints) and written as ``weights_to_torch(..., num_batches_tracked=n)``
-      (default 0). torch reads it only when ``momentum=None``.
-    - RNN biases: torch has ``b_ih`` and ``b_hh``; Flax cells have one bias per gate, so it holds
-      ``b_ih + b_hh`` (exact in function, not bitwise in the split). Exported, the sum goes to
-      ``bias_ih`` and ``bias_hh`` is zero. GRU's ``b_hn`` sits inside ``r * (W_hn h + b_hn)`` and
-      cannot be folded; Flax's GRUCell has no slot for it, so a non-zero ``b_hn`` raises.
-      Round trips are bitwise when torch's ``bias_hh`` is zero. Activations are not weights:
-      build cells with torch's (sigmoid/tanh, the defaults; SimpleCell ``activation_fn``).
-      Training is not the same: torch steps ``b_ih`` and ``b_hh`` separately, each with the
-      gradient of the sum, so its effective bias moves by two optimizer steps per step (with SGD
-      twice as far) where the Flax cell's moves by one; their optimizer states have no NNX
-      counterpart either (``interop.nnx_optimizer_from_torch`` raises for them).
-    - Flatten after a convolution: torch flattens ``(N, C, H, W)`` in C, H, W order; an NNX twin
-      that runs channels-last and writes ``x.reshape(n, -1)`` flattens ``(N, H, W, C)`` in H, W, C
-      order. The next Linear's weight loads without complaint (its shape is the same), but every
-      input feature meets another weight column: the twin computes something else and trains
-      differently (measured on digits, ``Conv2d(1, 8, 3, padding=1)`` then ``Linear(512, 10)``:
-      cross-entropy 1.8e-2 apart at step 0; 8.9e-16 with the transpose below). Write the twin to
-      flatten as torch does, ``x.transpose(0, 3, 1, 2).reshape(n, -1)`` (channels first, then
-      flatten), or keep the channels-last flatten and permute the Linear's input rows once after
-      loading: ``kernel.reshape(C, H, W, out).transpose(1, 2, 0, 3).reshape(H * W * C, out)``
-      (the kernel and its optimizer state then no longer follow this module's layout mapping:
-      prefer the transpose). ``parity``'s one-batch forward check names the first layer whose
-      output differs.
-    - Float64 pitfalls on the NNX side: ``nnx.MultiHeadAttention``'s default ``attention_fn``
-      (``jax.nn.dot_product_attention`` when dropout is off) computes the softmax in float32 even
-      for float64 inputs (measured 1.2e-7 from torch), so a float64 comparison needs an
-      ``attention_fn`` computing ``softmax(q k^T / sqrt(d)) v`` in the input dtype;
-      ``nnx.SimpleCell`` computes in ``dtype=float32`` unless given ``dtype``.
-    - Not supported (they raise): LSTM ``proj_size``, ConvTranspose ``groups > 1`` (Flax's
-      ConvTranspose has no feature groups), MultiheadAttention ``add_bias_kv`` and ``kdim !=
-      vdim``, NNX ``MultiHeadAttention`` with ``normalize_qk`` or fewer key/value heads,
-      ``SimpleCell(residual=True)``, LayerNorm/RMSNorm over more than the last dimension
-      (torch's ``normalized_shape`` with two or more entries).
-    - Dtypes: loaded values keep the torch dtype (float64 stays float64 under
-      ``jax.enable_x64``); exported values keep the NNX dtype (bfloat16 arrays are
-      ``ml_dtypes.bfloat16``, which ``torch.from_numpy`` does not take: cast them first).
+**Layouts (torch -> NNX; every conversion is a permutation, reshape or flip, so it is exact)**
+
+========================  ======================================  =============================
+torch                     torch tensor                            NNX variable
+========================  ======================================  =============================
+Linear                    weight (out, in)                        Linear kernel (in, out)
+Conv1d/2d/3d              weight (out, in/groups, *k)             Conv kernel (*k, in/groups, out)
+ConvTranspose1d/2d/3d     weight (in, out, *k)                    ConvTranspose kernel
+                                                                  (*k, out, in) if
+                                                                  `transpose_kernel=True`, else
+                                                                  (*k, in, out) spatially flipped
+BatchNorm1d/2d/3d         weight, bias, running_mean/var          scale, bias, mean, var
+LayerNorm, RMSNorm,       weight, bias                            scale, bias
+GroupNorm
+Embedding                 weight (num, dim)                       embedding (num, dim)
+MultiheadAttention        in_proj_weight (3E, E) = [q; k; v]      query/key/value kernel
+                          (or q/k/v_proj_weight), in_proj_bias,   (E_in, heads, head_dim), bias
+                          out_proj.weight (E, E), out_proj.bias   (heads, head_dim); out kernel
+                                                                  (heads, head_dim, E), bias (E,)
+LSTM (gates i, f, g, o)   weight_ih_l0 (4H, I), weight_hh_l0      RNN(LSTMCell): ii/if_/ig/io
+                          (4H, H), bias_ih_l0, bias_hh_l0 (4H,)   kernels (I, H), hi/hf/hg/ho
+                                                                  kernels (H, H), biases (H,);
+                                                                  RNN(OptimizedLSTMCell):
+                                                                  dense_i/dense_h (I|H, 4H)
+GRU (gates r, z, n)       same with 3H                            RNN(GRUCell): dense_i (I, 3H)
+                                                                  + bias, dense_h (H, 3H)
+RNN (tanh or relu)        same with H                             RNN(SimpleCell): dense_i + bias,
+                                                                  dense_h
+========================  ======================================  =============================
+
+**Divergences (read before trusting outputs)**
+
+- Activations: torch is channels-first (NCHW), Flax channels-last (NHWC); transpose inputs and
+  outputs, weights are handled here. Build the NNX layer with torch's hyperparameters: Conv
+  `padding=p` is `[(p, p)] * n` (`"same"`/`"valid"` are `"SAME"`/`"VALID"`; only
+  `padding_mode="zeros"` has a Flax counterpart); ConvTranspose `padding=p,
+  output_padding=q, dilation=d` is `[(d*(k-1)-p, d*(k-1)-p+q)] * n`; norm `eps` defaults
+  differ (torch LayerNorm/GroupNorm 1e-5 and RMSNorm `finfo(dtype).eps`; Flax
+  LayerNorm/RMSNorm/GroupNorm 1e-6), pass `epsilon`.
+- BatchNorm momentum: torch `running = (1-m)*running + m*batch`, Flax
+  `running = m'*running + (1-m')*batch`, so `m' = 1 - m`
+  ([`flax_batchnorm_momentum`][jaxopt_port.interop.flax_batchnorm_momentum]). torch's
+  `momentum=None` (cumulative average) has no Flax counterpart.
+- BatchNorm running variance in training mode: torch adds the *unbiased* batch variance
+  (`n/(n-1)` times the biased one, n = elements per channel), Flax the biased one, so after
+  one training step the running variances differ by `m * var_batch / (n-1)` (measured with
+  m = 0.1, n = 12: 0.0066 to 0.044, 0.6% to 3.4% of the running variance). Both normalize
+  the batch with the biased variance, so training-mode outputs agree, and so do inference
+  outputs from the same running statistics.
+- `num_batches_tracked` has no Flax slot: it is accepted and ignored on load (it is optional,
+  as in old torch checkpoints) and written as `weights_to_torch(..., num_batches_tracked=n)`
+  (default 0). torch reads it only when `momentum=None`.
+- RNN biases: torch has `b_ih` and `b_hh`; Flax cells have one bias per gate, so it holds
+  `b_ih + b_hh` (exact in function, not bitwise in the split). Exported, the sum goes to
+  `bias_ih` and `bias_hh` is zero. GRU's `b_hn` sits inside `r * (W_hn h + b_hn)` and
+  cannot be folded; Flax's GRUCell has no slot for it, so a non-zero `b_hn` raises.
+  Round trips are bitwise when torch's `bias_hh` is zero. Activations are not weights:
+  build cells with torch's (sigmoid/tanh, the defaults; SimpleCell `activation_fn`).
+  Training is not the same: torch steps `b_ih` and `b_hh` separately, each with the
+  gradient of the sum, so its effective bias moves by two optimizer steps per step (with SGD
+  twice as far) where the Flax cell's moves by one; their optimizer states have no NNX
+  counterpart either (`interop.nnx_optimizer_from_torch` raises for them).
+- Flatten after a convolution: torch flattens `(N, C, H, W)` in C, H, W order; an NNX twin
+  that runs channels-last and writes `x.reshape(n, -1)` flattens `(N, H, W, C)` in H, W, C
+  order. The next Linear's weight loads without complaint (its shape is the same), but every
+  input feature meets another weight column: the twin computes something else and trains
+  differently (measured on digits, `Conv2d(1, 8, 3, padding=1)` then `Linear(512, 10)`:
+  cross-entropy 1.8e-2 apart at step 0; 8.9e-16 with the transpose below). Write the twin to
+  flatten as torch does, `x.transpose(0, 3, 1, 2).reshape(n, -1)` (channels first, then
+  flatten), or keep the channels-last flatten and permute the Linear's input rows once after
+  loading: `kernel.reshape(C, H, W, out).transpose(1, 2, 0, 3).reshape(H * W * C, out)`
+  (the kernel and its optimizer state then no longer follow this module's layout mapping:
+  prefer the transpose). `parity`'s one-batch forward check names the first layer whose
+  output differs.
+- Float64 pitfalls on the NNX side: `nnx.MultiHeadAttention`'s default `attention_fn`
+  (`jax.nn.dot_product_attention` when dropout is off) computes the softmax in float32 even
+  for float64 inputs (measured 1.2e-7 from torch), so a float64 comparison needs an
+  `attention_fn` computing `softmax(q k^T / sqrt(d)) v` in the input dtype;
+  `nnx.SimpleCell` computes in `dtype=float32` unless given `dtype`.
+- Not supported (they raise): LSTM `proj_size`, ConvTranspose `groups > 1` (Flax's
+  ConvTranspose has no feature groups), MultiheadAttention `add_bias_kv` and `kdim !=
+  vdim`, NNX `MultiHeadAttention` with `normalize_qk` or fewer key/value heads,
+  `SimpleCell(residual=True)`, LayerNorm/RMSNorm over more than the last dimension
+  (torch's `normalized_shape` with two or more entries).
+- Dtypes: loaded values keep the torch dtype (float64 stays float64 under
+  `jax.enable_x64`); exported values keep the NNX dtype (bfloat16 arrays are
+  `ml_dtypes.bfloat16`, which `torch.from_numpy` does not take: cast them first).
 """
 
 from __future__ import annotations
@@ -148,7 +153,7 @@ class _Binding:
 
     Attributes:
       shapes: torch key suffix -> the torch shape the NNX layer implies, for every key it reads.
-      load: validated torch arrays by suffix -> ``(variable, new value)`` pairs (values in the
+      load: validated torch arrays by suffix -> `(variable, new value)` pairs (values in the
         torch layout converted to the NNX one, torch dtype kept).
       dump: the layer's current values as torch arrays by suffix.
       optional: groups of suffixes that may be absent together (never only some of a group).
@@ -192,9 +197,9 @@ def _one_to_one(
         ]
     ],
 ) -> _Binding:
-    """Bind torch tensors to NNX variables one to one: ``(suffix, variable, to_nnx, to_torch)``.
+    """Bind torch tensors to NNX variables one to one: `(suffix, variable, to_nnx, to_torch)`.
 
-    ``to_torch`` is also applied to a stride-0 stand-in of the variable's shape (no memory) to
+    `to_torch` is also applied to a stride-0 stand-in of the variable's shape (no memory) to
     learn the torch shape, so it must only permute, flip or reshape.
     """
     pairs = [p for p in pairs if p[1] is not None]
@@ -221,7 +226,7 @@ def _bind_linear(layer: nnx.Linear) -> _Binding:
 
 
 def _conv_layouts(n: int) -> tuple[Callable, Callable]:
-    """torch (out, in, *k) <-> NNX (*k, in, out) for ``n`` spatial dimensions."""
+    """torch (out, in, *k) <-> NNX (*k, in, out) for `n` spatial dimensions."""
     return (
         lambda w: w.transpose(*range(2, n + 2), 1, 0),
         lambda k: k.transpose(n + 1, n, *range(n)),
@@ -344,9 +349,9 @@ def _cell_slots(
 ) -> tuple[list[nnx.Variable], list[nnx.Variable], list[nnx.Variable], int]:
     """An RNN cell's variables whose concatenations (along the last axis) are torch's tensors.
 
-    Returns ``(input kernels, hidden kernels, biases, gates)``: ``concat(input kernels).T`` is
-    ``weight_ih``, ``concat(hidden kernels).T`` is ``weight_hh``, ``concat(biases)`` is ``bias_ih +
-    bias_hh``, each in torch's gate order.
+    Returns `(input kernels, hidden kernels, biases, gates)`: `concat(input kernels).T` is
+    `weight_ih`, `concat(hidden kernels).T` is `weight_hh`, `concat(biases)` is `bias_ih +
+    bias_hh`, each in torch's gate order.
     """
     if isinstance(cell, nnx.LSTMCell):
         ins, hid = [cell.ii, cell.if_, cell.ig, cell.io], [cell.hi, cell.hf, cell.hg, cell.ho]
@@ -465,7 +470,7 @@ def _join(*parts: str) -> str:
 
 
 def _bindings(module: nnx.Module, num_batches_tracked: int = 0) -> list[tuple[str, str, _Binding]]:
-    """``(torch prefix, description, binding)`` for every layer and loose variable of ``module``."""
+    """`(torch prefix, description, binding)` for every layer and loose variable of `module`."""
     nodes: dict[Path, Any] = dict(nnx.iter_graph(module))
     claimed: set[Path] = set()
     out = []
@@ -499,31 +504,31 @@ def _bindings(module: nnx.Module, num_batches_tracked: int = 0) -> list[tuple[st
 def element_sources(
     module: nnx.Module, keys: Sequence[str]
 ) -> tuple[list[Shape], dict[Path, np.ndarray]]:
-    """Where each element of ``module``'s variables comes from among the torch tensors ``keys``.
+    """Where each element of `module`'s variables comes from among the torch tensors `keys`.
 
-    The tensors ``keys`` are numbered as one flat vector: ``keys[0]`` raveled in C order, then
-    ``keys[1]``, and so on. Every NNX variable holding elements of them gets an integer array
-    (int32 below 2**31 elements) of its own shape with each element's position in that vector (-1
-    for an element from no key in ``keys``). The positions are found by loading position arrays through the same bindings that
-    :func:`weights_from_torch` loads weights through, so they follow the weights' layout mapping
-    exactly (transposes, axis permutations, flips, splits): anything laid out like a parameter
-    (optimizer state such as ``exp_avg``) converts as ``nnx_value = torch_flat[positions]``, and
-    back by the inverse scatter, bit for bit.
+    The tensors `keys` are numbered as one flat vector: `keys[0]` raveled in C order, then
+    `keys[1]`, and so on. Every NNX variable holding elements of them gets an integer array (int32
+    below 2**31 elements) of its own shape with each element's position in that vector (-1 for an
+    element from no key in `keys`). The positions are found by loading position arrays through the
+    same bindings that [`weights_from_torch`][jaxopt_port.interop.weights_from_torch] loads weights
+    through, so they follow the weights' layout mapping exactly (transposes, axis permutations,
+    flips, splits): anything laid out like a parameter (optimizer state such as `exp_avg`) converts
+    as `nnx_value = torch_flat[positions]`, and back by the inverse scatter, bit for bit.
 
     Args:
       module: the NNX module (see the module docstring for the key correspondence).
       keys: torch keys of parameters, e.g. a torch optimizer's parameters by name (a wrapped
-        model's ``module.``/``_orig_mod.`` prefixes are removed as on loading).
+        model's `module.`/`_orig_mod.` prefixes are removed as on loading).
 
     Returns:
-      ``(shapes, sources)``: the torch shape of each key, and ``{path: positions}`` for the
-      variables holding elements of ``keys``, by their path in ``module`` (as ``nnx.iter_graph``
-      and ``nnx.state`` give it: ``("fc", "kernel")``).
+      `(shapes, sources)`: the torch shape of each key, and `{path: positions}` for the
+      variables holding elements of `keys`, by their path in `module` (as `nnx.iter_graph`
+      and `nnx.state` give it: `("fc", "kernel")`).
 
     Raises:
-      ValueError: a key that is not a key of ``module``'s torch state dict (listing some that
+      ValueError: a key that is not a key of `module`'s torch state dict (listing some that
         are), or one whose elements the NNX module does not hold one to one — an RNN cell's single
-        bias holds torch's ``bias_ih + bias_hh``.
+        bias holds torch's `bias_ih + bias_hh`.
     """
     owner: dict[str, tuple[int, str]] = {}
     bindings = _bindings(module)
@@ -604,7 +609,7 @@ def _shape(value: Any) -> Shape:
 
 
 def _placed(value: np.ndarray, var: nnx.Variable) -> jax.Array:
-    """``value`` as a JAX array placed as ``var``'s value is: committed to its devices and sharding
+    """`value` as a JAX array placed as `var`'s value is: committed to its devices and sharding
     if it is, else (or for an abstract value without sharding) on the default device."""
     old = var.get_value()
     sharding = getattr(old, "sharding", None)
@@ -616,7 +621,7 @@ def _placed(value: np.ndarray, var: nnx.Variable) -> jax.Array:
 def weights_from_torch(
     module: nnx.Module, state_dict: Mapping[str, Any], *, strict: bool = True
 ) -> None:
-    """Fill ``module``'s parameters and batch statistics from a torch ``state_dict``, in place.
+    """Fill `module`'s parameters and batch statistics from a torch `state_dict`, in place.
 
     Every key is checked and every new value built before the module changes, so a failing load
     leaves the module as it was. Values keep the torch dtype.
@@ -624,23 +629,23 @@ def weights_from_torch(
     Args:
       module: an NNX module with the architecture of the torch module (see the module docstring
         for the key and layout correspondence).
-      state_dict: torch key -> tensor (``torch_module.state_dict()``), or any array-likes. The
-        ``module.`` (DDP) and ``_orig_mod.`` (``torch.compile``) prefixes of a wrapped model's
+      state_dict: torch key -> tensor (`torch_module.state_dict()`), or any array-likes. The
+        `module.` (DDP) and `_orig_mod.` (`torch.compile`) prefixes of a wrapped model's
         keys are removed (module docstring).
-      strict: as torch's ``load_state_dict``: if True (default) missing and unexpected keys are
+      strict: as torch's `load_state_dict`: if True (default) missing and unexpected keys are
         errors; if False they are ignored and variables without a key keep their values. Shape
         mismatches are errors either way.
 
     Raises:
-      TypeError: ``state_dict`` is not a mapping of keys to arrays: a torch module (pass its
-        ``state_dict()``), a torch optimizer or its ``state_dict()``, a checkpoint dict holding
-        the state dict under a key, or anything else (torch's ``Expected state_dict to be
-        dict-like`` message).
+      TypeError: `state_dict` is not a mapping of keys to arrays: a torch module (pass its
+        `state_dict()`), a torch optimizer or its `state_dict()`, a checkpoint dict holding
+        the state dict under a key, or anything else (torch's `Expected state_dict to be
+        dict-like` message).
       ValueError: naming every missing or unexpected key and every shape mismatch (with the torch
         shape and the shape the NNX layer implies), or a torch tensor with no NNX counterpart
-        (e.g. a non-zero GRU ``b_hn``).
+        (e.g. a non-zero GRU `b_hn`).
 
-    Example:
+    Examples:
       >>> import torch
       >>> from flax import nnx
       >>> from jaxopt_port.interop.weights import weights_from_torch
@@ -706,18 +711,18 @@ def weights_from_torch(
 
 
 def weights_to_numpy(module: nnx.Module, *, num_batches_tracked: int = 0) -> dict[str, np.ndarray]:
-    """The torch ``state_dict`` of ``module``, as writable C-contiguous NumPy arrays.
+    """The torch `state_dict` of `module`, as writable C-contiguous NumPy arrays.
 
     Args:
       module: an NNX module (see the module docstring for the key and layout correspondence).
-      num_batches_tracked: the value written for every BatchNorm's ``num_batches_tracked``
+      num_batches_tracked: the value written for every BatchNorm's `num_batches_tracked`
         (int64, shape ()), which Flax does not count (default 0).
 
     Returns:
       torch key -> array in torch's layout and the NNX dtype;
-      ``torch_module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})`` accepts it.
+      `torch_module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})` accepts it.
 
-    Example:
+    Examples:
       >>> import torch
       >>> from flax import nnx
       >>> from jaxopt_port.interop.weights import weights_to_numpy
@@ -733,18 +738,19 @@ def weights_to_numpy(module: nnx.Module, *, num_batches_tracked: int = 0) -> dic
 
 
 def weights_to_torch(module: nnx.Module, *, num_batches_tracked: int = 0) -> dict[str, Any]:
-    """The torch ``state_dict`` of ``module``, as CPU tensors ``torch_module.load_state_dict``
-    takes (imports torch; :func:`weights_to_numpy` gives the same values as NumPy arrays).
+    """The torch `state_dict` of `module`, as CPU tensors `torch_module.load_state_dict` takes
+    (imports torch; [`weights_to_numpy`][jaxopt_port.interop.weights_to_numpy] gives the same values
+    as NumPy arrays).
 
     Args:
       module: an NNX module (see the module docstring for the key and layout correspondence).
-      num_batches_tracked: the value written for every BatchNorm's ``num_batches_tracked``
+      num_batches_tracked: the value written for every BatchNorm's `num_batches_tracked`
         (int64, shape ()), which Flax does not count (default 0).
 
     Returns:
       torch key -> tensor in torch's layout and the NNX dtype (bfloat16 included).
 
-    Example:
+    Examples:
       >>> import torch
       >>> from flax import nnx
       >>> from jaxopt_port import interop
@@ -757,19 +763,19 @@ def weights_to_torch(module: nnx.Module, *, num_batches_tracked: int = 0) -> dic
 
 
 def flax_batchnorm_momentum(torch_momentum: float | None) -> float:
-    """The ``nnx.BatchNorm`` momentum equivalent to torch's BatchNorm ``momentum``.
+    """The `nnx.BatchNorm` momentum equivalent to torch's BatchNorm `momentum`.
 
-    torch: ``running = (1 - m) * running + m * batch``; Flax: ``running = m' * running + (1 - m') *
-    batch``; so ``m' = 1 - m``.
+    torch: `running = (1 - m) * running + m * batch`; Flax: `running = m' * running + (1 - m') *
+    batch`; so `m' = 1 - m`.
 
     Args:
-      torch_momentum: torch's ``momentum`` (default 0.1). ``None`` (cumulative moving average) has
+      torch_momentum: torch's `momentum` (default 0.1). `None` (cumulative moving average) has
         no Flax counterpart and raises ValueError.
 
     Returns:
-      ``1 - torch_momentum``.
+      `1 - torch_momentum`.
 
-    Example:
+    Examples:
       >>> flax_batchnorm_momentum(0.1)
       0.9
     """

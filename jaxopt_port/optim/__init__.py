@@ -1,13 +1,14 @@
-"""Every ``torch.optim`` optimizer as an Optax gradient transformation with torch's numbers.
+"""Every `torch.optim` optimizer as an Optax gradient transformation with torch's numbers.
 
 Each factory takes torch's keyword names and defaults, refuses invalid arguments with torch's
-exception types and messages (a ``str`` lr raises the ``TypeError`` torch's own comparison
-raises; arguments torch only fails on inside ``step()`` are refused at construction),
-accepts a float or an optax schedule for ``lr`` and returns an
-``optax.GradientTransformationExtraArgs`` — a :class:`TorchTransformation`, which also carries the
-call's arguments as torch's param-group hyperparameters, for
-``interop.optimizer_state_to_torch``. State NamedTuples name their fields after torch's
-state keys; :func:`per_param_state` shows any state the way ``optimizer.state`` does.
+exception types and messages (a `str` lr raises the `TypeError` torch's own comparison raises;
+arguments torch only fails on inside `step()` are refused at construction), accepts a float or an
+optax schedule for `lr` and returns an `optax.GradientTransformationExtraArgs` — a
+[`TorchTransformation`][jaxopt_port.optim.TorchTransformation], which also carries the call's
+arguments as torch's param-group hyperparameters, for `interop.optimizer_state_to_torch`. State
+NamedTuples name their fields after torch's state keys;
+[`per_param_state`][jaxopt_port.optim.per_param_state] shows any state the way `optimizer.state`
+does.
 """
 
 from jaxopt_port._core.state import per_param_state
@@ -38,13 +39,14 @@ from jaxopt_port.optim.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from jaxopt_port.optim.sgd import sgd
 from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState, scale_by_sparse_adam, sparse_adam
 
-#: torch optimizer class -> its factory (what :func:`from_torch` and :func:`factory_for` read;
-#: subclasses are read as their base): ``"AdamW"`` for ``torch.optim``'s classes,
-#: ``"<package>.<Class>"`` for other packages' (see :func:`torch_class_key`).
 TORCH_CLASSES = torch_factories()
+"""torch optimizer class -> its factory (what [`from_torch`][jaxopt_port.optim.from_torch] and
+[`factory_for`][jaxopt_port.optim.factory_for] read; subclasses are read as their base): `"AdamW"`
+for `torch.optim`'s classes, `"<package>.<Class>"` for other packages' (see
+[`torch_class_key`][jaxopt_port.optim.torch_class_key])."""
 
-#: The torch.optim optimizers available, by jaxopt_port name.
 OPTIMIZERS = tuple(sorted(f.__name__ for key, f in TORCH_CLASSES.items() if "." not in key))
+"""The torch.optim optimizers available, by jaxopt_port name."""
 
 __all__ = [
     "OPTIMIZERS",

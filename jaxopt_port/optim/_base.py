@@ -1,7 +1,7 @@
 """Shared plumbing for every optimizer: learning rates, scalar precision, torch-exact arithmetic.
 
 Nothing here holds optimizer math; it is the vocabulary the building blocks in
-``_transforms.py`` and the optimizer factories are written in.
+`_transforms.py` and the optimizer factories are written in.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from jaxopt_port._core import (
 )
 
 Array: TypeAlias = jax.Array
-#: A learning rate: a Python float, a 1-element array or tensor, or an optax schedule ``count -> lr``.
 LearningRate: TypeAlias = float | Array | optax.Schedule
+"""A learning rate: a Python float, a 1-element array or tensor, or an optax schedule
+`count -> lr`."""
 Schedule: TypeAlias = Callable[[Array], Array]
 
 
 def enabled_number(value: Any) -> bool:
-    """Whether an optional term with this coefficient is present (torch's ``if value != 0``).
+    """Whether an optional term with this coefficient is present (torch's `if value != 0`).
 
-    Arrays and tracers (``optax.inject_hyperparams``) always count as present, so that the state
+    Arrays and tracers (`optax.inject_hyperparams`) always count as present, so that the state
     structure never depends on a value.
     """
     if isinstance(value, (bool, int, float)):
@@ -37,10 +38,10 @@ def enabled_number(value: Any) -> bool:
     return True
 
 
-#: Compiled forms of plain schedules (``count -> lr`` callables) for calls outside a trace, one
-#: per schedule object and dropped with it: evaluated op by op, ``0.9 ** count`` compiles an
-#: ``integer_pow`` per count value (a compile per eager step, code never freed).
 _COMPILED_SCHEDULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Compiled forms of plain schedules (`count -> lr` callables) for calls outside a trace, one
+per schedule object and dropped with it: evaluated op by op, `0.9 ** count` compiles an
+`integer_pow` per count value (a compile per eager step, code never freed)."""
 
 
 def _eager_schedule(schedule: Callable[[Array], Any]) -> Callable[[Array], Any]:
@@ -55,9 +56,9 @@ def _eager_schedule(schedule: Callable[[Array], Any]) -> Callable[[Array], Any]:
 
 
 def lr_at(lr: LearningRate, count: Array) -> Array:
-    """The learning rate at update ``count`` (0 for the first update), in :func:`scalar_dtype`.
+    """The learning rate at update `count` (0 for the first update), in `scalar_dtype`.
 
-    A schedule called with a concrete count (an eager ``update``) runs compiled, once per
+    A schedule called with a concrete count (an eager `update`) runs compiled, once per
     schedule object, so it has the values it has inside a jitted update and costs no compile per
     step."""
     if callable(lr):
@@ -76,24 +77,24 @@ def _log(base: Any) -> Array:
 
 
 def power(base: Any, exponent: Array) -> Array:
-    """``base ** exponent`` for a scalar base and a traced exponent, as torch gets it in double.
+    """`base ** exponent` for a scalar base and a traced exponent, as torch gets it in double.
 
-    Computed as ``exp(exponent * log(base))`` with ``log(base)`` of a Python float taken in double,
+    Computed as `exp(exponent * log(base))` with `log(base)` of a Python float taken in double,
     so that in float32 the result carries one rounding of the exponent rather than float32's error
-    in ``base`` raised to a large power. ``0 ** 0 == 1``.
+    in `base` raised to a large power. `0 ** 0 == 1`.
     """
     exponent = jnp.asarray(exponent, scalar_dtype())
     return jnp.where(exponent == 0, 1.0, jnp.exp(exponent * _log(base))).astype(scalar_dtype())
 
 
 def one_minus_power(base: Any, exponent: Array) -> Array:
-    """``1 - base ** exponent`` (a bias correction), accurate in float32 for ``base`` near 1."""
+    """`1 - base ** exponent` (a bias correction), accurate in float32 for `base` near 1."""
     exponent = jnp.asarray(exponent, scalar_dtype())
     return jnp.where(exponent == 0, 0.0, -jnp.expm1(exponent * _log(base))).astype(scalar_dtype())
 
 
 def lerp(start: Array, end: Array, weight: float | Array) -> Array:
-    """``torch.lerp``: ``start + weight * (end - start)``, rounded the way torch's kernel rounds."""
+    """`torch.lerp`: `start + weight * (end - start)`, rounded the way torch's kernel rounds."""
     diff = end - start
     if isinstance(weight, (int, float)):  # torch picks the branch from the Python scalar
         w = jnp.asarray(weight, start.dtype)
@@ -103,12 +104,12 @@ def lerp(start: Array, end: Array, weight: float | Array) -> Array:
 
 
 def cast_like(x: Array, like: Array) -> Array:
-    """``x`` in the dtype of ``like`` (scalars multiplied into a tensor take its dtype, as in torch)."""
+    """`x` in the dtype of `like` (scalars multiplied into a tensor take its dtype, as in torch)."""
     return jnp.asarray(x, like.dtype)
 
 
 def increment(count: Array) -> Array:
-    """``count + 1`` that saturates instead of wrapping (optax's ``safe_increment``)."""
+    """`count + 1` that saturates instead of wrapping (optax's `safe_increment`)."""
     return optax.safe_increment(count)
 
 
@@ -123,7 +124,7 @@ def full_like_tree(params: Any, value: Any) -> Any:
 def chain(
     *transforms: optax.GradientTransformation | None,
 ) -> optax.GradientTransformationExtraArgs:
-    """``optax.chain`` of the transformations that are not ``None`` (options that are switched off)."""
+    """`optax.chain` of the transformations that are not `None` (options that are switched off)."""
     return optax.chain(*(t for t in transforms if t is not None))
 
 

@@ -1,24 +1,25 @@
 """Compile once for eager calls that run a user's function inside compiled code.
 
-An ``update`` called eagerly (no ``jax.jit`` around it) that traces a user's function inside a
-``lax`` loop (L-BFGS's ``value_fn``) would compile that loop on every call: the function is a new
-object each time (``lambda p: loss(p, batch)``), and the arrays it closes over are baked into the
+An `update` called eagerly (no `jax.jit` around it) that traces a user's function inside a
+`lax` loop (L-BFGS's `value_fn`) would compile that loop on every call: the function is a new
+object each time (`lambda p: loss(p, batch)`), and the arrays it closes over are baked into the
 compiled code as constants. Every compilation also keeps LLVM code mapped, so a few hundred eager
-calls exhaust the process's memory maps (FACTS.md, "Performance notes").
+calls exhaust the process's memory maps (measured: ~220 more per eager L-BFGS step, until LLVM
+cannot allocate and the process crashes).
 
-Here the user's function is traced to a jaxpr (:func:`trace`), the arrays it closes over are
-hoisted out as arguments (``consts``), and the compiled code is looked up by the jaxpr's
-*structure* (:class:`CompileCache`): the same loss with new data, or a new closure of the same
+Here the user's function is traced to a jaxpr (`trace`), the arrays it closes over are
+hoisted out as arguments (`consts`), and the compiled code is looked up by the jaxpr's
+*structure* (`CompileCache`): the same loss with new data, or a new closure of the same
 code, reuses the compiled code, across calls and across optimizer instances.
 
 What the structural key covers. The printed jaxpr holds every primitive, its parameters, the
 avals of the inputs and closed-over arrays, and the values of scalar literals (a Python float the
 function closes over is such a literal: a new value is a new key; pass values that change between
 calls as arrays). Objects whose printed form does not identify them — those printed with their
-address, as Python functions are (a ``jax.pure_callback``'s host function), and the arrays of an
+address, as Python functions are (a `jax.pure_callback`'s host function), and the arrays of an
 inner closed jaxpr — enter the key by identity, so a new host function compiles anew (and
-nothing stale is ever reused). Custom derivative rules (``custom_jvp``/``custom_vjp``) are exempt:
-trace the function *with* its derivatives (``jax.value_and_grad``), so that the rules are applied
+nothing stale is ever reused). Custom derivative rules (`custom_jvp`/`custom_vjp`) are exempt:
+trace the function *with* its derivatives (`jax.value_and_grad`), so that the rules are applied
 while tracing, and the jaxpr is then only evaluated, never differentiated again.
 """
 
@@ -36,14 +37,14 @@ import numpy as np
 
 __all__ = ["COMPILE_CACHE_SIZE", "CompileCache", "Traced", "any_tracer", "evaluate", "trace"]
 
-#: How many compiled functions a :class:`CompileCache` keeps (least recently used dropped first).
-#: Each holds its executable (a few MB and ~200 memory maps on XLA:CPU) until dropped.
 COMPILE_CACHE_SIZE = 32
+"""How many compiled functions a `CompileCache` keeps (least recently used dropped first).
+Each holds its executable (a few MB and ~200 memory maps on XLA:CPU) until dropped."""
 
-#: Primitives whose callable parameters are derivative rules, unused when the jaxpr is evaluated.
 _DERIVATIVE_RULE_PRIMITIVES = frozenset(
     {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
 )
+"""Primitives whose callable parameters are derivative rules, unused when the jaxpr is evaluated."""
 _PLAIN = (str, int, float, complex, bool, type(None), np.dtype)
 
 
@@ -63,7 +64,7 @@ class _Same:
 
 
 def _unprinted(jaxpr: jex.core.Jaxpr) -> tuple[_Same, ...]:
-    """The objects in ``jaxpr``'s equations (recursively) that its printed form does not identify."""
+    """The objects in `jaxpr`'s equations (recursively) that its printed form does not identify."""
     found: list[_Same] = []
 
     def visit(primitive: str, value: Any) -> None:
@@ -99,8 +100,8 @@ class Traced(NamedTuple):
 
     Attributes:
       key: hashable, equal for two traces of the same computation (see the module docstring).
-      jaxpr: the open jaxpr; its constvars take ``consts``, its invars the flattened arguments.
-      consts: the arrays the function closed over, in ``jaxpr.constvars`` order.
+      jaxpr: the open jaxpr; its constvars take `consts`, its invars the flattened arguments.
+      consts: the arrays the function closed over, in `jaxpr.constvars` order.
       out_tree: the structure of the function's output.
     """
 
@@ -116,7 +117,7 @@ def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
 
 
 def trace(fn: Callable[..., Any], *args: Any) -> Traced:
-    """Trace ``fn`` at the shapes and dtypes of ``args`` (their values are not used)."""
+    """Trace `fn` at the shapes and dtypes of `args` (their values are not used)."""
     abstract = jax.tree_util.tree_map(_abstract, args)
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*abstract)
     key = (
@@ -129,25 +130,25 @@ def trace(fn: Callable[..., Any], *args: Any) -> Traced:
 
 
 def evaluate(jaxpr: jex.core.Jaxpr, out_tree: Any, consts: Any, *args: Any) -> Any:
-    """``fn(*args)`` for the ``fn`` that :func:`trace` traced to ``jaxpr`` (any ``consts`` of the
+    """`fn(*args)` for the `fn` that `trace` traced to `jaxpr` (any `consts` of the
     same avals: the arrays it closes over at this call)."""
     outs = jax.core.eval_jaxpr(jaxpr, consts, *jax.tree_util.tree_leaves(args))
     return jax.tree_util.tree_unflatten(out_tree, outs)
 
 
 def any_tracer(*trees: Any) -> bool:
-    """Whether any leaf of ``trees`` is a tracer (the call is being traced, e.g. under jit)."""
+    """Whether any leaf of `trees` is a tracer (the call is being traced, e.g. under jit)."""
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
 class CompileCache:
-    """A bounded map ``key -> compiled function``, least recently used dropped first.
+    """A bounded map `key -> compiled function`, least recently used dropped first.
 
-    Dropping a ``jax.jit`` function frees its executables (measured: 100 dropped functions leave
+    Dropping a `jax.jit` function frees its executables (measured: 100 dropped functions leave
     the memory maps flat; 100 kept ones add ~300).
 
     Attributes:
-      misses: how many functions :meth:`get` has built (a compilation counter for tests).
+      misses: how many functions `get` has built (a compilation counter for tests).
     """
 
     def __init__(self, maxsize: int = COMPILE_CACHE_SIZE) -> None:
@@ -159,7 +160,7 @@ class CompileCache:
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
-        """The function stored under ``key``; ``build()`` stored there first if there is none."""
+        """The function stored under `key`; `build()` stored there first if there is none."""
         with self._lock:
             fn = self._entries.get(key)
             if fn is not None:

@@ -1,4 +1,4 @@
-"""Build the jaxopt_port transformation equivalent to a live ``torch.optim`` optimizer."""
+"""Build the jaxopt_port transformation equivalent to a live `torch.optim` optimizer."""
 
 from __future__ import annotations
 
@@ -49,9 +49,9 @@ def _check_optimizer(optimizer: Any) -> None:
 
 
 def torch_class_key(cls: type) -> str:
-    """The name a factory declares for ``cls`` (:func:`~jaxopt_port.optim.TORCH_CLASSES`'s keys):
-    ``"AdamW"`` for ``torch.optim``'s classes, ``"<package>.<Class>"`` for other packages'
-    (``"torchao.AdamW8bit"``)."""
+    """The name a factory declares for `cls` (the keys of
+    [`TORCH_CLASSES`][jaxopt_port.optim.TORCH_CLASSES]): `"AdamW"` for `torch.optim`'s classes,
+    `"<package>.<Class>"` for other packages' (`"torchao.AdamW8bit"`)."""
     if cls.__module__.startswith("torch.optim"):
         return cls.__name__
     return f"{cls.__module__.partition('.')[0]}.{cls.__name__}"
@@ -60,7 +60,7 @@ def torch_class_key(cls: type) -> str:
 def factory_for(
     torch_optimizer_class: type,
 ) -> Callable[..., optax.GradientTransformationExtraArgs]:
-    """The jaxopt_port factory for a ``torch.optim`` class (or another package's torch optimizer
+    """The jaxopt_port factory for a `torch.optim` class (or another package's torch optimizer
     with a declared factory), or for a class derived from one (read as its nearest such base).
 
     Raises:
@@ -104,51 +104,52 @@ def from_torch(
     """The transformation equivalent to a live torch optimizer, and its lr scheduler.
 
     Args:
-      optimizer: any ``torch.optim`` optimizer of the 15, with one or several param groups; lr and
+      optimizer: any `torch.optim` optimizer of the 15, with one or several param groups; lr and
         betas may be floats or 1-element tensors.
-      scheduler: optionally its freshly built lr scheduler (any ``torch.optim.lr_scheduler`` class
-        or ``SWALR``): each group's lr follows ``jaxopt_port.schedules.from_torch(scheduler,
-        group=i)``, with CyclicLR's and OneCycleLR's momentum / β1 cycling; for ReduceLROnPlateau
-        pass the metric to every update as ``value=``.
-      steps_per_epoch: optimizer steps per ``scheduler.step()`` (the number of batches when the
+      scheduler: optionally its freshly built lr scheduler (any `torch.optim.lr_scheduler` class
+        or `SWALR`): each group's lr follows `jaxopt_port.schedules.from_torch(scheduler,
+        group=i)`, with CyclicLR's and OneCycleLR's momentum / β1 cycling; for ReduceLROnPlateau
+        pass the metric to every update as `value=`.
+      steps_per_epoch: optimizer steps per `scheduler.step()` (the number of batches when the
         scheduler is stepped once per epoch).
       **overrides: keyword arguments for every group's factory that torch has no counterpart for
-        (e.g. ``ns_dtype=None`` for Muon).
+        (e.g. `ns_dtype=None` for Muon).
 
     Returns:
-      A :class:`~jaxopt_port.optim.TorchTransformation` for a params pytree whose leaves, in
-      ``jax.tree_util.tree_leaves`` order, are the torch parameters in ``param_groups`` order. As
-      in torch, Adagrad's ``initial_accumulator_value`` is the constructor's for every group. With
-      several groups each group's leaves get that group's hyperparameters (``optax.partition`` over
-      labels ``"group0"``, ``"group1"``, ...). It carries a copy of every torch param group (all
+      A [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] for a params pytree whose
+        leaves, in
+      `jax.tree_util.tree_leaves` order, are the torch parameters in `param_groups` order. As
+      in torch, Adagrad's `initial_accumulator_value` is the constructor's for every group. With
+      several groups each group's leaves get that group's hyperparameters (`optax.partition` over
+      labels `"group0"`, `"group1"`, ...). It carries a copy of every torch param group (all
       its keys, those a scheduler added included; lr, momentum and β1 as their schedules), so
-      ``interop.optimizer_state_to_torch`` writes the ``param_groups`` torch would hold.
+      `interop.optimizer_state_to_torch` writes the `param_groups` torch would hold.
 
     Raises:
-      TypeError: at once, if ``optimizer`` is not a torch optimizer instance (a module, a
-        scheduler, a ``state_dict`` or the class itself: the message says which and what to pass).
-      ValueError: at ``init`` (and, with several groups, whenever the labels are computed: every
-        ``update``, ``interop``'s converters), if the number of leaves is not torch's number of
-        parameters; with several groups also if leaf ``i`` cannot be torch parameter ``i``: its
+      TypeError: at once, if `optimizer` is not a torch optimizer instance (a module, a
+        scheduler, a `state_dict` or the class itself: the message says which and what to pass).
+      ValueError: at `init` (and, with several groups, whenever the labels are computed: every
+        `update`, `interop`'s converters), if the number of leaves is not torch's number of
+        parameters; with several groups also if leaf `i` cannot be torch parameter `i`: its
         shape must be the parameter's shape in torch's layout or in a Flax kernel's layout
-        (``Linear`` ``(out, in)`` as ``(in, out)``, ``Conv`` ``(out, in, *k)`` as ``(*k, in,
-        out)``, ``ConvTranspose`` ``(in, out, *k)`` as ``(*k, in, out)`` or ``(*k, out, in)``).
+        (`Linear` `(out, in)` as `(in, out)`, `Conv` `(out, in, *k)` as `(*k, in,
+        out)`, `ConvTranspose` `(in, out, *k)` as `(*k, in, out)` or `(*k, out, in)`).
         The message names the first such leaf by path, the torch parameter it should be (group,
-        position, name when the optimizer was built from ``named_parameters()``) and what to do.
+        position, name when the optimizer was built from `named_parameters()`) and what to do.
 
     Warning:
-      With several param groups the order of the leaves decides which hyperparameters each gets,
-      and ``flax.nnx.Optimizer`` orders an NNX model's parameters by sorted path (``bias`` before
-      ``kernel``), which is not torch's order. The shape check catches that whenever two
-      neighbouring parameters differ in shape, but it cannot see a wrong order among parameters
-      of the same shape (e.g. every leaf a ``(d, d)`` matrix, or a square ``Linear`` kernel and
-      its transpose): the leaves then silently get other groups' hyperparameters. For NNX models
-      select the groups by path with :func:`jaxopt_port.transforms.param_groups` or
-      :func:`jaxopt_port.transforms.no_weight_decay`. With one param group every leaf gets the
-      same hyperparameters, so only the number of leaves is checked; the order still matters
-      for ``interop``'s optimizer-state converters (see there).
+      With several param groups the order of the leaves decides which hyperparameters each gets, and
+      `flax.nnx.Optimizer` orders an NNX model's parameters by sorted path (`bias` before `kernel`),
+      which is not torch's order. The shape check catches that whenever two neighbouring parameters
+      differ in shape, but it cannot see a wrong order among parameters of the same shape (e.g.
+      every leaf a `(d, d)` matrix, or a square `Linear` kernel and its transpose): the leaves then
+      silently get other groups' hyperparameters. For NNX models select the groups by path with
+      [`jaxopt_port.transforms.param_groups`][jaxopt_port.transforms.param_groups.param_groups] or
+      [`jaxopt_port.transforms.no_weight_decay`][jaxopt_port.transforms.no_weight_decay]. With one
+      param group every leaf gets the same hyperparameters, so only the number of leaves is checked;
+      the order still matters for `interop`'s optimizer-state converters (see there).
 
-    Example:
+    Examples:
       >>> import torch
       >>> from jaxopt_port import optim
       >>> model = torch.nn.Linear(3, 2)
@@ -195,13 +196,13 @@ def from_torch(
 
 # ----------------------------------------------------------------------------- leaf checks
 
-#: ``(param group, position in the group, torch name or None, torch shape)`` per torch parameter.
 _TorchParameter = tuple[int, int, "str | None", tuple[int, ...]]
+"""`(param group, position in the group, torch name or None, torch shape)` per torch parameter."""
 
 
 def _torch_parameters(groups: list[dict[str, Any]]) -> list[_TorchParameter]:
     """Every torch parameter in param_groups order; names where torch kept them
-    (``named_parameters()`` given to the optimizer fills the group's ``"param_names"``)."""
+    (`named_parameters()` given to the optimizer fills the group's `"param_names"`)."""
     out = []
     for g, group in enumerate(groups):
         names = group.get("param_names") or [None] * len(group["params"])
@@ -211,10 +212,10 @@ def _torch_parameters(groups: list[dict[str, Any]]) -> list[_TorchParameter]:
 
 
 def flax_layouts(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """The shapes a leaf standing for a torch parameter of ``shape`` may have: torch's own, then
-    the layouts of Flax kernels (``interop.weights``): a ``Linear`` kernel ``(in, out)`` of torch's
-    ``(out, in)`` (every dimension reversed), a ``Conv`` kernel ``(*k, in, out)`` of torch's
-    ``(out, in, *k)`` and a ``ConvTranspose`` kernel ``(*k, in, out)`` of torch's ``(in, out, *k)``.
+    """The shapes a leaf standing for a torch parameter of `shape` may have: torch's own, then
+    the layouts of Flax kernels (`interop.weights`): a `Linear` kernel `(in, out)` of torch's
+    `(out, in)` (every dimension reversed), a `Conv` kernel `(*k, in, out)` of torch's
+    `(out, in, *k)` and a `ConvTranspose` kernel `(*k, in, out)` of torch's `(in, out, *k)`.
     """
     layouts = [shape, shape[::-1]]
     if len(shape) >= 3:
@@ -232,8 +233,8 @@ def _leaf_path(params: Any, index: int) -> str:
 def _check_leaves(
     params: Any, expected: list[_TorchParameter], factory: str, *, shapes: bool
 ) -> None:
-    """Raise ``ValueError`` unless ``params`` has one leaf per torch parameter and, with
-    ``shapes``, leaf ``i`` has a shape torch parameter ``i`` can have (:func:`flax_layouts`)."""
+    """Raise `ValueError` unless `params` has one leaf per torch parameter and, with
+    `shapes`, leaf `i` has a shape torch parameter `i` can have (`flax_layouts`)."""
     leaves = jax.tree_util.tree_leaves(params)
     groups = len({g for g, _, _, _ in expected})
     if len(leaves) != len(expected):

@@ -1,10 +1,10 @@
 """The building blocks every optimizer is chained from.
 
-Each stateful block is an ``init``/``update`` pair whose state is a NamedTuple with fields named as
-torch names its ``optimizer.state[p]`` keys (``momentum_buffer``, ``exp_avg``, ...); a field named
-``count`` is bookkeeping torch keeps elsewhere (the number of updates so far).
+Each stateful block is an `init`/`update` pair whose state is a NamedTuple with fields named as
+torch names its `optimizer.state[p]` keys (`momentum_buffer`, `exp_avg`, ...); a field named
+`count` is bookkeeping torch keeps elsewhere (the number of updates so far).
 
-Hyperparameters may be Python numbers, arrays, or tracers (``optax.inject_hyperparams`` passes
+Hyperparameters may be Python numbers, arrays, or tracers (`optax.inject_hyperparams` passes
 arrays). Whether an optional term is present is decided from Python numbers only: an array-valued
 hyperparameter always switches its term on, so the state structure never depends on a value.
 """
@@ -36,19 +36,19 @@ tree_map = jax.tree_util.tree_map
 
 
 def first_moment(exp_avg: Array, grad: Array, beta1: Any) -> Array:
-    r"""``exp_avg.lerp_(grad, 1 - beta1)``: :math:`m \leftarrow m + (1-\beta_1)(g - m)`."""
+    r"""`exp_avg.lerp_(grad, 1 - beta1)`: $m \leftarrow m + (1-\beta_1)(g - m)$."""
     return lerp(exp_avg, grad, _one_minus(beta1))
 
 
 def second_moment(exp_avg_sq: Array, grad: Array, beta2: Any) -> Array:
-    r"""``exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)``: :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`."""
+    r"""`exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`: $v \leftarrow \beta_2 v + (1-\beta_2) g^2$."""
     return exp_avg_sq * cast_like(beta2, grad) + cast_like(_one_minus(beta2), grad) * grad * grad
 
 
 def update_moments(
     grads: Any, exp_avg: Any, exp_avg_sq: Any, betas: tuple[Any, Any]
 ) -> tuple[Any, Any]:
-    """Both Adam moments for a whole tree: ``(first_moment, second_moment)`` leaf by leaf."""
+    """Both Adam moments for a whole tree: `(first_moment, second_moment)` leaf by leaf."""
     beta1, beta2 = betas
     return (
         tree_map(lambda m, g: first_moment(m, g, beta1), exp_avg, grads),
@@ -65,17 +65,17 @@ def _one_minus(x: Any) -> Any:
 
 
 def maximize_gradient(maximize: bool) -> optax.GradientTransformation | None:
-    """``grad = -grad`` (torch's ``maximize=True``), applied before everything else; ``None`` if off."""
+    """`grad = -grad` (torch's `maximize=True`), applied before everything else; `None` if off."""
     if not maximize:
         return None
     return optax.stateless(lambda updates, params: tree_map(jnp.negative, updates))
 
 
 def add_weight_decay(weight_decay: Any) -> optax.GradientTransformation | None:
-    r"""Coupled L2 penalty, ``grad = grad.add(param, alpha=weight_decay)``: :math:`g \leftarrow g + \lambda\theta`.
+    r"""Coupled L2 penalty, `grad = grad.add(param, alpha=weight_decay)`: $g \leftarrow g + \lambda\theta$.
 
-    ``None`` when ``weight_decay`` is the number 0 (torch skips the term). A ``bool`` raises
-    ``TypeError`` (torch accepts ``True`` and fails in ``step()``: "Boolean alpha only supported
+    `None` when `weight_decay` is the number 0 (torch skips the term). A `bool` raises
+    `TypeError` (torch accepts `True` and fails in `step()`: "Boolean alpha only supported
     for Boolean results").
     """
     if isinstance(weight_decay, bool):
@@ -107,7 +107,8 @@ def _count_init(params: Any) -> CountState:
 
 
 def scale_by_learning_rate(lr: LearningRate) -> optax.GradientTransformation:
-    r"""``param.add_(update, alpha=-lr)``: :math:`u \leftarrow -\gamma_t u`, with :math:`\gamma_t` the lr of this update."""
+    r"""`param.add_(update, alpha=-lr)`: $u \leftarrow -\gamma_t u$, with $\gamma_t$ the lr of this
+    update."""
 
     def update(updates, state, params=None):
         del params
@@ -121,11 +122,11 @@ def scale_by_learning_rate(lr: LearningRate) -> optax.GradientTransformation:
 def add_decoupled_weight_decay(
     weight_decay: Any, lr: LearningRate
 ) -> optax.GradientTransformation | None:
-    r"""Decoupled decay, ``param.mul_(1 - lr * weight_decay)``: :math:`u \leftarrow u - \gamma_t\lambda\theta`.
+    r"""Decoupled decay, `param.mul_(1 - lr * weight_decay)`: $u \leftarrow u - \gamma_t\lambda\theta$.
 
     Goes last in a chain (it adds to the final parameter change). Torch multiplies the parameter
     before the rest of the step, which reads no parameter, so the two agree up to rounding.
-    ``None`` when ``weight_decay`` is the number 0.
+    `None` when `weight_decay` is the number 0.
     """
     if not enabled_number(weight_decay):
         return None
@@ -145,7 +146,7 @@ def add_decoupled_weight_decay(
 
 
 class MomentumState(NamedTuple):
-    """``momentum_buffer``: torch's buffer of the same name; ``count``: updates so far."""
+    """`momentum_buffer`: torch's buffer of the same name; `count`: updates so far."""
 
     count: Array
     momentum_buffer: Any
@@ -156,12 +157,15 @@ def scale_by_momentum(
 ) -> optax.GradientTransformation | None:
     r"""Torch's momentum buffer.
 
-    .. math::
-        b_1 = u_1, \qquad b_t = \mu b_{t-1} + (1-\tau) u_t, \qquad
-        u \leftarrow \begin{cases} u_t + \mu b_t & \text{nesterov} \\ b_t & \text{otherwise}\end{cases}
+    $$
+    \begin{aligned}
+      b_1 = u_1, \qquad b_t = \mu b_{t-1} + (1-\tau) u_t, \qquad
+      u \leftarrow \begin{cases} u_t + \mu b_t & \text{nesterov} \\ b_t & \text{otherwise}\end{cases}
+    \end{aligned}
+    $$
 
-    The first buffer is a copy of the update, without dampening (torch's ``clone``). ``None`` when
-    ``momentum`` is the number 0.
+    The first buffer is a copy of the update, without dampening (torch's `clone`). `None` when
+    `momentum` is the number 0.
     """
     if not enabled_number(momentum):
         return None

@@ -31,7 +31,7 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByAdadeltaState(NamedTuple):
-    """Torch's Adadelta state: ``step``, ``square_avg`` (E[g²]), ``acc_delta`` (E[Δ²])."""
+    """Torch's Adadelta state: `step`, `square_avg` (E[g²]), `acc_delta` (E[Δ²])."""
 
     step: Array
     square_avg: Any
@@ -41,10 +41,11 @@ class ScaleByAdadeltaState(NamedTuple):
 def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> optax.GradientTransformation:
     r"""Adadelta's direction (before the learning rate).
 
-    .. math::
-        v_t = \rho v_{t-1} + (1-\rho) g_t^2,\quad
-        \Delta_t = \frac{\sqrt{a_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t,\quad
-        a_t = \rho a_{t-1} + (1-\rho)\Delta_t^2
+    $$
+    v_t = \rho v_{t-1} + (1-\rho) g_t^2,\quad
+    \Delta_t = \frac{\sqrt{a_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t,\quad
+    a_t = \rho a_{t-1} + (1-\rho)\Delta_t^2
+    $$
     """
 
     def init(params):
@@ -79,13 +80,14 @@ def adadelta(
     maximize: bool = False,
     differentiable: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.Adadelta``.
+    r"""`torch.optim.Adadelta`.
 
-    .. math::
-        v_t = \rho v_{{t-1}} + (1-\rho) g_t^2,\quad
-        \Delta_t = \frac{{\sqrt{{a_{{t-1}} + \epsilon}}}}{{\sqrt{{v_t + \epsilon}}}} g_t,\quad
-        a_t = \rho a_{{t-1}} + (1-\rho)\Delta_t^2,\quad
-        \theta_t = \theta_{{t-1}} - \gamma_t \Delta_t
+    $$
+    v_t = \rho v_{t-1} + (1-\rho) g_t^2,\quad
+    \Delta_t = \frac{\sqrt{a_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}} g_t,\quad
+    a_t = \rho a_{t-1} + (1-\rho)\Delta_t^2,\quad
+    \theta_t = \theta_{t-1} - \gamma_t \Delta_t
+    $$
 
     Args:
       {lr}
@@ -93,14 +95,16 @@ def adadelta(
       eps: ε, inside both square roots.
       {weight_decay}
       {maximize}
-      {kernel_flags}
+      {foreach}
+      {capturable}
+      {differentiable}
 
     Returns:
       {returns}
 
     Warning:
-      The accumulated update :math:`a_t` excludes the learning rate (as in torch). ``optax.adadelta``
-      with ``learning_rate=None`` performs gradient ascent; use ``learning_rate=1.0`` there.
+      The accumulated update $a_t$ excludes the learning rate (as in torch). `optax.adadelta`
+      with `learning_rate=None` performs gradient ascent; use `learning_rate=1.0` there.
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable)
     checks.check_lr(lr)

@@ -18,8 +18,8 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByAdafactorState(NamedTuple):
-    """Torch's Adafactor state: ``step``; ``row_var`` and ``col_var`` for parameters of 2 or more
-    dims, ``variance`` for the others (``None`` where a parameter has no such entry)."""
+    """Torch's Adafactor state: `step`; `row_var` and `col_var` for parameters of 2 or more
+    dims, `variance` for the others (`None` where a parameter has no such entry)."""
 
     step: Array
     row_var: Any
@@ -39,16 +39,19 @@ def scale_by_adafactor(
 ) -> optax.GradientTransformation:
     r"""Adafactor's full parameter change (before decoupled weight decay).
 
-    .. math::
-        \hat\beta_{2,t} = 1 - t^{c},\quad \rho_t = \min(\gamma_t, 1/\sqrt t),\quad
-        \alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))\,\rho_t \\
-        R_t = \mathrm{lerp}(R_{t-1}, \overline{g_t^2}^{\,\text{cols}}, t^{c}),\quad
-        C_t = \mathrm{lerp}(C_{t-1}, \overline{g_t^2}^{\,\text{rows}}, t^{c}),\quad
-        \hat v_t = \frac{R_t C_t}{\max(\overline{R_t}, \epsilon_1)} \\
-        U_t = \frac{g_t}{\sqrt{\max(\hat v_t, \epsilon_1^2)}},\quad
-        u_t = -\frac{\alpha_t}{\max(1, \mathrm{RMS}(U_t)/d)}\,U_t
+    $$
+    \begin{gathered}
+      \hat\beta_{2,t} = 1 - t^{c},\quad \rho_t = \min(\gamma_t, 1/\sqrt t),\quad
+      \alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))\,\rho_t \\
+      R_t = \mathrm{lerp}(R_{t-1}, \overline{g_t^2}^{\,\text{cols}}, t^{c}),\quad
+      C_t = \mathrm{lerp}(C_{t-1}, \overline{g_t^2}^{\,\text{rows}}, t^{c}),\quad
+      \hat v_t = \frac{R_t C_t}{\max(\overline{R_t}, \epsilon_1)} \\
+      U_t = \frac{g_t}{\sqrt{\max(\hat v_t, \epsilon_1^2)}},\quad
+      u_t = -\frac{\alpha_t}{\max(1, \mathrm{RMS}(U_t)/d)}\,U_t
+    \end{gathered}
+    $$
 
-    with c = ``beta2_decay``; a parameter of fewer than two dims keeps an unfactored ``variance``.
+    with c = `beta2_decay`; a parameter of fewer than two dims keeps an unfactored `variance`.
     """
     eps1, eps2 = eps
 
@@ -124,20 +127,21 @@ def adafactor(
     foreach: bool | None = None,
     maximize: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.Adafactor`` (Shazeer & Stern, torch's variant).
+    r"""`torch.optim.Adafactor` (Shazeer & Stern, torch's variant).
 
-    .. math::
-        \rho_t = \min(\gamma_t, 1/\sqrt t),\quad
-        \alpha_t = \max(\epsilon_2, \mathrm{{RMS}}(\theta_{{t-1}}))\,\rho_t,\quad
-        \theta_t = \theta_{{t-1}}(1 - \gamma_t\lambda) - \frac{{\alpha_t}}{{\max(1, \mathrm{{RMS}}(U_t)/d)}} U_t
+    $$
+    \rho_t = \min(\gamma_t, 1/\sqrt t),\quad
+    \alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))\,\rho_t,\quad
+    \theta_t = \theta_{t-1}(1 - \gamma_t\lambda) - \frac{\alpha_t}{\max(1, \mathrm{RMS}(U_t)/d)} U_t
+    $$
 
     with U_t the gradient divided by the root of the factored second moment (see
-    :func:`scale_by_adafactor`). No first moment.
+    [`scale_by_adafactor`][jaxopt_port.optim.scale_by_adafactor]). No first moment.
 
     Args:
       {lr}
       beta2_decay: c, the exponent of the second-moment decay 1 - t^c (≤ 0).
-      eps: (ε1, ε2): ε1 guards the second moment (``None``: the machine epsilon of the
+      eps: (ε1, ε2): ε1 guards the second moment (`None`: the machine epsilon of the
         parameter's dtype), ε2 the parameter scale.
       d: the clipping threshold of the update RMS (≥ 1).
       weight_decay: decoupled decay λ. Torch's docstring says the default is 1e-2; its code (and
@@ -149,8 +153,8 @@ def adafactor(
       {returns}
 
     Warning:
-      ``optax.adafactor`` factors differently (over the two largest dims, with momentum options)
-      and computes its decay in float32 even under x64. Needs ``params`` in ``update``.
+      `optax.adafactor` factors differently (over the two largest dims, with momentum options)
+      and computes its decay in float32 even under x64. Needs `params` in `update`.
     """
     if foreach is not None and not isinstance(foreach, bool):
         raise TypeError(f"foreach must be a bool or None, got {foreach!r}")

@@ -32,7 +32,7 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByAdagradState(NamedTuple):
-    """Torch's Adagrad state: ``step``, ``sum`` (Σ g²)."""
+    """Torch's Adagrad state: `step`, `sum` (Σ g²)."""
 
     step: Array
     sum: Any
@@ -41,7 +41,7 @@ class ScaleByAdagradState(NamedTuple):
 def scale_by_adagrad(
     initial_accumulator_value: float = 0.0, eps: float = 1e-10
 ) -> optax.GradientTransformation:
-    r"""Adagrad's direction: :math:`s_t = s_{t-1} + g_t^2`, :math:`u_t = g_t / (\sqrt{s_t} + \epsilon)`."""
+    r"""Adagrad's direction: $s_t = s_{t-1} + g_t^2$, $u_t = g_t / (\sqrt{s_t} + \epsilon)$."""
 
     def init(params):
         return ScaleByAdagradState(
@@ -58,7 +58,7 @@ def scale_by_adagrad(
 
 
 def _decayed(lr: LearningRate, lr_decay: Any) -> LearningRate:
-    """Adagrad's ``clr = lr / (1 + (t - 1) * lr_decay)`` as a schedule of the update count t - 1."""
+    """Adagrad's `clr = lr / (1 + (t - 1) * lr_decay)` as a schedule of the update count t - 1."""
     if not enabled_number(lr_decay):
         return lr
     return lambda count: lr_at(lr, count) / (1 + jnp.asarray(count, scalar_dtype()) * lr_decay)
@@ -78,12 +78,13 @@ def adagrad(
     differentiable: bool = False,
     fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.Adagrad``.
+    r"""`torch.optim.Adagrad`.
 
-    .. math::
-        \tilde\gamma_t = \frac{{\gamma_t}}{{1 + (t-1)\eta}},\quad
-        s_t = s_{{t-1}} + g_t^2,\quad
-        \theta_t = \theta_{{t-1}} - \tilde\gamma_t \frac{{g_t}}{{\sqrt{{s_t}} + \epsilon}}
+    $$
+    \tilde\gamma_t = \frac{\gamma_t}{1 + (t-1)\eta},\quad
+    s_t = s_{t-1} + g_t^2,\quad
+    \theta_t = \theta_{t-1} - \tilde\gamma_t \frac{g_t}{\sqrt{s_t} + \epsilon}
+    $$
 
     Args:
       {lr}
@@ -92,14 +93,16 @@ def adagrad(
       initial_accumulator_value: s_0.
       eps: ε, outside the square root (default 1e-10).
       {maximize}
-      {kernel_flags}
+      {foreach}
+      {differentiable}
+      {fused}
 
     Returns:
       {returns}
 
     Warning:
-      ``optax.adagrad`` puts ε inside the square root and defaults to
-      ``initial_accumulator_value=0.1`` and ``eps=1e-7``.
+      `optax.adagrad` puts ε inside the square root and defaults to
+      `initial_accumulator_value=0.1` and `eps=1e-7`.
     """
     accepted(foreach=foreach, differentiable=differentiable, fused=fused)
     checks.check_lr(lr)

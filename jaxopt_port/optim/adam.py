@@ -33,8 +33,8 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByAdamState(NamedTuple):
-    """Torch's Adam state: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq``
-    (AMSGrad only, else ``None``)."""
+    """Torch's Adam state: `step`, `exp_avg` (m), `exp_avg_sq` (v), `max_exp_avg_sq`
+    (AMSGrad only, else `None`)."""
 
     step: Array
     exp_avg: Any
@@ -51,12 +51,15 @@ def scale_by_adam(
 ) -> optax.GradientTransformation:
     r"""Adam's direction as torch computes it, before the learning rate.
 
-    .. math::
-        m_t = m_{t-1} + (1-\beta_1)(g_t - m_{t-1}),\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,
-        \quad \hat v_t = \max(\hat v_{t-1}, v_t)\ \text{(AMSGrad)} \\
-        u_t = \frac{m_t}{1-\beta_1^t} \Big/ \Big(\frac{\sqrt{v_t}}{\sqrt{1-\beta_2^t}} + \epsilon\Big)
+    $$
+    \begin{gathered}
+      m_t = m_{t-1} + (1-\beta_1)(g_t - m_{t-1}),\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,
+      \quad \hat v_t = \max(\hat v_{t-1}, v_t)\ \text{(AMSGrad)} \\
+      u_t = \frac{m_t}{1-\beta_1^t} \Big/ \Big(\frac{\sqrt{v_t}}{\sqrt{1-\beta_2^t}} + \epsilon\Big)
+    \end{gathered}
+    $$
 
-    With ``eps_in_sqrt=True`` the denominator is the textbook :math:`\sqrt{v_t/(1-\beta_2^t) + \epsilon}`.
+    With `eps_in_sqrt=True` the denominator is the textbook $\sqrt{v_t/(1-\beta_2^t) + \epsilon}$.
     """
     beta1, beta2 = betas
 
@@ -130,14 +133,17 @@ def adam(
     fused: bool | None = None,
     decoupled_weight_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.Adam``.
+    r"""`torch.optim.Adam`.
 
-    .. math::
-        g_t &\leftarrow \pm\nabla f(\theta_{{t-1}}) \;(+\lambda\theta_{{t-1}}\text{{ if coupled}}) \\
-        m_t &= \beta_1 m_{{t-1}} + (1-\beta_1) g_t,\qquad v_t = \beta_2 v_{{t-1}} + (1-\beta_2) g_t^2 \\
-        \hat v_t &= \max(\hat v_{{t-1}}, v_t)\ \text{{(amsgrad)}},\ \text{{else}}\ v_t \\
-        \theta_t &= \theta_{{t-1}}\,(1-\gamma_t\lambda)^{{[\text{{decoupled}}]}}
-            - \frac{{\gamma_t}}{{1-\beta_1^t}}\,\frac{{m_t}}{{\sqrt{{\hat v_t}}/\sqrt{{1-\beta_2^t}} + \epsilon}}
+    $$
+    \begin{aligned}
+      g_t &\leftarrow \pm\nabla f(\theta_{t-1}) \;(+\lambda\theta_{t-1}\text{ if coupled}) \\
+      m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t,\qquad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+      \hat v_t &= \max(\hat v_{t-1}, v_t)\ \text{(amsgrad)},\ \text{else}\ v_t \\
+      \theta_t &= \theta_{t-1}\,(1-\gamma_t\lambda)^{[\text{decoupled}]}
+          - \frac{\gamma_t}{1-\beta_1^t}\,\frac{m_t}{\sqrt{\hat v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+    \end{aligned}
+    $$
 
     Args:
       {lr}
@@ -146,16 +152,20 @@ def adam(
       {weight_decay}
       amsgrad: use the running maximum of the raw second moment v (AMSGrad).
       {maximize}
-      {kernel_flags}
+      {foreach}
+      {capturable}
+      {differentiable}
+      {fused}
       {decoupled_weight_decay}
 
     Returns:
       {returns}
 
     Warning:
-      ``optax.adam(amsgrad)`` (``optax.amsgrad``) takes the maximum over the bias-corrected v̂;
-      torch and this function take it over the raw v and bias-correct afterwards. The textbook Adam
-      puts ε inside the square root: see :func:`jaxopt_port.optim.textbook.adam`.
+      `optax.adam(amsgrad)` (`optax.amsgrad`) takes the maximum over the bias-corrected v̂; torch
+      and this function take it over the raw v and bias-correct afterwards. The textbook Adam puts ε
+      inside the square root: see
+      [`jaxopt_port.optim.textbook.adam`][jaxopt_port.optim.textbook.adam].
     """
     accepted(foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
     _check_arguments(lr, betas, eps, weight_decay, foreach, capturable)
@@ -169,7 +179,7 @@ def adam(
 
 
 def _adamw_group(arguments: dict[str, Any]) -> dict[str, Any]:
-    """torch's AdamW param group also holds ``decoupled_weight_decay=True``."""
+    """torch's AdamW param group also holds `decoupled_weight_decay=True`."""
     return {**arguments, "decoupled_weight_decay": True}
 
 
@@ -188,20 +198,25 @@ def adamw(
     differentiable: bool = False,
     fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.AdamW``: :func:`adam` with ``decoupled_weight_decay=True``.
+    r"""`torch.optim.AdamW`: [`adam`][jaxopt_port.optim.adam.adam] with
+    `decoupled_weight_decay=True`.
 
-    .. math::
-        \theta_t = \theta_{{t-1}}(1-\gamma_t\lambda)
-            - \frac{{\gamma_t}}{{1-\beta_1^t}}\,\frac{{m_t}}{{\sqrt{{\hat v_t}}/\sqrt{{1-\beta_2^t}} + \epsilon}}
+    $$
+    \theta_t = \theta_{t-1}(1-\gamma_t\lambda)
+        - \frac{\gamma_t}{1-\beta_1^t}\,\frac{m_t}{\sqrt{\hat v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+    $$
 
     Args:
       {lr}
       betas: (β1, β2).
       eps: ε, outside the square root.
-      weight_decay: decoupled decay λ (default 1e-2, torch's; ``optax.adamw`` defaults to 1e-4).
+      weight_decay: decoupled decay λ (default 1e-2, torch's; `optax.adamw` defaults to 1e-4).
       amsgrad: AMSGrad over the raw second moment.
       {maximize}
-      {kernel_flags}
+      {foreach}
+      {capturable}
+      {differentiable}
+      {fused}
 
     Returns:
       {returns}

@@ -27,8 +27,8 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByAsgdState(NamedTuple):
-    """Torch's ASGD state: ``step``, ``eta`` (the step size in use), ``mu`` (averaging weight),
-    ``ax`` (the averaged parameters)."""
+    """Torch's ASGD state: `step`, `eta` (the step size in use), `mu` (averaging weight),
+    `ax` (the averaged parameters)."""
 
     step: Array
     eta: Array
@@ -39,13 +39,16 @@ class ScaleByAsgdState(NamedTuple):
 def scale_by_asgd(
     lr: LearningRate = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6
 ) -> optax.GradientTransformation:
-    r"""ASGD's full parameter change, and the running average ``ax``.
+    r"""ASGD's full parameter change, and the running average `ax`.
 
-    .. math::
-        \theta_t = \theta_{t-1}(1 - \lambda\eta_{t-1}) - \eta_{t-1} g_t,\quad
-        \bar\theta_t = \bar\theta_{t-1} + \mu_{t-1}(\theta_t - \bar\theta_{t-1}) \\
-        \eta_t = \frac{\gamma_t}{(1 + \lambda\gamma_t t)^\alpha},\quad
-        \mu_t = \frac{1}{\max(1, t - t_0)},\quad \eta_0 = \gamma_1,\ \mu_0 = 1
+    $$
+    \begin{gathered}
+      \theta_t = \theta_{t-1}(1 - \lambda\eta_{t-1}) - \eta_{t-1} g_t,\quad
+      \bar\theta_t = \bar\theta_{t-1} + \mu_{t-1}(\theta_t - \bar\theta_{t-1}) \\
+      \eta_t = \frac{\gamma_t}{(1 + \lambda\gamma_t t)^\alpha},\quad
+      \mu_t = \frac{1}{\max(1, t - t_0)},\quad \eta_0 = \gamma_1,\ \mu_0 = 1
+    \end{gathered}
+    $$
 
     η is computed after the step from that step's learning rate, so a new learning rate acts one
     step late (as in torch).
@@ -96,15 +99,16 @@ def asgd(
     differentiable: bool = False,
     capturable: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.ASGD`` (Polyak–Ruppert averaged SGD with a decaying step).
+    r"""`torch.optim.ASGD` (Polyak–Ruppert averaged SGD with a decaying step).
 
-    .. math::
-        \theta_t = \theta_{{t-1}}(1 - \lambda\eta_{{t-1}}) - \eta_{{t-1}} g_t,\quad
-        \eta_t = \frac{{\gamma_t}}{{(1 + \lambda\gamma_t t)^\alpha}},\quad
-        \mu_t = \frac{{1}}{{\max(1, t - t_0)}},\quad
-        \bar\theta_t = \bar\theta_{{t-1}} + \mu_{{t-1}}(\theta_t - \bar\theta_{{t-1}})
+    $$
+    \theta_t = \theta_{t-1}(1 - \lambda\eta_{t-1}) - \eta_{t-1} g_t,\quad
+    \eta_t = \frac{\gamma_t}{(1 + \lambda\gamma_t t)^\alpha},\quad
+    \mu_t = \frac{1}{\max(1, t - t_0)},\quad
+    \bar\theta_t = \bar\theta_{t-1} + \mu_{t-1}(\theta_t - \bar\theta_{t-1})
+    $$
 
-    The averaged parameters are ``state.ax`` (torch's ``state['ax']``).
+    The averaged parameters are `state.ax` (torch's `state['ax']`).
 
     Args:
       {lr}
@@ -113,17 +117,19 @@ def asgd(
       t0: the step at which averaging starts.
       {weight_decay}
       {maximize}
-      {kernel_flags}
+      {foreach}
+      {differentiable}
+      {capturable}
 
     Returns:
       {returns}
 
     Warning:
       Torch's quirk is reproduced: η for step t is computed from the learning rate of step t-1, so
-      a scheduled learning rate acts one step late. Needs ``params`` in ``update``.
+      a scheduled learning rate acts one step late. Needs `params` in `update`.
 
-      ``lambd``, ``alpha`` or ``t0`` that is not a real number (a ``str``, ``None``, a torch
-      tensor) raises ``TypeError`` here; torch accepts it and fails in ``step()``.
+      `lambd`, `alpha` or `t0` that is not a real number (a `str`, `None`, a torch
+      tensor) raises `TypeError` here; torch accepts it and fails in `step()`.
     """
     accepted(foreach=foreach, differentiable=differentiable, capturable=capturable)
     checks.check_lr(lr)

@@ -1,8 +1,8 @@
-"""L-BFGS: ``torch.optim.LBFGS`` with its strong-Wolfe line search, jittable and compiled once.
+"""L-BFGS: `torch.optim.LBFGS` with its strong-Wolfe line search, jittable and compiled once.
 
-One ``update`` call is one ``optimizer.step(closure)``: up to ``max_iter`` inner iterations run in a
-``lax.while_loop``; the curvature history lives in fixed-size ring buffers; the line search and its
-zoom phase are while-loops that reproduce every branch of torch's ``_strong_wolfe``.
+One `update` call is one `optimizer.step(closure)`: up to `max_iter` inner iterations run in a
+`lax.while_loop`; the curvature history lives in fixed-size ring buffers; the line search and its
+zoom phase are while-loops that reproduce every branch of torch's `_strong_wolfe`.
 """
 
 from __future__ import annotations
@@ -26,36 +26,36 @@ from jaxopt_port.optim._docs import doc
 
 __all__ = ["LBFGSState", "lbfgs", "ordered_history"]
 
-#: torch's constants in ``_strong_wolfe`` (LBFGS never passes other values).
 C1, C2 = 1e-4, 0.9
-#: torch skips a curvature pair ``(y, s)`` unless ``y·s`` exceeds this.
+"""torch's constants in `_strong_wolfe` (LBFGS never passes other values)."""
 CURVATURE_EPS = 1e-10
-#: The zoom phase stops when ``|bracket| · ‖d‖∞`` falls below this. torch's ``step`` does not pass
-#: the group's ``tolerance_change`` to ``_strong_wolfe``, whose default this is.
+"""torch skips a curvature pair `(y, s)` unless `y·s` exceeds this."""
 LINE_SEARCH_TOLERANCE_CHANGE = 1e-9
+"""The zoom phase stops when `|bracket| · ‖d‖∞` falls below this. torch's `step` does not pass
+the group's `tolerance_change` to `_strong_wolfe`, whose default this is."""
 
 
 class LBFGSState(NamedTuple):
-    """Torch's LBFGS state (``optimizer.state[params[0]]``), with the history as ring buffers.
+    """Torch's LBFGS state (`optimizer.state[params[0]]`), with the history as ring buffers.
 
-    Vectors are flat (the parameter leaves raveled in ``jax.tree_util.tree_leaves`` order, as torch
+    Vectors are flat (the parameter leaves raveled in `jax.tree_util.tree_leaves` order, as torch
     concatenates its parameters); vectors and scalars are in the parameters' dtype.
 
     Attributes:
-      count: number of ``update`` calls so far (indexes an lr schedule; not a torch key).
-      func_evals: objective evaluations over all steps, counting the caller's ``value``.
+      count: number of `update` calls so far (indexes an lr schedule; not a torch key).
+      func_evals: objective evaluations over all steps, counting the caller's `value`.
       n_iter: inner iterations over all steps.
       d: the last search direction.
       t: the last step length.
-      old_dirs: ``history_size`` gradient differences ``y`` (a ring buffer, see ``oldest``).
-      old_stps: ``history_size`` steps ``s = t·d``.
-      ro: ``1 / (y·s)`` for each stored pair.
-      H_diag: the scale ``y·s / y·y`` of the initial inverse Hessian (1 before any pair).
+      old_dirs: `history_size` gradient differences `y` (a ring buffer, see `oldest`).
+      old_stps: `history_size` steps `s = t·d`.
+      ro: `1 / (y·s)` for each stored pair.
+      H_diag: the scale `y·s / y·y` of the initial inverse Hessian (1 before any pair).
       prev_flat_grad: the gradient at the start of the last iteration.
       prev_loss: the loss at the start of the last iteration.
-      num_old: how many pairs are stored (torch's ``len(old_dirs)``).
-      oldest: the ring slot of the oldest stored pair; pair ``i`` (0 = oldest, torch's list
-        order) is in slot ``(oldest + i) % history_size``. :func:`ordered_history` unrolls it.
+      num_old: how many pairs are stored (torch's `len(old_dirs)`).
+      oldest: the ring slot of the oldest stored pair; pair `i` (0 = oldest, torch's list
+        order) is in slot `(oldest + i) % history_size`. `ordered_history` unrolls it.
     """
 
     count: Array
@@ -73,10 +73,10 @@ class LBFGSState(NamedTuple):
     oldest: Array
 
     def as_torch_state(self) -> dict[str, Any]:
-        """torch's ``optimizer.state[params[0]]`` (without the scratch ``al``): the history as
-        lists oldest first (:func:`ordered_history`); host-side, not for use under ``jax.jit``.
-        :func:`jaxopt_port.optim.per_param_state` calls it for this state, which is not laid out
-        per parameter."""
+        """torch's `optimizer.state[params[0]]` (without the scratch `al`): the history as lists
+        oldest first (`ordered_history`); host-side, not for use under `jax.jit`.
+        [`jaxopt_port.optim.per_param_state`][jaxopt_port.optim.per_param_state] calls it for this
+        state, which is not laid out per parameter."""
         out: dict[str, Any] = {"func_evals": self.func_evals, "n_iter": self.n_iter}
         if int(self.n_iter) > 0:  # torch creates the other keys in its first iteration
             out.update(zip(("old_dirs", "old_stps", "ro"), ordered_history(self), strict=True))
@@ -86,9 +86,9 @@ class LBFGSState(NamedTuple):
 
 
 def ordered_history(state: LBFGSState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(old_dirs, old_stps, ro)`` as torch's lists hold them: stored pairs only, oldest first.
+    """`(old_dirs, old_stps, ro)` as torch's lists hold them: stored pairs only, oldest first.
 
-    A host-side view (its shapes depend on ``state.num_old``), for inspection and conversion.
+    A host-side view (its shapes depend on `state.num_old`), for inspection and conversion.
     """
     num_old, oldest = int(state.num_old), int(state.oldest)
     size = state.ro.shape[0]
@@ -100,7 +100,7 @@ def ordered_history(state: LBFGSState) -> tuple[np.ndarray, np.ndarray, np.ndarr
     )
 
 
-# Python's ``max(a, b)`` / ``min(a, b)``: the first argument unless the second is strictly
+# Python's `max(a, b)` / `min(a, b)`: the first argument unless the second is strictly
 # better (so NaN handling and ties follow torch's Python code, not IEEE max/min).
 def _py_max(a: Array, b: Array) -> Array:
     return jnp.where(b > a, b, a)
@@ -111,8 +111,8 @@ def _py_min(a: Array, b: Array) -> Array:
 
 
 def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
-    """Minimizer of the cubic through ``(x1, f1, g1)`` and ``(x2, f2, g2)``, clamped to the bounds
-    (the interval's midpoint where the cubic has no minimum): torch's ``_cubic_interpolate``."""
+    """Minimizer of the cubic through `(x1, f1, g1)` and `(x2, f2, g2)`, clamped to the bounds
+    (the interval's midpoint where the cubic has no minimum): torch's `_cubic_interpolate`."""
     if bounds is not None:
         xmin_bound, xmax_bound = bounds
     else:
@@ -160,9 +160,9 @@ class _Zoom(NamedTuple):
 
 
 def _strong_wolfe(evaluate, t, d, f, g, gtd, max_ls, tolerance_change=LINE_SEARCH_TOLERANCE_CHANGE):
-    """torch's ``_strong_wolfe`` (c1 = 1e-4, c2 = 0.9), every branch, as two while-loops.
+    """torch's `_strong_wolfe` (c1 = 1e-4, c2 = 0.9), every branch, as two while-loops.
 
-    ``evaluate(t)`` returns the loss and flat gradient at ``x + t·d``. Returns the loss and gradient at
+    `evaluate(t)` returns the loss and flat gradient at `x + t·d`. Returns the loss and gradient at
     the chosen step length, the step length, and the number of evaluations.
     """
     d_norm = jnp.max(jnp.abs(d))
@@ -204,7 +204,7 @@ def _strong_wolfe(evaluate, t, d, f, g, gtd, max_ls, tolerance_change=LINE_SEARC
         bracketing,
         _Bracketing(zero, f, g, gtd, t, f_new, g_new, g_new @ d, 0 * one_i, one_i),
     )
-    # torch tests ``ls_iter == max_ls``; a negative max_ls (max_eval < 1) is refused by lbfgs()
+    # torch tests `ls_iter == max_ls`; a negative max_ls (max_eval < 1) is refused by lbfgs()
     exhausted = c.ls_iter >= max_ls
     armijo_fails, curvature_holds, _ = tests(c)
     done = ~exhausted & ~armijo_fails & curvature_holds
@@ -295,7 +295,7 @@ class _Iteration(NamedTuple):
 
 
 def _direction(state: LBFGSState, flat_grad: Array, history_size: int) -> LBFGSState:
-    """Store the newest curvature pair (if ``y·s > 1e-10``) and compute ``d = -H·g`` by the
+    """Store the newest curvature pair (if `y·s > 1e-10`) and compute `d = -H·g` by the
     two-loop recursion, newest pair first, then oldest first (torch's order)."""
     y = flat_grad - state.prev_flat_grad
     s = state.d * state.t
@@ -360,8 +360,8 @@ def _step(
     tolerance_grad: float | Array,
     tolerance_change: float | Array,
 ) -> tuple[Any, LBFGSState]:
-    """One ``optimizer.step(closure)``; ``value_and_grad(params) -> (loss, grads)`` is the closure
-    and ``lr`` the learning rate of this step."""
+    """One `optimizer.step(closure)`; `value_and_grad(params) -> (loss, grads)` is the closure
+    and `lr` the learning rate of this step."""
     x0, unravel = ravel_pytree(params)
     dtype = x0.dtype
     flat_grad = ravel_pytree(updates if grad is None else grad)[0].astype(dtype)
@@ -451,13 +451,13 @@ def _step(
 
 
 def _value_and_grad(value_fn: Callable[[Any], Array]) -> Callable[[Any], tuple[Array, Any]]:
-    """torch's ``closure()``: the loss at ``params`` and its gradient."""
+    """torch's `closure()`: the loss at `params` and its gradient."""
     return jax.value_and_grad(lambda p: jnp.asarray(value_fn(p)))
 
 
-#: The eager steps' compiled code, shared by every ``lbfgs`` instance: one entry per options and
-#: structure of ``value_fn`` (its data are arguments), the least recently used dropped first.
 _COMPILED = CompileCache()
+"""The eager steps' compiled code, shared by every `lbfgs` instance: one entry per options and
+structure of `value_fn` (its data are arguments), the least recently used dropped first."""
 
 
 def _compiled_step(
@@ -469,9 +469,9 @@ def _compiled_step(
 def _eager_step(
     options: _Options, value_fn: Callable[[Any], Array], *dynamic: Any
 ) -> tuple[Any, LBFGSState]:
-    """:func:`_step` for a call outside any trace: ``value_fn`` is traced to a jaxpr, the arrays it
+    """`_step` for a call outside any trace: `value_fn` is traced to a jaxpr, the arrays it
     closes over become arguments, and the step compiles once per options and jaxpr structure,
-    whatever the data, the closure object or the ``lbfgs`` instance (``_compile_cache``)."""
+    whatever the data, the closure object or the `lbfgs` instance (`_compile_cache`)."""
     params = dynamic[2]
     traced = trace(_value_and_grad(value_fn), params)
     step = _COMPILED.get(
@@ -482,7 +482,7 @@ def _eager_step(
 
 
 def _by_value(options: _Options) -> _Options | None:
-    """``options`` hashable by value (an integer 0-d array, as ``optax.inject_hyperparams`` passes
+    """`options` hashable by value (an integer 0-d array, as `optax.inject_hyperparams` passes
     a count it is not told is static, as a Python int: the same integer arithmetic), or None."""
 
     def value(x: Any) -> Any:
@@ -500,7 +500,7 @@ def _by_value(options: _Options) -> _Options | None:
 
 
 def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
-    """torch's L-BFGS param group: ``max_eval=None`` stored as ``max_iter * 5 // 4``."""
+    """torch's L-BFGS param group: `max_eval=None` stored as `max_iter * 5 // 4`."""
     if arguments["max_eval"] is None:
         return {**arguments, "max_eval": arguments["max_iter"] * 5 // 4}
     return arguments
@@ -517,83 +517,85 @@ def lbfgs(
     history_size: int = 100,
     line_search_fn: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.LBFGS``: one ``update`` is one ``optimizer.step(closure)``.
+    r"""`torch.optim.LBFGS`: one `update` is one `optimizer.step(closure)`.
 
-    ``update(grads, state, params, *, value, value_fn, grad=None)`` takes the loss ``value`` and
-    gradient at ``params`` (torch's first ``closure()`` call; ``grad`` defaults to ``grads``) and
-    ``value_fn(params) -> loss``, which it differentiates for every further evaluation (torch's
-    later ``closure()`` calls). Parameters may be any pytree of real arrays; the algorithm runs on
-    them raveled in ``jax.tree_util.tree_leaves`` order, as torch concatenates its parameters.
-    With ``f`` the loss, ``g`` its gradient, θ the raveled parameters and γ the learning rate::
+    `update(grads, state, params, *, value, value_fn, grad=None)` takes the loss `value` and
+    gradient at `params` (torch's first `closure()` call; `grad` defaults to `grads`) and
+    `value_fn(params) -> loss`, which it differentiates for every further evaluation (torch's
+    later `closure()` calls). Parameters may be any pytree of real arrays; the algorithm runs on
+    them raveled in `jax.tree_util.tree_leaves` order, as torch concatenates its parameters.
+    With `f` the loss, `g` its gradient, θ the raveled parameters and γ the learning rate:
 
-        evals ← 1;  func_evals += 1
-        if ‖g‖∞ ≤ tolerance_grad: return                          (no change, no iteration)
-        for k = 1 .. max_iter:
-            n_iter += 1                                           (counted over all steps)
-            if n_iter = 1:  d ← −g;  history ← ∅;  H_diag ← 1
-            else:
-                y ← g − prev_flat_grad;  s ← t·d
-                if y·s > 1e-10:                                   (else the pair is skipped)
-                    append (y, s, ρ = 1/(y·s)), dropping the oldest beyond history_size
-                    H_diag ← y·s / y·y
-                q ← −g;   for i newest → oldest:  α_i ← ρ_i s_i·q;  q ← q − α_i y_i
-                d ← H_diag·q;  for i oldest → newest:  β_i ← ρ_i y_i·d;  d ← d + (α_i − β_i) s_i
-            prev_flat_grad ← g;  prev_loss ← f
-            t ← min(1, 1/‖g‖₁)·γ  if n_iter = 1  else γ
-            if g·d > −tolerance_change: stop
-            if line_search_fn = "strong_wolfe":
-                f, g, t, e ← strong_wolfe(θ, t, d, f, g, g·d, max_ls = max_eval − evals)
-                θ ← θ + t·d
-            else:
-                θ ← θ + t·d
-                if k < max_iter:  f, g ← value_fn(θ), ∇value_fn(θ);  e ← 1   else e ← 0
-            evals += e;  func_evals += e
-            stop if k = max_iter, evals ≥ max_eval, ‖g‖∞ ≤ tolerance_grad,
-                    ‖t·d‖∞ ≤ tolerance_change or |f − prev_loss| < tolerance_change
+    ```text
+    evals ← 1;  func_evals += 1
+    if ‖g‖∞ ≤ tolerance_grad: return                          (no change, no iteration)
+    for k = 1 .. max_iter:
+        n_iter += 1                                           (counted over all steps)
+        if n_iter = 1:  d ← −g;  history ← ∅;  H_diag ← 1
+        else:
+            y ← g − prev_flat_grad;  s ← t·d
+            if y·s > 1e-10:                                   (else the pair is skipped)
+                append (y, s, ρ = 1/(y·s)), dropping the oldest beyond history_size
+                H_diag ← y·s / y·y
+            q ← −g;   for i newest → oldest:  α_i ← ρ_i s_i·q;  q ← q − α_i y_i
+            d ← H_diag·q;  for i oldest → newest:  β_i ← ρ_i y_i·d;  d ← d + (α_i − β_i) s_i
+        prev_flat_grad ← g;  prev_loss ← f
+        t ← min(1, 1/‖g‖₁)·γ  if n_iter = 1  else γ
+        if g·d > −tolerance_change: stop
+        if line_search_fn = "strong_wolfe":
+            f, g, t, e ← strong_wolfe(θ, t, d, f, g, g·d, max_ls = max_eval − evals)
+            θ ← θ + t·d
+        else:
+            θ ← θ + t·d
+            if k < max_iter:  f, g ← value_fn(θ), ∇value_fn(θ);  e ← 1   else e ← 0
+        evals += e;  func_evals += e
+        stop if k = max_iter, evals ≥ max_eval, ‖g‖∞ ≤ tolerance_grad,
+                ‖t·d‖∞ ≤ tolerance_change or |f − prev_loss| < tolerance_change
+    ```
 
-    ``strong_wolfe`` is torch's ``_strong_wolfe`` with c1 = 1e-4, c2 = 0.9: a bracketing phase that
-    extrapolates by cubic interpolation clamped to ``[t + 0.01 (t − t_prev), 10 t]`` until the
-    Armijo condition fails, the loss stops decreasing, the strong curvature condition
-    ``|g·d| ≤ −c2 g₀·d`` holds or the slope turns nonnegative; then a zoom phase of cubic
-    interpolation inside the bracket (moved to 10% of the bracket's length from an end after
-    insufficient progress) until the strong Wolfe conditions hold, the bracket is shorter than
-    ``1e-9 / ‖d‖∞`` (torch does not pass ``tolerance_change`` to its line search), or ``max_ls`` evaluations are used. It returns the bracket's lower
-    end.
+    `strong_wolfe` is torch's `_strong_wolfe` with c1 = 1e-4, c2 = 0.9: a bracketing phase that
+    extrapolates by cubic interpolation clamped to `[t + 0.01 (t − t_prev), 10 t]` until the Armijo
+    condition fails, the loss stops decreasing, the strong curvature condition `|g·d| ≤ −c2 g₀·d`
+    holds or the slope turns nonnegative; then a zoom phase of cubic interpolation inside the
+    bracket (moved to 10% of the bracket's length from an end after insufficient progress) until the
+    strong Wolfe conditions hold, the bracket is shorter than `1e-9 / ‖d‖∞` (torch does not pass
+    `tolerance_change` to its line search), or `max_ls` evaluations are used. It returns the
+    bracket's lower end.
 
     Args:
       {lr}
-        It is read once per ``update``, as torch reads ``group['lr']`` once per ``step()``.
-      max_iter: maximal number of inner iterations per ``update``.
-      max_eval: maximal number of evaluations of the objective per ``update``, counting ``value``
-        (default ``max_iter * 5 // 4``).
-      tolerance_grad: stop when ``‖g‖∞ ≤ tolerance_grad`` (first-order optimality).
+        It is read once per `update`, as torch reads `group['lr']` once per `step()`.
+      max_iter: maximal number of inner iterations per `update`.
+      max_eval: maximal number of evaluations of the objective per `update`, counting `value`
+        (default `max_iter * 5 // 4`).
+      tolerance_grad: stop when `‖g‖∞ ≤ tolerance_grad` (first-order optimality).
       tolerance_change: stop on a step, loss change or directional derivative below this.
       history_size: number of curvature pairs kept.
-      line_search_fn: ``None`` (fixed steps of length t) or ``"strong_wolfe"``.
+      line_search_fn: `None` (fixed steps of length t) or `"strong_wolfe"`.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` whose ``update`` needs the extra arguments
-      ``value`` and ``value_fn`` and returns the change ``θ_new − θ`` for ``optax.apply_updates``.
-      Jittable: the inner loop, line search and history are ``lax`` loops and fixed-size buffers,
+      An `optax.GradientTransformationExtraArgs` whose `update` needs the extra arguments
+      `value` and `value_fn` and returns the change `θ_new − θ` for `optax.apply_updates`.
+      Jittable: the inner loop, line search and history are `lax` loops and fixed-size buffers,
       so the update compiles once.
 
-    Called eagerly (no ``jax.jit`` around it, as torch's ``step(closure)`` is called), ``update``
-    traces ``value_and_grad(value_fn)`` at each call (about a millisecond for a small loss), passes
-    the arrays ``value_fn`` closes over (a batch, a model's other state) as arguments, and runs a
-    step compiled once per ``max_iter``/``max_eval``/``history_size``/``line_search_fn``,
-    parameter structure and structure of ``value_fn``: a new closure per step
-    (``value_fn=lambda p: loss(p, batch)``), new data and new ``lbfgs`` instances reuse it. Given
-    the same inputs it returns bit for bit what the jitted ``update`` returns (a gradient that the
+    Called eagerly (no `jax.jit` around it, as torch's `step(closure)` is called), `update`
+    traces `value_and_grad(value_fn)` at each call (about a millisecond for a small loss), passes
+    the arrays `value_fn` closes over (a batch, a model's other state) as arguments, and runs a
+    step compiled once per `max_iter`/`max_eval`/`history_size`/`line_search_fn`,
+    parameter structure and structure of `value_fn`: a new closure per step
+    (`value_fn=lambda p: loss(p, batch)`), new data and new `lbfgs` instances reuse it. Given
+    the same inputs it returns bit for bit what the jitted `update` returns (a gradient that the
     caller computes eagerly, op by op, can differ from a jitted one in the last bit, which L-BFGS
-    may amplify over steps). A Python number that ``value_fn`` closes over is compiled in as a
+    may amplify over steps). A Python number that `value_fn` closes over is compiled in as a
     constant, so pass values that change between steps as arrays. The compiled steps of the 32
     most recently used structures are kept.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, optax
       >>> from jaxopt_port.optim import lbfgs
       >>> f = lambda p: jnp.sum((p["x"] - 3.0) ** 2) + p["b"] ** 2
-      >>> params = {{"x": jnp.zeros(3), "b": jnp.array(1.0)}}
+      >>> params = {"x": jnp.zeros(3), "b": jnp.array(1.0)}
       >>> tx = lbfgs(line_search_fn="strong_wolfe")
       >>> state = tx.init(params)
       >>> @jax.jit
@@ -608,7 +610,7 @@ def lbfgs(
 
       The same steps the torch way, eagerly, with a new closure each step:
 
-      >>> params = {{"x": jnp.zeros(3), "b": jnp.array(1.0)}}
+      >>> params = {"x": jnp.zeros(3), "b": jnp.array(1.0)}
       >>> state = tx.init(params)
       >>> target = jnp.full(3, 3.0)
       >>> for _ in range(3):
@@ -622,22 +624,22 @@ def lbfgs(
     Warning:
       Differences from torch:
 
-      - ``line_search_fn`` other than ``None`` and ``"strong_wolfe"`` raises ``ValueError`` here,
-        at construction; torch raises ``RuntimeError`` in the first ``step()`` that reaches the
+      - `line_search_fn` other than `None` and `"strong_wolfe"` raises `ValueError` here,
+        at construction; torch raises `RuntimeError` in the first `step()` that reaches the
         line search.
-      - ``history_size < 1`` or not an integer and, with ``"strong_wolfe"``, ``max_eval < 1`` raise
-        ``ValueError`` at construction, and ``max_iter``, ``max_eval``, ``tolerance_grad``,
-        ``tolerance_change`` that are not real numbers ``TypeError``; torch accepts them and fails
-        inside ``step()`` (``IndexError`` once a curvature pair is stored, ``UnboundLocalError``
-        in the line search, ``TypeError``).
-      - Torch keeps the loss, ``prev_loss`` and usually ``t`` as Python floats (double) and
-        ``H_diag`` and ``ro`` as 0-d tensors (``H_diag`` is the int 1 before the first pair); here
+      - `history_size < 1` or not an integer and, with `"strong_wolfe"`, `max_eval < 1` raise
+        `ValueError` at construction, and `max_iter`, `max_eval`, `tolerance_grad`,
+        `tolerance_change` that are not real numbers `TypeError`; torch accepts them and fails
+        inside `step()` (`IndexError` once a curvature pair is stored, `UnboundLocalError`
+        in the line search, `TypeError`).
+      - Torch keeps the loss, `prev_loss` and usually `t` as Python floats (double) and
+        `H_diag` and `ro` as 0-d tensors (`H_diag` is the int 1 before the first pair); here
         every scalar is in the parameters' dtype. In float64 this is the same arithmetic; in
         float32 torch's double scalars can round differently in the last bit.
-      - ``update`` returns ``θ_new − θ``, so ``optax.apply_updates`` forms ``θ + (θ_new − θ)``,
-        which may differ from torch's ``θ_new`` in the last bit.
-      - torch's ``step`` returns the loss at the start; here the caller already holds it
-        (``value``). torch's scratch buffer ``al`` is not kept in the state.
+      - `update` returns `θ_new − θ`, so `optax.apply_updates` forms `θ + (θ_new − θ)`,
+        which may differ from torch's `θ_new` in the last bit.
+      - torch's `step` returns the loss at the start; here the caller already holds it
+        (`value`). torch's scratch buffer `al` is not kept in the state.
       - Complex parameters (which torch treats as pairs of reals) are not supported.
     """
     check_lr(lr)

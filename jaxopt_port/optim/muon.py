@@ -25,7 +25,7 @@ DEFAULT_NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
 
 
 class ScaleByMuonState(NamedTuple):
-    """Torch's Muon state: ``momentum_buffer``."""
+    """Torch's Muon state: `momentum_buffer`."""
 
     momentum_buffer: Any
 
@@ -33,13 +33,14 @@ class ScaleByMuonState(NamedTuple):
 def newton_schulz(
     grad: Array, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float, dtype: Any
 ) -> Array:
-    r"""Torch's quintic Newton–Schulz orthogonalization of a matrix, computed in ``dtype``.
+    r"""Torch's quintic Newton–Schulz orthogonalization of a matrix, computed in `dtype`.
 
-    .. math::
-        X_0 = G/\max(\lVert G\rVert_F, \epsilon),\quad A = X X^\top,\quad
-        X \leftarrow aX + (bA + cA^2)X
+    $$
+    X_0 = G/\max(\lVert G\rVert_F, \epsilon),\quad A = X X^\top,\quad
+    X \leftarrow aX + (bA + cA^2)X
+    $$
 
-    on the transposed matrix when it has more rows than columns. Returns ``dtype``.
+    on the transposed matrix when it has more rows than columns. Returns `dtype`.
     """
     a, b, c = ns_coefficients
     x = grad.astype(dtype)
@@ -55,7 +56,7 @@ def newton_schulz(
 
 
 def adjusted_lr_ratio(shape: tuple[int, ...], adjust_lr_fn: str | None) -> float:
-    """Torch's ``_adjust_lr`` ratio: √max(1, A/B) ("original", the default) or 0.2·√max(A, B)."""
+    """Torch's `_adjust_lr` ratio: √max(1, A/B) ("original", the default) or 0.2·√max(A, B)."""
     rows, cols = shape[:2]
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return math.sqrt(max(1, rows / cols))
@@ -84,11 +85,12 @@ def scale_by_muon(
 ) -> optax.GradientTransformation:
     r"""Muon's direction, before the learning rate.
 
-    .. math::
-        b_t = b_{t-1} + (1-\mu)(g_t - b_{t-1}),\quad
-        u_t = r\cdot\mathrm{NS}\big(\text{nesterov} ?\ g_t + \mu(b_t - g_t) : b_t\big)
+    $$
+    b_t = b_{t-1} + (1-\mu)(g_t - b_{t-1}),\quad
+    u_t = r\cdot\mathrm{NS}\big(\text{nesterov} ?\ g_t + \mu(b_t - g_t) : b_t\big)
+    $$
 
-    with r the shape-dependent ratio of :func:`adjusted_lr_ratio`. ``ns_dtype=None`` runs the
+    with r the shape-dependent ratio of `adjusted_lr_ratio`. `ns_dtype=None` runs the
     iteration in the parameter dtype.
     """
 
@@ -114,7 +116,7 @@ def scale_by_muon(
 
 
 def _torch_group(arguments: dict[str, Any]) -> dict[str, Any]:
-    """torch's Muon param group: the arguments less ``ns_dtype`` (not torch's)."""
+    """torch's Muon param group: the arguments less `ns_dtype` (not torch's)."""
     return {k: v for k, v in arguments.items() if k != "ns_dtype"}
 
 
@@ -132,14 +134,15 @@ def muon(
     *,
     ns_dtype: Any = "bfloat16",
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.Muon``, for 2-D parameters.
+    r"""`torch.optim.Muon`, for 2-D parameters.
 
-    .. math::
-        b_t = \mu b_{{t-1}} + (1-\mu) g_t,\quad
-        O_t = \mathrm{{NS}}\big(\text{{nesterov}}\ ?\ (1-\mu) g_t + \mu b_t : b_t\big),\quad
-        \theta_t = \theta_{{t-1}}(1-\gamma_t\lambda) - \gamma_t\, r\, O_t
+    $$
+    b_t = \mu b_{t-1} + (1-\mu) g_t,\quad
+    O_t = \mathrm{NS}\big(\text{nesterov}\ ?\ (1-\mu) g_t + \mu b_t : b_t\big),\quad
+    \theta_t = \theta_{t-1}(1-\gamma_t\lambda) - \gamma_t\, r\, O_t
+    $$
 
-    NS is the Newton–Schulz iteration of :func:`newton_schulz`; r = √max(1, A/B) for an A×B
+    NS is the Newton–Schulz iteration of `newton_schulz`; r = √max(1, A/B) for an A×B
     parameter ("original") or 0.2·√max(A, B) ("match_rms_adamw").
 
     Args:
@@ -152,7 +155,7 @@ def muon(
       ns_steps: number of iterations (< 100).
       adjust_lr_fn: None or "original", or "match_rms_adamw".
       ns_dtype: dtype of the iteration (a name or dtype): "bfloat16" as torch (default), or
-        ``None`` for the parameter dtype (jaxopt_port's option, used for float64 parity).
+        `None` for the parameter dtype (jaxopt_port's option, used for float64 parity).
 
     Returns:
       {returns}
@@ -160,10 +163,10 @@ def muon(
     Warning:
       In bfloat16, torch's and XLA's CPU matmuls round differently: results drift apart by
       ~3e-2 within a few steps. With the iteration in float64 on both sides they agree to ~1e-15.
-      Muon has no ``maximize``. ``init`` raises for any parameter that is not 2-D; torch raises at
-      construction, and for ``ns_steps >= 100`` only at the first step (here: at construction).
-      So do an ``ns_steps`` that is not an integer (``ValueError``), an ``eps`` or an entry of
-      ``ns_coefficients`` that is not a real number (``TypeError``): torch fails in ``step()``.
+      Muon has no `maximize`. `init` raises for any parameter that is not 2-D; torch raises at
+      construction, and for `ns_steps >= 100` only at the first step (here: at construction).
+      So do an `ns_steps` that is not an integer (`ValueError`), an `eps` or an entry of
+      `ns_coefficients` that is not a real number (`TypeError`): torch fails in `step()`.
     """
     checks.check_lr(lr, "Learning rate should be >= 0 but is: {}")
     checks.nonnegative(momentum, "momentum should be >= 0 but is: {}")

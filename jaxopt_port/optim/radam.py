@@ -35,7 +35,7 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByRadamState(NamedTuple):
-    """Torch's RAdam state: ``step``, ``exp_avg``, ``exp_avg_sq``."""
+    """Torch's RAdam state: `step`, `exp_avg`, `exp_avg_sq`."""
 
     step: Array
     exp_avg: Any
@@ -47,12 +47,15 @@ def scale_by_radam(
 ) -> optax.GradientTransformation:
     r"""RAdam's direction, before the learning rate.
 
-    .. math::
-        \rho_\infty = \frac{2}{1-\beta_2} - 1,\quad
-        \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t},\quad
-        r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
-        u_t = \frac{m_t}{1-\beta_1^t}\cdot
-            \begin{cases} r_t \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} & \rho_t > 5 \\ 1 & \text{otherwise}\end{cases}
+    $$
+    \begin{aligned}
+      \rho_\infty = \frac{2}{1-\beta_2} - 1,\quad
+      \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t},\quad
+      r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
+      u_t = \frac{m_t}{1-\beta_1^t}\cdot
+          \begin{cases} r_t \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} & \rho_t > 5 \\ 1 & \text{otherwise}\end{cases}
+    \end{aligned}
+    $$
     """
     beta1, beta2 = betas
 
@@ -100,13 +103,16 @@ def radam(
     capturable: bool = False,
     differentiable: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.RAdam``.
+    r"""`torch.optim.RAdam`.
 
-    .. math::
-        \theta_t = \theta_{{t-1}} - \gamma_t \frac{{m_t}}{{1-\beta_1^t}}\cdot
-            \begin{{cases}} r_t \frac{{\sqrt{{1-\beta_2^t}}}}{{\sqrt{{v_t}} + \epsilon}} & \rho_t > 5 \\ 1 & \text{{otherwise}}\end{{cases}}
+    $$
+    \begin{aligned}
+      \theta_t = \theta_{t-1} - \gamma_t \frac{m_t}{1-\beta_1^t}\cdot
+          \begin{cases} r_t \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} & \rho_t > 5 \\ 1 & \text{otherwise}\end{cases}
+    \end{aligned}
+    $$
 
-    with ρ_t and the rectification r_t of :func:`scale_by_radam`.
+    with ρ_t and the rectification r_t of [`scale_by_radam`][jaxopt_port.optim.scale_by_radam].
 
     Args:
       {lr}
@@ -115,13 +121,15 @@ def radam(
       {weight_decay}
       {decoupled_weight_decay}
       {maximize}
-      {kernel_flags}
+      {foreach}
+      {capturable}
+      {differentiable}
 
     Returns:
       {returns}
 
     Warning:
-      ``optax.radam`` adds ε to the bias-corrected √v̂; torch adds it to √v. They differ by a
+      `optax.radam` adds ε to the bias-corrected √v̂; torch adds it to √v. They differ by a
       factor √(1-β2^t) in ε's weight, visible while v is small. The rectification threshold is
       strict (ρ_t > 5) as in torch.
     """

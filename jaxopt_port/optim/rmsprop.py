@@ -34,7 +34,7 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByRmsState(NamedTuple):
-    """Torch's RMSprop state: ``step``, ``square_avg``, ``grad_avg`` (centered only, else ``None``)."""
+    """Torch's RMSprop state: `step`, `square_avg`, `grad_avg` (centered only, else `None`)."""
 
     step: Array
     square_avg: Any
@@ -46,12 +46,13 @@ def scale_by_rms(
 ) -> optax.GradientTransformation:
     r"""Divide by the running root mean square.
 
-    .. math::
-        v_t = \alpha v_{t-1} + (1-\alpha) g_t^2,\quad
-        \bar g_t = \bar g_{t-1} + (1-\alpha)(g_t - \bar g_{t-1})\ \text{(centered)},\quad
-        u_t = \frac{g_t}{\sqrt{v_t - \bar g_t^2} + \epsilon}
+    $$
+    v_t = \alpha v_{t-1} + (1-\alpha) g_t^2,\quad
+    \bar g_t = \bar g_{t-1} + (1-\alpha)(g_t - \bar g_{t-1})\ \text{(centered)},\quad
+    u_t = \frac{g_t}{\sqrt{v_t - \bar g_t^2} + \epsilon}
+    $$
 
-    ``eps_in_sqrt=True`` gives the textbook :math:`g_t/\sqrt{v_t + \epsilon}`.
+    `eps_in_sqrt=True` gives the textbook $g_t/\sqrt{v_t + \epsilon}$.
     """
 
     def init(params):
@@ -97,13 +98,16 @@ def rmsprop(
     maximize: bool = False,
     differentiable: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.RMSprop``.
+    r"""`torch.optim.RMSprop`.
 
-    .. math::
-        v_t &= \alpha v_{{t-1}} + (1-\alpha) g_t^2,\qquad
-        \tilde v_t = v_t - \bar g_t^2\ \text{{(centered)}} \\
-        b_t &= \mu b_{{t-1}} + \frac{{g_t}}{{\sqrt{{\tilde v_t}} + \epsilon}},\qquad
-        \theta_t = \theta_{{t-1}} - \gamma_t b_t \quad(\mu = 0:\ b_t = g_t/(\sqrt{{\tilde v_t}} + \epsilon))
+    $$
+    \begin{aligned}
+      v_t &= \alpha v_{t-1} + (1-\alpha) g_t^2,\qquad
+      \tilde v_t = v_t - \bar g_t^2\ \text{(centered)} \\
+      b_t &= \mu b_{t-1} + \frac{g_t}{\sqrt{\tilde v_t} + \epsilon},\qquad
+      \theta_t = \theta_{t-1} - \gamma_t b_t \quad(\mu = 0:\ b_t = g_t/(\sqrt{\tilde v_t} + \epsilon))
+    \end{aligned}
+    $$
 
     Args:
       {lr}
@@ -113,18 +117,21 @@ def rmsprop(
       momentum: μ; the learning rate multiplies the buffer, it is not inside it.
       centered: subtract the squared running mean of the gradient.
       {maximize}
-      {kernel_flags}
+      {capturable}
+      {foreach}
+      {differentiable}
 
     Returns:
       {returns}
 
     Warning:
-      ``optax.rmsprop`` puts ε inside the root by default (``eps_in_sqrt=True``) and, with
-      momentum and a schedule, applies the learning rate before the momentum trace; under a
-      schedule the two differ by O(1). The textbook rule is :func:`jaxopt_port.optim.textbook.rmsprop`.
+      `optax.rmsprop` puts ε inside the root by default (`eps_in_sqrt=True`) and, with momentum and
+      a schedule, applies the learning rate before the momentum trace; under a schedule the two
+      differ by O(1). The textbook rule is
+      [`jaxopt_port.optim.textbook.rmsprop`][jaxopt_port.optim.textbook.rmsprop].
 
-      ``alpha > 1`` raises ``ValueError`` here; torch accepts it, and its running average
-      :math:`v_t` turns negative, so its parameters are NaN from the first step.
+      `alpha > 1` raises `ValueError` here; torch accepts it, and its running average
+      $v_t$ turns negative, so its parameters are NaN from the first step.
     """
     accepted(capturable=capturable, foreach=foreach, differentiable=differentiable)
     checks.check_lr(lr)

@@ -18,7 +18,7 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleByRpropState(NamedTuple):
-    """Torch's Rprop state: ``step``, ``prev`` (last gradient used), ``step_size`` (per element)."""
+    """Torch's Rprop state: `step`, `prev` (last gradient used), `step_size` (per element)."""
 
     step: Array
     prev: Any
@@ -32,11 +32,14 @@ def scale_by_rprop(
 ) -> optax.GradientTransformation:
     r"""Rprop's full parameter change (the learning rate is only the initial step size).
 
-    .. math::
-        \eta_t = \begin{cases}\eta_+ & g_t g_{t-1} > 0 \\ \eta_- & g_t g_{t-1} < 0 \\ 1 & \text{otherwise}\end{cases},\quad
-        s_t = \operatorname{clip}(\eta_t s_{t-1}, s_{\min}, s_{\max}),\quad
-        g_t \leftarrow 0 \text{ where } \eta_t = \eta_-,\quad
-        u_t = -\operatorname{sign}(g_t)\, s_t
+    $$
+    \begin{aligned}
+      \eta_t = \begin{cases}\eta_+ & g_t g_{t-1} > 0 \\ \eta_- & g_t g_{t-1} < 0 \\ 1 & \text{otherwise}\end{cases},\quad
+      s_t = \operatorname{clip}(\eta_t s_{t-1}, s_{\min}, s_{\max}),\quad
+      g_t \leftarrow 0 \text{ where } \eta_t = \eta_-,\quad
+      u_t = -\operatorname{sign}(g_t)\, s_t
+    \end{aligned}
+    $$
     """
     etaminus, etaplus = etas
     step_size_min, step_size_max = step_sizes
@@ -82,32 +85,35 @@ def rprop(
     maximize: bool = False,
     differentiable: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.Rprop`` (resilient backpropagation).
+    r"""`torch.optim.Rprop` (resilient backpropagation).
 
-    .. math::
-        s_t = \operatorname{{clip}}(\eta_t s_{{t-1}}, s_{{\min}}, s_{{\max}}),\quad s_0 = \gamma,\quad
-        \theta_t = \theta_{{t-1}} - \operatorname{{sign}}(g_t)\, s_t
+    $$
+    s_t = \operatorname{clip}(\eta_t s_{t-1}, s_{\min}, s_{\max}),\quad s_0 = \gamma,\quad
+    \theta_t = \theta_{t-1} - \operatorname{sign}(g_t)\, s_t
+    $$
 
     where η_t is η+ if the gradient kept its sign, η- if it flipped (and then g_t is taken as 0
     for this step), 1 otherwise.
 
     Args:
       lr: the initial step size s_0. A schedule is evaluated once, at count 0: torch never reads
-        ``lr`` again after the first step, so later values have no effect.
+        `lr` again after the first step, so later values have no effect.
       etas: (η-, η+), with 0 < η- < 1 < η+.
       step_sizes: (s_min, s_max), the clamp of the step sizes.
       {maximize}
-      {kernel_flags}
+      {capturable}
+      {foreach}
+      {differentiable}
 
     Returns:
       {returns}
 
     Warning:
-      ``optax.rprop``'s first update is zero (it returns the previous step's update); here, as in
-      torch, the first update is ``-sign(g) * lr``.
+      `optax.rprop`'s first update is zero (it returns the previous step's update); here, as in
+      torch, the first update is `-sign(g) * lr`.
 
-      ``step_sizes`` entries that are neither real numbers nor ``None`` (no bound, as in torch's
-      ``clamp``) raise ``TypeError`` here; torch accepts them and fails in ``step()``.
+      `step_sizes` entries that are neither real numbers nor `None` (no bound, as in torch's
+      `clamp`) raise `TypeError` here; torch accepts them and fails in `step()`.
     """
     accepted(capturable=capturable, foreach=foreach, differentiable=differentiable)
     check_lr(lr)

@@ -32,43 +32,48 @@ def sgd(
     differentiable: bool = False,
     fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.SGD``: stochastic gradient descent with optional momentum.
+    r"""`torch.optim.SGD`: stochastic gradient descent with optional momentum.
 
-    .. math::
-        g_t &\leftarrow \pm\nabla f(\theta_{{t-1}}) + \lambda\theta_{{t-1}} \\
-        b_1 &= g_1,\quad b_t = \mu b_{{t-1}} + (1-\tau) g_t \\
-        \theta_t &= \theta_{{t-1}} - \gamma_t \cdot
-            \begin{{cases}} g_t + \mu b_t & \text{{nesterov}} \\ b_t & \mu \ne 0 \\ g_t & \mu = 0 \end{{cases}}
+    $$
+    \begin{aligned}
+      g_t &\leftarrow \pm\nabla f(\theta_{t-1}) + \lambda\theta_{t-1} \\
+      b_1 &= g_1,\quad b_t = \mu b_{t-1} + (1-\tau) g_t \\
+      \theta_t &= \theta_{t-1} - \gamma_t \cdot
+          \begin{cases} g_t + \mu b_t & \text{nesterov} \\ b_t & \mu \ne 0 \\ g_t & \mu = 0 \end{cases}
+    \end{aligned}
+    $$
 
     Args:
       {lr}
       momentum: momentum factor μ.
       dampening: dampening τ of the momentum (not applied to the first buffer, as in torch).
       {weight_decay}
-      nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+      nesterov: Nesterov momentum (needs `momentum > 0` and `dampening == 0`).
       {maximize}
-      {kernel_flags}
+      {foreach}
+      {differentiable}
+      {fused}
 
     Returns:
       {returns}
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, optax
       >>> from jaxopt_port import optim
       >>> tx = optim.sgd(lr=0.1, momentum=0.9)
-      >>> params = {{"w": jnp.ones(3)}}
+      >>> params = {"w": jnp.ones(3)}
       >>> state = tx.init(params)
-      >>> updates, state = tx.update({{"w": jnp.ones(3)}}, state, params)
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
       >>> optax.apply_updates(params, updates)["w"]
       Array([0.9, 0.9, 0.9], dtype=float32)
 
     Warning:
-      Unlike ``optax.sgd(momentum=...)``, the first momentum buffer is the gradient itself and the
-      learning rate is applied after the buffer; ``optax.sgd`` has no ``dampening``.
+      Unlike `optax.sgd(momentum=...)`, the first momentum buffer is the gradient itself and the
+      learning rate is applied after the buffer; `optax.sgd` has no `dampening`.
 
-      Arguments refused here that torch accepts: a NaN ``lr``, ``momentum`` or ``weight_decay``
-      (``ValueError``; torch's ``lr < 0.0`` lets NaN through and its parameters become NaN), a
-      ``dampening`` that is not a real number (``TypeError``; torch fails in ``step()``).
+      Arguments refused here that torch accepts: a NaN `lr`, `momentum` or `weight_decay`
+      (`ValueError`; torch's `lr < 0.0` lets NaN through and its parameters become NaN), a
+      `dampening` that is not a real number (`TypeError`; torch fails in `step()`).
     """
     accepted(foreach=foreach, differentiable=differentiable, fused=fused)
     # torch's expressions (`lr < 0.0`), which also let NaN through: refused here
@@ -87,7 +92,7 @@ def sgd(
 
 
 def _not_negative(value: Any) -> Any:
-    """torch's ``not value < 0.0``, and not NaN (which torch accepts, giving NaN parameters)."""
+    """torch's `not value < 0.0`, and not NaN (which torch accepts, giving NaN parameters)."""
     return not value < 0.0 and value == value
 
 

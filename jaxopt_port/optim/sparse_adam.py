@@ -27,7 +27,7 @@ tree_map = jax.tree_util.tree_map
 
 
 class ScaleBySparseAdamState(NamedTuple):
-    """Torch's SparseAdam state: ``step``, ``exp_avg``, ``exp_avg_sq``."""
+    """Torch's SparseAdam state: `step`, `exp_avg`, `exp_avg_sq`."""
 
     step: Array
     exp_avg: Any
@@ -41,7 +41,7 @@ def _is_bcoo(x: Any) -> bool:
 def densify(grads: Any) -> tuple[Any, Any]:
     """Dense gradients and the mask of entries present.
 
-    A ``BCOO`` leaf is present where its indices point (duplicates summed, as ``coalesce`` does);
+    A `BCOO` leaf is present where its indices point (duplicates summed, as `coalesce` does);
     a dense leaf is present where it is not exactly zero.
     """
 
@@ -63,9 +63,10 @@ def scale_by_sparse_adam(
 ) -> optax.GradientTransformation:
     r"""SparseAdam's direction: Adam on the present entries only, ε added to √v.
 
-    .. math::
-        m_t = m_{t-1} + (1-\beta_1)(g_t - m_{t-1}),\quad v_t = v_{t-1} + (1-\beta_2)(g_t^2 - v_{t-1}),\quad
-        u_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,\frac{m_t}{\sqrt{v_t} + \epsilon}
+    $$
+    m_t = m_{t-1} + (1-\beta_1)(g_t - m_{t-1}),\quad v_t = v_{t-1} + (1-\beta_2)(g_t^2 - v_{t-1}),\quad
+    u_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,\frac{m_t}{\sqrt{v_t} + \epsilon}
+    $$
 
     on the entries present in the gradient; m, v and θ stay as they are elsewhere.
     """
@@ -108,14 +109,15 @@ def sparse_adam(
     eps: float = 1e-8,
     maximize: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""``torch.optim.SparseAdam``: Adam that touches only the entries present in the gradient.
+    r"""`torch.optim.SparseAdam`: Adam that touches only the entries present in the gradient.
 
-    .. math::
-        \theta_t = \theta_{{t-1}} - \gamma_t\,\frac{{\sqrt{{1-\beta_2^t}}}}{{1-\beta_1^t}}\,
-            \frac{{m_t}}{{\sqrt{{v_t}} + \epsilon}}\quad\text{{on present entries}}
+    $$
+    \theta_t = \theta_{t-1} - \gamma_t\,\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+        \frac{m_t}{\sqrt{v_t} + \epsilon}\quad\text{on present entries}
+    $$
 
     Gradients may be dense arrays, where an entry is present when it is not exactly zero (for an
-    embedding lookup: the rows looked up), or ``jax.experimental.sparse.BCOO`` arrays, where the
+    embedding lookup: the rows looked up), or `jax.experimental.sparse.BCOO` arrays, where the
     entries their indices hold are present (torch's sparse gradient semantics exactly).
 
     Args:

@@ -1,11 +1,12 @@
-"""Batch statistics over the global batch: torch's ``SyncBatchNorm`` for data-parallel steps.
+"""Batch statistics over the global batch: torch's `SyncBatchNorm` for data-parallel steps.
 
-Inside a data-parallel step each device sees only its rows. :func:`batch_mean` and
-:func:`sync_batch_norm` average over the whole global batch whichever backend runs the step: under
-``"shard_map"`` and ``"pmap"`` they add a ``lax.pmean`` over the data axis (the step sets the axis
-while it traces the loss), under ``"jit"`` the batch already is the global array, and outside a step
-they are plain batch means. A loss written once therefore gives the same numbers on 1 or N devices
-— what ``torch.nn.SyncBatchNorm`` gives DDP.
+Inside a data-parallel step each device sees only its rows.
+[`batch_mean`][jaxopt_port.parallel.batch_mean] and
+[`sync_batch_norm`][jaxopt_port.parallel.sync_batch_norm] average over the whole global batch
+whichever backend runs the step: under `"shard_map"` and `"pmap"` they add a `lax.pmean` over the
+data axis (the step sets the axis while it traces the loss), under `"jit"` the batch already is the
+global array, and outside a step they are plain batch means. A loss written once therefore gives the
+same numbers on 1 or N devices — what `torch.nn.SyncBatchNorm` gives DDP.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ _context = threading.local()
 
 @contextlib.contextmanager
 def mapped_over(axis: str | None) -> Iterator[None]:
-    """While tracing a per-device function, name the axis :func:`batch_mean` reduces over."""
+    """While tracing a per-device function, name the axis
+    [`batch_mean`][jaxopt_port.parallel.batch_mean] reduces over."""
     previous = getattr(_context, "axis", None)
     _context.axis = axis
     try:
@@ -35,12 +37,12 @@ def mapped_over(axis: str | None) -> Iterator[None]:
 
 
 def data_axis() -> str | None:
-    """The data axis of the per-device step being traced (``None`` under ``"jit"`` or no step)."""
+    """The data axis of the per-device step being traced (`None` under `"jit"` or no step)."""
     return getattr(_context, "axis", None)
 
 
 def batch_mean(x: jax.Array, axis: int | Sequence[int] = 0) -> jax.Array:
-    """``jnp.mean(x, axis)`` over the global batch, wherever the step splits it.
+    """`jnp.mean(x, axis)` over the global batch, wherever the step splits it.
 
     Every device holds the same number of rows, so the mean of the per-device means is the global
     mean.
@@ -69,29 +71,34 @@ def sync_batch_norm(
     eps: float = 1e-5,
     feature_axis: int = 1,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
-    """``torch.nn.functional.batch_norm(..., training=True)`` with statistics over the global batch.
+    """`torch.nn.functional.batch_norm(..., training=True)` with statistics over the global batch.
 
-    .. math::
+    $$
+    \\begin{gathered}
+      μ = \\operatorname{mean}_{B}(x), \\quad σ^2 = \\operatorname{mean}_{B}((x - μ)^2), \\quad
+      y = \\frac{x - μ}{\\sqrt{σ^2 + ε}}\\, w + b
+    \\end{gathered}
+    $$
 
-        μ = \\operatorname{mean}_{B}(x), \\quad σ^2 = \\operatorname{mean}_{B}((x - μ)^2), \\quad
-        y = \\frac{x - μ}{\\sqrt{σ^2 + ε}}\\, w + b
-
-    with the means over every axis but ``feature_axis`` and over all devices (:func:`batch_mean`),
-    as ``torch.nn.SyncBatchNorm`` computes them. The running statistics update as torch's:
-    ``r_μ ← (1 − m) r_μ + m μ`` and ``r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1)`` with ``n`` the number of
-    elements per feature in the global batch (the unbiased variance, while ``y`` uses the biased one).
+    with the means over every axis but `feature_axis` and over all devices
+    ([`batch_mean`][jaxopt_port.parallel.batch_mean]), as `torch.nn.SyncBatchNorm` computes them.
+    The running statistics update as torch's: `r_μ ← (1 − m) r_μ + m μ` and
+    `r_σ² ← (1 − m) r_σ² + m σ² n/(n − 1)` with `n` the number of elements per feature in the global
+    batch (the unbiased variance, while `y` uses the biased one).
 
     Args:
-      x: activations; ``feature_axis`` holds the features (torch's layout, ``1``, by default; pass
-        ``-1`` for Flax's channels-last layout).
-      running_mean, running_var: torch's running statistics, or ``None`` to skip them.
-      weight, bias: the affine parameters, or ``None``.
-      momentum: torch's ``momentum`` (default 0.1); torch's ``None`` (cumulative average) is not
+      x: activations; `feature_axis` holds the features (torch's layout, `1`, by default; pass
+        `-1` for Flax's channels-last layout).
+      running_mean: torch's running mean, or `None` to skip the running statistics.
+      running_var: torch's running variance, or `None` (with `running_mean`).
+      weight: the affine scale, or `None`.
+      bias: the affine shift, or `None`.
+      momentum: torch's `momentum` (default 0.1); torch's `None` (cumulative average) is not
         supported.
       eps: added to the variance (default 1e-5).
 
     Returns:
-      ``(y, running_mean, running_var)``, the running statistics updated (``None`` if not given).
+      `(y, running_mean, running_var)`, the running statistics updated (`None` if not given).
     """
     if momentum is None:
         raise ValueError(

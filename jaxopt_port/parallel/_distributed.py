@@ -1,11 +1,13 @@
-"""Multi-host start-up on JAX's own distributed runtime (``jax.distributed``).
+"""Multi-host start-up on JAX's own distributed runtime (`jax.distributed`).
 
-:func:`initialize` finds out how the job was launched — SLURM (``srun``), Open MPI (``mpirun``), a
-Cloud TPU pod slice, or an explicit coordinator address — and calls ``jax.distributed.initialize``
-so every process sees every device of the job. Afterwards ``jax.devices()`` lists all of them,
-:func:`data_mesh` spans all hosts, and each process loads only its share of each global batch
-(:func:`process_share`), which :func:`shard_batch` assembles into global arrays. On one host with
-no cluster environment it does nothing, so the same script runs on a laptop and on a cluster.
+[`initialize`][jaxopt_port.parallel.initialize] finds out how the job was launched — SLURM (`srun`),
+Open MPI (`mpirun`), a Cloud TPU pod slice, or an explicit coordinator address — and calls
+`jax.distributed.initialize` so every process sees every device of the job. Afterwards
+`jax.devices()` lists all of them, [`data_mesh`][jaxopt_port.parallel.data_mesh] spans all hosts,
+and each process loads only its share of each global batch
+([`process_share`][jaxopt_port.parallel.process_share]), which
+[`shard_batch`][jaxopt_port.parallel.shard_batch] assembles into global arrays. On one host with no
+cluster environment it does nothing, so the same script runs on a laptop and on a cluster.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ __all__ = ["Cluster", "detect_environment", "initialize"]
 
 
 class Cluster(NamedTuple):
-    """Where this process stands in the job, as :func:`initialize` left it."""
+    """Where this process stands in the job, as [`initialize`][jaxopt_port.parallel.initialize] left
+    it."""
 
     #: How the job was started: "slurm", "ompi", "tpu", "explicit", "single", or "existing" (you
-    #: called ``jax.distributed.initialize`` yourself before).
+    #: called `jax.distributed.initialize` yourself before).
     environment: str
     process_index: int
     process_count: int
@@ -42,10 +45,10 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
 def detect_environment(env: Mapping[str, str] | None = None) -> str | None:
     """The multi-process launcher this process runs under, from its environment variables.
 
-    ``"slurm"`` (``SLURM_JOB_ID``, ``SLURM_STEP_NODELIST``, ``SLURM_NTASKS`` > 1, ``SLURM_PROCID``,
-    ``SLURM_LOCALID``), ``"ompi"`` (``OMPI_MCA_orte_hnp_uri`` set by ``mpirun``), ``"tpu"``
-    (``TPU_WORKER_HOSTNAMES`` naming more than one host), or ``None`` for a single process. These
-    are the variables ``jax.distributed`` itself reads to find the coordinator.
+    `"slurm"` (`SLURM_JOB_ID`, `SLURM_STEP_NODELIST`, `SLURM_NTASKS` > 1, `SLURM_PROCID`,
+    `SLURM_LOCALID`), `"ompi"` (`OMPI_MCA_orte_hnp_uri` set by `mpirun`), `"tpu"`
+    (`TPU_WORKER_HOSTNAMES` naming more than one host), or `None` for a single process. These
+    are the variables `jax.distributed` itself reads to find the coordinator.
     """
     env = os.environ if env is None else env
     slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
@@ -76,27 +79,30 @@ def initialize(
     local_device_ids: int | Sequence[int] | None = None,
     initialization_timeout: int = 300,
 ) -> Cluster:
-    """Start this process's part of a multi-host job with ``jax.distributed.initialize``.
+    """Start this process's part of a multi-host job with `jax.distributed.initialize`.
 
     Call it first thing, before any other JAX operation. With no arguments it detects SLURM, Open
-    MPI or a Cloud TPU pod (:func:`detect_environment`) and lets JAX read the coordinator, process
-    count and index from it; on a single host with none of these it does nothing and returns a
-    one-process :class:`Cluster`. Anywhere else pass all three of ``coordinator_address``
-    (``"host:port"`` of process 0), ``num_processes`` and ``process_id``.
+    MPI or a Cloud TPU pod ([`detect_environment`][jaxopt_port.parallel.detect_environment]) and
+    lets JAX read the coordinator, process count and index from it; on a single host with none of
+    these it does nothing and returns a one-process [`Cluster`][jaxopt_port.parallel.Cluster].
+    Anywhere else pass all three of `coordinator_address` (`"host:port"` of process 0),
+    `num_processes` and `process_id`.
 
-    Example (two processes on one machine, as the tests run it)::
+    Example (two processes on one machine, as the tests run it):
 
-        cluster = parallel.initialize("127.0.0.1:12355", num_processes=2, process_id=rank)
-        mesh = parallel.data_mesh()            # every device of every process
-        rows = parallel.process_share(global_batch_size)
+    ```python
+    cluster = parallel.initialize("127.0.0.1:12355", num_processes=2, process_id=rank)
+    mesh = parallel.data_mesh()            # every device of every process
+    rows = parallel.process_share(global_batch_size)
+    ```
 
-    If ``jax.distributed`` is already running (you called ``jax.distributed.initialize`` yourself,
+    If `jax.distributed` is already running (you called `jax.distributed.initialize` yourself,
     e.g. on a Cloud TPU slice whose hosts are found through the metadata server rather than
-    ``TPU_WORKER_HOSTNAMES``), ``initialize()`` with no arguments just describes that job.
+    `TPU_WORKER_HOSTNAMES`), `initialize()` with no arguments just describes that job.
 
     Raises:
       ValueError: an explicit start missing one of its three arguments, or out-of-range values.
-      RuntimeError: an explicit start when ``jax.distributed`` is already initialized.
+      RuntimeError: an explicit start when `jax.distributed` is already initialized.
     """
     explicit = (coordinator_address, num_processes, process_id)
     if any(v is not None for v in explicit):

@@ -1,8 +1,8 @@
 """Meshes for data parallelism and putting host data on them.
 
-A data-parallel mesh has a ``"data"`` axis (the name is configurable everywhere); the global batch is
+A data-parallel mesh has a `"data"` axis (the name is configurable everywhere); the global batch is
 split along its leading dimension over that axis, and parameters are replicated over every device of
-the mesh. Other mesh axes (a ``"model"`` axis, say) are left alone: data-parallel arrays are
+the mesh. Other mesh axes (a `"model"` axis, say) are left alone: data-parallel arrays are
 replicated over them.
 """
 
@@ -25,17 +25,18 @@ __all__ = [
     "shard_batch",
 ]
 
-#: The default name of the data-parallel mesh axis.
 DATA_AXIS = "data"
+"""The default name of the data-parallel mesh axis."""
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_AXIS) -> Mesh:
-    """A one-axis mesh holding ``devices`` (default: every device of every process) on ``axis``.
+    """A one-axis mesh holding `devices` (default: every device of every process) on `axis`.
 
     Devices are ordered by process, so each process's devices form one contiguous block of the axis
-    and its share of the global batch is one contiguous block of rows (:func:`process_share`).
-    The axis type is ``Auto`` (``jax.sharding.Mesh``'s default), so ``jax.jit`` partitions the
-    parameter update and ``jax.shard_map`` accepts unsharded inputs.
+    and its share of the global batch is one contiguous block of rows
+    ([`process_share`][jaxopt_port.parallel.process_share]). The axis type is `Auto`
+    (`jax.sharding.Mesh`'s default), so `jax.jit` partitions the parameter update and
+    `jax.shard_map` accepts unsharded inputs.
 
     >>> mesh = data_mesh()
     >>> mesh.shape["data"] == jax.device_count()
@@ -49,7 +50,7 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_A
 
 
 def check_mesh(mesh: Mesh, axis: str = DATA_AXIS) -> int:
-    """The size of ``mesh``'s data axis; ``ValueError`` if the mesh has no axis named ``axis``."""
+    """The size of `mesh`'s data axis; `ValueError` if the mesh has no axis named `axis`."""
     if not isinstance(mesh, Mesh):
         raise TypeError(
             f"mesh must be a jax.sharding.Mesh (e.g. parallel.data_mesh()), got {type(mesh).__name__}"
@@ -63,17 +64,18 @@ def check_mesh(mesh: Mesh, axis: str = DATA_AXIS) -> int:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """The sharding of an array held whole on every device of ``mesh`` (parameters)."""
+    """The sharding of an array held whole on every device of `mesh` (parameters)."""
     return NamedSharding(mesh, PartitionSpec())
 
 
 def batch_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
-    """The sharding of a batch array: leading dimension split over ``axis``, the rest whole."""
+    """The sharding of a batch array: leading dimension split over `axis`, the rest whole."""
     return NamedSharding(mesh, PartitionSpec(axis))
 
 
 def check_batch_size(size: int, devices: int, micro_batches: int = 1) -> None:
-    """``ValueError`` unless a global batch of ``size`` rows splits evenly over devices × micro-batches."""
+    """`ValueError` unless a global batch of `size` rows splits evenly over devices ×
+    micro-batches."""
     parts = devices * micro_batches
     if size % parts:
         per = f"{devices} devices" + (
@@ -104,16 +106,16 @@ def _leading_size(batch: Any) -> int:
 def shard_batch(
     batch: Any, mesh: Mesh | None = None, *, axis: str = DATA_AXIS, micro_batches: int = 1
 ) -> Any:
-    """Place host data on ``mesh`` as global arrays split along the leading dimension over ``axis``.
+    """Place host data on `mesh` as global arrays split along the leading dimension over `axis`.
 
-    In a single process ``batch`` is the whole global batch. With several processes
-    (:func:`initialize`) each process passes its own share — rows ``process_share(global_size)`` —
-    and the result is the global array made of all of them
-    (``jax.make_array_from_process_local_data``). Leaves that already are global arrays with this
+    In a single process `batch` is the whole global batch. With several processes
+    ([`initialize`][jaxopt_port.parallel.initialize]) each process passes its own share — rows
+    `process_share(global_size)` — and the result is the global array made of all of them
+    (`jax.make_array_from_process_local_data`). Leaves that already are global arrays with this
     sharding are passed through untouched.
 
-    Raises ``ValueError`` if the global batch does not split evenly over the devices of the data
-    axis (times ``micro_batches``, when gradients are accumulated).
+    Raises `ValueError` if the global batch does not split evenly over the devices of the data
+    axis (times `micro_batches`, when gradients are accumulated).
     """
     mesh = data_mesh(axis=axis) if mesh is None else mesh
     devices = check_mesh(mesh, axis)
@@ -137,10 +139,11 @@ def shard_batch(
 def process_share(
     size: int, *, process_index: int | None = None, process_count: int | None = None
 ) -> slice:
-    """The rows of a global batch (or dataset) of ``size`` rows that this process loads.
+    """The rows of a global batch (or dataset) of `size` rows that this process loads.
 
-    Process ``i`` of ``P`` gets the contiguous block ``[i·size/P, (i+1)·size/P)``, which is the
-    block its devices hold in :func:`data_mesh`'s order. ``size`` must be divisible by ``P``.
+    Process `i` of `P` gets the contiguous block `[i·size/P, (i+1)·size/P)`, which is the block its
+    devices hold in [`data_mesh`][jaxopt_port.parallel.data_mesh]'s order. `size` must be divisible
+    by `P`.
     """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count

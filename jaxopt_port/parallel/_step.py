@@ -1,23 +1,23 @@
 """A data-parallel training step — PyTorch DDP's numbers on any number of devices.
 
-``train_step(loss_fn, tx)`` builds one compiled program per step: every device computes the
-gradient of the mean loss on its rows of the global batch (accumulated over micro-batches when asked),
-the gradients are averaged over the data axis — DDP's all-reduce — and the optimizer update runs
-on the averaged gradient. The result is one single-device step on the whole global batch, up to the
-order of floating-point sums (measured ≤ 1e-15 in float64).
+`train_step(loss_fn, tx)` builds one compiled program per step: every device computes the gradient
+of the mean loss on its rows of the global batch (accumulated over micro-batches when asked), the
+gradients are averaged over the data axis — DDP's all-reduce — and the optimizer update runs on the
+averaged gradient. The result is one single-device step on the whole global batch, up to the order
+of floating-point sums (measured ≤ 1e-15 in float64).
 
 Three backends compute the gradient; the update is the same for all of them:
 
-- ``"shard_map"`` (default): a per-device function under ``jax.shard_map`` with explicit
-  ``lax.pmean`` over the data axis (``check_vma=False``, so the gradient of a replicated parameter
-  is each device's own and the one ``pmean`` averages it — see the module notes on the N× trap);
-- ``"jit"``: the loss on the global batch under ``jax.jit``; XLA partitions it and inserts the
+- `"shard_map"` (default): a per-device function under `jax.shard_map` with explicit
+  `lax.pmean` over the data axis (`check_vma=False`, so the gradient of a replicated parameter
+  is each device's own and the one `pmean` averages it — see the module notes on the N× trap);
+- `"jit"`: the loss on the global batch under `jax.jit`; XLA partitions it and inserts the
   all-reduce;
-- ``"pmap"``: the same per-device function as ``"shard_map"`` under ``jax.pmap``.
+- `"pmap"`: the same per-device function as `"shard_map"` under `jax.pmap`.
 
-The update runs under ``jax.jit`` with the parameters replicated and the optimizer state either
-replicated (``zero=0``) or split over the data axis (``zero=1``, ZeRO-1; see ``_zero.py``), so every
-``optax`` transformation — all 15 torch optimizers, L-BFGS included — works with every backend.
+The update runs under `jax.jit` with the parameters replicated and the optimizer state either
+replicated (`zero=0`) or split over the data axis (`zero=1`, ZeRO-1; see `_zero.py`), so every
+`optax` transformation — all 15 torch optimizers, L-BFGS included — works with every backend.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from jaxopt_port.parallel._zero import state_shardings
 
 __all__ = ["BACKENDS", "TrainStep", "train_step"]
 
-#: The ways a step can compute the data-parallel gradient.
 BACKENDS = ("shard_map", "jit", "pmap")
+"""The ways a step can compute the data-parallel gradient."""
 
 
 def _cast_floating(tree: Any, dtype: Any) -> Any:
@@ -58,7 +58,7 @@ def _cast_floating(tree: Any, dtype: Any) -> Any:
 
 
 def _describe(value: Any) -> str:
-    """``a scalar float64 array`` / ``an array of shape (4,)`` / ``a dict``: for error messages."""
+    """`a scalar float64 array` / `an array of shape (4,)` / `a dict`: for error messages."""
     shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
     if shape is None or dtype is None:
         return f"a {type(value).__name__}"
@@ -70,16 +70,18 @@ def _path_name(path: tuple) -> str:
 
 
 def _copy(tree: Any) -> Any:
-    """Fresh buffers for every leaf (module level, so that ``jax.jit`` compiles it once)."""
+    """Fresh buffers for every leaf (module level, so that `jax.jit` compiles it once)."""
     return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 class TrainStep:
-    """One data-parallel optimizer step; build it with :func:`train_step`.
+    """One data-parallel optimizer step; build it with
+    [`train_step`][jaxopt_port.parallel.train_step].
 
     Attributes:
-      mesh: the device mesh; ``data_axis`` names the axis the batch is split over.
-      backend, zero, micro_batches, compute_dtype: as given to :func:`train_step`.
+      mesh: the device mesh; `data_axis` names the axis the batch is split over.
+      backend, zero, micro_batches, compute_dtype: as given to
+        [`train_step`][jaxopt_port.parallel.train_step].
       devices: the number of devices on the data axis.
     """
 
@@ -136,10 +138,10 @@ class TrainStep:
     # -- placement ---------------------------------------------------------------------------
 
     def init(self, params: Any) -> tuple[Any, Any]:
-        """``(params, opt_state)`` placed on the mesh: parameters replicated on every device,
-        optimizer state replicated (``zero=0``) or split over the data axis (``zero=1``).
+        """`(params, opt_state)` placed on the mesh: parameters replicated on every device,
+        optimizer state replicated (`zero=0`) or split over the data axis (`zero=1`).
 
-        The returned parameters are fresh copies (the step donates its inputs), so ``params`` stays
+        The returned parameters are fresh copies (the step donates its inputs), so `params` stays
         valid.
         """
         params = jax.jit(_copy, out_shardings=self._replicated)(params)
@@ -148,17 +150,17 @@ class TrainStep:
         return params, opt_state
 
     def state_shardings(self, opt_state: Any) -> Any:
-        """The sharding of every leaf of ``opt_state`` (or of its ``jax.eval_shape``)."""
+        """The sharding of every leaf of `opt_state` (or of its `jax.eval_shape`)."""
         return state_shardings(opt_state, self.mesh, self.data_axis, self.zero)
 
     def shard(self, batch: Any) -> Any:
         """Host data → global arrays split over the data axis (this process's share of the rows
-        when there are several processes; see :func:`shard_batch`)."""
+        when there are several processes; see [`shard_batch`][jaxopt_port.parallel.shard_batch])."""
         return shard_batch(batch, self.mesh, axis=self.data_axis, micro_batches=self.micro_batches)
 
     def _check_placed(self, what: str, tree: Any, shardings: list[Any]) -> None:
-        """``ValueError`` naming the first leaf of ``tree`` that is not a live array placed as
-        ``shardings`` (the flat list of its leaves' shardings) says.
+        """`ValueError` naming the first leaf of `tree` that is not a live array placed as
+        `shardings` (the flat list of its leaves' shardings) says.
 
         A donated buffer is checked first: on several CPU devices, running the step on one
         crashes the interpreter (XLA reports "Buffer has been deleted or donated", then
@@ -197,14 +199,14 @@ class TrainStep:
     # -- the step ------------------------------------------------------------------------------
 
     def __call__(self, params: Any, opt_state: Any, batch: Any, **extra_args: Any) -> tuple:
-        """One data-parallel step on a global batch; ``(params, opt_state, loss)`` (and ``aux``
-        last when ``has_aux``).
+        """One data-parallel step on a global batch; `(params, opt_state, loss)` (and `aux`
+        last when `has_aux`).
 
-        ``batch`` is a pytree whose leaves share a leading (global batch) dimension: host arrays
+        `batch` is a pytree whose leaves share a leading (global batch) dimension: host arrays
         (this process's share of the rows when there are several processes) or global arrays from
-        :meth:`shard`. ``extra_args`` go to ``tx.update`` after the step's own ``value=loss``,
-        ``grad=`` and ``value_fn=`` (the loss on this batch, for L-BFGS), so ``value=metric``
-        overrides what ``ReduceLROnPlateau`` sees.
+        `shard`. `extra_args` go to `tx.update` after the step's own `value=loss`,
+        `grad=` and `value_fn=` (the loss on this batch, for L-BFGS), so `value=metric`
+        overrides what `ReduceLROnPlateau` sees.
         """
         key = jax.tree_util.tree_structure((params, opt_state, extra_args))
         if key not in self._compiled:
@@ -270,7 +272,7 @@ class TrainStep:
         return loss, aux
 
     def _accumulate(self, params: Any, micro: Any) -> tuple[jax.Array, Any, Any]:
-        """Mean loss, mean gradient and last aux over the micro-batches stacked on ``micro``'s
+        """Mean loss, mean gradient and last aux over the micro-batches stacked on `micro`'s
         leading axis; the gradient accumulator has the parameters' dtype."""
         value_and_grad = jax.value_and_grad(self._loss, has_aux=True)
         if self.micro_batches == 1:
@@ -293,8 +295,8 @@ class TrainStep:
         return total / a, grads, jax.tree_util.tree_map(lambda x: x[-1], aux)
 
     def _micro_global(self, batch: Any) -> Any:
-        """Global batch ``(B, ...)`` → ``(A, B/A, ...)``: micro-batch ``j`` is the ``j``-th of ``A``
-        equal chunks of every device's rows (DDP's accumulation under ``no_sync``), so no row
+        """Global batch `(B, ...)` → `(A, B/A, ...)`: micro-batch `j` is the `j`-th of `A`
+        equal chunks of every device's rows (DDP's accumulation under `no_sync`), so no row
         leaves its device."""
         n, a = self.devices, self.micro_batches
 
@@ -345,7 +347,7 @@ class TrainStep:
 
     def _global_loss(self, params: Any, batch: Any) -> jax.Array:
         """The mean loss over the global batch as a differentiable function of the parameters
-        (for ``value_fn``); computed on the global arrays, so any backend gets the same value."""
+        (for `value_fn`); computed on the global arrays, so any backend gets the same value."""
         micro = self._micro_global(batch)
         losses = lax.map(lambda m: self._loss(params, m)[0], micro)
         return jnp.mean(losses)
@@ -366,46 +368,50 @@ def train_step(
 ) -> TrainStep:
     """A data-parallel training step equal to one single-device step on the whole global batch.
 
-    .. math::
+    $$
+    \\begin{gathered}
+      g = \\frac{1}{N A} \\sum_{d=1}^{N} \\sum_{j=1}^{A} ∇_θ\\, \\ell(θ, x_{d,j}), \\qquad
+      θ, s ← \\mathrm{apply}(θ, \\mathrm{tx.update}(g, s, θ))
+    \\end{gathered}
+    $$
 
-        g = \\frac{1}{N A} \\sum_{d=1}^{N} \\sum_{j=1}^{A} ∇_θ\\, \\ell(θ, x_{d,j}), \\qquad
-        θ, s ← \\mathrm{apply}(θ, \\mathrm{tx.update}(g, s, θ))
-
-    with ``N`` devices on the data axis, ``A = micro_batches`` and ``x_{d,j}`` the ``j``-th chunk
-    of device ``d``'s rows — torch's DDP (with ``no_sync`` accumulation) on the same global batch.
+    with `N` devices on the data axis, `A = micro_batches` and `x_{d,j}` the `j`-th chunk
+    of device `d`'s rows — torch's DDP (with `no_sync` accumulation) on the same global batch.
 
     Args:
-      loss_fn: ``loss_fn(params, batch) -> scalar`` mean loss over the rows of ``batch`` (with
-        ``has_aux``, ``(loss, aux)``). For batch statistics over the global batch (torch's
-        ``SyncBatchNorm``) use :func:`batch_mean` / :func:`sync_batch_norm` inside it.
-      tx: any optax transformation, e.g. ``optim.adamw(lr=1e-3)``. It receives
-        ``value=loss, grad=g, value_fn=`` as extra arguments, so ``optim.lbfgs`` and
-        ``schedules.reduce_lr_on_plateau`` work.
-      mesh: a mesh with a ``data_axis`` (default: :func:`data_mesh` over every device).
-      backend: ``"shard_map"`` (default), ``"jit"`` or ``"pmap"`` — how the gradient is computed;
+      loss_fn: `loss_fn(params, batch) -> scalar` mean loss over the rows of `batch` (with
+        `has_aux`, `(loss, aux)`). For batch statistics over the global batch (torch's
+        `SyncBatchNorm`) use [`batch_mean`][jaxopt_port.parallel.batch_mean] /
+        [`sync_batch_norm`][jaxopt_port.parallel.sync_batch_norm] inside it.
+      tx: any optax transformation, e.g. `optim.adamw(lr=1e-3)`. It receives
+        `value=loss, grad=g, value_fn=` as extra arguments, so `optim.lbfgs` and
+        `schedules.reduce_lr_on_plateau` work.
+      mesh: a mesh with a `data_axis` (default: [`data_mesh`][jaxopt_port.parallel.data_mesh] over
+        every device).
+      backend: `"shard_map"` (default), `"jit"` or `"pmap"` — how the gradient is computed;
         all give the same numbers.
-      zero: ``0`` replicates the optimizer state; ``1`` splits it over the data axis (ZeRO-1,
-        ``1/N`` of the state bytes per device for leaves with a dimension divisible by ``N``).
-      data_axis: the mesh axis the batch is split over (default ``"data"``).
+      zero: `0` replicates the optimizer state; `1` splits it over the data axis (ZeRO-1,
+        `1/N` of the state bytes per device for leaves with a dimension divisible by `N`).
+      data_axis: the mesh axis the batch is split over (default `"data"`).
       micro_batches: gradient accumulation: each device's rows are split into this many chunks,
         processed one after another with the gradient summed in the parameters' dtype.
-      compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision: the loss runs on parameters and
+      compute_dtype: e.g. `jnp.bfloat16` for mixed precision: the loss runs on parameters and
         floating batch leaves cast to it, while the gradient, the accumulator, the optimizer state
         and the (master) parameters keep the parameters' dtype.
-      has_aux: ``loss_fn`` returns ``(loss, aux)``; the step returns ``aux`` (of the last
+      has_aux: `loss_fn` returns `(loss, aux)`; the step returns `aux` (of the last
         micro-batch, taken from the first device, so compute it from global statistics) last.
-        A tuple or list returned without ``has_aux``, or anything but a pair with it, raises
-        ``TypeError`` when the step is first called.
+        A tuple or list returned without `has_aux`, or anything but a pair with it, raises
+        `TypeError` when the step is first called.
       donate: donate the input parameters and optimizer state buffers to the outputs (default
         True): after a call, the arrays passed in are deleted, and passing them again raises
-        ``ValueError`` naming the leaf; use the returned ones, or ``donate=False`` to keep the
+        `ValueError` naming the leaf; use the returned ones, or `donate=False` to keep the
         inputs valid (at the cost of a second copy of the parameters and state in memory).
 
     Returns:
-      A :class:`TrainStep`: ``params, opt_state = step.init(params)``, then
-      ``params, opt_state, loss = step(params, opt_state, batch)``.
+      A [`TrainStep`][jaxopt_port.parallel.TrainStep]: `params, opt_state = step.init(params)`, then
+      `params, opt_state, loss = step(params, opt_state, batch)`.
 
-    Example:
+    Examples:
       >>> from jaxopt_port import optim, parallel
       >>> def loss_fn(p, batch):
       ...     return jnp.mean((batch["x"] @ p["w"] - batch["y"]) ** 2)

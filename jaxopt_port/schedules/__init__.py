@@ -1,17 +1,18 @@
-"""Every ``torch.optim.lr_scheduler`` scheduler, and ``swa_utils.SWALR``, as an optax schedule.
+"""Every `torch.optim.lr_scheduler` scheduler, and `swa_utils.SWALR`, as an optax schedule.
 
 Each factory is the snake-case name of the torch class, takes the param group's initial lr first
-(torch reads it from the optimizer) and then torch's arguments with torch's names and defaults,
-and returns a :class:`TorchSchedule` — a callable ``count -> lr`` usable anywhere optax takes a
-schedule — equal to ``scheduler.get_last_lr()`` after ``count`` calls of ``scheduler.step()``.
-``steps_per_epoch=n`` steps it once every ``n`` optimizer updates. :func:`from_torch` reads a
-live torch scheduler; :func:`with_schedules` feeds torch's momentum cycling and
-:func:`reduce_lr_on_plateau` to an optimizer.
+(torch reads it from the optimizer) and then torch's arguments with torch's names and defaults, and
+returns a [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule] — a callable `count -> lr` usable
+anywhere optax takes a schedule — equal to `scheduler.get_last_lr()` after `count` calls of
+`scheduler.step()`. `steps_per_epoch=n` steps it once every `n` optimizer updates.
+[`from_torch`][jaxopt_port.schedules.from_torch] reads a live torch scheduler;
+[`with_schedules`][jaxopt_port.schedules.with_schedules] feeds torch's momentum cycling and
+[`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau] to an optimizer.
 
 Arguments are checked as torch checks them, with torch's exception types and messages (where
 torch's constructor computes the first lr with them, the same Python arithmetic runs here). What
-torch accepts but fails on at a later ``step()`` (``step_size=0``: ``ZeroDivisionError``), turns
-into NaN, or runs differently from its documentation (a fractional ``total_iters``) is refused at
+torch accepts but fails on at a later `step()` (`step_size=0`: `ZeroDivisionError`), turns
+into NaN, or runs differently from its documentation (a fractional `total_iters`) is refused at
 construction; each factory's Warning says which. Each argument is one value: torch's lists of one
 value per param group are one schedule per group here.
 """
@@ -44,8 +45,8 @@ from jaxopt_port.schedules._wiring import scheduled_transformation, with_schedul
 
 set_scheduled_transformation(scheduled_transformation)  # for optim.from_torch(optimizer, scheduler)
 
-#: torch scheduler class name -> jaxopt_port factory name, for every scheduler torch has.
 SCHEDULERS = {torch_name: factory for torch_name, (factory, _) in TABLE.items()}
+"""torch scheduler class name -> jaxopt_port factory name, for every scheduler torch has."""
 
 __all__ = [
     "SCHEDULERS",

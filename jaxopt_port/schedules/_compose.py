@@ -1,4 +1,5 @@
-"""torch's composite schedulers: SequentialLR (one after another) and ChainedScheduler (all at once)."""
+"""torch's composite schedulers: SequentialLR (one after another) and ChainedScheduler (all at
+once)."""
 
 from __future__ import annotations
 
@@ -38,19 +39,19 @@ def _components(name: str, schedulers: Sequence[TorchSchedule], verb: str) -> No
 def sequential_lr(
     schedulers: Sequence[TorchSchedule], milestones: Sequence[int], *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    """``torch.optim.lr_scheduler.SequentialLR``: scheduler i runs from milestone i-1 to milestone i.
+    """`torch.optim.lr_scheduler.SequentialLR`: scheduler i runs from milestone i-1 to milestone i.
 
-    At each milestone the next scheduler restarts from its own step 0 (torch's ``_update_lr(0)``),
+    At each milestone the next scheduler restarts from its own step 0 (torch's `_update_lr(0)`),
     so it runs as it would alone from the base lr. Two torch schedulers restart from the lr the
-    previous one left instead, and are reproduced: ``SWALR`` anneals from it and
-    ``MultiplicativeLR`` multiplies it by ``lr_lambda(0)``.
+    previous one left instead, and are reproduced: `SWALR` anneals from it and
+    `MultiplicativeLR` multiplies it by `lr_lambda(0)`.
 
     Args:
       schedulers: the parts, built with the same base lr.
       milestones: scheduler steps at which the next part takes over (one fewer than parts).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
-    Example:
+    Examples:
       >>> from jaxopt_port import schedules
       >>> warmup_cosine = schedules.sequential_lr(
       ...     [schedules.linear_lr(0.1, start_factor=0.01, total_iters=100),
@@ -92,25 +93,28 @@ def sequential_lr(
 def chained_scheduler(
     schedulers: Sequence[TorchSchedule], *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.ChainedScheduler``: every part steps the same lr, in order.
+    r"""`torch.optim.lr_scheduler.ChainedScheduler`: every part steps the same lr, in order.
 
     torch applies each part's recursive step to the lr the previous part left. Multiplicative parts
     (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, MultiplicativeLR)
     multiply it by a factor of the step alone; absolute parts (LambdaLR, CyclicLR, OneCycleLR,
-    CosineAnnealingWarmRestarts) overwrite it. So after ``t`` steps the lr is
+    CosineAnnealingWarmRestarts) overwrite it. So after `t` steps the lr is
 
-    .. math:: \eta_t = \eta_0 \prod_i \frac{\eta^{(i)}_t}{\eta_0}
+    $$
+    \eta_t = \eta_0 \prod_i \frac{\eta^{(i)}_t}{\eta_0}
+    $$
 
     with no absolute part, and otherwise the last absolute part's value times the one-step factors
-    :math:`\eta^{(i)}_t / \eta^{(i)}_{t-1}` of the multiplicative parts after it.
+    $\eta^{(i)}_t / \eta^{(i)}_{t-1}$ of the multiplicative parts after it.
 
-    CosineAnnealingLR and SWALR are affine in the lr (and torch's cosine recursion restarts from
-    an additive term after each zero), so a chain with either after its last absolute part has no
-    closed form here and raises ``ValueError``; use :func:`sequential_lr` or one schedule.
+    CosineAnnealingLR and SWALR are affine in the lr (and torch's cosine recursion restarts from an
+    additive term after each zero), so a chain with either after its last absolute part has no
+    closed form here and raises `ValueError`; use
+    [`sequential_lr`][jaxopt_port.schedules.sequential_lr] or one schedule.
 
     Args:
       schedulers: the parts, built with the same base lr.
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
     """
     _components("ChainedScheduler", schedulers, " to be chained")
     absolute = [i for i, s in enumerate(schedulers) if s.kind == "absolute"]

@@ -1,10 +1,12 @@
 r"""torch's cyclical schedulers, CyclicLR and OneCycleLR, with their momentum cycling.
 
-With ``cycle_momentum`` (torch's default) torch also writes a momentum into the param group at
-every step (``group["momentum"]``, or β1 of ``group["betas"]`` for Adam-family optimizers),
-overwriting the optimizer's own value from construction on. The returned schedule carries it as
-:meth:`TorchSchedule.momentum`; ``optim.from_torch(optimizer, scheduler=...)`` and
-:func:`jaxopt_port.schedules.with_schedules` feed it to the optimizer.
+With `cycle_momentum` (torch's default) torch also writes a momentum into the param group at every
+step (`group["momentum"]`, or β1 of `group["betas"]` for Adam-family optimizers), overwriting the
+optimizer's own value from construction on. The returned schedule carries it as
+[`TorchSchedule.momentum`][jaxopt_port.schedules.TorchSchedule.momentum];
+`optim.from_torch(optimizer, scheduler=...)` and
+[`jaxopt_port.schedules.with_schedules`][jaxopt_port.schedules.with_schedules] feed it to the
+optimizer.
 """
 
 from __future__ import annotations
@@ -43,36 +45,38 @@ def cyclic_lr(
     *,
     steps_per_epoch: int = 1,
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.CyclicLR``: the lr cycles between ``base_lr`` and ``max_lr``.
+    r"""`torch.optim.lr_scheduler.CyclicLR`: the lr cycles between `base_lr` and `max_lr`.
 
-    With ``c = floor(1 + t / (u + d))`` the cycle, ``x = 1 + t/(u + d) - c`` the position in it and
-    ``h = x / r`` on the way up (``x <= r = u/(u + d)``), ``(x - 1)/(r - 1)`` on the way down:
+    With `c = floor(1 + t / (u + d))` the cycle, `x = 1 + t/(u + d) - c` the position in it and
+    `h = x / r` on the way up (`x <= r = u/(u + d)`), `(x - 1)/(r - 1)` on the way down:
 
-    .. math:: \eta_t = \eta_{base} + (\eta_{max} - \eta_{base})\,h\,s(\cdot), \qquad
-              m_t = m_{max} - (m_{max} - m_{base})\,h\,s(\cdot)
+    $$
+    \eta_t = \eta_{base} + (\eta_{max} - \eta_{base})\,h\,s(\cdot), \qquad
+                  m_t = m_{max} - (m_{max} - m_{base})\,h\,s(\cdot)
+    $$
 
-    with ``s`` = 1 (triangular), :math:`2^{1-c}` (triangular2), :math:`\gamma^t` (exp_range) or
-    ``scale_fn`` evaluated at the cycle or the iteration (``scale_mode``). The built-in modes
-    choose their own ``scale_mode``, as torch does. No optax schedule cycles like this.
+    with `s` = 1 (triangular), $2^{1-c}$ (triangular2), $\gamma^t$ (exp_range) or
+    `scale_fn` evaluated at the cycle or the iteration (`scale_mode`). The built-in modes
+    choose their own `scale_mode`, as torch does. No optax schedule cycles like this.
 
     Args:
       base_lr: lower lr bound (torch writes it into the param group at construction).
       max_lr: upper lr bound.
-      step_size_up: steps from ``base_lr`` to ``max_lr``.
-      step_size_down: steps back down (``step_size_up`` if None).
-      mode: "triangular", "triangular2" or "exp_range" (ignored when ``scale_fn`` is given).
+      step_size_up: steps from `base_lr` to `max_lr`.
+      step_size_down: steps back down (`step_size_up` if None).
+      mode: "triangular", "triangular2" or "exp_range" (ignored when `scale_fn` is given).
       gamma: the base of exp_range.
-      scale_fn: custom ``x -> scale`` (traced, or called on the host with a Python number).
-      scale_mode: whether ``scale_fn`` gets the cycle number or the iteration.
+      scale_fn: custom `x -> scale` (traced, or called on the host with a Python number).
+      scale_mode: whether `scale_fn` gets the cycle number or the iteration.
       cycle_momentum: also cycle momentum / β1, inversely to the lr.
       base_momentum: lower momentum bound.
       max_momentum: upper momentum bound (the momentum at step 0).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
       Invalid arguments fail as in torch's constructor, which computes step 0's lr and momentum
-      with them (``step_size_up=0``: ``ZeroDivisionError``; a ``str`` ``max_lr``: ``TypeError``).
-      An infinite step size raises ``ValueError`` here; torch accepts it and its lr is NaN.
+      with them (`step_size_up=0`: `ZeroDivisionError`; a `str` `max_lr`: `TypeError`).
+      An infinite step size raises `ValueError` here; torch accepts it and its lr is NaN.
     """
     check_one_group(base_lr, "base_lr")
     check_one_group(max_lr, "max_lr")
@@ -115,9 +119,9 @@ def _cyclic_first_step(
     scale_mode: str,
     momentums: tuple[Any, Any] | None,
 ) -> None:
-    """torch's ``CyclicLR.get_lr`` at step 0, in Python numbers, as its constructor runs it: the
-    same arguments raise the same exceptions here (a ``str`` ``gamma`` in exp_range mode, a zero
-    ``step_size_up``, a NaN step size)."""
+    """torch's `CyclicLR.get_lr` at step 0, in Python numbers, as its constructor runs it: the
+    same arguments raise the same exceptions here (a `str` `gamma` in exp_range mode, a zero
+    `step_size_up`, a NaN step size)."""
     cycle = math.floor(1 + 0 / total_size)
     x = 1.0 + 0 / total_size - cycle
     height = x / step_ratio if x <= step_ratio else (x - 1) / (step_ratio - 1)
@@ -147,7 +151,8 @@ def cyclic_schedule(
     momentums: tuple[float, float] | None,
     steps_per_epoch: int,
 ) -> TorchSchedule:
-    """CyclicLR from torch's own attributes (``total_size``, ``step_ratio``), as from_torch reads them."""
+    """CyclicLR from torch's own attributes (`total_size`, `step_ratio`), as from_torch reads
+    them."""
     if scale_fn is not None:
         scale = as_traceable(scale_fn, "scale_fn")
     elif mode == "triangular":
@@ -181,7 +186,7 @@ def cyclic_schedule(
 
 
 def _anneal(strategy: str, cos: Callable[[Any], Any] = jnp.cos) -> Callable[[Any, Any, Any], Any]:
-    """torch's annealing from ``start`` to ``end`` at fraction ``pct``; ``cos=math.cos`` computes
+    """torch's annealing from `start` to `end` at fraction `pct`; `cos=math.cos` computes
     it in Python numbers, as torch does."""
     if strategy == "cos":
         return lambda start, end, pct: end + (start - end) / 2.0 * (cos(math.pi * pct) + 1)
@@ -204,23 +209,23 @@ def one_cycle_lr(
     *,
     scheduler_steps_per_epoch: int = 1,
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.OneCycleLR`` (1cycle), two or three phases, cos or linear.
+    r"""`torch.optim.lr_scheduler.OneCycleLR` (1cycle), two or three phases, cos or linear.
 
-    The lr rises from ``max_lr / div_factor`` to ``max_lr`` by step ``pct_start * T - 1`` and falls
-    to ``max_lr / div_factor / final_div_factor`` at step ``T - 1`` (``three_phase``: back to the
-    initial lr by ``2 * pct_start * T - 2`` first); momentum moves the opposite way between
-    ``max_momentum`` and ``base_momentum``. optax's ``cosine_onecycle_schedule`` peaks one step later
-    and ends at ``T``.
+    The lr rises from `max_lr / div_factor` to `max_lr` by step `pct_start * T - 1` and falls
+    to `max_lr / div_factor / final_div_factor` at step `T - 1` (`three_phase`: back to the
+    initial lr by `2 * pct_start * T - 2` first); momentum moves the opposite way between
+    `max_momentum` and `base_momentum`. optax's `cosine_onecycle_schedule` peaks one step later
+    and ends at `T`.
 
-    torch evaluates step ``total_steps`` with the last phase's formula continued, and raises
-    ``ValueError`` at the next ``step()``; a traced schedule cannot raise, so the formula keeps
-    going past it — keep ``count <= total_steps``.
+    torch evaluates step `total_steps` with the last phase's formula continued, and raises
+    `ValueError` at the next `step()`; a traced schedule cannot raise, so the formula keeps
+    going past it — keep `count <= total_steps`.
 
     Args:
       max_lr: peak lr.
-      total_steps: T; or give ``epochs`` and ``steps_per_epoch`` (T = their product), as in torch.
-      epochs: see ``total_steps``.
-      steps_per_epoch: see ``total_steps`` (torch's meaning: batches per epoch, the scheduler is
+      total_steps: T; or give `epochs` and `steps_per_epoch` (T = their product), as in torch.
+      epochs: see `total_steps`.
+      steps_per_epoch: see `total_steps` (torch's meaning: batches per epoch, the scheduler is
         still stepped per batch).
       pct_start: fraction of the cycle spent rising.
       anneal_strategy: "cos" or "linear".
@@ -230,14 +235,14 @@ def one_cycle_lr(
       div_factor: initial lr = max_lr / div_factor.
       final_div_factor: minimum lr = initial lr / final_div_factor.
       three_phase: use the three-phase variant.
-      scheduler_steps_per_epoch: optimizer steps per ``scheduler.step()`` (1: the usual per-batch
-        stepping; named apart from torch's ``steps_per_epoch``, which means something else here).
+      scheduler_steps_per_epoch: optimizer steps per `scheduler.step()` (1: the usual per-batch
+        stepping; named apart from torch's `steps_per_epoch`, which means something else here).
 
     Warning:
       Invalid arguments fail as in torch's constructor, which computes step 0 with them (a first
-      phase of length 0, ``pct_start * total_steps == 1``: ``ZeroDivisionError``; a ``str``
-      momentum: ``TypeError``). ``max_lr`` and the momenta are one group's values: torch's lists
-      of one per param group raise ``TypeError`` here, as do torch tensors (pass ``float(t)``).
+      phase of length 0, `pct_start * total_steps == 1`: `ZeroDivisionError`; a `str`
+      momentum: `TypeError`). `max_lr` and the momenta are one group's values: torch's lists
+      of one per param group raise `TypeError` here, as do torch tensors (pass `float(t)`).
     """
     if total_steps is not None:
         if total_steps <= 0 or not isinstance(total_steps, int):
@@ -298,9 +303,9 @@ def _one_cycle_first_step(
     anneal_strategy: str,
     cycle_momentum: bool,
 ) -> None:
-    """torch's ``OneCycleLR.get_lr`` at step 0, in Python numbers, as its constructor runs it:
+    """torch's `OneCycleLR.get_lr` at step 0, in Python numbers, as its constructor runs it:
     the same arguments raise the same exceptions here (a first phase of length 0, e.g.
-    ``pct_start * total_steps == 1``: ``ZeroDivisionError``; a ``str`` momentum: ``TypeError``)."""
+    `pct_start * total_steps == 1`: `ZeroDivisionError`; a `str` momentum: `TypeError`)."""
     anneal = _anneal(anneal_strategy, math.cos)
     start = 0.0
     for index, (end, lr0, lr1, m0, m1) in enumerate(phases):
@@ -320,13 +325,13 @@ def one_cycle_schedule(
     cycle_momentum: bool,
     steps_per_epoch: int,
 ) -> TorchSchedule:
-    """OneCycleLR from torch's phase table ``(end_step, start_lr, end_lr, start_momentum,
-    end_momentum)`` and the param group's values for those keys, as from_torch reads them."""
+    """OneCycleLR from torch's phase table `(end_step, start_lr, end_lr, start_momentum,
+    end_momentum)` and the param group's values for those keys, as from_torch reads them."""
     anneal = _anneal(anneal_strategy)
     starts = [0.0] + [phase[0] for phase in phases[:-1]]
 
     def piecewise(t: jax.Array, key: int) -> jax.Array:
-        """torch's phase loop: the first phase with ``t <= end_step`` (the last one otherwise)."""
+        """torch's phase loop: the first phase with `t <= end_step` (the last one otherwise)."""
         t = scalar(t)
         by_phase = [
             anneal(values[phase[key]], values[phase[key + 1]], divide(t - start, phase[0] - start))

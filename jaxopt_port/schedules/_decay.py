@@ -1,10 +1,11 @@
 r"""torch's decaying schedulers: Lambda, Multiplicative, Step, MultiStep, Constant, Linear,
 Exponential, Polynomial, CosineAnnealing and CosineAnnealingWarmRestarts.
 
-Each factory takes the param group's initial lr (torch's ``base_lrs[group]``) and the scheduler's
-own arguments with torch's names and defaults, and returns a :class:`TorchSchedule`: an optax
-schedule ``count -> lr`` whose value at update ``count`` is ``scheduler.get_last_lr()[group]``
-after ``count`` calls of ``scheduler.step()`` (``count // steps_per_epoch`` when stepping per epoch).
+Each factory takes the param group's initial lr (torch's `base_lrs[group]`) and the scheduler's own
+arguments with torch's names and defaults, and returns a
+[`TorchSchedule`][jaxopt_port.schedules.TorchSchedule]: an optax schedule `count -> lr` whose value
+at update `count` is `scheduler.get_last_lr()[group]` after `count` calls of `scheduler.step()`
+(`count // steps_per_epoch` when stepping per epoch).
 """
 
 from __future__ import annotations
@@ -47,16 +48,16 @@ __all__ = [
 def lambda_lr(
     lr: float, lr_lambda: Callable[[Any], Any], *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.LambdaLR``: :math:`\eta_t = \eta_0 \cdot \lambda(t)`.
+    r"""`torch.optim.lr_scheduler.LambdaLR`: $\eta_t = \eta_0 \cdot \lambda(t)$.
 
     Args:
       lr: the initial lr of the param group.
-      lr_lambda: ``epoch -> factor``. Traced if it can be (``jnp`` or plain arithmetic); otherwise
-        called on the host with a Python ``int``, as torch calls it. One function: torch's list
-        of one per param group raises ``TypeError`` here (one schedule per group).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      lr_lambda: `epoch -> factor`. Traced if it can be (`jnp` or plain arithmetic); otherwise
+        called on the host with a Python `int`, as torch calls it. One function: torch's list
+        of one per param group raises `TypeError` here (one schedule per group).
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
-    Example:
+    Examples:
       >>> from jaxopt_port import schedules
       >>> schedule = schedules.lambda_lr(0.1, lambda epoch: 0.95**epoch)
     """
@@ -69,15 +70,16 @@ def lambda_lr(
 def multiplicative_lr(
     lr: float, lr_lambda: Callable[[Any], Any], *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.MultiplicativeLR``: :math:`\eta_t = \eta_{t-1}\,\lambda(t)`.
+    r"""`torch.optim.lr_scheduler.MultiplicativeLR`: $\eta_t = \eta_{t-1}\,\lambda(t)$.
 
-    The product :math:`\eta_0 \prod_{s=1}^{t} \lambda(s)` is replayed factor by factor in torch's
-    order (bitwise equal to torch), so evaluating it costs ``t`` calls of ``lr_lambda``.
+    The product $\eta_0 \prod_{s=1}^{t} \lambda(s)$ is replayed factor by factor in torch's
+    order (bitwise equal to torch), so evaluating it costs `t` calls of `lr_lambda`.
 
     Args:
       lr: the initial lr of the param group.
-      lr_lambda: ``epoch -> factor`` (traced, or called on the host as in :func:`lambda_lr`).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      lr_lambda: `epoch -> factor` (traced, or called on the host as in
+        [`lambda_lr`][jaxopt_port.schedules.lambda_lr]).
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
     """
     check_base_lr(lr)
     check_lambda(lr_lambda, "MultiplicativeLR")
@@ -100,18 +102,18 @@ def multiplicative_lr(
 def step_lr(
     lr: float, step_size: int, gamma: float = 0.1, *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.StepLR``: :math:`\eta_t = \eta_0\,\gamma^{\lfloor t/s \rfloor}`.
+    r"""`torch.optim.lr_scheduler.StepLR`: $\eta_t = \eta_0\,\gamma^{\lfloor t/s \rfloor}$.
 
     Args:
       lr: the initial lr of the param group.
       step_size: period s of the decay, in scheduler steps (a positive integer).
       gamma: multiplicative factor.
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
-      A ``step_size`` that is not a positive integer raises ``ValueError``. torch does not check
-      it: 0 raises ``ZeroDivisionError`` at its first ``step()``, a negative one decays every
-      ``|step_size|`` steps and a fractional one at the steps its multiples hit exactly.
+      A `step_size` that is not a positive integer raises `ValueError`. torch does not check
+      it: 0 raises `ZeroDivisionError` at its first `step()`, a negative one decays every
+      `|step_size|` steps and a fractional one at the steps its multiples hit exactly.
     """
     check_base_lr(lr)
     integer(step_size, "step_size", 1)
@@ -128,20 +130,20 @@ def step_lr(
 def multi_step_lr(
     lr: float, milestones: Iterable[int], gamma: float = 0.1, *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.MultiStepLR``: times γ at each milestone.
+    r"""`torch.optim.lr_scheduler.MultiStepLR`: times γ at each milestone.
 
-    :math:`\eta_t = \eta_0\,\gamma^{|\{m \in M : m \le t\}|}`; a milestone listed twice counts twice,
-    as in torch (its ``Counter``).
+    $\eta_t = \eta_0\,\gamma^{|\{m \in M : m \le t\}|}$; a milestone listed twice counts twice,
+    as in torch (its `Counter`).
 
     Args:
       lr: the initial lr of the param group.
-      milestones: scheduler steps at which the lr is multiplied by ``gamma`` (non-negative
+      milestones: scheduler steps at which the lr is multiplied by `gamma` (non-negative
         integers).
       gamma: multiplicative factor.
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
-      A milestone that is not a non-negative integer raises ``ValueError``; torch never reaches
+      A milestone that is not a non-negative integer raises `ValueError`; torch never reaches
       it (its lr never decays there).
     """
     check_base_lr(lr)
@@ -165,21 +167,21 @@ def constant_lr(
     *,
     steps_per_epoch: int = 1,
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.ConstantLR``: :math:`\eta_0 f` until ``total_iters``, then back.
+    r"""`torch.optim.lr_scheduler.ConstantLR`: $\eta_0 f$ until `total_iters`, then back.
 
-    torch multiplies by ``f`` at step 0 and by ``1.0 / f`` at ``total_iters``; the value after that
-    is :math:`(\eta_0 f)(1/f)`, which can differ from :math:`\eta_0` in the last bit — reproduced.
+    torch multiplies by `f` at step 0 and by `1.0 / f` at `total_iters`; the value after that
+    is $(\eta_0 f)(1/f)$, which can differ from $\eta_0$ in the last bit — reproduced.
 
     Args:
       lr: the initial lr of the param group.
       factor: the factor f in (0, 1].
       total_iters: scheduler steps at the reduced lr (a positive integer).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
-      ``factor=0`` raises ``ValueError``: torch accepts it and raises ``ZeroDivisionError`` at
-      step ``total_iters``, where it divides by it. A ``total_iters`` that is not a positive
-      integer raises ``ValueError``: torch then never restores the lr.
+      `factor=0` raises `ValueError`: torch accepts it and raises `ZeroDivisionError` at
+      step `total_iters`, where it divides by it. A `total_iters` that is not a positive
+      integer raises `ValueError`: torch then never restores the lr.
     """
     check_base_lr(lr)
     if factor > 1.0 or factor < 0:
@@ -207,19 +209,19 @@ def linear_lr(
     *,
     steps_per_epoch: int = 1,
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.LinearLR``: the factor moves linearly from start to end.
+    r"""`torch.optim.lr_scheduler.LinearLR`: the factor moves linearly from start to end.
 
-    :math:`\eta_t = \eta_0\,(s + (e - s)\min(t, T)/T)`.
+    $\eta_t = \eta_0\,(s + (e - s)\min(t, T)/T)$.
 
     Args:
       lr: the initial lr of the param group.
       start_factor: factor s at step 0, in (0, 1].
-      end_factor: factor e from ``total_iters`` on, in [0, 1].
+      end_factor: factor e from `total_iters` on, in [0, 1].
       total_iters: T, scheduler steps of the ramp (a positive integer).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
-      A ``total_iters`` that is not a positive integer raises ``ValueError``; torch accepts it
+      A `total_iters` that is not a positive integer raises `ValueError`; torch accepts it
       (0 or a negative one keeps the start factor forever, a fractional one stops its ramp early).
     """
     check_base_lr(lr)
@@ -239,12 +241,12 @@ def linear_lr(
 
 
 def exponential_lr(lr: float, gamma: float, *, steps_per_epoch: int = 1) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.ExponentialLR``: :math:`\eta_t = \eta_0\,\gamma^t`.
+    r"""`torch.optim.lr_scheduler.ExponentialLR`: $\eta_t = \eta_0\,\gamma^t$.
 
     Args:
       lr: the initial lr of the param group.
       gamma: multiplicative factor per scheduler step.
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
     """
     check_base_lr(lr)
     check_number(gamma, "gamma")
@@ -260,19 +262,19 @@ def exponential_lr(lr: float, gamma: float, *, steps_per_epoch: int = 1) -> Torc
 def polynomial_lr(
     lr: float, total_iters: int = 5, power: float = 1.0, *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.PolynomialLR``: :math:`\eta_t = \eta_0 (1 - \min(t, T)/T)^p`.
+    r"""`torch.optim.lr_scheduler.PolynomialLR`: $\eta_t = \eta_0 (1 - \min(t, T)/T)^p$.
 
     Args:
       lr: the initial lr of the param group.
       total_iters: T, scheduler steps until the lr reaches 0 (it stays 0 afterwards; a positive
         integer).
       power: p (>= 0).
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
-      A ``total_iters`` that is not a positive integer raises ``ValueError`` (torch keeps the
+      A `total_iters` that is not a positive integer raises `ValueError` (torch keeps the
       initial lr for 0 or a negative one and stops early for a fractional one), and so does a
-      negative ``power`` (torch raises ``ZeroDivisionError`` at step ``total_iters``).
+      negative `power` (torch raises `ZeroDivisionError` at step `total_iters`).
     """
     check_base_lr(lr)
     integer(total_iters, "total_iters", 1)
@@ -291,31 +293,33 @@ def polynomial_lr(
 
 
 def _half_cosine(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
-    """``(1 + cos(pi * numerator / denominator)) / 2`` written as torch writes it."""
+    """`(1 + cos(pi * numerator / denominator)) / 2` written as torch writes it."""
     return (1 + jnp.cos(divide(math.pi * scalar(numerator), denominator))) / 2
 
 
 def cosine_annealing_lr(
     lr: float, T_max: int, eta_min: float = 0.0, *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.CosineAnnealingLR``, periodic past ``T_max`` as torch's is.
+    r"""`torch.optim.lr_scheduler.CosineAnnealingLR`, periodic past `T_max` as torch's is.
 
-    .. math:: \eta_t = \eta_{min} + (\eta_0 - \eta_{min})\,\frac{1 + \cos(\pi t / T_{max})}{2}
+    $$
+    \eta_t = \eta_{min} + (\eta_0 - \eta_{min})\,\frac{1 + \cos(\pi t / T_{max})}{2}
+    $$
 
-    torch computes it recursively, :math:`\eta_t = \frac{1+\cos(\pi t/T)}{1+\cos(\pi(t-1)/T)}
-    (\eta_{t-1} - \eta_{min}) + \eta_{min}`, which telescopes to the closed form above, so it does
-    not stop at :math:`\eta_{min}` after ``T_max``: it rises again, with period ``2 * T_max``.
-    ``optax.cosine_decay_schedule`` stays at its end value instead.
+    torch computes it recursively, $\eta_t = \frac{1+\cos(\pi t/T)}{1+\cos(\pi(t-1)/T)}
+    (\eta_{t-1} - \eta_{min}) + \eta_{min}$, which telescopes to the closed form above, so it does
+    not stop at $\eta_{min}$ after `T_max`: it rises again, with period `2 * T_max`.
+    `optax.cosine_decay_schedule` stays at its end value instead.
 
     Args:
       lr: the initial lr of the param group.
       T_max: half period, in scheduler steps.
       eta_min: minimum lr.
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
-      ``T_max=0`` raises ``ValueError`` here; torch accepts it and raises ``ZeroDivisionError`` at
-      its first ``step()`` (the closed form would be NaN).
+      `T_max=0` raises `ValueError` here; torch accepts it and raises `ZeroDivisionError` at
+      its first `step()` (the closed form would be NaN).
     """
     check_base_lr(lr)
     check_number(T_max, "T_max")
@@ -335,9 +339,9 @@ def cosine_annealing_lr(
 
 
 def warm_restart_position(t: jax.Array, T_0: int, T_mult: int) -> tuple[jax.Array, jax.Array]:
-    """CosineAnnealingWarmRestarts' position after ``t`` scheduler steps: ``(T_cur, T_i)``, the
+    """CosineAnnealingWarmRestarts' position after `t` scheduler steps: `(T_cur, T_i)`, the
     steps into the current period and that period's length, with torch's integer recursion
-    (periods ``T_0, T_0·T_mult, T_0·T_mult², ...``). Jittable in ``t``."""
+    (periods `T_0, T_0·T_mult, T_0·T_mult², ...`). Jittable in `t`."""
     t = jnp.asarray(t, jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
     if T_mult == 1:
         return t % T_0, jnp.asarray(T_0, t.dtype)
@@ -357,11 +361,13 @@ def warm_restart_position(t: jax.Array, T_0: int, T_mult: int) -> tuple[jax.Arra
 def cosine_annealing_warm_restarts(
     lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0, *, steps_per_epoch: int = 1
 ) -> TorchSchedule:
-    r"""``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` (SGDR).
+    r"""`torch.optim.lr_scheduler.CosineAnnealingWarmRestarts` (SGDR).
 
-    .. math:: \eta_t = \eta_{min} + (\eta_0 - \eta_{min})\,\frac{1 + \cos(\pi T_{cur}/T_i)}{2}
+    $$
+    \eta_t = \eta_{min} + (\eta_0 - \eta_{min})\,\frac{1 + \cos(\pi T_{cur}/T_i)}{2}
+    $$
 
-    with :math:`T_{cur}` the steps since the last restart and :math:`T_i = T_0 T_{mult}^i` the
+    with $T_{cur}$ the steps since the last restart and $T_i = T_0 T_{mult}^i$ the
     length of the i-th period.
 
     Args:
@@ -369,7 +375,7 @@ def cosine_annealing_warm_restarts(
       T_0: length of the first period, in scheduler steps.
       T_mult: growth factor of the period (an integer ≥ 1).
       eta_min: minimum lr.
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
     """
     check_base_lr(lr)
     if T_0 <= 0 or not isinstance(T_0, int):

@@ -97,8 +97,6 @@ def _plateau_lr(s: Any, g: int, steps_per_epoch: int) -> _plateau.ReduceLROnPlat
     )  # fmt: skip
 
 
-#: torch scheduler class -> (jaxopt_port factory name, reader of a live instance), for every
-#: scheduler torch has. Exact classes only: a subclass may change ``get_lr``.
 TABLE: dict[str, tuple[str, Reader]] = {
     "LambdaLR": ("lambda_lr", _lambda),
     "MultiplicativeLR": ("multiplicative_lr", _multiplicative),
@@ -117,9 +115,11 @@ TABLE: dict[str, tuple[str, Reader]] = {
     "PolynomialLR": ("polynomial_lr", _polynomial),
     "SWALR": ("swalr", _swa),
 }
+"""torch scheduler class -> (jaxopt_port factory name, reader of a live instance), for every
+scheduler torch has. Exact classes only: a subclass may change `get_lr`."""
 
-#: torch's modules that define the classes of :data:`TABLE`.
 _TORCH_MODULES = ("torch.optim.lr_scheduler", "torch.optim.swa_utils")
+"""torch's modules that define the classes of `TABLE`."""
 
 
 def _read(
@@ -166,25 +166,26 @@ def from_torch(
     """The schedule equivalent to a torch scheduler, for one param group.
 
     Args:
-      scheduler: a ``torch.optim.lr_scheduler`` scheduler (any of the 15) or
-        ``torch.optim.swa_utils.SWALR``, freshly built. Its arguments are read from the object;
-        user callables (``lr_lambda``, ``scale_fn``) are reused as they are.
+      scheduler: a `torch.optim.lr_scheduler` scheduler (any of the 15) or
+        `torch.optim.swa_utils.SWALR`, freshly built. Its arguments are read from the object;
+        user callables (`lr_lambda`, `scale_fn`) are reused as they are.
       group: the param group whose lr to follow.
-      steps_per_epoch: optimizer steps per ``scheduler.step()`` (1 when the scheduler is stepped
+      steps_per_epoch: optimizer steps per `scheduler.step()` (1 when the scheduler is stepped
         after every optimizer step, the number of batches when it is stepped once per epoch).
 
     Returns:
-      A :class:`TorchSchedule` (an optax schedule ``count -> lr``, with ``.momentum`` for
+      A [`TorchSchedule`][jaxopt_port.schedules.TorchSchedule] (an optax schedule `count -> lr`,
+        with `.momentum` for
       CyclicLR/OneCycleLR), or for ReduceLROnPlateau the stateful schedule of
-      :func:`reduce_lr_on_plateau`.
+      [`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau].
 
     Raises:
       TypeError: for anything but a torch scheduler instance (an optimizer, the class, a
-        ``state_dict``: the message says what to pass), and for a scheduler class torch does not
-        define (a subclass may change ``get_lr``, so it is not read as its base).
-      IndexError: for a ``group`` the optimizer does not have.
+        `state_dict`: the message says what to pass), and for a scheduler class torch does not
+        define (a subclass may change `get_lr`, so it is not read as its base).
+      IndexError: for a `group` the optimizer does not have.
 
-    Example:
+    Examples:
       >>> import torch
       >>> from jaxopt_port import schedules
       >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)

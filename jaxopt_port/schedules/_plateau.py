@@ -1,4 +1,4 @@
-"""torch's ReduceLROnPlateau as an optax stateful schedule fed the metric through ``value=``."""
+"""torch's ReduceLROnPlateau as an optax stateful schedule fed the metric through `value=`."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ class ReduceLROnPlateauState(NamedTuple):
 
 
 class ReduceLROnPlateau:
-    """An ``optax.StatefulSchedule``: ``__call__`` gives the lr, ``update(state, value=m)`` steps it.
+    """An `optax.StatefulSchedule`: `__call__` gives the lr, `update(state, value=m)` steps it.
 
-    Built by :func:`reduce_lr_on_plateau`; see there.
+    Built by [`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau]; see there.
     """
 
     def __init__(
@@ -88,7 +88,7 @@ class ReduceLROnPlateau:
         return a > best + self.threshold
 
     def _step(self, state: ReduceLROnPlateauState, metric: jax.Array) -> ReduceLROnPlateauState:
-        """torch's ``ReduceLROnPlateau.step(metric)``."""
+        """torch's `ReduceLROnPlateau.step(metric)`."""
         better = self._is_better(metric, state.best)
         best = jnp.where(better, metric, state.best)
         bad = jnp.where(better, 0, state.num_bad_epochs + 1)
@@ -112,7 +112,7 @@ class ReduceLROnPlateau:
     def update(
         self, state: ReduceLROnPlateauState, value: Any = None, **extra_args: Any
     ) -> ReduceLROnPlateauState:
-        """Step on the metric ``value`` at the last optimizer step of each epoch."""
+        """Step on the metric `value` at the last optimizer step of each epoch."""
         del extra_args
         if value is None:
             raise TypeError(
@@ -141,19 +141,20 @@ def reduce_lr_on_plateau(
     *,
     steps_per_epoch: int = 1,
 ) -> ReduceLROnPlateau:
-    r"""``torch.optim.lr_scheduler.ReduceLROnPlateau`` as an ``optax.StatefulSchedule``.
+    r"""`torch.optim.lr_scheduler.ReduceLROnPlateau` as an `optax.StatefulSchedule`.
 
-    After a metric that is not better than the best so far by ``threshold`` (relative: below
-    ``best * (1 - threshold)`` in "min" mode; absolute: below ``best - threshold``) for more than
-    ``patience`` epochs, the lr becomes ``max(lr * factor, min_lr)`` unless that changes it by
-    ``eps`` or less; then ``cooldown`` epochs are ignored. Unlike ``optax.contrib.reduce_on_plateau``
-    it cuts after ``patience + 1`` bad epochs, has ``threshold_mode``, ``min_lr`` and ``eps``, and
+    After a metric that is not better than the best so far by `threshold` (relative: below
+    `best * (1 - threshold)` in "min" mode; absolute: below `best - threshold`) for more than
+    `patience` epochs, the lr becomes `max(lr * factor, min_lr)` unless that changes it by
+    `eps` or less; then `cooldown` epochs are ignored. Unlike `optax.contrib.reduce_on_plateau`
+    it cuts after `patience + 1` bad epochs, has `threshold_mode`, `min_lr` and `eps`, and
     gives the absolute lr rather than a scale.
 
-    Feed it with ``optax.inject_hyperparams`` (or :func:`with_schedules`) and pass the metric at
-    every update as ``value=``; the metric of the update that ends an epoch is used (every update
-    with ``steps_per_epoch=1``). As in torch, the metric passed at an update changes the lr from
-    the next update on.
+    Feed it with `optax.inject_hyperparams` (or
+    [`with_schedules`][jaxopt_port.schedules.with_schedules]) and pass the metric at every update as
+    `value=`; the metric of the update that ends an epoch is used (every update with
+    `steps_per_epoch=1`). As in torch, the metric passed at an update changes the lr from the next
+    update on.
 
     Args:
       lr: the lr of the param group when the scheduler is created.
@@ -165,15 +166,15 @@ def reduce_lr_on_plateau(
       cooldown: epochs to wait after a cut before counting bad epochs again.
       min_lr: lower bound of the lr.
       eps: cuts smaller than this are skipped.
-      steps_per_epoch: optimizer steps per ``scheduler.step(metric)``.
+      steps_per_epoch: optimizer steps per `scheduler.step(metric)`.
 
     Warning:
-      ``patience``, ``threshold``, ``eps`` or ``min_lr`` that is not a real number (or a list of
-      one ``min_lr`` per group: this schedule is one group's) raises ``TypeError`` and a
-      ``cooldown`` that is not an integer ``ValueError`` here; torch accepts them and fails at
-      its first ``step(metric)``.
+      `patience`, `threshold`, `eps` or `min_lr` that is not a real number (or a list of
+      one `min_lr` per group: this schedule is one group's) raises `TypeError` and a
+      `cooldown` that is not an integer `ValueError` here; torch accepts them and fails at
+      its first `step(metric)`.
 
-    Example:
+    Examples:
       >>> from jaxopt_port import optim, schedules
       >>> plateau = schedules.reduce_lr_on_plateau(0.1, factor=0.5, patience=2)
       >>> tx = schedules.with_schedules(optim.sgd, lr=plateau, momentum=0.9)

@@ -1,4 +1,4 @@
-r"""``torch.optim.swa_utils.SWALR``: the learning rate of stochastic weight averaging."""
+r"""`torch.optim.swa_utils.SWALR`: the learning rate of stochastic weight averaging."""
 
 from __future__ import annotations
 
@@ -21,26 +21,28 @@ def swalr(
     *,
     steps_per_epoch: int = 1,
 ) -> TorchSchedule:
-    r"""``torch.optim.swa_utils.SWALR``: anneal from the current lr to ``swa_lr``, then hold it.
+    r"""`torch.optim.swa_utils.SWALR`: anneal from the current lr to `swa_lr`, then hold it.
 
-    .. math:: \eta_t = \alpha_t\,\eta_{swa} + (1 - \alpha_t)\,\eta_0, \qquad
-              \alpha_t = a(\min(1, t / \max(1, E)))
+    $$
+    \eta_t = \alpha_t\,\eta_{swa} + (1 - \alpha_t)\,\eta_0, \qquad
+                  \alpha_t = a(\min(1, t / \max(1, E)))
+    $$
 
-    with :math:`a(\tau) = (1 - \cos \pi\tau)/2` ("cos") or :math:`\tau` ("linear"). torch recovers
-    :math:`\eta_0` each step by inverting the previous step's mix; the closed form agrees to a few
-    ulps. In ``SequentialLR`` torch anneals from the lr the previous scheduler left.
+    with $a(\tau) = (1 - \cos \pi\tau)/2$ ("cos") or $\tau$ ("linear"). torch recovers
+    $\eta_0$ each step by inverting the previous step's mix; the closed form agrees to a few
+    ulps. In `SequentialLR` torch anneals from the lr the previous scheduler left.
 
     Args:
       lr: the lr of the param group when SWALR starts.
       swa_lr: the lr to anneal to.
-      anneal_epochs: E, scheduler steps of the annealing (0: jump to ``swa_lr`` at step 1).
+      anneal_epochs: E, scheduler steps of the annealing (0: jump to `swa_lr` at step 1).
       anneal_strategy: "cos" or "linear".
-      steps_per_epoch: optimizer steps per ``scheduler.step()``.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
 
     Warning:
-      A ``swa_lr`` that is not one real number raises ``TypeError`` (for a ``str`` or ``None``
+      A `swa_lr` that is not one real number raises `TypeError` (for a `str` or `None`
       torch's own, from its first step at construction); torch also takes a list with one
-      ``swa_lr`` per param group, which is one schedule per group here.
+      `swa_lr` per param group, which is one schedule per group here.
     """
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(

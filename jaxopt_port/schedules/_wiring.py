@@ -22,7 +22,7 @@ def _stateful(value: Any) -> bool:
 
 
 def _split_betas(factory: Callable[..., Any]) -> Callable[..., Any]:
-    """``factory`` with ``betas=(b1, b2)`` taken as two hyperparameters ``beta1`` and ``beta2``."""
+    """`factory` with `betas=(b1, b2)` taken as two hyperparameters `beta1` and `beta2`."""
     signature = inspect.signature(factory)
     parameters = [
         p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
@@ -47,27 +47,29 @@ def _split_betas(factory: Callable[..., Any]) -> Callable[..., Any]:
 def with_schedules(
     factory: Callable[..., optax.GradientTransformation], **kwargs: Any
 ) -> optax.GradientTransformationExtraArgs:
-    """``factory(**kwargs)`` where the lr, momentum or β1 may follow a schedule, as torch's do.
+    """`factory(**kwargs)` where the lr, momentum or β1 may follow a schedule, as torch's do.
 
-    ``lr`` may be a float or any schedule; ``momentum`` (SGD, RMSprop, Muon) and β1 (the first
-    entry of ``betas``) may be a schedule too, which is how torch's ``CyclicLR`` and ``OneCycleLR``
-    cycle them: pass ``momentum=schedule.momentum`` or ``betas=(schedule.momentum, 0.999)``. ``lr``
-    may also be :func:`reduce_lr_on_plateau`; then pass the metric to every update as ``value=``.
+    `lr` may be a float or any schedule; `momentum` (SGD, RMSprop, Muon) and β1 (the first entry of
+    `betas`) may be a schedule too, which is how torch's `CyclicLR` and `OneCycleLR` cycle them:
+    pass `momentum=schedule.momentum` or `betas=(schedule.momentum, 0.999)`. `lr` may also be
+    [`reduce_lr_on_plateau`][jaxopt_port.schedules.reduce_lr_on_plateau]; then pass the metric to
+    every update as `value=`.
 
     A plain lr schedule goes to the optimizer as it is (so ASGD's one-step-late lr stays torch's);
-    the other scheduled values are fed through ``optax.inject_hyperparams``, in the scalar dtype
+    the other scheduled values are fed through `optax.inject_hyperparams`, in the scalar dtype
     torch uses (float64 under x64), and read before each update.
 
     Args:
-      factory: a jaxopt_port optimizer factory (``optim.sgd``, ``optim.adam``, ...).
+      factory: a jaxopt_port optimizer factory (`optim.sgd`, `optim.adam`, ...).
       **kwargs: its keyword arguments.
 
     Returns:
       The transformation; for a jaxopt_port factory a
-      :class:`~jaxopt_port.optim.TorchTransformation` carrying ``kwargs`` (schedules included) as
-      torch's param-group hyperparameters, like ``factory(**kwargs)`` does.
+      [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying `kwargs` (schedules
+        included) as
+      torch's param-group hyperparameters, like `factory(**kwargs)` does.
 
-    Example:
+    Examples:
       >>> from jaxopt_port import optim, schedules
       >>> cycle = schedules.one_cycle_lr(0.1, total_steps=1000)
       >>> tx = schedules.with_schedules(optim.sgd, lr=cycle, momentum=cycle.momentum)
@@ -98,7 +100,7 @@ def with_schedules(
 
 
 def schedule_kwargs(schedule: Any, factory_params: Any, group: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments that make ``factory`` follow ``schedule`` (lr and momentum / β1)."""
+    """The keyword arguments that make `factory` follow `schedule` (lr and momentum / β1)."""
     out: dict[str, Any] = {"lr": schedule}
     if isinstance(schedule, TorchSchedule) and schedule.cycles_momentum:
         if "betas" in factory_params:
@@ -120,9 +122,9 @@ def scheduled_transformation(
     index: int,
     steps_per_epoch: int,
 ) -> tuple[optax.GradientTransformationExtraArgs, dict[str, Any]]:
-    """One torch param group's transformation with the hyperparameters ``scheduler`` drives
+    """One torch param group's transformation with the hyperparameters `scheduler` drives
     (lr; CyclicLR's and OneCycleLR's momentum or β1) following their schedules, and those
-    scheduled values; what ``optim.from_torch(optimizer, scheduler)`` builds per group."""
+    scheduled values; what `optim.from_torch(optimizer, scheduler)` builds per group."""
     from jaxopt_port.schedules._from_torch import from_torch  # this package's __init__ order
 
     schedule = from_torch(scheduler, index, steps_per_epoch=steps_per_epoch)

@@ -1,9 +1,9 @@
-"""``torch.nn.utils.clip_grad_norm_`` and ``clip_grad_value_``, as functions and as transformations.
+"""`torch.nn.utils.clip_grad_norm_` and `clip_grad_value_`, as functions and as transformations.
 
-torch's global norm is the ``norm_type``-norm of the per-tensor ``norm_type``-norms (the norm of all
+torch's global norm is the `norm_type`-norm of the per-tensor `norm_type`-norms (the norm of all
 gradients viewed as one vector, for any p), and it scales every gradient by
-``min(max_norm / (total_norm + 1e-6), 1)`` — not by optax's ``max_norm / total_norm``, so the two
-differ by a relative 1e-6/‖g‖ even when clipping applies (``optax.clip_by_global_norm`` also has
+`min(max_norm / (total_norm + 1e-6), 1)` — not by optax's `max_norm / total_norm`, so the two
+differ by a relative 1e-6/‖g‖ even when clipping applies (`optax.clip_by_global_norm` also has
 only the 2-norm).
 """
 
@@ -27,12 +27,12 @@ __all__ = [
     "total_norm",
 ]
 
-#: torch adds this to the norm before dividing (``clip_coef = max_norm / (total_norm + 1e-6)``).
 NORM_EPS = 1e-6
+"""torch adds this to the norm before dividing (`clip_coef = max_norm / (total_norm + 1e-6)`)."""
 
 
 def _vector_norm(x: jax.Array, norm_type: float) -> jax.Array:
-    """``torch.linalg.vector_norm(x, norm_type)`` of a flattened array."""
+    """`torch.linalg.vector_norm(x, norm_type)` of a flattened array."""
     x = jnp.abs(jnp.ravel(x))
     if norm_type == float("inf"):
         return jnp.max(x, initial=0.0)
@@ -48,9 +48,9 @@ def _vector_norm(x: jax.Array, norm_type: float) -> jax.Array:
 
 
 def total_norm(grads: Any, norm_type: float = 2.0) -> jax.Array:
-    """torch's ``_get_total_norm``: the ``norm_type``-norm of the leaves' ``norm_type``-norms.
+    """torch's `_get_total_norm`: the `norm_type`-norm of the leaves' `norm_type`-norms.
 
-    0 for a tree without leaves (as torch returns ``tensor(0.)`` for no gradients).
+    0 for a tree without leaves (as torch returns `tensor(0.)` for no gradients).
     """
     norm_type = float(norm_type)
     leaves = jax.tree_util.tree_leaves(grads)
@@ -95,17 +95,17 @@ def clip_grad_norm_(
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
 ) -> tuple[Any, jax.Array]:
-    """``torch.nn.utils.clip_grad_norm_`` for a gradient pytree: ``(clipped grads, total norm)``.
+    """`torch.nn.utils.clip_grad_norm_` for a gradient pytree: `(clipped grads, total norm)`.
 
-    Every gradient is multiplied by ``min(max_norm / (total_norm + 1e-6), 1)``, where
-    ``total_norm`` is :func:`total_norm` (the norm torch returns, before clipping). JAX arrays are
-    immutable, so the clipped gradients are returned rather than written in place.
+    Every gradient is multiplied by `min(max_norm / (total_norm + 1e-6), 1)`, where `total_norm` is
+    [`total_norm`][jaxopt_port.transforms.total_norm] (the norm torch returns, before clipping). JAX
+    arrays are immutable, so the clipped gradients are returned rather than written in place.
 
     Args:
       grads: a pytree of gradients.
       max_norm: the largest norm allowed.
-      norm_type: p of the p-norm, ``float("inf")`` for the largest absolute entry.
-      error_if_nonfinite: raise torch's ``RuntimeError`` if the total norm is NaN or infinite.
+      norm_type: p of the p-norm, `float("inf")` for the largest absolute entry.
+      error_if_nonfinite: raise torch's `RuntimeError` if the total norm is NaN or infinite.
       foreach: accepted for torch's signature; changes nothing.
     """
     del foreach
@@ -116,7 +116,7 @@ def clip_grad_norm_(
 
 
 def clip_grad_value_(grads: Any, clip_value: float, foreach: bool | None = None) -> Any:
-    """``torch.nn.utils.clip_grad_value_``: every entry clamped to ``[-clip_value, clip_value]``."""
+    """`torch.nn.utils.clip_grad_value_`: every entry clamped to `[-clip_value, clip_value]`."""
     del foreach
     clip_value = float(clip_value)
     return jax.tree_util.tree_map(lambda g: jnp.clip(g, -clip_value, clip_value), grads)
@@ -131,12 +131,13 @@ class ClipGradNormState(NamedTuple):
 def clip_grad_norm(
     max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
 ) -> optax.GradientTransformation:
-    """:func:`clip_grad_norm_` as a transformation, to put first in an ``optax.chain``.
+    """[`clip_grad_norm_`][jaxopt_port.transforms.clip_grad_norm_] as a transformation, to put first
+    in an `optax.chain`.
 
-    The norm before clipping is kept in the state (``ClipGradNormState.total_norm``), for logging
-    as torch users log the return value of ``clip_grad_norm_``.
+    The norm before clipping is kept in the state (`ClipGradNormState.total_norm`), for logging
+    as torch users log the return value of `clip_grad_norm_`.
 
-    Example:
+    Examples:
       >>> import optax
       >>> from jaxopt_port import optim, transforms
       >>> tx = optax.chain(transforms.clip_grad_norm(1.0), optim.adamw(lr=3e-4))
@@ -155,7 +156,8 @@ def clip_grad_norm(
 
 
 def clip_grad_value(clip_value: float) -> optax.GradientTransformation:
-    """:func:`clip_grad_value_` as a stateless transformation."""
+    """[`clip_grad_value_`][jaxopt_port.transforms.clip_grad_value_] as a stateless
+    transformation."""
     clip_value = float(clip_value)
 
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:

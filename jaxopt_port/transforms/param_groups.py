@@ -1,59 +1,61 @@
 """torch-style param groups: per-group hyperparameters for any jaxopt_port optimizer.
 
-``torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=3e-4)``
-becomes ``param_groups(optim.adamw, [{"params": is_bias_or_norm, "weight_decay": 0.0}],
-lr=3e-4)``: each group is one call of the factory with the constructor's keyword arguments
-updated by the group's, and ``optax.partition`` routes every leaf to its group.
+`torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=3e-4)`
+becomes `param_groups(optim.adamw, [{"params": is_bias_or_norm, "weight_decay": 0.0}],
+lr=3e-4)`: each group is one call of the factory with the constructor's keyword arguments
+updated by the group's, and `optax.partition` routes every leaf to its group.
 
-torch lists the parameter tensors of a group; JAX arrays have no identity that survives ``jit``,
+torch lists the parameter tensors of a group; JAX arrays have no identity that survives `jit`,
 so a group *selects* leaves of the params pytree by their path instead:
 
 - a **pattern** string, matched against the leaf's path in two spellings; it selects the leaf
   if it matches either:
 
-  1. the path's names joined by ``"/"`` (``"encoder/layers/0/bias"``), the pattern split into
-     components at ``"/"``;
-  2. the path's names joined by ``"."`` (``"encoder.layers.0.bias"``, the spelling of torch's
-     parameter names and of ``interop.weights``' keys), both split into components at ``"."`` —
-     so a dict key ``"0.weight"`` is the two components ``0`` and ``weight`` here.
+  1. the path's names joined by `"/"` (`"encoder/layers/0/bias"`), the pattern split into
+     components at `"/"`;
+  2. the path's names joined by `"."` (`"encoder.layers.0.bias"`, the spelling of torch's
+     parameter names and of `interop.weights`' keys), both split into components at `"."` —
+     so a dict key `"0.weight"` is the two components `0` and `weight` here.
 
-  Within a spelling, matching is component-wise and anchored at both ends: ``*``, ``?`` and
-  ``[seq]`` are ``fnmatch`` wildcards inside one component (they never cross a separator); a
-  component that is exactly ``**`` matches zero or more whole components. So ``"*/bias"`` (or
-  ``"*.bias"``) is a ``bias`` exactly one level down, ``"**/bias"`` (``"**.bias"``) a ``bias`` at
-  any depth (the top level included) and ``"encoder/**"`` everything under ``encoder``.
-  Case-sensitive. The names are the pytree's (Flax's ``kernel``/``scale``, not torch's
-  ``weight``), and an ``nnx.Sequential`` keeps its layers under ``layers``: torch's
-  ``"3.weight"`` of an ``nn.Sequential`` is ``"layers.3.kernel"`` in its NNX twin, selected by
-  ``"layers.3.*"`` (the dict of torch names in docs/migration.md is selected by ``"3.*"``).
+  Within a spelling, matching is component-wise and anchored at both ends: `*`, `?` and
+  `[seq]` are `fnmatch` wildcards inside one component (they never cross a separator); a
+  component that is exactly `**` matches zero or more whole components. So `"*/bias"` (or
+  `"*.bias"`) is a `bias` exactly one level down, `"**/bias"` (`"**.bias"`) a `bias` at
+  any depth (the top level included) and `"encoder/**"` everything under `encoder`.
+  Case-sensitive. The names are the pytree's (Flax's `kernel`/`scale`, not torch's
+  `weight`), and an `nnx.Sequential` keeps its layers under `layers`: torch's
+  `"3.weight"` of an `nn.Sequential` is `"layers.3.kernel"` in its NNX twin, selected by
+  `"layers.3.*"` (the dict of torch names in docs/migration.md is selected by `"3.*"`).
 - a **list of patterns**: a leaf is selected if any pattern matches.
-- a **predicate** ``(path: tuple[str, ...], leaf) -> bool``. It runs while tracing too, so it
-  must decide from the path, shape, ``ndim`` and dtype only, never from the values.
+- a **predicate** `(path: tuple[str, ...], leaf) -> bool`. It runs while tracing too, so it
+  must decide from the path, shape, `ndim` and dtype only, never from the values.
 
-Path names: a dict key or ``DictKey`` is ``str(key)``, an attribute (``GetAttrKey``, NamedTuples,
-dataclasses) its name, a list/tuple index (``SequenceKey``) ``str(index)``. A Flax
-``nnx.Variable`` (``nnx.state(model, nnx.Param)``) or Linen ``AxisMetadata`` box
-(``nn.Partitioned``) counts as one leaf at the box's path, so a ``nnx.Linear`` bias is
-``("linear", "bias")`` whether the tree holds Variables (``Optimizer.init``) or plain arrays
-(``Optimizer.update``), and the predicate sees the array inside.
+Path names: a dict key or `DictKey` is `str(key)`, an attribute (`GetAttrKey`, NamedTuples,
+dataclasses) its name, a list/tuple index (`SequenceKey`) `str(index)`. A Flax
+`nnx.Variable` (`nnx.state(model, nnx.Param)`) or Linen `AxisMetadata` box
+(`nn.Partitioned`) counts as one leaf at the box's path, so a `nnx.Linear` bias is
+`("linear", "bias")` whether the tree holds Variables (`Optimizer.init`) or plain arrays
+(`Optimizer.update`), and the predicate sees the array inside.
 
 Differences from torch, all deliberate:
 
-- Leaves selected by no group go to a ``"default"`` group with the constructor's arguments
-  (``unmatched="default"``), so the common recipe needs one group only. torch has no such
-  leaves: a parameter left out of every group is simply not optimized — ``unmatched="freeze"``
-  reproduces that, ``unmatched="error"`` raises instead.
-- A group that selects no leaf raises ``ValueError`` (at ``init``/``update``, when the params are
-  first seen), listing some of the paths there are: it is almost always a pattern that does not
-  match the tree's spelling. torch allows a group with an empty params list; ``allow_empty=True``
-  allows it here too. :func:`describe_param_groups` shows what each group selects.
-- As in torch, a leaf in two groups raises ``ValueError("some parameters appear in more than
-  one parameter group ...")``; the message also names the path and both groups.
-- As in torch, Adagrad's ``initial_accumulator_value`` is the constructor's for every group (a
+- Leaves selected by no group go to a `"default"` group with the constructor's arguments
+  (`unmatched="default"`), so the common recipe needs one group only. torch has no such
+  leaves: a parameter left out of every group is simply not optimized — `unmatched="freeze"`
+  reproduces that, `unmatched="error"` raises instead.
+- A group that selects no leaf raises `ValueError` (at `init`/`update`, when the params are first
+  seen), listing some of the paths there are: it is almost always a pattern that does not match the
+  tree's spelling. torch allows a group with an empty params list; `allow_empty=True` allows it here
+  too. [`describe_param_groups`][jaxopt_port.transforms.describe_param_groups] shows what each group
+  selects.
+- As in torch, a leaf in two groups raises `ValueError("some parameters appear in more than
+  one parameter group ...")`; the message also names the path and both groups.
+- As in torch, Adagrad's `initial_accumulator_value` is the constructor's for every group (a
   group's value is ignored by torch).
 
-A group may carry a ``"name"`` (torch keeps any extra key); it becomes the group's label in the
-optimizer state and in :func:`describe_param_groups`, instead of ``"group<i>"``.
+A group may carry a `"name"` (torch keeps any extra key); it becomes the group's label in the
+optimizer state and in [`describe_param_groups`][jaxopt_port.transforms.describe_param_groups],
+instead of `"group<i>"`.
 """
 
 from __future__ import annotations
@@ -81,14 +83,14 @@ __all__ = [
     "path_names",
 ]
 
-#: A group's ``"params"``: a glob pattern, a list of patterns, or ``(path, leaf) -> bool``.
 Selector: TypeAlias = str | Sequence[str] | Callable[[tuple[str, ...], Any], bool]
+"""A group's `"params"`: a glob pattern, a list of patterns, or `(path, leaf) -> bool`."""
 Unmatched: TypeAlias = Literal["default", "freeze", "error"]
 
-#: Label of the leaves no group selects (``unmatched="default"`` or ``"freeze"``).
 DEFAULT_LABEL = {"default": "default", "freeze": "frozen"}
-#: Group keys that are not hyperparameters.
+"""Label of the leaves no group selects (`unmatched="default"` or `"freeze"`)."""
 _RESERVED = ("params", "name")
+"""Group keys that are not hyperparameters."""
 
 
 # ----------------------------------------------------------------------------- selectors
@@ -135,13 +137,13 @@ def _describe_selector(selector: Any) -> str:
 def is_bias_or_norm(path: tuple[str, ...], leaf: Any) -> bool:
     """The leaves the usual recipe exempts from weight decay: biases and normalization scales.
 
-    Selected: every leaf whose last path name is ``"bias"``, and every leaf with at most one
-    dimension — Flax's ``LayerNorm``/``BatchNorm``/``GroupNorm``/``RMSNorm`` ``scale``, torch-named
-    norm ``weight``\\ s, biases under any name, and scalars. Kernels, convolution filters and
+    Selected: every leaf whose last path name is `"bias"`, and every leaf with at most one
+    dimension — Flax's `LayerNorm`/`BatchNorm`/`GroupNorm`/`RMSNorm` `scale`, torch-named
+    norm `weight`\\ s, biases under any name, and scalars. Kernels, convolution filters and
     embeddings (two or more dimensions) are not. This is timm's rule
-    (``param.ndim <= 1 or name.endswith(".bias")``).
+    (`param.ndim <= 1 or name.endswith(".bias")`).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> is_bias_or_norm(("LayerNorm_0", "scale"), jnp.ones(4))
       True
@@ -155,7 +157,7 @@ def is_bias_or_norm(path: tuple[str, ...], leaf: Any) -> bool:
 
 
 def _checked_groups(groups: Sequence[Mapping[str, Any]]) -> list[tuple[str, Callable, str]]:
-    """``[(label, predicate, description)]``; raises for a malformed group."""
+    """`[(label, predicate, description)]`; raises for a malformed group."""
     if isinstance(groups, Mapping) or not isinstance(groups, Sequence):
         raise TypeError(
             f"groups must be a sequence of dicts (torch's param groups), got {type(groups).__name__}"
@@ -213,7 +215,7 @@ def _shown(paths: Sequence[str], limit: int = 10) -> str:
 
 
 def _check_selected(checked: list, names: list, labels: list) -> None:
-    """Raise ``ValueError`` for the first group that selects no leaf."""
+    """Raise `ValueError` for the first group that selects no leaf."""
     used = set(labels)
     for index, (label, _, description) in enumerate(checked):
         if label in used:
@@ -236,8 +238,8 @@ def _check_selected(checked: list, names: list, labels: list) -> None:
 def _labels(
     checked: list, params: Any, unmatched: str, allow_empty: bool = True
 ) -> tuple[list, list, Any]:
-    """``(names per leaf, label per leaf, treedef)``; raises on overlaps, with
-    ``unmatched="error"`` on leaves no group selects and without ``allow_empty`` on a group that
+    """`(names per leaf, label per leaf, treedef)`; raises on overlaps, with
+    `unmatched="error"` on leaves no group selects and without `allow_empty` on a group that
     selects no leaf."""
     _check_unmatched(unmatched)
     named, treedef = _named_leaves(params)
@@ -261,20 +263,21 @@ def param_group_labels(
     unmatched: Unmatched = "default",
     allow_empty: bool = False,
 ) -> Any:
-    """The label of every leaf of ``params``, as the pytree ``optax.partition`` takes.
+    """The label of every leaf of `params`, as the pytree `optax.partition` takes.
 
     Args:
-      groups: torch-style param groups (only their ``"params"`` and ``"name"`` are read).
-      params: the params pytree (arrays, ``jax.ShapeDtypeStruct``\\ s, tracers, Flax states).
-      unmatched: where leaves no group selects go — see :func:`param_groups`.
-      allow_empty: allow a group that selects no leaf (default: ``ValueError``), as in
-        :func:`param_groups`.
+      groups: torch-style param groups (only their `"params"` and `"name"` are read).
+      params: the params pytree (arrays, `jax.ShapeDtypeStruct`\\ s, tracers, Flax states).
+      unmatched: where leaves no group selects go — see
+        [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
+      allow_empty: allow a group that selects no leaf (default: `ValueError`), as in
+        [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
 
     Returns:
-      A pytree with the structure of ``params`` (Flax boxes replaced by their label) whose leaves
-      are ``"group<i>"`` (or the group's ``"name"``), ``"default"`` or ``"frozen"``.
+      A pytree with the structure of `params` (Flax boxes replaced by their label) whose leaves
+      are `"group<i>"` (or the group's `"name"`), `"default"` or `"frozen"`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
       >>> param_group_labels([{"params": "**/bias"}], params)
@@ -287,22 +290,24 @@ def param_group_labels(
 def describe_param_groups(
     groups: Sequence[Mapping[str, Any]], params: Any, *, unmatched: Unmatched = "default"
 ) -> dict[str, list[str]]:
-    """What went where: every group's label with the ``"/"``-joined paths it selects.
+    """What went where: every group's label with the `"/"`-joined paths it selects.
 
-    Every group appears, in order and also when it selects nothing (this is the tool to find
-    such a group, so it does not raise for it), followed by the unmatched leaves' group
-    (``"default"`` or ``"frozen"``) when there are any. Otherwise raises as :func:`param_groups`
-    would (overlaps, unmatched leaves with ``unmatched="error"``).
+    Every group appears, in order and also when it selects nothing (this is the tool to find such a
+    group, so it does not raise for it), followed by the unmatched leaves' group (`"default"` or
+    `"frozen"`) when there are any. Otherwise raises as
+    [`param_groups`][jaxopt_port.transforms.param_groups.param_groups] would (overlaps, unmatched
+    leaves with `unmatched="error"`).
 
     Args:
       groups: torch-style param groups.
       params: the params pytree.
-      unmatched: ``"default"``, ``"freeze"`` or ``"error"``, as in :func:`param_groups`.
+      unmatched: `"default"`, `"freeze"` or `"error"`, as in
+        [`param_groups`][jaxopt_port.transforms.param_groups.param_groups].
 
     Returns:
-      ``{label: [path, ...]}``, paths in ``jax.tree_util`` leaf order.
+      `{label: [path, ...]}`, paths in `jax.tree_util` leaf order.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
       >>> describe_param_groups([{"params": is_bias_or_norm}], params)
@@ -317,7 +322,7 @@ def describe_param_groups(
 
 
 def _hyperparameter_names(factory: Callable) -> set[str] | None:
-    """The factory's keyword names; None if it takes ``**kwargs`` (anything goes)."""
+    """The factory's keyword names; None if it takes `**kwargs` (anything goes)."""
     parameters = inspect.signature(factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
@@ -344,48 +349,50 @@ def param_groups(
     allow_empty: bool = False,
     **defaults: Any,
 ) -> optax.GradientTransformationExtraArgs:
-    """torch's param groups for a jaxopt_port optimizer: ``factory(**defaults)`` per group, with
+    """torch's param groups for a jaxopt_port optimizer: `factory(**defaults)` per group, with
     each group's hyperparameters overriding the constructor's.
 
-    Group ``i`` gets ``factory(**{**defaults, **group_hyperparameters})`` and the leaves its
-    ``"params"`` selector selects (module docstring: patterns, predicates, path names). The
-    result is an ``optax.partition`` over labels ``"group0"``, ``"group1"``, ... (as
-    ``optim.from_torch`` labels a several-group torch optimizer; a group's ``"name"`` replaces
-    its label) plus ``"default"``/``"frozen"`` for the unmatched leaves. Labels are computed from
-    the tree structure only, so ``init``/``update`` trace once under ``jax.jit`` and work inside
-    ``optax`` wrappers and ``flax.nnx.Optimizer``.
+    Group `i` gets `factory(**{**defaults, **group_hyperparameters})` and the leaves its
+    `"params"` selector selects (module docstring: patterns, predicates, path names). The
+    result is an `optax.partition` over labels `"group0"`, `"group1"`, ... (as
+    `optim.from_torch` labels a several-group torch optimizer; a group's `"name"` replaces
+    its label) plus `"default"`/`"frozen"` for the unmatched leaves. Labels are computed from
+    the tree structure only, so `init`/`update` trace once under `jax.jit` and work inside
+    `optax` wrappers and `flax.nnx.Optimizer`.
 
     Args:
-      factory: a jaxopt_port optimizer factory, e.g. ``optim.adamw`` (any callable returning an
+      factory: a jaxopt_port optimizer factory, e.g. `optim.adamw` (any callable returning an
         optax transformation).
-      groups: a sequence of dicts, each with ``"params"`` (a :data:`Selector`), an optional
-        ``"name"`` and hyperparameters for ``factory``.
-      unmatched: the leaves no group selects: ``"default"`` (default) puts them in a
-        ``"default"`` group with the constructor's arguments; ``"freeze"`` never changes them
-        (torch's behaviour for a parameter given to no group); ``"error"`` raises ``ValueError``
-        at ``init``/``update`` listing them.
-      allow_empty: if False (default), a group that selects no leaf raises ``ValueError`` at
-        ``init``/``update`` (naming the group and listing some of the paths there are); if True
+      groups: a sequence of dicts, each with `"params"` (a
+        [`Selector`][jaxopt_port.transforms.Selector]), an optional `"name"` and hyperparameters for
+        `factory`.
+      unmatched: the leaves no group selects: `"default"` (default) puts them in a
+        `"default"` group with the constructor's arguments; `"freeze"` never changes them
+        (torch's behaviour for a parameter given to no group); `"error"` raises `ValueError`
+        at `init`/`update` listing them.
+      allow_empty: if False (default), a group that selects no leaf raises `ValueError` at
+        `init`/`update` (naming the group and listing some of the paths there are); if True
         such a group is allowed and optimizes nothing, as torch's group with an empty params list.
       **defaults: the factory's keyword arguments (torch's constructor arguments).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs``; its state is an ``optax.PartitionState``
-      whose ``inner_states`` are keyed by label. It is a
-      :class:`~jaxopt_port.optim.TorchTransformation` carrying torch's param groups for
-      ``interop.optimizer_state_to_torch``: the groups in order (hyperparameters as torch's group
-      would hold them, ``"name"`` included), then ``"default"``; frozen leaves are in none, as
+      An `optax.GradientTransformationExtraArgs`; its state is an `optax.PartitionState`
+      whose `inner_states` are keyed by label. It is a
+      [`TorchTransformation`][jaxopt_port.optim.TorchTransformation] carrying torch's param groups
+        for
+      `interop.optimizer_state_to_torch`: the groups in order (hyperparameters as torch's group
+      would hold them, `"name"` included), then `"default"`; frozen leaves are in none, as
       torch would not hold them. Torch numbers its parameters group after group, so the torch
       id of a leaf is its position in that order, not its leaf index, when groups interleave.
 
     Raises:
       TypeError: at once, for a hyperparameter the factory does not take or a selector of the
-        wrong type. The factory's own ``ValueError`` (torch's message) also comes at once.
-      ValueError: at ``init``/``update``, for a leaf selected by two groups (naming the path and
-        both groups), an unmatched leaf with ``unmatched="error"``, or a group that selects no
-        leaf unless ``allow_empty=True``.
+        wrong type. The factory's own `ValueError` (torch's message) also comes at once.
+      ValueError: at `init`/`update`, for a leaf selected by two groups (naming the path and
+        both groups), an unmatched leaf with `unmatched="error"`, or a group that selects no
+        leaf unless `allow_empty=True`.
 
-    Example:
+    Examples:
       >>> from jaxopt_port import optim
       >>> from jaxopt_port.transforms import is_bias_or_norm, param_groups
       >>> tx = param_groups(
@@ -428,24 +435,24 @@ def no_weight_decay(
     allow_empty: bool = False,
     **defaults: Any,
 ) -> optax.GradientTransformationExtraArgs:
-    """The usual recipe in one line: ``weight_decay=0`` for the leaves ``selector`` picks
-    (biases and norm scales by default, :func:`is_bias_or_norm`), the constructor's arguments
-    for every other leaf.
+    """The usual recipe in one line: `weight_decay=0` for the leaves `selector` picks (biases and
+    norm scales by default, [`is_bias_or_norm`][jaxopt_port.transforms.is_bias_or_norm]), the
+    constructor's arguments for every other leaf.
 
-    Same as ``param_groups(factory, [{"params": selector, "weight_decay": 0.0}], **defaults)``;
-    the no-decay group is labelled ``"no_decay"``, the rest ``"default"``.
+    Same as `param_groups(factory, [{"params": selector, "weight_decay": 0.0}], **defaults)`;
+    the no-decay group is labelled `"no_decay"`, the rest `"default"`.
 
     Args:
-      factory: a jaxopt_port optimizer factory with a ``weight_decay`` argument.
+      factory: a jaxopt_port optimizer factory with a `weight_decay` argument.
       selector: the leaves without weight decay (a pattern, list of patterns or predicate).
-      allow_empty: allow a model where ``selector`` selects nothing (default: ``ValueError`` at
-        ``init``, see :func:`param_groups`).
-      **defaults: the factory's keyword arguments, ``weight_decay`` included.
+      allow_empty: allow a model where `selector` selects nothing (default: `ValueError` at
+        `init`, see [`param_groups`][jaxopt_port.transforms.param_groups.param_groups]).
+      **defaults: the factory's keyword arguments, `weight_decay` included.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs``.
+      An `optax.GradientTransformationExtraArgs`.
 
-    Example:
+    Examples:
       >>> from jaxopt_port import optim
       >>> from jaxopt_port.transforms import no_weight_decay
       >>> tx = no_weight_decay(optim.adamw, lr=3e-4, weight_decay=0.05)
