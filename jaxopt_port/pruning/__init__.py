@@ -1,0 +1,34 @@
+"""Pruning: ``torch.nn.utils.prune`` and ``torch.ao.pruning`` in JAX, pruning as an Optax
+transformation, and models that really shrink.
+"""
+
+from jaxopt_port.pruning.prune import (
+    custom_from_mask,
+    global_unstructured,
+    identity,
+    is_pruned,
+    l1_unstructured,
+    ln_structured,
+    random_structured,
+    random_unstructured,
+    remove,
+)
+from jaxopt_port.pruning.scheduler import BaseScheduler, CubicSL, LambdaSL
+from jaxopt_port.pruning.sparsifier import WeightNormSparsifier, n_m_sparsifier
+
+__all__ = [
+    "BaseScheduler",
+    "CubicSL",
+    "LambdaSL",
+    "WeightNormSparsifier",
+    "custom_from_mask",
+    "global_unstructured",
+    "identity",
+    "is_pruned",
+    "l1_unstructured",
+    "ln_structured",
+    "n_m_sparsifier",
+    "random_structured",
+    "random_unstructured",
+    "remove",
+]
