@@ -234,7 +234,8 @@ def run_pruning_parity(cases: int = 200, seed: int = 0) -> list[dict[str, Any]]:
     def tensors(shapes: list[tuple[int, ...]], dtype: Any) -> list[np.ndarray]:
         """Tie-free: distinct magnitudes across all the tensors, random signs."""
         sizes = [math.prod(shape) for shape in shapes]
-        values = (rng.permutation(sum(sizes)) + 1) * rng.choice([-1.0, 1.0], sum(sizes)) / 7
+        magnitudes = rng.permutation(sum(sizes)) + 1 + rng.uniform(0.0, 0.5, sum(sizes))
+        values = magnitudes * rng.choice([-1.0, 1.0], sum(sizes)) / 7
         parts = np.split(values.astype(dtype), np.cumsum(sizes)[:-1])
         return [p.reshape(shape) for p, shape in zip(parts, shapes, strict=True)]
 

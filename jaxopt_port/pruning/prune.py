@@ -100,16 +100,17 @@ def _channel_reduce(x: jax.Array, dim: int, n: Any) -> jax.Array:
     axes = tuple(d for d in range(x.ndim) if d != dim)
     a = jnp.abs(x)
     if isinstance(n, str):
+        if n not in ("fro", "nuc"):
+            raise RuntimeError(f"linalg.matrix_norm: Order {n} not supported.")
+        if len(axes) > 2 or (n == "nuc" and len(axes) != 2):
+            raise RuntimeError(
+                f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, axes))}"
+            )
         if n == "fro":
             return jnp.sqrt(jnp.sum(a * a, axis=axes))
         if n == "nuc":
-            if len(axes) != 2:
-                raise RuntimeError(
-                    f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, axes))}"
-                )
             matrices = jnp.moveaxis(x, dim, 0)
             return jnp.sum(jnp.linalg.svd(matrices, compute_uv=False), axis=-1)
-        raise RuntimeError(f"linalg.matrix_norm: Order {n} not supported.")
     if n == float("inf"):
         return jnp.max(a, axis=axes)
     if n == float("-inf"):

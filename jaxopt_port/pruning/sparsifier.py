@@ -88,7 +88,7 @@ class WeightNormSparsifier:
         elif norm == 1:
             self.norm_fn = jnp.abs
         elif norm == 2:
-            self.norm_fn = lambda w: w * w
+            self.norm_fn = _square
         else:
             raise NotImplementedError(f"L-{norm} is not yet implemented.")
         self.sparsity_level = sparsity_level
@@ -182,6 +182,10 @@ def n_m_sparsifier(n: int = 2, m: int = 4) -> WeightNormSparsifier:
     return WeightNormSparsifier(
         sparsity_level=1.0, sparse_block_shape=(1, m), zeros_per_block=m - n, norm=1
     )
+
+
+def _square(w: jax.Array) -> jax.Array:
+    return w * w
 
 
 def _blocks(shape: tuple[int, ...], block: tuple[int, int]) -> tuple[int, int]:
