@@ -3,6 +3,7 @@ tie-free cases, torch's errors, random methods by count/structure/distribution."
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -255,11 +256,9 @@ def test_invalid_amounts_and_dims_raise_torchs_errors(pruned_before):
         tkw = {
             k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()
         }
-        expected = torch_error(lambda f=getattr(tprune, name), m=m, kw=tkw: f(m, "weight", **kw))
+        expected = torch_error(functools.partial(getattr(tprune, name), m, "weight", **tkw))
         args = (key, tensor) if name.startswith("random") else (tensor,)
-        got = jax_error(
-            lambda f=getattr(pruning, name), a=args, m=mask, kw=kwargs: f(*a, mask=m, **kw)
-        )
+        got = jax_error(functools.partial(getattr(pruning, name), *args, mask=mask, **kwargs))
         if expected is not None and expected[0] is AssertionError:  # torch names the module
             expected = (
                 AssertionError,
