@@ -11,9 +11,9 @@ works on a traced ``epoch`` inside ``jit``. The sparsifier's level at constructi
   $[s_0, s_f]$, and 0 before $t_0$ when ``initially_zero``. torch computes it in Python
   doubles; here the levels of every epoch up to $t_0 + n\Delta t$ (after which it is constant)
   are computed the same way on the host and looked up, so they are torch's bit for bit.
-- [`LambdaSL`][jaxopt_port.pruning.LambdaSL]: $s_t = s_f\,\lambda(t)$; ``sl_lambda`` must
-  accept a traced integer (write it with ``jax.numpy``); it runs in float64 under x64, float32
-  otherwise (torch: Python double).
+- [`LambdaSL`][jaxopt_port.pruning.LambdaSL]: $s_t = s_f\,\lambda(t)$; inside ``jit`` the
+  Python ``sl_lambda`` runs on the host through ``jax.pure_callback`` with a Python ``int``
+  epoch, so the level is torch's Python double (rounded to float32 when x64 is off).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class LambdaSL(BaseScheduler):
 
     Args:
       sparsifier: the sparsifier (or its final level).
-      sl_lambda: ``epoch -> factor``, traceable by JAX.
+      sl_lambda: ``epoch -> factor``, a Python function of an ``int``.
 
     Example:
       >>> sched = LambdaSL(0.8, lambda epoch: epoch / 10)
@@ -74,7 +74,14 @@ class LambdaSL(BaseScheduler):
         self.sl_lambda = sl_lambda
 
     def get_sl(self, epoch: Any) -> Any:
-        return self.base_sl * self.sl_lambda(epoch)
+        if isinstance(epoch, (int, np.integer)):
+            return self.base_sl * self.sl_lambda(int(epoch))
+        dtype = scalar_dtype()
+        return jax.pure_callback(
+            lambda e: np.asarray(self.base_sl * self.sl_lambda(int(e)), dtype),
+            jax.ShapeDtypeStruct((), dtype),
+            epoch,
+        )
 
 
 class CubicSL(BaseScheduler):

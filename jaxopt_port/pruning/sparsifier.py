@@ -148,7 +148,7 @@ class WeightNormSparsifier:
             weight,
             jnp.asarray(mask).astype(weight.dtype),
             jnp.asarray(level, scalar_dtype()),
-            -1 if k is None else k,
+            jnp.asarray(-1 if k is None else k, jnp.int32),
             self.norm_fn,
             self.sparse_block_shape,
             self.zeros_per_block,
@@ -192,12 +192,12 @@ def _blocks(shape: tuple[int, ...], block: tuple[int, int]) -> tuple[int, int]:
     return -(-shape[0] // block[0]), -(-shape[1] // block[1])
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
 def _weight_norm_mask(
     weight: jax.Array,
     mask: jax.Array,
     level: jax.Array,
-    host_k: int,
+    host_k: jax.Array,
     norm_fn: Callable[[jax.Array], jax.Array],
     block: tuple[int, int],
     zeros: int,
@@ -221,10 +221,9 @@ def _weight_norm_mask(
         total = total + per_block[..., i]
     means = (total / in_block.sum(-1).astype(score.dtype)).reshape(-1)
     n_blocks = nh * nw
-    if host_k >= 0:
-        k = jnp.asarray(host_k)
-    else:
-        k = jnp.clip(jnp.round(level * n_blocks), 0, n_blocks - 1).astype(jnp.int32)
+    k = jnp.where(
+        host_k >= 0, host_k, jnp.clip(jnp.round(level * n_blocks), 0, n_blocks - 1)
+    ).astype(jnp.int32)
     pruned_blocks = jnp.where(
         level >= 1.0, True, lowest(means, jnp.ones(n_blocks, dtype=bool), k)
     ).reshape(nh, nw, 1)
