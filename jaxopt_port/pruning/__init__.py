@@ -13,22 +13,31 @@ from jaxopt_port.pruning.prune import (
     random_unstructured,
     remove,
 )
+from jaxopt_port.pruning.rules import Magnitude, Structured
 from jaxopt_port.pruning.scheduler import BaseScheduler, CubicSL, LambdaSL
 from jaxopt_port.pruning.sparsifier import WeightNormSparsifier, n_m_sparsifier
+from jaxopt_port.pruning.transform import SparsifyState, is_prunable, masked, masks_of, sparsify
 
 __all__ = [
     "BaseScheduler",
     "CubicSL",
     "LambdaSL",
+    "Magnitude",
+    "SparsifyState",
+    "Structured",
     "WeightNormSparsifier",
     "custom_from_mask",
     "global_unstructured",
     "identity",
+    "is_prunable",
     "is_pruned",
     "l1_unstructured",
     "ln_structured",
+    "masked",
+    "masks_of",
     "n_m_sparsifier",
     "random_structured",
     "random_unstructured",
     "remove",
+    "sparsify",
 ]
