@@ -2,6 +2,7 @@
 transformation, and models that really shrink.
 """
 
+from jaxopt_port.pruning.model import apply_masks, masks_from_torch, prune_tree, pruned_state_dict
 from jaxopt_port.pruning.prune import (
     custom_from_mask,
     global_unstructured,
@@ -26,6 +27,7 @@ __all__ = [
     "SparsifyState",
     "Structured",
     "WeightNormSparsifier",
+    "apply_masks",
     "custom_from_mask",
     "global_unstructured",
     "identity",
@@ -34,8 +36,11 @@ __all__ = [
     "l1_unstructured",
     "ln_structured",
     "masked",
+    "masks_from_torch",
     "masks_of",
     "n_m_sparsifier",
+    "prune_tree",
+    "pruned_state_dict",
     "random_structured",
     "random_unstructured",
     "remove",
