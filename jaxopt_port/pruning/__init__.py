@@ -16,6 +16,16 @@ from jaxopt_port.pruning.prune import (
 )
 from jaxopt_port.pruning.rules import Magnitude, Structured
 from jaxopt_port.pruning.scheduler import BaseScheduler, CubicSL, LambdaSL
+from jaxopt_port.pruning.shrink import (
+    channel_mask,
+    kept_channels,
+    pack_n_m,
+    shrink_conv_bn,
+    shrink_linear,
+    size_ratio,
+    to_bcoo,
+    unpack_n_m,
+)
 from jaxopt_port.pruning.sparsifier import WeightNormSparsifier, n_m_sparsifier
 from jaxopt_port.pruning.transform import SparsifyState, is_prunable, masked, masks_of, sparsify
 
@@ -28,21 +38,29 @@ __all__ = [
     "Structured",
     "WeightNormSparsifier",
     "apply_masks",
+    "channel_mask",
     "custom_from_mask",
     "global_unstructured",
     "identity",
     "is_prunable",
     "is_pruned",
+    "kept_channels",
     "l1_unstructured",
     "ln_structured",
     "masked",
     "masks_from_torch",
     "masks_of",
     "n_m_sparsifier",
+    "pack_n_m",
     "prune_tree",
     "pruned_state_dict",
     "random_structured",
     "random_unstructured",
     "remove",
+    "shrink_conv_bn",
+    "shrink_linear",
+    "size_ratio",
     "sparsify",
+    "to_bcoo",
+    "unpack_n_m",
 ]
