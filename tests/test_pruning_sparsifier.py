@@ -122,7 +122,7 @@ def test_sparsifier_errors_are_torchs():
             sp.step()
         with pytest.raises(ValueError, match=re.escape(str(expected.value))):
             pruning.WeightNormSparsifier(zeros_per_block=zeros).update_mask(w, w)
-    with pytest.raises(NotImplementedError, match="L-3 is not yet implemented."):
+    with pytest.raises(NotImplementedError, match=r"L-3 is not yet implemented\."):
         pruning.WeightNormSparsifier(norm=3)
     with pytest.raises(ValueError, match="2-D weights"):
         pruning.WeightNormSparsifier().update_mask(np.ones((2, 2, 4)), np.ones((2, 2, 4)))
