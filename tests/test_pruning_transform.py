@@ -239,3 +239,21 @@ def test_nnx_optimizer_flax_layout_two_four():
     kernel = np.asarray(model.layers[0].kernel[...])  # (in, out) = torch weight transposed
     groups = kernel.T.reshape(16, 2, 4)  # torch (out, in): groups of 4 input features
     assert np.all((groups != 0).sum(-1) == 2)
+
+
+def test_init_on_shape_structs_and_stable_state_structure():
+    params = {"w": jnp.ones((4, 8)), "b": jnp.zeros(4)}
+    structs = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
+    tx = pruning.sparsify(optim.sgd(lr=0.1, momentum=0.9), pruning.Magnitude(0.5), every=2)
+    abstract = jax.eval_shape(tx.init, structs)
+    state = tx.init(params)
+    assert jax.tree.structure(abstract) == jax.tree.structure(state)
+    assert pruning.masks_of(abstract)["w"].shape == (4, 8) and pruning.masks_of(state)["b"] is None
+    _, new_state = tx.update(params, state, params)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert all(
+        a.dtype == b.dtype
+        for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True)
+    )
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(params, state)

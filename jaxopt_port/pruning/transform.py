@@ -61,7 +61,7 @@ class SparsifyState(NamedTuple):
 def is_prunable(path: tuple[str, ...], leaf: Any) -> bool:
     """The default selection: leaves with at least two dimensions (weights and kernels, not
     biases or norm scales), as ``torch.ao.pruning`` prunes every ``nn.Linear`` weight."""
-    return jnp.ndim(leaf) >= 2
+    return len(getattr(leaf, "shape", ())) >= 2
 
 
 def _to_torch(x: jax.Array, layout: str) -> jax.Array:
