@@ -134,7 +134,7 @@ def test_shrink_conv_bn_conv_equals_masked_model():
     bn.scale[...] = bn.scale[...] * pruning.channel_mask(keep, bn.scale[...])
     bn.bias[...] = bn.bias[...] * pruning.channel_mask(keep, bn.bias[...])
     small = pruning.shrink_conv_bn(conv, bn, nxt, keep)
-    x = jnp.asarray(rng.standard_normal((2, 10, 10, 3)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)), jnp.float32)
     full = nxt(nnx.relu(bn(conv(x))))
     out = small[2](nnx.relu(small[1](small[0](x))))
     np.testing.assert_allclose(out, full, atol=1e-6)  # measured 0.0 (float32)

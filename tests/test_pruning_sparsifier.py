@@ -55,7 +55,7 @@ def test_weight_norm_sparsifier_matches_torch_over_steps(dtype):
     rng = np.random.default_rng(0)
     checked = 0
     with jax.enable_x64(dtype is np.float64):
-        for case in range(48):
+        for case in range(35):
             shape, block, zeros = CASES[case % len(CASES)]
             norm = (None, 1)[case // len(CASES) % 2]
             w = tie_free(rng, shape, dtype)
@@ -76,7 +76,7 @@ def test_weight_norm_sparsifier_matches_torch_over_steps(dtype):
             if case < len(CASES):  # a traced level (as inside the Optax transformation)
                 traced = jax.jit(lambda lv, m=mask, o=ours, w=w: o.update_mask(w, m, lv))
                 np.testing.assert_array_equal(traced(level), ours.update_mask(w, mask, level))
-    assert checked == 144
+    assert checked == 105  # masks per dtype, 210 in all
 
 
 def test_levels_0_and_1_and_zero_zeros():
