@@ -31,7 +31,6 @@ compiled, once per shape and dtype. Inside ``jit`` use the Optax transformation
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,19 +64,19 @@ def _array(t: Any) -> jax.Array:
     return jnp.asarray(to_numpy(t) if hasattr(t, "detach") else t)
 
 
-def _existing(t: jax.Array, mask: Any) -> jax.Array:
-    """The mask so far in ``t``'s dtype (ones for an unpruned tensor)."""
+def _given_mask(t: jax.Array, mask: Any) -> jax.Array:
+    """The mask so far (ones, built on the host, for an unpruned tensor)."""
     if mask is None:
-        return jnp.ones(t.shape, t.dtype)
+        return jnp.asarray(np.ones(t.shape, t.dtype))
     mask = _array(mask)
     if mask.shape != t.shape:
         raise ValueError(f"mask has shape {mask.shape}, the tensor {t.shape}")
-    return mask.astype(t.dtype)
+    return mask
 
 
-def _scores(t: jax.Array, mask: Any, importance_scores: Any) -> jax.Array:
+def _given_scores(t: jax.Array, importance_scores: Any) -> jax.Array | None:
     if importance_scores is None:
-        return t if mask is None else t * _array(mask).astype(t.dtype)
+        return None
     scores = _array(importance_scores)
     if scores.shape != t.shape:
         raise AssertionError(
@@ -87,59 +86,124 @@ def _scores(t: jax.Array, mask: Any, importance_scores: Any) -> jax.Array:
     return scores
 
 
-_lowest = jax.jit(lowest)
+def _alive(mask: jax.Array) -> int:
+    return int(np.count_nonzero(np.asarray(mask) == 1))
+
+
+def _masked_scores(t: jax.Array, mask: jax.Array, scores: jax.Array | None) -> jax.Array:
+    """torch's importance: the masked tensor (read through the pruning hook) or the scores."""
+    return t * mask.astype(t.dtype) if scores is None else scores
 
 
 @jax.jit
-def _drop_lowest(scores: jax.Array, mask: jax.Array, k: jax.Array) -> jax.Array:
-    return jnp.where(lowest(scores, mask == 1, k), jnp.zeros_like(mask), mask)
+def _drop_smallest(
+    t: jax.Array, mask: jax.Array, scores: jax.Array | None, k: jax.Array
+) -> jax.Array:
+    mask = mask.astype(t.dtype)
+    chosen = lowest(jnp.abs(_masked_scores(t, mask, scores)), mask == 1, k)
+    return jnp.where(chosen, jnp.zeros_like(mask), mask)
 
 
-def _channel_reduce(x: jax.Array, dim: int, n: Any) -> jax.Array:
-    """torch's ``_compute_norm``: the L``n`` norm of every slice along ``dim``."""
-    axes = tuple(d for d in range(x.ndim) if d != dim)
-    a = jnp.abs(x)
+@jax.jit
+def _drop_random(key: jax.Array, mask: jax.Array, k: jax.Array) -> jax.Array:
+    chosen = lowest(jax.random.uniform(key, mask.shape), mask == 1, k)
+    return jnp.where(chosen, jnp.zeros_like(mask), mask)
+
+
+def _check_norm(n: Any, ndim: int, dim: int) -> None:
+    """torch.norm's errors for a string order."""
     if isinstance(n, str):
+        axes = [d for d in range(ndim) if d != dim]
         if n not in ("fro", "nuc"):
             raise RuntimeError(f"linalg.matrix_norm: Order {n} not supported.")
         if len(axes) > 2 or (n == "nuc" and len(axes) != 2):
             raise RuntimeError(
                 f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, axes))}"
             )
-        if n == "fro":
-            return jnp.sqrt(jnp.sum(a * a, axis=axes))
-        if n == "nuc":
-            matrices = jnp.moveaxis(x, dim, 0)
-            return jnp.sum(jnp.linalg.svd(matrices, compute_uv=False), axis=-1)
-    if n == float("inf"):
-        return jnp.max(a, axis=axes)
-    if n == float("-inf"):
-        return jnp.min(a, axis=axes)
-    if n == 0:
-        return jnp.sum(x != 0, axis=axes).astype(x.dtype)
-    if n == 1:
-        return jnp.sum(a, axis=axes)
-    if n == 2:
-        return jnp.sqrt(jnp.sum(a * a, axis=axes))
-    return jnp.sum(a**n, axis=axes) ** (1.0 / n)
 
 
-def _channel_alive(mask: jax.Array, dim: int) -> np.ndarray:
-    axes = tuple(d for d in range(mask.ndim) if d != dim)
-    return np.asarray(jnp.sum(mask, axis=axes) != 0)
+#: torch's norm orders with their own reduction (others: the general $p$-norm).
+_NORM_KINDS = {1: 0, 2: 1, "fro": 1, float("inf"): 2, float("-inf"): 3, 0: 4}
 
 
-@functools.partial(jax.jit, static_argnames="dim")
-def _drop_channels(chosen: jax.Array, mask: jax.Array, dim: int) -> jax.Array:
-    shape = [1] * mask.ndim
-    shape[dim] = -1
-    return jnp.where(chosen.reshape(shape), jnp.zeros_like(mask), mask)
+def _row_norms(x: jax.Array, kind: jax.Array, p: jax.Array) -> jax.Array:
+    """The norm of every row of a 2-D array, the order picked by a traced ``kind``."""
+    a = jnp.abs(x)
+    return jax.lax.switch(
+        kind,
+        [
+            lambda: jnp.sum(a, axis=1),
+            lambda: jnp.sqrt(jnp.sum(a * a, axis=1)),
+            lambda: jnp.max(a, axis=1),
+            lambda: jnp.min(a, axis=1),
+            lambda: jnp.sum(x != 0, axis=1).astype(x.dtype),
+            lambda: jnp.sum(a**p, axis=1) ** (1 / p),
+        ],
+    )
 
 
 @jax.jit
-def _largest(norms: jax.Array, alive: jax.Array, keep: jax.Array) -> jax.Array:
-    """The alive channels outside the ``keep`` largest norms (ties: the lower index is kept)."""
+def _weakest_rows(
+    t: jax.Array,
+    mask: jax.Array,
+    scores: jax.Array,
+    use_mask: jax.Array,
+    alive: jax.Array,
+    keep: jax.Array,
+    kind: jax.Array,
+    p: jax.Array,
+) -> jax.Array:
+    """Channels as rows: the alive ones outside the ``keep`` of largest norm (ties: lower index
+    kept). One compilation per 2-D shape and dtype, whatever ``dim`` and norm."""
+    scores = jnp.where(use_mask, t * mask.astype(t.dtype), scores)
+    norms = _row_norms(scores, kind, p.astype(t.dtype))
     return alive & ~lowest(-norms, alive, keep)
+
+
+@jax.jit
+def _nuclear_weakest(scores: jax.Array, alive: jax.Array, keep: jax.Array) -> jax.Array:
+    norms = jnp.sum(jnp.linalg.svd(scores, compute_uv=False), axis=-1)
+    return alive & ~lowest(-norms, alive, keep)
+
+
+@jax.jit
+def _random_channels(key: jax.Array, alive: jax.Array, k: jax.Array) -> jax.Array:
+    return lowest(jax.random.uniform(key, alive.shape), alive, k)
+
+
+def _rows(x: Any, dim: int) -> np.ndarray:
+    """``x`` with channel ``dim`` first and the rest flattened, on the host."""
+    moved = np.moveaxis(np.asarray(x), dim, 0)
+    return moved.reshape(moved.shape[0], -1)
+
+
+def _without(mask: jax.Array, chosen: Any, dim: int, dtype: Any) -> jax.Array:
+    shape = [1] * mask.ndim
+    shape[dim] = -1
+    given = np.asarray(mask).astype(dtype)
+    return jnp.asarray(np.where(np.asarray(chosen).reshape(shape), 0, given).astype(dtype))
+
+
+@jax.jit
+def _drop_smallest_global(
+    ts: list[jax.Array], masks: list[jax.Array], scores: list[Any], k: jax.Array
+) -> list[jax.Array]:
+    """One ranking over the concatenation (torch's ``parameters_to_vector``)."""
+    masks = [m.astype(t.dtype) for t, m in zip(ts, masks, strict=True)]
+    flat = jnp.concatenate(
+        [
+            jnp.abs(_masked_scores(t, m, s)).reshape(-1)
+            for t, m, s in zip(ts, masks, scores, strict=True)
+        ]
+    )
+    flat_mask = jnp.concatenate([m.reshape(-1).astype(flat.dtype) for m in masks])
+    chosen = lowest(flat, flat_mask == 1, k)
+    out, start = [], 0
+    for m in masks:
+        part = chosen[start : start + m.size].reshape(m.shape)
+        out.append(jnp.where(part, jnp.zeros_like(m), m))
+        start += m.size
+    return out
 
 
 def identity(t: Any, *, mask: Any = None) -> jax.Array:
@@ -159,7 +223,7 @@ def identity(t: Any, *, mask: Any = None) -> jax.Array:
              [1., 1.]], dtype=float32)
     """
     t = _array(t)
-    return _existing(t, mask)
+    return _given_mask(t, mask).astype(t.dtype)
 
 
 def l1_unstructured(
@@ -192,12 +256,12 @@ def l1_unstructured(
     """
     check_amount(amount)
     t = _array(t)
-    scores = _scores(t, mask, importance_scores)
-    existing = _existing(t, mask)
-    alive = int(np.count_nonzero(np.asarray(existing) == 1))
+    scores = _given_scores(t, importance_scores)
+    given = _given_mask(t, mask)
+    alive = _alive(given)
     k = count_to_prune(amount, alive)
     check_count(k, alive)
-    return _drop_lowest(jnp.abs(scores), existing, k)
+    return _drop_smallest(t, given, scores, k)
 
 
 def random_unstructured(
@@ -227,11 +291,11 @@ def random_unstructured(
     """
     check_amount(amount)
     t = _array(t)
-    existing = _existing(t, mask)
-    alive = int(np.count_nonzero(np.asarray(existing) == 1))
+    given = _given_mask(t, mask).astype(t.dtype)
+    alive = _alive(given)
     k = count_to_prune(amount, alive)
     check_count(k, alive)
-    return _drop_lowest(jax.random.uniform(key, t.shape), existing, k)
+    return _drop_random(key, given, k)
 
 
 def _structured(
@@ -239,16 +303,16 @@ def _structured(
     amount: Any,
     dim: int,
     mask: Any,
-) -> tuple[jax.Array, jax.Array, int, np.ndarray]:
-    """Shared checks: ``(existing mask, dim, count to prune, alive channels)``."""
+) -> tuple[jax.Array, int, int, np.ndarray]:
+    """Shared checks: ``(mask so far, dim, count to prune, alive channels)``."""
     check_amount(amount)
     dim = check_dim(t.shape, dim, pruned_before=mask is not None)
-    existing = _existing(t, mask)
-    alive = _channel_alive(existing, dim) if mask is not None else np.ones(t.shape[dim], dtype=bool)
-    n_alive = int(alive.sum())
-    k = count_to_prune(amount, n_alive)
-    check_count(k, n_alive)
-    return existing, dim, k, alive
+    given = _given_mask(t, mask)
+    axes = tuple(d for d in range(t.ndim) if d != dim)
+    alive = np.asarray(given).sum(axis=axes) != 0
+    k = count_to_prune(amount, int(alive.sum()))
+    check_count(k, int(alive.sum()))
+    return given, dim, k, alive
 
 
 def ln_structured(
@@ -293,13 +357,30 @@ def ln_structured(
       Array([[1., 1.],
              [0., 0.]], dtype=float32)
     """
+    check_amount(amount)  # torch's order: amount, importance scores, dim, count
     t = _array(t)
-    existing, dim, k, alive = _structured(t, amount, dim, mask)
+    scores = _given_scores(t, importance_scores)
+    given, dim, k, alive = _structured(t, amount, dim, mask)
     if k == 0:
-        return existing
-    norms = _channel_reduce(_scores(t, mask, importance_scores), dim, n)
-    chosen = _largest(norms, jnp.asarray(alive), int(alive.sum()) - k)
-    return _drop_channels(chosen, existing, dim=dim)
+        return given.astype(t.dtype)
+    _check_norm(n, t.ndim, dim)
+    keep, alive_j = int(alive.sum()) - k, jnp.asarray(alive)
+    if n == "nuc":
+        masked = _masked_scores(t, given, scores)
+        chosen = _nuclear_weakest(jnp.moveaxis(masked, dim, 0), alive_j, keep)
+    else:
+        t_rows = jnp.asarray(_rows(t, dim))
+        chosen = _weakest_rows(
+            t_rows,
+            jnp.asarray(_rows(given, dim)),
+            t_rows if scores is None else jnp.asarray(_rows(scores, dim)),
+            scores is None,
+            alive_j,
+            keep,
+            _NORM_KINDS.get(n, 5),
+            np.float64(n if _NORM_KINDS.get(n) is None else 1.0),
+        )
+    return _without(given, chosen, dim, t.dtype)
 
 
 def random_structured(
@@ -328,11 +409,10 @@ def random_structured(
       1
     """
     t = _array(t)
-    existing, dim, k, alive = _structured(t, amount, dim, mask)
+    given, dim, k, alive = _structured(t, amount, dim, mask)
     if k == 0:
-        return existing
-    chosen = _lowest(jax.random.uniform(key, (t.shape[dim],)), jnp.asarray(alive), k)
-    return _drop_channels(chosen, existing, dim=dim)
+        return given.astype(t.dtype)
+    return _without(given, _random_channels(key, jnp.asarray(alive), k), dim, t.dtype)
 
 
 def global_unstructured(
@@ -376,26 +456,12 @@ def global_unstructured(
         if importance_scores is None
         else treedef.flatten_up_to(importance_scores)
     )
-    existing = [_existing(t, m) for t, m in zip(leaves, mask_leaves, strict=True)]
-    scores = [
-        _scores(t, m, s).reshape(-1)
-        for t, m, s in zip(leaves, mask_leaves, score_leaves, strict=True)
-    ]
-    flat_scores = jnp.concatenate(scores) if scores else jnp.zeros(0)
-    flat_mask = (
-        jnp.concatenate([m.reshape(-1).astype(flat_scores.dtype) for m in existing])
-        if existing
-        else jnp.zeros(0)
-    )
-    alive = int(np.count_nonzero(np.asarray(flat_mask) == 1))
+    given = [_given_mask(t, m) for t, m in zip(leaves, mask_leaves, strict=True)]
+    scores = [_given_scores(t, s) for t, s in zip(leaves, score_leaves, strict=True)]
+    alive = sum(_alive(m) for m in given)
     k = count_to_prune(amount, alive)
     check_count(k, alive)
-    new = _drop_lowest(jnp.abs(flat_scores), flat_mask, k)
-    out, start = [], 0
-    for t, m in zip(leaves, existing, strict=True):
-        out.append(m * new[start : start + t.size].reshape(t.shape).astype(t.dtype))
-        start += t.size
-    return jax.tree_util.tree_unflatten(treedef, out)
+    return jax.tree_util.tree_unflatten(treedef, _drop_smallest_global(leaves, given, scores, k))
 
 
 def custom_from_mask(t: Any, new_mask: Any, *, mask: Any = None) -> jax.Array:
@@ -423,8 +489,8 @@ def custom_from_mask(t: Any, new_mask: Any, *, mask: Any = None) -> jax.Array:
         raise AssertionError(
             f"default_mask shape {t.shape} must match self.mask shape {new_mask.shape}"
         )
-    existing = _existing(t, mask)
-    return existing * new_mask.astype(existing.dtype)
+    given = _given_mask(t, mask).astype(t.dtype)
+    return given * new_mask.astype(t.dtype)
 
 
 def remove(t: Any, mask: Any) -> jax.Array:
