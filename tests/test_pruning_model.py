@@ -135,8 +135,9 @@ def test_shrink_conv_bn_conv_equals_masked_model():
     bn.bias[...] = bn.bias[...] * pruning.channel_mask(keep, bn.bias[...])
     small = pruning.shrink_conv_bn(conv, bn, nxt, keep)
     x = jnp.asarray(rng.standard_normal((2, 6, 6, 3)), jnp.float32)
-    full = nxt(nnx.relu(bn(conv(x))))
-    out = small[2](nnx.relu(small[1](small[0](x))))
+    chain = nnx.jit(lambda c, b, n, x: n(nnx.relu(b(c(x)))))  # one compilation per model
+    full = chain(conv, bn, nxt, x)
+    out = chain(*small, x)
     np.testing.assert_allclose(out, full, atol=1e-6)  # measured 0.0 (float32)
     assert small[0].kernel[...].shape[-1] == 5 and small[2].kernel[...].shape[-2] == 5
 

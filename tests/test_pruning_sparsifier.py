@@ -155,3 +155,9 @@ def test_schedulers_match_torch():
             assert float(jax.jit(ours.level)(epoch)) == lam.get_last_sl()[0]
             sp.step()
             lam.step()
+
+
+def test_parity_rows():
+    """The rows the parity CLI will show: every rule equal across JAX, torch and NumPy."""
+    rows = ref.run_pruning_parity(cases=6)
+    assert len(rows) == 4 and all(row["passed"] and row["worst"] == 0.0 for row in rows), rows
