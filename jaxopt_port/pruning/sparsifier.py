@@ -2,7 +2,7 @@ r"""``torch.ao.pruning.WeightNormSparsifier`` as a mask rule, and N:M sparsity b
 
 torch's sparsifier attaches a mask parametrization to each ``nn.Linear`` weight and recomputes
 the mask at every ``sparsifier.step()``. Here the rule is a pure function of the weight, its
-current mask and the sparsity level — [`WeightNormSparsifier.update_mask`][] — so it runs under
+current mask and the sparsity level — [`WeightNormSparsifier.update_mask`][jaxopt_port.pruning.WeightNormSparsifier.update_mask] — so it runs under
 ``jit`` with a traced level (the Optax transformation [`sparsify`][jaxopt_port.pruning.sparsify]
 calls it inside its update).
 

@@ -4,7 +4,7 @@ torch's reparametrization of the gradient.
 torch prunes a parameter by reparametrizing it, $w = w_\text{orig} \odot m$ (a
 ``torch.nn.utils.prune`` hook or a ``torch.ao.pruning`` parametrization), so the optimizer
 updates $w_\text{orig}$ with the gradient $\nabla_{w_\text{orig}} = \nabla_w \odot m$, and a
-sparsifier recomputes $m$ from the masked weight every few steps. [`sparsify`][] does the same
+sparsifier recomputes $m$ from the masked weight every few steps. [`sparsify`][jaxopt_port.pruning.sparsify] does the same
 around any Optax optimizer:
 
 1. the gradients of the selected leaves are multiplied by their masks and passed to ``inner``;
