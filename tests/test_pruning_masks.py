@@ -270,6 +270,22 @@ def test_invalid_amounts_and_dims_raise_torchs_errors(pruned_before):
     assert checked > 40
 
 
+def test_global_unstructured_errors_are_torchs():
+    ts = tie_free(np.random.default_rng(7), [(3, 4), (5,)], np.float32)
+    for amount in (-1, 1.5, "a", None, 100, 0.5j):
+        mods = [module(t) for t in ts]
+        expected = torch_error(
+            functools.partial(
+                tprune.global_unstructured,
+                [(m, "weight") for m in mods],
+                tprune.L1Unstructured,
+                amount=amount,
+            )
+        )
+        got = jax_error(functools.partial(pruning.global_unstructured, ts, amount))
+        assert expected is not None and got == expected, amount
+
+
 def test_bool_amount_counts_as_int():
     """torch 2.13 raises TypeError inside topk for amount=True; here it prunes one entry."""
     assert float(pruning.l1_unstructured(jnp.array([3.0, 1.0, 2.0]), True).sum()) == 2.0

@@ -205,12 +205,12 @@ def sparsify(
         masks, epoch = old, state.epoch
         if every is not None:
             due = count % every == 0
-            stepped = [p + u for p, u in zip(flat_params, flat_updates, strict=True)]
-            masks = jax.lax.cond(
-                due,
-                lambda: new_masks(stepped, old, _level(schedule, sparsifier, epoch)),
-                lambda: old,
-            )
+
+            def recompute() -> tuple:
+                stepped = [p + u for p, u in zip(flat_params, flat_updates, strict=True)]
+                return new_masks(stepped, old, _level(schedule, sparsifier, epoch))
+
+            masks = jax.lax.cond(due, recompute, lambda: old)
             epoch = epoch + due.astype(epoch.dtype)
         if hard:
             flat_updates = [
