@@ -10,7 +10,9 @@ works on a traced ``epoch`` inside ``jit``. The sparsifier's level at constructi
   $s_t = s_f + (s_0 - s_f)\left(1 - \frac{t - t_0}{n\,\Delta t}\right)^3$ clamped to
   $[s_0, s_f]$, and 0 before $t_0$ when ``initially_zero``. torch computes it in Python
   doubles; here the levels of every epoch up to $t_0 + n\Delta t$ (after which it is constant)
-  are computed the same way on the host and looked up, so they are torch's bit for bit.
+  are computed the same way on the host and looked up, so they are torch's bit for bit (with
+  x64 off they are rounded to float32, and a sparsifier's $\operatorname{round}(s\,n)$ can then
+  differ from torch's by one where $s\,n$ lies within float32 rounding of a half).
 - [`LambdaSL`][jaxopt_port.pruning.LambdaSL]: $s_t = s_f\,\lambda(t)$; inside ``jit`` the
   Python ``sl_lambda`` runs on the host through ``jax.pure_callback`` with a Python ``int``
   epoch, so the level is torch's Python double (rounded to float32 when x64 is off).
