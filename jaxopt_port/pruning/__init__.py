@@ -1,8 +1,15 @@
 """Pruning: ``torch.nn.utils.prune`` and ``torch.ao.pruning`` in JAX, pruning as an Optax
 transformation, and models that really shrink.
+
+- ``prune``: torch's ``torch.nn.utils.prune`` functions on arrays (new mask from tensor + mask).
+- ``sparsifier``, ``scheduler``: ``WeightNormSparsifier`` (and N:M), ``CubicSL``, ``LambdaSL``.
+- ``rules``: ``Magnitude`` and ``Structured`` rules at a total sparsity level.
+- ``transform``: ``sparsify``, pruning as an Optax transformation around any optimizer.
+- ``model``: whole params pytrees / NNX models by path pattern; torch's pruned state dicts.
+- ``shrink``: removing pruned channels from NNX layers; BCOO and packed N:M export.
 """
 
-from jaxopt_port.pruning.model import apply_masks, masks_from_torch, prune_tree, pruned_state_dict
+from jaxopt_port.pruning.model import masks_from_torch, prune_tree, pruned_state_dict
 from jaxopt_port.pruning.prune import (
     custom_from_mask,
     global_unstructured,
@@ -27,7 +34,14 @@ from jaxopt_port.pruning.shrink import (
     unpack_n_m,
 )
 from jaxopt_port.pruning.sparsifier import WeightNormSparsifier, n_m_sparsifier
-from jaxopt_port.pruning.transform import SparsifyState, is_prunable, masked, masks_of, sparsify
+from jaxopt_port.pruning.transform import (
+    SparsifyState,
+    apply_masks,
+    is_prunable,
+    masked,
+    masks_of,
+    sparsify,
+)
 
 __all__ = [
     "BaseScheduler",

@@ -26,7 +26,11 @@ from jaxopt_port.pruning import prune as _prune
 from jaxopt_port.pruning.transform import _from_torch, _to_torch, is_prunable
 from jaxopt_port.transforms import param_group_labels
 
-__all__ = ["apply_masks", "masks_from_torch", "prune_tree", "pruned_state_dict"]
+__all__ = [
+    "masks_from_torch",
+    "prune_tree",
+    "pruned_state_dict",
+]
 
 
 def _selected(tree: Any, select: Any) -> list[bool]:
@@ -107,27 +111,6 @@ def prune_tree(
         if out[i] is None and m is not None:
             out[i] = m
     return treedef.unflatten(out)
-
-
-def apply_masks(tree: Any, masks: Any) -> Any:
-    r"""The effective weights: every masked leaf times its mask, $\theta \odot m$ (torch's
-    ``weight`` from ``weight_orig`` and ``weight_mask``; written back, torch's ``remove``).
-
-    Args:
-      tree: the params (torch's ``_orig`` values for the pruned leaves).
-      masks: masks with ``tree``'s structure, ``None`` for unpruned leaves.
-
-    Returns:
-      ``tree`` with the masks applied, each leaf in its dtype.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    flat_masks = treedef.flatten_up_to(masks)
-    return treedef.unflatten(
-        [
-            p if m is None else jnp.asarray(p) * jnp.asarray(m).astype(jnp.asarray(p).dtype)
-            for p, m in zip(leaves, flat_masks, strict=True)
-        ]
-    )
 
 
 def _split_pruned(state_dict: Mapping[str, Any]) -> tuple[dict, dict]:

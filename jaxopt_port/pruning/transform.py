@@ -38,7 +38,7 @@ from jaxopt_port.pruning._rank import lowest
 from jaxopt_port.pruning.rules import Magnitude
 from jaxopt_port.transforms import param_group_labels
 
-__all__ = ["SparsifyState", "is_prunable", "masked", "masks_of", "sparsify"]
+__all__ = ["SparsifyState", "apply_masks", "is_prunable", "masked", "masks_of", "sparsify"]
 
 
 class SparsifyState(NamedTuple):
@@ -278,8 +278,8 @@ def masks_of(opt_state: Any) -> Any:
 
 
 def masked(params: Any, opt_state: Any) -> Any:
-    r"""The effective weights $\theta \odot m$ (torch's ``weight``) for ``hard=False``: the params
-    with every pruned leaf multiplied by its mask.
+    r"""The effective weights $\theta \odot m$ (torch's ``weight``) for ``hard=False``:
+    [`apply_masks`][jaxopt_port.pruning.apply_masks] with the masks in ``opt_state``.
 
     Args:
       params: the params (torch's ``weight_orig`` for the pruned leaves).
@@ -288,8 +288,25 @@ def masked(params: Any, opt_state: Any) -> Any:
     Returns:
       The params with the masks applied.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    masks = treedef.flatten_up_to(_find(opt_state).masks)
+    return apply_masks(params, _find(opt_state).masks)
+
+
+def apply_masks(tree: Any, masks: Any) -> Any:
+    r"""The effective weights: every masked leaf times its mask, $\theta \odot m$ (torch's
+    ``weight`` from ``weight_orig`` and ``weight_mask``; written back, torch's ``remove``).
+
+    Args:
+      tree: the params (torch's ``_orig`` values for the pruned leaves).
+      masks: masks with ``tree``'s structure, ``None`` for unpruned leaves.
+
+    Returns:
+      ``tree`` with the masks applied, each leaf in its dtype.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    flat_masks = treedef.flatten_up_to(masks)
     return treedef.unflatten(
-        [p if m is None else p * m.astype(p.dtype) for p, m in zip(leaves, masks, strict=True)]
+        [
+            p if m is None else jnp.asarray(p) * jnp.asarray(m).astype(jnp.asarray(p).dtype)
+            for p, m in zip(leaves, flat_masks, strict=True)
+        ]
     )
