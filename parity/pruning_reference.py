@@ -322,4 +322,113 @@ def run_pruning_parity(cases: int = 200, seed: int = 0) -> list[dict[str, Any]]:
         r = weight_norm_mask(t, np.ones_like(t), level, block)
         w = max(w, worst(tm, j, r))
     rows.append(_row("ao.pruning.WeightNormSparsifier", w, cases))
+    rows.append(_training_row())
     return rows
+
+
+def _training_row(steps: int = 120, every: int = 3) -> dict[str, Any]:
+    """``WeightNormSparsifier`` + ``CubicSL`` stepped every ``every`` steps while torch's
+    ``SGD(momentum=0.9)`` trains a 16-22-10 MLP in float64, against ``pruning.sparsify`` around
+    ``optim.sgd``: the masks must be torch's (and the reference's, from torch's weights) at every
+    step; ``worst`` is the largest parameter difference (``passed``: masks equal and
+    ``worst <= 1e-12``)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import torch
+    from torch.ao import pruning as tao
+
+    from jaxopt_port import optim, pruning
+
+    cubic = {"init_sl": 0.0, "init_t": 1, "delta_t": 2, "total_t": 10}
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((steps, 12, 16)), rng.standard_normal((steps, 12, 10))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(16, 22), torch.nn.ReLU(), torch.nn.Linear(22, 10)
+        )
+        init = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        sp = tao.WeightNormSparsifier(sparsity_level=0.8, sparse_block_shape=(1, 4))
+        sp.prepare(model, [{"tensor_fqn": "0.weight"}, {"tensor_fqn": "2.weight"}])
+        sched = tao.CubicSL(sp, **cubic)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=False)
+        torch_steps = []
+        for t in range(steps):
+            opt.zero_grad()
+            out = model(torch.from_numpy(xs[t]))
+            torch.mean((out - torch.from_numpy(ys[t])) ** 2).backward()
+            opt.step()
+            if (t + 1) % every == 0:
+                sp.step()
+                sched.step()
+            torch_steps.append(
+                [
+                    (
+                        layer.parametrizations.weight[0].mask.numpy().copy(),
+                        layer.parametrizations.weight.original.detach().numpy().copy(),
+                        layer.bias.detach().numpy().copy(),
+                    )
+                    for layer in (model[0], model[2])
+                ]
+            )
+    finally:
+        torch.set_default_dtype(default)
+
+    def loss(p: Any, x: Any, y: Any) -> Any:
+        h = jnp.maximum(x @ p[0][0].T + p[0][1], 0.0)
+        return jnp.mean((h @ p[1][0].T + p[1][1] - y) ** 2)
+
+    worst, masks_equal = 0.0, True
+    with jax.enable_x64(True):
+        sparsifier = pruning.WeightNormSparsifier(sparsity_level=0.8, sparse_block_shape=(1, 4))
+        tx = pruning.sparsify(
+            optim.sgd(lr=0.05, momentum=0.9),
+            sparsifier,
+            schedule=pruning.CubicSL(sparsifier, **cubic),
+            every=every,
+        )
+        params = [(jnp.asarray(init[f"{n}.weight"]), jnp.asarray(init[f"{n}.bias"])) for n in "02"]
+        state = tx.init(params)
+
+        @jax.jit
+        def step(params: Any, state: Any, x: Any, y: Any) -> Any:
+            grads = jax.grad(loss)(pruning.masked(params, state), x, y)
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        previous = [np.ones_like(init[f"{n}.weight"]) for n in "02"]
+        for t in range(steps):
+            params, state = step(params, state, xs[t], ys[t])
+            masks = pruning.masks_of(state)
+            for i, (mask, orig, bias) in enumerate(torch_steps[t]):
+                expected = mask
+                if (t + 1) % every == 0:  # the documented rule, from torch's weights
+                    expected = weight_norm_mask(
+                        orig, previous[i], level_before(t, every, cubic), (1, 4)
+                    )
+                    previous[i] = expected
+                masks_equal &= bool(np.array_equal(masks[i][0], mask))
+                masks_equal &= bool(np.array_equal(expected, mask))
+                worst = max(
+                    worst,
+                    float(np.abs(np.asarray(params[i][0]) - orig).max()),
+                    float(np.abs(np.asarray(params[i][1]) - bias).max()),
+                )
+    row = _row("sparsify: WeightNormSparsifier + CubicSL, SGD momentum, f64", worst, steps)
+    row["passed"] = masks_equal and worst <= 1e-12
+    return row
+
+
+def level_before(t: int, every: int, cubic: dict[str, Any], final: float = 0.8) -> float:
+    """The level the sparsifier used at the mask update after step ``t``: epoch = updates so far."""
+    return cubic_sl(
+        (t + 1) // every - 1,
+        final,
+        cubic["init_sl"],
+        cubic["init_t"],
+        cubic["delta_t"],
+        cubic["total_t"],
+    )

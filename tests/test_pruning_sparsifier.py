@@ -160,4 +160,6 @@ def test_schedulers_match_torch():
 def test_parity_rows():
     """The rows the parity CLI will show: every rule equal across JAX, torch and NumPy."""
     rows = ref.run_pruning_parity(cases=6)
-    assert len(rows) == 4 and all(row["passed"] and row["worst"] == 0.0 for row in rows), rows
+    assert len(rows) == 5 and all(row["passed"] for row in rows), rows
+    assert all(row["worst"] == 0.0 for row in rows[:4])  # masks: bit for bit
+    assert rows[4]["worst"] <= 1e-12  # the training run's params; measured 1.4e-16
