@@ -270,3 +270,21 @@ def test_init_on_shape_structs_and_stable_state_structure():
     )
     with pytest.raises(ValueError, match="needs params"):
         tx.update(params, state)
+
+
+def test_structured_and_magnitude_rules_equal_torchs_functions():
+    """First pruning at level s: ``Structured`` is ``ln_structured(amount=s)``, ``Magnitude`` is
+    ``l1_unstructured(amount=s)`` (both count against every unit), also in Flax layout."""
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.standard_normal((10, 7)), jnp.float32)
+    for rule, expected in (
+        (pruning.Structured(0.5, n=2, dim=0), pruning.ln_structured(w, 0.5, 2, 0)),
+        (pruning.Structured(0.3, n=1, dim=1), pruning.ln_structured(w, 0.3, 1, 1)),
+        (pruning.Magnitude(0.45), pruning.l1_unstructured(w, 0.45)),
+    ):
+        for layout, leaf in (("torch", w), ("flax", w.T)):
+            tx = pruning.sparsify(
+                optim.sgd(lr=0.1), rule, every=None, init_masks=True, layout=layout
+            )
+            mask = pruning.masks_of(tx.init({"w": leaf}))["w"]
+            np.testing.assert_array_equal(mask if layout == "torch" else mask.T, expected)
