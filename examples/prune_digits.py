@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-drop", type=float, default=2.0, help="accuracy points (exit 1)")
     parser.add_argument("--plot", help="save a bar chart of accuracy and sparsity here")
+    parser.add_argument("--timing-repeats", type=int, default=200, help="forward calls timed")
     return parser.parse_args(argv)
 
 
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
         ks = kernels(model)
         return float(sum(int(jnp.sum(k == 0)) for k in ks) / sum(k.size for k in ks)) * 100
 
-    def forward_time(model, repeats=200):
+    def forward_time(model, repeats=args.timing_repeats):
         fn = nnx.jit(lambda m, xb: m(xb))
         jax.block_until_ready(fn(model, x_test_j))
         start = time.perf_counter()

@@ -21,6 +21,8 @@ def test_prune_digits_example(tmp_path):
             "10",
             "--finetune-epochs",
             "5",
+            "--timing-repeats",
+            "10",
             "--plot",
             str(tmp_path / "prune.png"),
         ],
