@@ -106,7 +106,7 @@ def main(argv=None) -> None:
         model = torch.nn.Sequential()
         for i, layer in enumerate(ls):
             lin = torch.nn.Linear(layer.in_features, layer.out_features)
-            state = interop.torch_state_dict(layer)
+            state = interop.weights_to_numpy(layer)
             lin.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             model.append(lin)
             if i < len(ls) - 1:

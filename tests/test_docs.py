@@ -20,6 +20,7 @@ API_PAGES = {
     "api/transforms.md": "jaxopt_port.transforms",
     "api/interop.md": "jaxopt_port.interop",
     "api/parallel.md": "jaxopt_port.parallel",
+    "api/pruning.md": "jaxopt_port.pruning",
     "api/parity.md": "parity",
 }
 DIRECTIVE = re.compile(r"^::: *([\w.]+)", re.MULTILINE)
@@ -51,6 +52,15 @@ def missing_names(package: str, paths: list[str]) -> list[str]:
     module = importlib.import_module(package)
     documented = {(p.rsplit(".", 1)[-1], id(resolve(p))) for p in paths}
     return [name for name in module.__all__ if (name, id(getattr(module, name))) not in documented]
+
+
+def test_every_public_package_has_an_api_page():
+    packages = {
+        f"jaxopt_port.{p.name}"
+        for p in (ROOT / "jaxopt_port").iterdir()
+        if (p / "__init__.py").exists() and not p.name.startswith("_")
+    }
+    assert packages - set(API_PAGES.values()) == set()
 
 
 @pytest.mark.parametrize("page", sorted(API_PAGES))

@@ -1,12 +1,12 @@
-"""Pruning: ``torch.nn.utils.prune`` and ``torch.ao.pruning`` in JAX, pruning as an Optax
+"""Pruning: `torch.nn.utils.prune` and `torch.ao.pruning` in JAX, pruning as an Optax
 transformation, and models that really shrink.
 
-- ``prune``: torch's ``torch.nn.utils.prune`` functions on arrays (new mask from tensor + mask).
-- ``sparsifier``, ``scheduler``: ``WeightNormSparsifier`` (and N:M), ``CubicSL``, ``LambdaSL``.
-- ``rules``: ``Magnitude`` and ``Structured`` rules at a total sparsity level.
-- ``transform``: ``sparsify``, pruning as an Optax transformation around any optimizer.
-- ``model``: whole params pytrees / NNX models by path pattern; torch's pruned state dicts.
-- ``shrink``: removing pruned channels from NNX layers; BCOO and packed N:M export.
+- `prune`: torch's `torch.nn.utils.prune` functions on arrays (new mask from tensor + mask).
+- `sparsifier`, `scheduler`: `WeightNormSparsifier` (and N:M), `CubicSL`, `LambdaSL`.
+- `rules`: `Magnitude` and `Structured` rules at a total sparsity level.
+- `transform`: `sparsify`, pruning as an Optax transformation around any optimizer.
+- `model`: whole params pytrees / NNX models by path pattern; torch's pruned state dicts.
+- `shrink`: removing pruned channels from NNX layers; BCOO and packed N:M export.
 """
 
 from jaxopt_port.pruning.model import masks_from_torch, prune_tree, pruned_state_dict

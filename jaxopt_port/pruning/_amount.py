@@ -1,5 +1,5 @@
-"""torch's checks and arithmetic for a pruning ``amount`` and ``dim``, with torch's exception types
-and messages (shapes print as tuples where torch prints ``torch.Size([...])``)."""
+"""torch's checks and arithmetic for a pruning `amount` and `dim`, with torch's exception types
+and messages (shapes print as tuples where torch prints `torch.Size([...])`)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ __all__ = ["check_amount", "check_count", "check_dim", "check_structured", "coun
 
 
 def check_amount(amount: Any) -> None:
-    """torch's ``_validate_pruning_amount_init``: a real number; an integer ``>= 0`` or a float in
-    ``[0, 1]``.
+    """torch's `_validate_pruning_amount_init`: a real number; an integer `>= 0` or a float in
+    `[0, 1]`.
 
     Raises:
-      TypeError: ``amount`` is not a real number.
-      ValueError: a negative integer or a float outside ``[0, 1]``.
+      TypeError: `amount` is not a real number.
+      ValueError: a negative integer or a float outside `[0, 1]`.
     """
     if not isinstance(amount, numbers.Real):
         raise TypeError(f"Invalid type for amount: {amount}. Must be int or float.")
@@ -29,11 +29,11 @@ def check_amount(amount: Any) -> None:
 
 
 def count_to_prune(amount: Any, size: int) -> int:
-    """torch's ``_compute_nparams_toprune``: an integer is a count, a float is
-    ``round(amount * size)`` with Python's round-half-to-even (0.5 of 5 is 2).
+    """torch's `_compute_nparams_toprune`: an integer is a count, a float is
+    `round(amount * size)` with Python's round-half-to-even (0.5 of 5 is 2).
 
-    ``bool`` counts as an integer (``True`` prunes one unit; torch 2.13 passes the bool on to
-    ``topk`` and raises ``TypeError`` there).
+    `bool` counts as an integer (`True` prunes one unit; torch 2.13 passes the bool on to
+    `topk` and raises `TypeError` there).
     """
     if isinstance(amount, numbers.Integral):
         return int(amount)
@@ -41,10 +41,10 @@ def count_to_prune(amount: Any, size: int) -> int:
 
 
 def check_count(count: int, size: int) -> None:
-    """torch's ``_validate_pruning_amount``: no more units than there are.
+    """torch's `_validate_pruning_amount`: no more units than there are.
 
     Raises:
-      ValueError: ``count > size``.
+      ValueError: `count > size`.
     """
     if count > size:
         raise ValueError(
@@ -53,7 +53,7 @@ def check_count(count: int, size: int) -> None:
 
 
 def check_structured(shape: tuple[int, ...]) -> None:
-    """torch's ``_validate_structured_pruning``: channels need at least two dimensions.
+    """torch's `_validate_structured_pruning`: channels need at least two dimensions.
 
     Raises:
       ValueError: a tensor with fewer than two dimensions.
@@ -66,13 +66,13 @@ def check_structured(shape: tuple[int, ...]) -> None:
 
 
 def check_dim(shape: tuple[int, ...], dim: int, *, pruned_before: bool) -> int:
-    """torch's checks of a structured ``dim``, in torch's order; returns it non-negative.
+    """torch's checks of a structured `dim`, in torch's order; returns it non-negative.
 
-    A first pruning runs ``_validate_pruning_dim`` and then indexes the shape; a later one (an
-    existing mask: torch's ``PruningContainer``) first normalizes the index itself.
+    A first pruning runs `_validate_pruning_dim` and then indexes the shape; a later one (an
+    existing mask: torch's `PruningContainer`) first normalizes the index itself.
 
     Raises:
-      IndexError: ``dim`` out of range, with the message torch gives on that path.
+      IndexError: `dim` out of range, with the message torch gives on that path.
     """
     ndim = len(shape)
     if pruned_before:

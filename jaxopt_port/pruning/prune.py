@@ -1,31 +1,31 @@
-r"""``torch.nn.utils.prune`` on arrays: each function takes a tensor in torch's layout (and the
+r"""`torch.nn.utils.prune` on arrays: each function takes a tensor in torch's layout (and the
 mask it already has) and returns the new mask.
 
-torch keeps a pruned parameter as ``weight_orig`` and a buffer ``weight_mask`` and computes
-``weight = weight_mask * weight_orig`` before every forward; pruning a parameter again composes
-the methods in a ``PruningContainer``. Here the mask is an ordinary array: pass the one you have
-as ``mask=`` and keep the one returned. The rules are torch's:
+torch keeps a pruned parameter as `weight_orig` and a buffer `weight_mask` and computes
+`weight = weight_mask * weight_orig` before every forward; pruning a parameter again composes
+the methods in a `PruningContainer`. Here the mask is an ordinary array: pass the one you have
+as `mask=` and keep the one returned. The rules are torch's:
 
-- **Amount.** An ``int`` is a count, a ``float`` a fraction: $k = \operatorname{round}(a \cdot n)$
+- **Amount.** An `int` is a count, a `float` a fraction: $k = \operatorname{round}(a \cdot n)$
   with Python's round-half-to-even on the host (0.5 of 5 units prunes 2), where $n$ is the number
-  of units still alive. ``bool`` counts as an ``int``. Invalid amounts and dims raise torch's
+  of units still alive. `bool` counts as an `int`. Invalid amounts and dims raise torch's
   exception type and message.
-- **Composition.** With an existing ``mask``, unstructured methods prune among the alive entries
-  (``mask == 1``) and structured ones among the alive channels (those whose mask is not all zero),
-  as torch's ``PruningContainer`` does; entries already pruned stay pruned.
+- **Composition.** With an existing `mask`, unstructured methods prune among the alive entries
+  (`mask == 1`) and structured ones among the alive channels (those whose mask is not all zero),
+  as torch's `PruningContainer` does; entries already pruned stay pruned.
 - **Importance.** Scores come from the masked tensor $t \odot m$ (torch reads the
-  parameter through its pruning hook); ``importance_scores`` replace them as given.
-- **Ties.** torch's ``topk`` on the CPU does not order equal scores reproducibly. Here ties go to
+  parameter through its pruning hook); `importance_scores` replace them as given.
+- **Ties.** torch's `topk` on the CPU does not order equal scores reproducibly. Here ties go to
   the lower flat index, as a stable top-k would: among equal $|t|$ the lower index is pruned
-  first (``l1_unstructured``, ``global_unstructured``), among equal channel norms the lower index
-  is kept first (``ln_structured`` keeps the largest norms). On tie-free inputs the masks are
+  first (`l1_unstructured`, `global_unstructured`), among equal channel norms the lower index
+  is kept first (`ln_structured` keeps the largest norms). On tie-free inputs the masks are
   torch's, bit for bit.
 - **Dtype.** Masks have the tensor's dtype.
 - **Random methods** take a JAX key instead of torch's global generator: the pruned set is a
   uniformly random subset of the alive units of the right size.
 
 These functions run eagerly (a float amount needs the alive count on the host); the ranking runs
-compiled, once per shape and dtype. Inside ``jit`` use the Optax transformation
+compiled, once per shape and dtype. Inside `jit` use the Optax transformation
 [`sparsify`][jaxopt_port.pruning.sparsify].
 """
 
@@ -127,7 +127,7 @@ _NORM_KINDS = {1: 0, 2: 1, "fro": 1, float("inf"): 2, float("-inf"): 3, 0: 4}
 
 
 def _row_norms(x: jax.Array, kind: jax.Array, p: jax.Array) -> jax.Array:
-    """The norm of every row of a 2-D array, the order picked by a traced ``kind``."""
+    """The norm of every row of a 2-D array, the order picked by a traced `kind`."""
     a = jnp.abs(x)
     return jax.lax.switch(
         kind,
@@ -153,8 +153,8 @@ def _weakest_rows(
     kind: jax.Array,
     p: jax.Array,
 ) -> jax.Array:
-    """Channels as rows: the alive ones outside the ``keep`` of largest norm (ties: lower index
-    kept). One compilation per 2-D shape and dtype, whatever ``dim`` and norm."""
+    """Channels as rows: the alive ones outside the `keep` of largest norm (ties: lower index
+    kept). One compilation per 2-D shape and dtype, whatever `dim` and norm."""
     scores = jnp.where(use_mask, t * mask.astype(t.dtype), scores)
     norms = _row_norms(scores, kind, p.astype(t.dtype))
     return alive & ~lowest(-norms, alive, keep)
@@ -172,7 +172,7 @@ def _random_channels(key: jax.Array, alive: jax.Array, k: jax.Array) -> jax.Arra
 
 
 def _rows(x: Any, dim: int) -> np.ndarray:
-    """``x`` with channel ``dim`` first and the rest flattened, on the host."""
+    """`x` with channel `dim` first and the rest flattened, on the host."""
     moved = np.moveaxis(np.asarray(x), dim, 0)
     return moved.reshape(moved.shape[0], -1)
 
@@ -188,7 +188,7 @@ def _without(mask: jax.Array, chosen: Any, dim: int, dtype: Any) -> jax.Array:
 def _drop_smallest_global(
     ts: list[jax.Array], masks: list[jax.Array], scores: list[Any], k: jax.Array
 ) -> list[jax.Array]:
-    """One ranking over the concatenation (torch's ``parameters_to_vector``)."""
+    """One ranking over the concatenation (torch's `parameters_to_vector`)."""
     masks = [m.astype(t.dtype) for t, m in zip(ts, masks, strict=True)]
     flat = jnp.concatenate(
         [
@@ -207,16 +207,16 @@ def _drop_smallest_global(
 
 
 def identity(t: Any, *, mask: Any = None) -> jax.Array:
-    """torch's ``prune.identity``: prunes nothing; the mask so far, or ones.
+    """torch's `prune.identity`: prunes nothing; the mask so far, or ones.
 
     Args:
       t: the tensor, in torch's layout.
       mask: its existing mask, if it was pruned before.
 
     Returns:
-      The mask, in ``t``'s dtype.
+      The mask, in `t`'s dtype.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> identity(jnp.ones((2, 2)))
       Array([[1., 1.],
@@ -229,27 +229,27 @@ def identity(t: Any, *, mask: Any = None) -> jax.Array:
 def l1_unstructured(
     t: Any, amount: int | float, *, mask: Any = None, importance_scores: Any = None
 ) -> jax.Array:
-    r"""torch's ``prune.l1_unstructured``: prune the ``amount`` alive entries of smallest $|s|$.
+    r"""torch's `prune.l1_unstructured`: prune the `amount` alive entries of smallest $|s|$.
 
-    $s = t \odot m$ (or ``importance_scores``); among the $n$ alive entries ($m = 1$) the $k$
-    with the smallest $|s|$ are pruned, $k$ = ``amount`` or $\operatorname{round}(a n)$; ties go
+    $s = t \odot m$ (or `importance_scores`); among the $n$ alive entries ($m = 1$) the $k$
+    with the smallest $|s|$ are pruned, $k$ = `amount` or $\operatorname{round}(a n)$; ties go
     to the lower flat index.
 
     Args:
-      t: the tensor (``weight`` or ``weight_orig``), in torch's layout.
-      amount: a count (``int``) or a fraction in ``[0, 1]`` (``float``) of the alive entries.
-      mask: the existing mask (torch's ``weight_mask``), if pruned before.
-      importance_scores: scores to rank by instead of ``t``, same shape.
+      t: the tensor (`weight` or `weight_orig`), in torch's layout.
+      amount: a count (`int`) or a fraction in `[0, 1]` (`float`) of the alive entries.
+      mask: the existing mask (torch's `weight_mask`), if pruned before.
+      importance_scores: scores to rank by instead of `t`, same shape.
 
     Returns:
-      The new mask, in ``t``'s dtype.
+      The new mask, in `t`'s dtype.
 
     Raises:
-      TypeError: ``amount`` is not a number.
-      ValueError: ``amount`` out of range, or more than the alive entries.
-      AssertionError: ``importance_scores`` of another shape (torch's type).
+      TypeError: `amount` is not a number.
+      ValueError: `amount` out of range, or more than the alive entries.
+      AssertionError: `importance_scores` of another shape (torch's type).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> l1_unstructured(jnp.array([0.3, -0.1, 2.0, 0.5]), amount=0.5)
       Array([0., 0., 1., 1.], dtype=float32)
@@ -267,7 +267,7 @@ def l1_unstructured(
 def random_unstructured(
     key: jax.Array, t: Any, amount: int | float, *, mask: Any = None
 ) -> jax.Array:
-    """torch's ``prune.random_unstructured`` with a JAX key: prune ``amount`` alive entries chosen
+    """torch's `prune.random_unstructured` with a JAX key: prune `amount` alive entries chosen
     uniformly at random.
 
     Args:
@@ -275,16 +275,16 @@ def random_unstructured(
         distribution is the same: every subset of the alive entries of that size is equally
         likely).
       t: the tensor, in torch's layout.
-      amount: a count (``int``) or a fraction (``float``) of the alive entries.
+      amount: a count (`int`) or a fraction (`float`) of the alive entries.
       mask: the existing mask, if pruned before.
 
     Returns:
-      The new mask, in ``t``'s dtype.
+      The new mask, in `t`'s dtype.
 
     Raises:
-      TypeError, ValueError: as :func:`l1_unstructured`.
+      TypeError, ValueError: as `l1_unstructured`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> int(random_unstructured(jax.random.key(0), jnp.ones(10), amount=3).sum())
       7
@@ -304,7 +304,7 @@ def _structured(
     dim: int,
     mask: Any,
 ) -> tuple[jax.Array, int, int, np.ndarray]:
-    """Shared checks: ``(mask so far, dim, count to prune, alive channels)``."""
+    """Shared checks: `(mask so far, dim, count to prune, alive channels)`."""
     check_amount(amount)
     dim = check_dim(t.shape, dim, pruned_before=mask is not None)
     given = _given_mask(t, mask)
@@ -324,34 +324,34 @@ def ln_structured(
     mask: Any = None,
     importance_scores: Any = None,
 ) -> jax.Array:
-    r"""torch's ``prune.ln_structured``: prune the alive channels along ``dim`` of smallest
-    L``n`` norm.
+    r"""torch's `prune.ln_structured`: prune the alive channels along `dim` of smallest
+    L`n` norm.
 
     Channel $c$ scores $\lVert s_{c} \rVert_n$ over every other dimension, $s = t \odot m$ (or
-    ``importance_scores``); of the alive channels the $n_\text{alive} - k$ largest are kept
+    `importance_scores`); of the alive channels the $n_\text{alive} - k$ largest are kept
     (ties: the lower index is kept) and the rest of the alive ones pruned.
 
     Args:
-      t: the tensor, in torch's layout (a Linear ``weight`` is ``(out, in)``: ``dim=0`` prunes
+      t: the tensor, in torch's layout (a Linear `weight` is `(out, in)`: `dim=0` prunes
         output neurons).
-      amount: a count (``int``) or a fraction (``float``) of the alive channels.
-      n: the norm order, as torch's ``p``: a number, ``inf``, ``-inf``, ``"fro"`` or ``"nuc"``
+      amount: a count (`int`) or a fraction (`float`) of the alive channels.
+      n: the norm order, as torch's `p`: a number, `inf`, `-inf`, `"fro"` or `"nuc"`
         (3-D tensors only).
       dim: the channel dimension.
       mask: the existing mask, if pruned before.
-      importance_scores: scores to take the norms of instead of ``t``.
+      importance_scores: scores to take the norms of instead of `t`.
 
     Returns:
-      The new mask, in ``t``'s dtype.
+      The new mask, in `t`'s dtype.
 
     Raises:
-      TypeError: ``amount`` is not a number.
-      ValueError: ``amount`` out of range or above the alive channels; ``t`` has fewer than two
+      TypeError: `amount` is not a number.
+      ValueError: `amount` out of range or above the alive channels; `t` has fewer than two
         dimensions.
-      IndexError: ``dim`` out of range (torch's message for the path taken).
-      RuntimeError: an unsupported string ``n``.
+      IndexError: `dim` out of range (torch's message for the path taken).
+      RuntimeError: an unsupported string `n`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> ln_structured(jnp.array([[1.0, 2.0], [0.1, 0.2]]), amount=1, n=2, dim=0)
       Array([[1., 1.],
@@ -386,23 +386,23 @@ def ln_structured(
 def random_structured(
     key: jax.Array, t: Any, amount: int | float, dim: int, *, mask: Any = None
 ) -> jax.Array:
-    """torch's ``prune.random_structured`` with a JAX key: prune alive channels along ``dim``
+    """torch's `prune.random_structured` with a JAX key: prune alive channels along `dim`
     chosen uniformly at random.
 
     Args:
       key: a JAX PRNG key.
       t: the tensor, in torch's layout.
-      amount: a count (``int``) or a fraction (``float``) of the alive channels.
+      amount: a count (`int`) or a fraction (`float`) of the alive channels.
       dim: the channel dimension.
       mask: the existing mask, if pruned before.
 
     Returns:
-      The new mask, in ``t``'s dtype.
+      The new mask, in `t`'s dtype.
 
     Raises:
-      TypeError, ValueError, IndexError: as :func:`ln_structured`.
+      TypeError, ValueError, IndexError: as `ln_structured`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> m = random_structured(jax.random.key(0), jnp.ones((4, 3)), amount=1, dim=0)
       >>> [float(row.sum()) for row in m].count(0.0)
@@ -422,26 +422,26 @@ def global_unstructured(
     masks: Sequence[Any] | None = None,
     importance_scores: Sequence[Any] | None = None,
 ) -> Any:
-    r"""torch's ``prune.global_unstructured`` with ``L1Unstructured``: one ranking over all tensors.
+    r"""torch's `prune.global_unstructured` with `L1Unstructured`: one ranking over all tensors.
 
-    The scores of every tensor ($t \odot m$, or its ``importance_scores``) are concatenated in
-    order (torch's ``parameters_to_vector``: each flattened row-major), and the $k$ alive
+    The scores of every tensor ($t \odot m$, or its `importance_scores`) are concatenated in
+    order (torch's `parameters_to_vector`: each flattened row-major), and the $k$ alive
     entries of smallest $|s|$ over all of them are pruned, $k$ counted against the alive entries
     of all tensors together. Ties go to the lower position in the concatenation.
 
     Args:
       tensors: a list (or any pytree) of tensors in torch's layout.
-      amount: a count (``int``) or a fraction (``float``) of all alive entries.
-      masks: their existing masks, same structure; ``None`` (or a ``None`` entry) for unpruned.
-      importance_scores: scores per tensor, same structure; a ``None`` entry uses the tensor.
+      amount: a count (`int`) or a fraction (`float`) of all alive entries.
+      masks: their existing masks, same structure; `None` (or a `None` entry) for unpruned.
+      importance_scores: scores per tensor, same structure; a `None` entry uses the tensor.
 
     Returns:
-      The new masks, same structure as ``tensors``, each in its tensor's dtype.
+      The new masks, same structure as `tensors`, each in its tensor's dtype.
 
     Raises:
-      TypeError, ValueError: as :func:`l1_unstructured`, for the total.
+      TypeError, ValueError: as `l1_unstructured`, for the total.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> a, b = global_unstructured([jnp.array([1.0, 4.0]), jnp.array([2.0, 3.0, 0.5])], 2)
       >>> a, b
@@ -465,20 +465,20 @@ def global_unstructured(
 
 
 def custom_from_mask(t: Any, new_mask: Any, *, mask: Any = None) -> jax.Array:
-    """torch's ``prune.custom_from_mask``: the existing mask times ``new_mask``.
+    """torch's `prune.custom_from_mask`: the existing mask times `new_mask`.
 
     Args:
       t: the tensor, in torch's layout.
-      new_mask: the mask to apply (any numeric or boolean dtype), ``t``'s shape.
+      new_mask: the mask to apply (any numeric or boolean dtype), `t`'s shape.
       mask: the existing mask, if pruned before.
 
     Returns:
-      ``mask * new_mask`` in ``t``'s dtype.
+      `mask * new_mask` in `t`'s dtype.
 
     Raises:
-      AssertionError: ``new_mask`` has another shape (torch's type and message).
+      AssertionError: `new_mask` has another shape (torch's type and message).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> custom_from_mask(jnp.ones(3), jnp.array([0, 1, 0]))
       Array([0., 1., 0.], dtype=float32)
@@ -494,17 +494,17 @@ def custom_from_mask(t: Any, new_mask: Any, *, mask: Any = None) -> jax.Array:
 
 
 def remove(t: Any, mask: Any) -> jax.Array:
-    """torch's ``prune.remove``: make the pruning permanent, ``mask * t`` (the mask is then
+    """torch's `prune.remove`: make the pruning permanent, `mask * t` (the mask is then
     dropped; nothing is un-pruned).
 
     Args:
-      t: the original tensor (torch's ``weight_orig``).
+      t: the original tensor (torch's `weight_orig`).
       mask: its mask.
 
     Returns:
-      The pruned tensor, in ``t``'s dtype.
+      The pruned tensor, in `t`'s dtype.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> remove(jnp.array([1.0, 2.0]), jnp.array([0.0, 1.0]))
       Array([0., 2.], dtype=float32)
@@ -514,16 +514,16 @@ def remove(t: Any, mask: Any) -> jax.Array:
 
 
 def is_pruned(masks: Any) -> bool:
-    """torch's ``prune.is_pruned`` for a pytree of masks: ``True`` if any leaf holds a mask.
+    """torch's `prune.is_pruned` for a pytree of masks: `True` if any leaf holds a mask.
 
     Args:
-      masks: a pytree whose leaves are masks, or ``None`` for unpruned tensors (as
+      masks: a pytree whose leaves are masks, or `None` for unpruned tensors (as
         [`prune_tree`][jaxopt_port.pruning.prune_tree] returns).
 
     Returns:
       Whether anything in it is pruned.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> is_pruned({"a": None, "b": None}), is_pruned({"a": jnp.ones(2), "b": None})
       (False, True)

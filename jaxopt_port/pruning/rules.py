@@ -1,12 +1,12 @@
 r"""Mask rules for the Optax transformation beyond torch's sparsifier: unstructured magnitude and
 structured (channel) pruning to a *total* sparsity level.
 
-A rule is any object with ``update_mask(weight, mask, level) -> new mask`` that runs under
-``jit`` with a traced ``level`` (weights in torch's layout);
+A rule is any object with `update_mask(weight, mask, level) -> new mask` that runs under
+`jit` with a traced `level` (weights in torch's layout);
 [`WeightNormSparsifier`][jaxopt_port.pruning.WeightNormSparsifier] is one. Scores come from the
 masked weight, so pruned entries score 0 and stay pruned while the level does not fall.
 
-Unlike the ``torch.nn.utils.prune`` functions (whose float amount is a fraction of what is still
+Unlike the `torch.nn.utils.prune` functions (whose float amount is a fraction of what is still
 alive), a level here is the fraction of the whole tensor:
 $k = \operatorname{round}(s \cdot n)$ (half to even) units end up pruned.
 """
@@ -34,7 +34,7 @@ class Magnitude:
     Args:
       sparsity_level: the default level (a schedule overrides it).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> w = jnp.array([[0.3, -1.0], [2.0, 0.1]])
       >>> Magnitude(0.5).update_mask(w, jnp.ones_like(w))
@@ -50,7 +50,7 @@ class Magnitude:
         return jnp.abs(weight * mask)
 
     def update_mask(self, weight: Any, mask: Any, sparsity_level: Any = None) -> jax.Array:
-        """The new mask at ``sparsity_level`` (default ``self.sparsity_level``)."""
+        """The new mask at `sparsity_level` (default `self.sparsity_level`)."""
         weight = jnp.asarray(weight)
         level = self.sparsity_level if sparsity_level is None else sparsity_level
         scores = self.scores(weight, jnp.asarray(mask).astype(weight.dtype))
@@ -59,17 +59,17 @@ class Magnitude:
 
 
 class Structured:
-    r"""Structured pruning of whole channels along ``dim`` by their L``n`` norm (torch's
-    ``ln_structured`` rule at a total level): the $\operatorname{round}(s C)$ channels of smallest
+    r"""Structured pruning of whole channels along `dim` by their L`n` norm (torch's
+    `ln_structured` rule at a total level): the $\operatorname{round}(s C)$ channels of smallest
     $\lVert (w \odot m)_c \rVert_n$ are zero (ties: the lower index is kept).
 
     Args:
       sparsity_level: the default level.
-      n: the norm order: 1, 2 or ``inf``.
-      dim: the channel dimension in torch's layout (``0``: a Linear's output neurons, a Conv's
+      n: the norm order: 1, 2 or `inf`.
+      dim: the channel dimension in torch's layout (`0`: a Linear's output neurons, a Conv's
         output channels).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> w = jnp.array([[1.0, 2.0], [0.1, 0.2], [3.0, 0.0]])
       >>> Structured(0.34, n=2, dim=0).update_mask(w, jnp.ones_like(w))[:, 0]
@@ -82,7 +82,7 @@ class Structured:
         self.sparsity_level, self.n, self.dim = sparsity_level, n, dim
 
     def update_mask(self, weight: Any, mask: Any, sparsity_level: Any = None) -> jax.Array:
-        """The new mask at ``sparsity_level`` (default ``self.sparsity_level``)."""
+        """The new mask at `sparsity_level` (default `self.sparsity_level`)."""
         weight = jnp.asarray(weight)
         level = self.sparsity_level if sparsity_level is None else sparsity_level
         dim = self.dim % weight.ndim

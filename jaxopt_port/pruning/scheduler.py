@@ -1,20 +1,20 @@
-r"""``torch.ao.pruning``'s sparsity schedulers as functions of the scheduler epoch.
+r"""`torch.ao.pruning`'s sparsity schedulers as functions of the scheduler epoch.
 
-A torch scheduler sets its sparsifier's ``sparsity_level`` at every ``scheduler.step()``;
-constructing it already steps once (``last_epoch`` becomes 0). Here a scheduler is an object
-whose ``level(epoch)`` gives the level torch's scheduler sets at ``last_epoch == epoch``; it
-works on a traced ``epoch`` inside ``jit``. The sparsifier's level at construction is the final
+A torch scheduler sets its sparsifier's `sparsity_level` at every `scheduler.step()`;
+constructing it already steps once (`last_epoch` becomes 0). Here a scheduler is an object
+whose `level(epoch)` gives the level torch's scheduler sets at `last_epoch == epoch`; it
+works on a traced `epoch` inside `jit`. The sparsifier's level at construction is the final
 (base) level $s_f$, as in torch.
 
 - [`CubicSL`][jaxopt_port.pruning.CubicSL] (Zhu & Gupta 2017):
   $s_t = s_f + (s_0 - s_f)\left(1 - \frac{t - t_0}{n\,\Delta t}\right)^3$ clamped to
-  $[s_0, s_f]$, and 0 before $t_0$ when ``initially_zero``. torch computes it in Python
+  $[s_0, s_f]$, and 0 before $t_0$ when `initially_zero`. torch computes it in Python
   doubles; here the levels of every epoch up to $t_0 + n\Delta t$ (after which it is constant)
   are computed the same way on the host and looked up, so they are torch's bit for bit (with
   x64 off they are rounded to float32, and a sparsifier's $\operatorname{round}(s\,n)$ can then
   differ from torch's by one where $s\,n$ lies within float32 rounding of a half).
-- [`LambdaSL`][jaxopt_port.pruning.LambdaSL]: $s_t = s_f\,\lambda(t)$; inside ``jit`` the
-  Python ``sl_lambda`` runs on the host through ``jax.pure_callback`` with a Python ``int``
+- [`LambdaSL`][jaxopt_port.pruning.LambdaSL]: $s_t = s_f\,\lambda(t)$; inside `jit` the
+  Python `sl_lambda` runs on the host through `jax.pure_callback` with a Python `int`
   epoch, so the level is torch's Python double (rounded to float32 when x64 is off).
 """
 
@@ -33,25 +33,25 @@ __all__ = ["BaseScheduler", "CubicSL", "LambdaSL"]
 
 
 class BaseScheduler:
-    """A sparsity-level schedule over scheduler epochs (torch's ``BaseScheduler``).
+    """A sparsity-level schedule over scheduler epochs (torch's `BaseScheduler`).
 
-    Subclasses implement :meth:`get_sl`. ``last_epoch`` is ignored: epochs count
-    ``scheduler.step()`` calls from construction (torch's default ``last_epoch=-1``).
+    Subclasses implement `get_sl`. `last_epoch` is ignored: epochs count
+    `scheduler.step()` calls from construction (torch's default `last_epoch=-1`).
 
     Args:
       sparsifier: the [`WeightNormSparsifier`][jaxopt_port.pruning.WeightNormSparsifier] (or
-        anything with a ``sparsity_level``) whose level is the final one, or that level itself.
+        anything with a `sparsity_level`) whose level is the final one, or that level itself.
     """
 
     def __init__(self, sparsifier: Any) -> None:
         self.base_sl = float(getattr(sparsifier, "sparsity_level", sparsifier))
 
     def get_sl(self, epoch: Any) -> Any:
-        """The level at ``epoch`` (a Python int or a traced integer)."""
+        """The level at `epoch` (a Python int or a traced integer)."""
         raise NotImplementedError
 
     def level(self, epoch: Any) -> jax.Array:
-        """The level at ``epoch`` as a scalar array (float64 under x64)."""
+        """The level at `epoch` as a scalar array (float64 under x64)."""
         return jnp.asarray(self.get_sl(epoch), scalar_dtype())
 
     def __call__(self, epoch: Any) -> jax.Array:
@@ -59,13 +59,13 @@ class BaseScheduler:
 
 
 class LambdaSL(BaseScheduler):
-    """torch's ``LambdaSL``: ``base level * sl_lambda(epoch)``.
+    """torch's `LambdaSL`: `base level * sl_lambda(epoch)`.
 
     Args:
       sparsifier: the sparsifier (or its final level).
-      sl_lambda: ``epoch -> factor``, a Python function of an ``int``.
+      sl_lambda: `epoch -> factor`, a Python function of an `int`.
 
-    Example:
+    Examples:
       >>> sched = LambdaSL(0.8, lambda epoch: epoch / 10)
       >>> round(float(sched(5)), 6)
       0.4
@@ -87,7 +87,7 @@ class LambdaSL(BaseScheduler):
 
 
 class CubicSL(BaseScheduler):
-    r"""torch's ``CubicSL`` (module docstring for the formula).
+    r"""torch's `CubicSL` (module docstring for the formula).
 
     Args:
       sparsifier: the sparsifier (or its final level $s_f$).
@@ -97,7 +97,7 @@ class CubicSL(BaseScheduler):
       total_t: $n$, the number of pruning steps (default 100).
       initially_zero: level 0 before $t_0$ instead of $s_0$.
 
-    Example:
+    Examples:
       >>> sched = CubicSL(0.9, init_sl=0.0, delta_t=1, total_t=10)
       >>> [round(float(sched(t)), 4) for t in (0, 5, 10, 20)]
       [0.0, 0.7875, 0.9, 0.9]
@@ -120,7 +120,7 @@ class CubicSL(BaseScheduler):
         self._table = np.array([self.torch_level(t) for t in range(end + 2)], dtype=np.float64)
 
     def torch_level(self, t: int) -> float:
-        """torch's ``sparsity_compute_fn`` at epoch ``t``, in Python doubles."""
+        """torch's `sparsity_compute_fn` at epoch `t`, in Python doubles."""
         if self.initially_zero and t < self.init_t:
             return 0.0
         s_0, s_f = self.init_sl, self.base_sl

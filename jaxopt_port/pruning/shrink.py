@@ -8,10 +8,10 @@ loses that output and the next layer the matching input, so both matmuls shrink.
 The smaller model computes what the masked model does when a removed channel outputs exactly
 zero into the next layer: its weights **and** its bias are zero (for a Conv–BatchNorm pair, the
 BatchNorm's scale and bias too), and the activation in between maps 0 to 0 (ReLU, GELU, tanh,
-SiLU; not sigmoid). Prune the bias with the weight (``prune_tree(..., select=...)`` on both, or
+SiLU; not sigmoid). Prune the bias with the weight (`prune_tree(..., select=...)` on both, or
 [`channel_mask`][jaxopt_port.pruning.channel_mask] below).
 
-Sparse export: [`to_bcoo`][jaxopt_port.pruning.to_bcoo] (``jax.experimental.sparse``) for
+Sparse export: [`to_bcoo`][jaxopt_port.pruning.to_bcoo] (`jax.experimental.sparse`) for
 unstructured sparsity, [`pack_n_m`][jaxopt_port.pruning.pack_n_m] for N:M (values plus the
 in-group positions), each with [`size_ratio`][jaxopt_port.pruning.size_ratio].
 """
@@ -38,10 +38,10 @@ __all__ = [
 
 
 def kept_channels(mask: Any, axis: int = -1) -> np.ndarray:
-    """The channels along ``axis`` with any nonzero mask entry (Flax layouts keep output
-    channels last: ``axis=-1``).
+    """The channels along `axis` with any nonzero mask entry (Flax layouts keep output
+    channels last: `axis=-1`).
 
-    Example:
+    Examples:
       >>> import numpy as np
       >>> kept_channels(np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
       array([ True, False,  True])
@@ -52,7 +52,7 @@ def kept_channels(mask: Any, axis: int = -1) -> np.ndarray:
 
 
 def channel_mask(keep: Any, like: Any, axis: int = -1) -> jax.Array:
-    """A mask of ``like``'s shape and dtype that zeros the channels not in ``keep`` along ``axis``
+    """A mask of `like`'s shape and dtype that zeros the channels not in `keep` along `axis`
     (for a bias, a BatchNorm scale, or a kernel)."""
     like = jnp.asarray(like)
     shape = [1] * like.ndim
@@ -67,16 +67,16 @@ def _take(variable: Any, keep: np.ndarray, axis: int) -> Any:
 
 
 def shrink_linear(first: Any, second: Any, keep: Any) -> tuple[Any, Any]:
-    """``first``'s kept output neurons and ``second``'s matching inputs, as new ``nnx.Linear``\\ s.
+    """`first`'s kept output neurons and `second`'s matching inputs, as new `nnx.Linear`\\ s.
 
     Args:
-      first: an ``nnx.Linear`` (kernel ``(in, out)``).
-      second: the ``nnx.Linear`` that reads ``first``'s outputs (through an activation with
-        ``f(0) = 0``).
-      keep: boolean per output neuron of ``first`` (e.g. ``kept_channels(kernel_mask)``).
+      first: an `nnx.Linear` (kernel `(in, out)`).
+      second: the `nnx.Linear` that reads `first`'s outputs (through an activation with
+        `f(0) = 0`).
+      keep: boolean per output neuron of `first` (e.g. `kept_channels(kernel_mask)`).
 
     Returns:
-      ``(first, second)`` with ``keep.sum()`` neurons between them (copies; the inputs are
+      `(first, second)` with `keep.sum()` neurons between them (copies; the inputs are
       unchanged).
     """
     keep = np.asarray(keep, bool)
@@ -91,18 +91,18 @@ def shrink_linear(first: Any, second: Any, keep: Any) -> tuple[Any, Any]:
 
 
 def shrink_conv_bn(conv: Any, bn: Any, next_conv: Any, keep: Any) -> tuple[Any, Any, Any]:
-    """Remove output channels of ``conv`` (and of its BatchNorm ``bn``) and the matching input
-    channels of ``next_conv``.
+    """Remove output channels of `conv` (and of its BatchNorm `bn`) and the matching input
+    channels of `next_conv`.
 
     Args:
-      conv: an ``nnx.Conv`` (kernel ``(*k, in, out)``, ``feature_group_count=1``).
-      bn: the ``nnx.BatchNorm`` after it, or ``None``.
-      next_conv: the ``nnx.Conv`` (or ``nnx.Linear`` after a global pooling) reading the
+      conv: an `nnx.Conv` (kernel `(*k, in, out)`, `feature_group_count=1`).
+      bn: the `nnx.BatchNorm` after it, or `None`.
+      next_conv: the `nnx.Conv` (or `nnx.Linear` after a global pooling) reading the
         channels.
-      keep: boolean per output channel of ``conv``.
+      keep: boolean per output channel of `conv`.
 
     Returns:
-      ``(conv, bn, next_conv)``, new modules.
+      `(conv, bn, next_conv)`, new modules.
     """
     keep = np.asarray(keep, bool)
     c, n, nxt = copy.deepcopy(conv), copy.deepcopy(bn), copy.deepcopy(next_conv)
@@ -126,9 +126,9 @@ def shrink_conv_bn(conv: Any, bn: Any, next_conv: Any, keep: Any) -> tuple[Any, 
 
 
 def to_bcoo(weight: Any) -> Any:
-    """``weight`` as a ``jax.experimental.sparse.BCOO`` holding only its nonzeros.
+    """`weight` as a `jax.experimental.sparse.BCOO` holding only its nonzeros.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> to_bcoo(jnp.array([[0.0, 2.0], [0.0, 0.0]])).nse
       1
@@ -140,23 +140,23 @@ def to_bcoo(weight: Any) -> Any:
 
 
 def pack_n_m(weight: Any, n: int = 2, m: int = 4) -> tuple[jax.Array, jax.Array]:
-    """Pack an N:M-sparse ``weight`` (groups of ``m`` along the last axis, at most ``n``
+    """Pack an N:M-sparse `weight` (groups of `m` along the last axis, at most `n`
     nonzeros each) into its kept values and their positions in the group.
 
     Args:
-      weight: ``(..., k)`` with ``k`` divisible by ``m`` (torch's layout: groups of input
+      weight: `(..., k)` with `k` divisible by `m` (torch's layout: groups of input
         features).
       n: values kept per group.
       m: group size (at most 256).
 
     Returns:
-      ``(values, positions)``: ``values`` ``(..., k // m * n)`` in ``weight``'s dtype,
-      ``positions`` uint8 of the same shape (ascending within each group).
+      `(values, positions)`: `values` `(..., k // m * n)` in `weight`'s dtype,
+      `positions` uint8 of the same shape (ascending within each group).
 
     Raises:
-      ValueError: ``k`` not divisible by ``m``, or a group with more than ``n`` nonzeros.
+      ValueError: `k` not divisible by `m`, or a group with more than `n` nonzeros.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> values, positions = pack_n_m(jnp.array([[0.0, 3.0, 0.0, -1.0]]))
       >>> values, positions
@@ -195,10 +195,10 @@ def _nbytes(x: Any) -> int:
 
 
 def size_ratio(sparse: Any, dense: Any) -> float:
-    """Bytes of a sparse export (a BCOO, or the ``(values, positions)`` pair) over the dense
+    """Bytes of a sparse export (a BCOO, or the `(values, positions)` pair) over the dense
     weight's bytes.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> w = jnp.tile(jnp.array([1.0, 0.0, 2.0, 0.0]), (8, 4))
       >>> size_ratio(pack_n_m(w), w)  # half the values + one byte per kept value

@@ -1,34 +1,34 @@
-r"""``torch.ao.pruning.WeightNormSparsifier`` as a mask rule, and N:M sparsity built on it.
+r"""`torch.ao.pruning.WeightNormSparsifier` as a mask rule, and N:M sparsity built on it.
 
-torch's sparsifier attaches a mask parametrization to each ``nn.Linear`` weight and recomputes
-the mask at every ``sparsifier.step()``. Here the rule is a pure function of the weight, its
+torch's sparsifier attaches a mask parametrization to each `nn.Linear` weight and recomputes
+the mask at every `sparsifier.step()`. Here the rule is a pure function of the weight, its
 current mask and the sparsity level — [`WeightNormSparsifier.update_mask`][jaxopt_port.pruning.WeightNormSparsifier.update_mask] — so it runs under
-``jit`` with a traced level (the Optax transformation [`sparsify`][jaxopt_port.pruning.sparsify]
+`jit` with a traced level (the Optax transformation [`sparsify`][jaxopt_port.pruning.sparsify]
 calls it inside its update).
 
-The rule, for a 2-D weight $W$ (torch's layout, ``(out, in)`` for a Linear) with mask $M$,
+The rule, for a 2-D weight $W$ (torch's layout, `(out, in)` for a Linear) with mask $M$,
 blocks of shape $b_h \times b_w$ starting at index 0 and level $s$:
 
-1. scores $S = (W \odot M)^2$ (``norm=2``, the default) or $|W \odot M|$ (``norm=1``) — from the
+1. scores $S = (W \odot M)^2$ (`norm=2`, the default) or $|W \odot M|$ (`norm=1`) — from the
    *masked* weight, so pruned entries score 0 and stay pruned;
 2. block score = the mean of the block's entries; a ragged edge block (shape not divisible by the
-   block) averages only its in-bound entries (torch's ``avg_pool2d(ceil_mode=True)``);
+   block) averages only its in-bound entries (torch's `avg_pool2d(ceil_mode=True)`);
 3. $k = \min(\max(\operatorname{round}(s\,n_\text{blocks}), 0), n_\text{blocks} - 1)$ with
    round-half-to-even; the $k$ lowest blocks are pruned (ties: the lower block index first, in
    row-major block order); $s \ge 1$ prunes every block, $s \le 0$ none;
-4. with ``zeros_per_block`` $z$ below the block size only the $z$ smallest-scored entries of each
+4. with `zeros_per_block` $z$ below the block size only the $z$ smallest-scored entries of each
    pruned block are zeroed (ties: the lower position in the block, row-major).
 
 The new mask replaces the old one (torch does not intersect them).
 
 Warning:
-  Divergences from torch 2.13: with ``zeros_per_block`` below the block size on a weight whose
-  shape does not divide into blocks, torch either crashes (``logical_or`` shape mismatch) or
+  Divergences from torch 2.13: with `zeros_per_block` below the block size on a weight whose
+  shape does not divide into blocks, torch either crashes (`logical_or` shape mismatch) or
   returns a mask of the padded shape. Here the mask has the weight's shape and a ragged block
-  zeros its ``z`` smallest in-bound entries (all of them if it has ``z`` or fewer). torch's
-  masks are float32 (bool after a ``zeros_per_block`` update); here they have the weight's
-  dtype. Weights with other than two dimensions raise ``ValueError`` (torch fails inside
-  ``avg_pool2d``).
+  zeros its `z` smallest in-bound entries (all of them if it has `z` or fewer). torch's
+  masks are float32 (bool after a `zeros_per_block` update); here they have the weight's
+  dtype. Weights with other than two dimensions raise `ValueError` (torch fails inside
+  `avg_pool2d`).
 """
 
 from __future__ import annotations
@@ -49,21 +49,21 @@ __all__ = ["WeightNormSparsifier", "n_m_sparsifier"]
 
 
 class WeightNormSparsifier:
-    """torch's ``WeightNormSparsifier``: zero the blocks of lowest mean norm.
+    """torch's `WeightNormSparsifier`: zero the blocks of lowest mean norm.
 
     Args:
       sparsity_level: the fraction of blocks to prune (default 0.5); a scheduler or the Optax
         transformation's schedule overrides it per step.
-      sparse_block_shape: ``(block rows, block columns)`` in torch's layout (default ``(1, 4)``:
+      sparse_block_shape: `(block rows, block columns)` in torch's layout (default `(1, 4)`:
         four consecutive input features of one output neuron).
       zeros_per_block: zeros in every pruned block (default: the whole block).
-      norm: ``2`` (default, scores $w^2$), ``1`` (scores $|w|$) or a callable ``w -> scores``
-        (written with ``jax.numpy``).
+      norm: `2` (default, scores $w^2$), `1` (scores $|w|$) or a callable `w -> scores`
+        (written with `jax.numpy`).
 
     Raises:
-      NotImplementedError: another integer ``norm`` (torch's message).
+      NotImplementedError: another integer `norm` (torch's message).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> sp = WeightNormSparsifier(sparsity_level=0.5, sparse_block_shape=(1, 2))
       >>> w = jnp.array([[1.0, 2.0, 0.1, 0.2], [3.0, 4.0, 5.0, 6.0]])
@@ -104,7 +104,7 @@ class WeightNormSparsifier:
         return f"WeightNormSparsifier({self.defaults})"
 
     def check(self, shape: tuple[int, ...]) -> None:
-        """Raise torch's errors for ``zeros_per_block``, and ``ValueError`` for a weight that is
+        """Raise torch's errors for `zeros_per_block`, and `ValueError` for a weight that is
         not 2-D."""
         size = math.prod(self.sparse_block_shape)
         if self.zeros_per_block > size:
@@ -121,20 +121,20 @@ class WeightNormSparsifier:
             )
 
     def update_mask(self, weight: Any, mask: Any, sparsity_level: Any = None) -> jax.Array:
-        """The new mask (torch's ``update_mask``) for ``weight`` with its current ``mask``.
+        """The new mask (torch's `update_mask`) for `weight` with its current `mask`.
 
         Args:
-          weight: the 2-D weight in torch's layout (``weight_orig``/``original``: it is masked
+          weight: the 2-D weight in torch's layout (`weight_orig`/`original`: it is masked
             here).
           mask: its current mask (ones before the first update).
           sparsity_level: the level to prune to (a Python float, or a traced scalar inside
-            ``jit``); default ``self.sparsity_level``.
+            `jit`); default `self.sparsity_level`.
 
         Returns:
-          The new mask, in ``weight``'s dtype.
+          The new mask, in `weight`'s dtype.
 
         Raises:
-          ValueError: ``zeros_per_block`` out of range (torch's messages) or a weight that is
+          ValueError: `zeros_per_block` out of range (torch's messages) or a weight that is
             not 2-D.
         """
         weight = jnp.asarray(weight)
@@ -156,12 +156,12 @@ class WeightNormSparsifier:
 
 
 def n_m_sparsifier(n: int = 2, m: int = 4) -> WeightNormSparsifier:
-    """N:M semi-structured sparsity (2:4 by default) as a sparsifier: in every group of ``m``
-    consecutive entries along the last dimension (a Linear's input features) the ``n`` of
+    """N:M semi-structured sparsity (2:4 by default) as a sparsifier: in every group of `m`
+    consecutive entries along the last dimension (a Linear's input features) the `n` of
     largest $|w|$ are kept.
 
     It is ``WeightNormSparsifier(sparsity_level=1.0, sparse_block_shape=(1, m),
-    zeros_per_block=m - n, norm=1)``: every block is pruned, ``m - n`` zeros in each (ties: the
+    zeros_per_block=m - n, norm=1)`: every block is pruned, `m - n`` zeros in each (ties: the
     lower position is pruned first).
 
     Args:
@@ -171,7 +171,7 @@ def n_m_sparsifier(n: int = 2, m: int = 4) -> WeightNormSparsifier:
     Returns:
       A [`WeightNormSparsifier`][jaxopt_port.pruning.WeightNormSparsifier].
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> w = jnp.array([[0.1, -3.0, 2.0, 0.5]])
       >>> n_m_sparsifier(2, 4).update_mask(w, jnp.ones_like(w))
@@ -202,8 +202,8 @@ def _weight_norm_mask(
     block: tuple[int, int],
     zeros: int,
 ) -> jax.Array:
-    """The rule of the module docstring; ``host_k >= 0`` is ``k`` computed on the host, ``-1``
-    computes it here from the traced ``level``."""
+    """The rule of the module docstring; `host_k >= 0` is `k` computed on the host, `-1`
+    computes it here from the traced `level`."""
     (h, w), (bh, bw) = weight.shape, block
     nh, nw = _blocks(weight.shape, block)
     size = bh * bw

@@ -2,27 +2,27 @@ r"""Pruning as an Optax transformation: masks in the optimizer state, a sparsity
 torch's reparametrization of the gradient.
 
 torch prunes a parameter by reparametrizing it, $w = w_\text{orig} \odot m$ (a
-``torch.nn.utils.prune`` hook or a ``torch.ao.pruning`` parametrization), so the optimizer
+`torch.nn.utils.prune` hook or a `torch.ao.pruning` parametrization), so the optimizer
 updates $w_\text{orig}$ with the gradient $\nabla_{w_\text{orig}} = \nabla_w \odot m$, and a
 sparsifier recomputes $m$ from the masked weight every few steps. [`sparsify`][jaxopt_port.pruning.sparsify] does the same
 around any Optax optimizer:
 
-1. the gradients of the selected leaves are multiplied by their masks and passed to ``inner``;
-2. after every ``every``-th step the masks are recomputed by ``sparsifier.update_mask`` from the
+1. the gradients of the selected leaves are multiplied by their masks and passed to `inner`;
+2. after every `every`-th step the masks are recomputed by `sparsifier.update_mask` from the
    weight after this step, at the level the schedule gives for the number of mask updates done
    so far (torch's scheduler epoch) — torch's ``optimizer.step(); sparsifier.step();
    scheduler.step()``;
-3. ``hard=False`` (torch's reparametrization): the params are torch's ``weight_orig``, updated
+3. `hard=False` (torch's reparametrization): the params are torch's `weight_orig`, updated
    unmasked (pruned entries keep moving with momentum or weight decay, as in torch); the model
-   must use the effective weight [`masked`][jaxopt_port.pruning.masked]``(params, opt_state)``.
-   ``hard=True``: the params *are* the effective weight — the update also zeroes every pruned
+   must use the effective weight [`masked`][jaxopt_port.pruning.masked]`(params, opt_state)`.
+   `hard=True`: the params *are* the effective weight — the update also zeroes every pruned
    entry, so $\theta_{t+1} = (\theta_t + u_t) \odot m_{t+1}$ exactly and the model uses the
    params as they are. While masks only shrink (pruned entries score 0, so they stay pruned)
-   both equal torch's effective ``weight`` bit for bit; if a falling level revives an entry,
-   ``hard=True`` revives it at 0 where torch revives ``weight_orig``.
+   both equal torch's effective `weight` bit for bit; if a falling level revives an entry,
+   `hard=True` revives it at 0 where torch revives `weight_orig`.
 
-Everything is traced: the transformation compiles once, and works inside ``optax.chain``,
-``optax.MultiSteps``, ``optax.inject_hyperparams`` and ``flax.nnx.Optimizer``.
+Everything is traced: the transformation compiles once, and works inside `optax.chain`,
+`optax.MultiSteps`, `optax.inject_hyperparams` and `flax.nnx.Optimizer`.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ class SparsifyState(NamedTuple):
 
     Attributes:
       count: optimizer steps taken.
-      epoch: mask updates done (torch's scheduler ``last_epoch``).
+      epoch: mask updates done (torch's scheduler `last_epoch`).
       masks: the params' structure with the mask of every pruned leaf (in the leaf's layout and
-        dtype) and ``None`` for the others.
+        dtype) and `None` for the others.
       inner_state: the inner optimizer's state.
     """
 
@@ -60,7 +60,7 @@ class SparsifyState(NamedTuple):
 
 def is_prunable(path: tuple[str, ...], leaf: Any) -> bool:
     """The default selection: leaves with at least two dimensions (weights and kernels, not
-    biases or norm scales), as ``torch.ao.pruning`` prunes every ``nn.Linear`` weight."""
+    biases or norm scales), as `torch.ao.pruning` prunes every `nn.Linear` weight."""
     return len(getattr(leaf, "shape", ())) >= 2
 
 
@@ -99,43 +99,43 @@ def sparsify(
     scope: Literal["layer", "global"] = "layer",
     hard: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""Prune while training: masks in the state, gradients masked into ``inner`` (module
+    r"""Prune while training: masks in the state, gradients masked into `inner` (module
     docstring for the exact update).
 
     Args:
-      inner: the optimizer, e.g. ``optim.sgd(lr=0.1, momentum=0.9)``.
-      sparsifier: the mask rule, anything with ``update_mask(weight, mask, level)``:
+      inner: the optimizer, e.g. `optim.sgd(lr=0.1, momentum=0.9)`.
+      sparsifier: the mask rule, anything with `update_mask(weight, mask, level)`:
         [`WeightNormSparsifier`][jaxopt_port.pruning.WeightNormSparsifier] (blocks; torch's
-        ``torch.ao.pruning`` rule), [`n_m_sparsifier`][jaxopt_port.pruning.n_m_sparsifier]
+        `torch.ao.pruning` rule), [`n_m_sparsifier`][jaxopt_port.pruning.n_m_sparsifier]
         (2:4), [`Magnitude`][jaxopt_port.pruning.Magnitude] (unstructured),
         [`Structured`][jaxopt_port.pruning.Structured] (channels).
-      schedule: the level per mask update: ``None`` (the sparsifier's ``sparsity_level``), a
+      schedule: the level per mask update: `None` (the sparsifier's `sparsity_level`), a
         number, a [`CubicSL`][jaxopt_port.pruning.CubicSL]/
-        [`LambdaSL`][jaxopt_port.pruning.LambdaSL], or any ``epoch -> level`` (an optax
-        schedule of the epoch, e.g. ``optax.polynomial_schedule(0.0, 0.9, 3, 100)``).
-      every: recompute the masks after every ``every`` optimizer steps; ``None``: never
-        (one-shot with ``init_masks=True``).
-      init_masks: compute the masks in ``init`` (epoch 0's level; the epoch then starts at 1),
-        as calling ``sparsifier.step(); scheduler.step()`` before training. Default: all ones,
-        as after torch's ``prepare``.
+        [`LambdaSL`][jaxopt_port.pruning.LambdaSL], or any `epoch -> level` (an optax
+        schedule of the epoch, e.g. `optax.polynomial_schedule(0.0, 0.9, 3, 100)`).
+      every: recompute the masks after every `every` optimizer steps; `None`: never
+        (one-shot with `init_masks=True`).
+      init_masks: compute the masks in `init` (epoch 0's level; the epoch then starts at 1),
+        as calling `sparsifier.step(); scheduler.step()` before training. Default: all ones,
+        as after torch's `prepare`.
       params: which leaves are pruned: a path pattern, list of patterns or predicate ``(path,
-        leaf) -> bool`` as in ``transforms.param_groups``; ``None`` (default):
+        leaf) -> bool` as in `transforms.param_groups`; `None`` (default):
         [`is_prunable`][jaxopt_port.pruning.is_prunable], every leaf with two or more dimensions
-        (a default that is not callable, so ``optax.inject_hyperparams`` does not take it for a
+        (a default that is not callable, so `optax.inject_hyperparams` does not take it for a
         schedule).
-      layout: ``"torch"`` (default: leaves are in torch's layout) or ``"flax"`` (2-D leaves are
-        Flax ``(in, out)`` kernels and 3-D+ leaves ``(*k, in, out)`` conv kernels; the rule sees
+      layout: `"torch"` (default: leaves are in torch's layout) or `"flax"` (2-D leaves are
+        Flax `(in, out)` kernels and 3-D+ leaves `(*k, in, out)` conv kernels; the rule sees
         them in torch's layout, so blocks and channels mean what they mean in torch).
-      scope: ``"layer"`` (each leaf to the level) or ``"global"`` (one magnitude ranking over all
-        selected leaves, torch's ``global_unstructured``; needs a
+      scope: `"layer"` (each leaf to the level) or `"global"` (one magnitude ranking over all
+        selected leaves, torch's `global_unstructured`; needs a
         [`Magnitude`][jaxopt_port.pruning.Magnitude] rule).
       hard: also mask the updates so the params stay the effective (masked) weight.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with a
-      [`SparsifyState`][jaxopt_port.pruning.SparsifyState]; ``update`` needs ``params``.
+      An `optax.GradientTransformationExtraArgs` with a
+      [`SparsifyState`][jaxopt_port.pruning.SparsifyState]; `update` needs `params`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, optax
       >>> from jaxopt_port import optim, pruning
       >>> tx = pruning.sparsify(optim.sgd(lr=0.1), pruning.Magnitude(0.5))
@@ -227,7 +227,7 @@ def _global_masks(
     rule: Magnitude, leaves: list, masks: tuple, level: jax.Array, layout: str
 ) -> tuple:
     """One magnitude ranking over the selected leaves, concatenated in torch's layout (torch's
-    ``parameters_to_vector`` order)."""
+    `parameters_to_vector` order)."""
     picked = [
         (i, _to_torch(w, layout), _to_torch(m, layout))
         for i, (w, m) in enumerate(zip(leaves, masks, strict=True))
@@ -262,27 +262,27 @@ def _find(state: Any) -> SparsifyState:
 
 
 def masks_of(opt_state: Any) -> Any:
-    """The masks held by the [`sparsify`][jaxopt_port.pruning.sparsify] inside ``opt_state``
-    (also inside ``optax.chain``, ``MultiSteps`` and ``inject_hyperparams`` states).
+    """The masks held by the [`sparsify`][jaxopt_port.pruning.sparsify] inside `opt_state`
+    (also inside `optax.chain`, `MultiSteps` and `inject_hyperparams` states).
 
     Args:
       opt_state: the optimizer state.
 
     Returns:
-      The params' structure with a mask per pruned leaf and ``None`` for the others.
+      The params' structure with a mask per pruned leaf and `None` for the others.
 
     Raises:
-      ValueError: ``opt_state`` holds no or several ``SparsifyState``.
+      ValueError: `opt_state` holds no or several `SparsifyState`.
     """
     return _find(opt_state).masks
 
 
 def masked(params: Any, opt_state: Any) -> Any:
-    r"""The effective weights $\theta \odot m$ (torch's ``weight``) for ``hard=False``:
-    [`apply_masks`][jaxopt_port.pruning.apply_masks] with the masks in ``opt_state``.
+    r"""The effective weights $\theta \odot m$ (torch's `weight`) for `hard=False`:
+    [`apply_masks`][jaxopt_port.pruning.apply_masks] with the masks in `opt_state`.
 
     Args:
-      params: the params (torch's ``weight_orig`` for the pruned leaves).
+      params: the params (torch's `weight_orig` for the pruned leaves).
       opt_state: the optimizer state holding the masks.
 
     Returns:
@@ -293,14 +293,14 @@ def masked(params: Any, opt_state: Any) -> Any:
 
 def apply_masks(tree: Any, masks: Any) -> Any:
     r"""The effective weights: every masked leaf times its mask, $\theta \odot m$ (torch's
-    ``weight`` from ``weight_orig`` and ``weight_mask``; written back, torch's ``remove``).
+    `weight` from `weight_orig` and `weight_mask`; written back, torch's `remove`).
 
     Args:
-      tree: the params (torch's ``_orig`` values for the pruned leaves).
-      masks: masks with ``tree``'s structure, ``None`` for unpruned leaves.
+      tree: the params (torch's `_orig` values for the pruned leaves).
+      masks: masks with `tree`'s structure, `None` for unpruned leaves.
 
     Returns:
-      ``tree`` with the masks applied, each leaf in its dtype.
+      `tree` with the masks applied, each leaf in its dtype.
     """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     flat_masks = treedef.flatten_up_to(masks)
