@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LowBitState", "dequantize", "fp8_e4m3fn", "lowbit_adam_step", "quantize"]
+__all__ = [
+    "LowBitState",
+    "apply_as_update",
+    "dequantize",
+    "fp8_e4m3fn",
+    "lowbit_adam_step",
+    "quantize",
+]
 
 F32 = np.float32
 MIN_QUANTIZED_SIZE = 4096
@@ -138,3 +145,11 @@ def lowbit_adam_step(
         save(name, values[name])
     denom = np.sqrt(v) / np.sqrt(bias_correction2) + F32(eps)
     return (p - lr32 * (m / bias_correction1) / denom).astype(F32)
+
+
+def apply_as_update(param: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The parameter an Optax transformation reaches when it returns ``new - param`` and
+    ``optax.apply_updates`` adds it back, in float32: ``new`` itself whenever the subtraction is
+    exact (the two within a factor 2), else one more rounding of the size of the step."""
+    param = param.astype(F32)
+    return (param + (new.astype(F32) - param)).astype(F32)

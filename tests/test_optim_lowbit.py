@@ -1,0 +1,305 @@
+"""Low-bit Adam/AdamW against torchao 0.18 (eager) and the NumPy float32 reference.
+
+One fixed gradient stream (40 steps, a changing learning rate) over four parameters: two whose
+states are quantized (8192 and 9216 values), one above the size rule's 4096 values but not a
+whole number of blocks, one small; all not multiples of torch's vector width where it matters.
+torchao runs eagerly (``torch.compile`` replaced by the identity: its compiled path takes ~18 s
+per first step).
+"""
+
+from __future__ import annotations
+
+import unittest.mock
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from jaxopt_port import optim
+from jaxopt_port.optim import _lowbit_maps as maps
+from parity import lowbit_reference as ref
+
+with warnings.catch_warnings():  # torchao warns about its CUDA libraries on import
+    warnings.simplefilter("ignore")
+    torchao_optim = pytest.importorskip("torchao.optim")
+    from torchao.optim import subclass_4bit, subclass_8bit
+
+SHAPES = [(64, 128), (96, 96), (5000,), (33, 7)]
+STEPS = 40
+KWARGS = {"weight_decay": 0.1, "betas": (0.9, 0.999), "eps": 1e-8}
+#: (factory, torchao class, storage)
+CLASSES = [
+    ("adamw8bit", "AdamW8bit", 8),
+    ("adam8bit", "Adam8bit", 8),
+    ("adamw4bit", "AdamW4bit", 4),
+    ("adam4bit", "Adam4bit", 4),
+    ("adamw_fp8", "AdamWFp8", "fp8"),
+    ("adam_fp8", "AdamFp8", "fp8"),
+]
+TABLES = {
+    8: (maps.SIGNED_8BIT, maps.UNSIGNED_8BIT),
+    4: (maps.SIGNED_4BIT, maps.UNSIGNED_4BIT),
+    "fp8": (None, None),
+}
+
+
+@pytest.fixture(scope="module")
+def stream():
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    scales = rng.uniform(0.1, 3.0, size=STEPS)
+    grads = [[(rng.standard_normal(s) * c).astype(np.float32) for s in SHAPES] for c in scales]
+    lrs = (1e-2 * 0.97 ** np.arange(STEPS)).astype(np.float32)  # exact float32 values both sides
+    return params, grads, lrs
+
+
+def eager_torchao():
+    """torchao's step without torch.compile (its ``torch.compile(fn)(...)`` becomes ``fn(...)``)."""
+    return unittest.mock.patch.object(torch, "compile", lambda fn, **_: fn)
+
+
+def run_torchao(cls, params, grads, lrs, **kwargs):
+    tensors = [torch.nn.Parameter(torch.tensor(p)) for p in params]
+    opt = getattr(torchao_optim, cls)(tensors, lr=float(lrs[0]), **kwargs)
+    with eager_torchao():
+        for lr, step_grads in zip(lrs, grads, strict=True):
+            opt.param_groups[0]["lr"].fill_(float(lr))
+            for p, g in zip(tensors, step_grads, strict=True):
+                p.grad = torch.tensor(g)
+            opt.step()
+    return [p.detach().float().numpy() for p in tensors], [opt.state[p] for p in tensors]
+
+
+def run_jax(factory, params, grads, lrs, dtype=jnp.float32, **kwargs):
+    """All steps in one compiled ``lax.scan``; lr follows the table ``lrs``."""
+    table = jnp.asarray(lrs)
+    tx = factory(lr=lambda count: table[count], **kwargs)
+
+    def body(carry, g):
+        p, state = carry
+        updates, state = tx.update(g, state, p)
+        return (optax.apply_updates(p, updates), state), None
+
+    @jax.jit
+    def run(p, gs):
+        return jax.lax.scan(body, (p, tx.init(p)), gs)[0]
+
+    stacked = [jnp.asarray(np.stack(g), dtype) for g in zip(*grads, strict=True)]
+    p, state = run([jnp.asarray(p, dtype) for p in params], stacked)
+    return [np.asarray(x.astype(jnp.float32)) for x in p], state
+
+
+def run_reference(bits, decoupled, params, grads, lrs, amsgrad=False):
+    out, states = [], []
+    block = 128 if bits == 4 else 256
+    for i, p in enumerate(params):
+        state = ref.LowBitState()
+        for lr, step_grads in zip(lrs, grads, strict=True):
+            new = ref.lowbit_adam_step(
+                p,
+                step_grads[i],
+                state,
+                tables=TABLES[bits],
+                block_size=block,
+                lr=float(lr),
+                decoupled=decoupled,
+                amsgrad=amsgrad,
+                **KWARGS,
+            )
+            p = ref.apply_as_update(p, new)
+        out.append(p)
+        states.append(state)
+    return out, states
+
+
+@pytest.fixture(scope="module")
+def runs(stream):
+    """Per class, computed on first use: (torchao, jaxopt_port, reference) results."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            _, cls, bits = next(c for c in CLASSES if c[0] == name)
+            cache[name] = (
+                run_torchao(cls, *stream, **KWARGS),
+                run_jax(getattr(optim, name), *stream, **KWARGS),
+                run_reference(bits, name.startswith("adamw"), *stream),
+            )
+        return cache[name]
+
+    return get
+
+
+def step_ulps(a: np.ndarray, b: np.ndarray, lr: float) -> float:
+    """|a - b| in ulps of max(|b|, lr): a parameter's ulps, or a step's for one passing near 0."""
+    return float(np.max(np.abs(a - b.astype(np.float64)) / np.spacing(np.maximum(np.abs(b), lr))))
+
+
+def codes_of(stored, bits):
+    """Codes of a torchao state or a ``QuantizedArray`` as uint8 (FP8: its bytes)."""
+    codes = stored.codes
+    if isinstance(codes, torch.Tensor):
+        return (codes.view(torch.uint8) if bits == "fp8" else codes).numpy()
+    codes = np.asarray(codes)
+    return codes.view(np.uint8) if bits == "fp8" else codes
+
+
+def test_shipped_maps_are_torchaos():
+    assert np.array_equal(maps.SIGNED_8BIT, np.float32(subclass_8bit.get_qmap_signed()))
+    assert np.array_equal(maps.UNSIGNED_8BIT, np.float32(subclass_8bit.get_qmap_unsigned()))
+    assert np.array_equal(maps.SIGNED_4BIT, np.float32(subclass_4bit.get_qmap_signed()))
+    assert np.array_equal(maps.UNSIGNED_4BIT, np.float32(subclass_4bit.get_qmap_unsigned()))
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CLASSES])
+def test_matches_torchao_eager(name, runs, stream):
+    (t_params, t_states), (j_params, j_state), _ = runs(name)
+    bits = next(c[2] for c in CLASSES if c[0] == name)
+    lr_min = float(stream[2].min())
+    for i, (t_state) in enumerate(t_states):
+        for key in ("exp_avg", "exp_avg_sq"):
+            mine, theirs = getattr(j_state, key)[i], t_state[key]
+            if isinstance(mine, optim.QuantizedArray):
+                assert hasattr(theirs, "codes"), (i, key)
+                np.testing.assert_array_equal(codes_of(mine, bits), codes_of(theirs, bits))
+                np.testing.assert_array_equal(np.asarray(mine.scale), theirs.scale.numpy())
+            else:
+                assert not hasattr(theirs, "codes"), (i, key)
+                # AdamW: bitwise. Adam's L2 term feeds the parameters, which differ by the
+                # rounding of torch's eager sqrt (MKL, not correctly rounded in 0.6% of
+                # values), back into m and v: measured 4 ulps (m), 1 ulp (v).
+                np.testing.assert_array_max_ulp(np.asarray(mine), theirs.numpy(), maxulp=4)
+    for mine, theirs in zip(j_params, t_params, strict=True):
+        # measured ≤ 16 step-ulps over the six classes (adam_fp8); the NumPy reference, with
+        # correctly rounded sqrt, is as far from torchao eager
+        assert step_ulps(mine, theirs, lr_min) <= 16
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CLASSES])
+def test_matches_numpy_reference_bitwise(name, runs):
+    _, (j_params, j_state), (r_params, r_states) = runs(name)
+    bits = next(c[2] for c in CLASSES if c[0] == name)
+    for mine, expected in zip(j_params, r_params, strict=True):
+        np.testing.assert_array_equal(mine, expected)
+    for i, r_state in enumerate(r_states):
+        for key in ("exp_avg", "exp_avg_sq"):
+            mine, expected = getattr(j_state, key)[i], r_state.moments[key]
+            if isinstance(mine, optim.QuantizedArray):
+                codes, scale = expected
+                if bits == 4:
+                    codes = (codes.reshape(-1)[::2] << 4) | codes.reshape(-1)[1::2]
+                if bits == "fp8":
+                    np.testing.assert_array_equal(np.asarray(mine.codes, np.float32), codes)
+                else:
+                    np.testing.assert_array_equal(np.asarray(mine.codes), codes)
+                np.testing.assert_array_equal(np.asarray(mine.scale), scale)
+            else:
+                np.testing.assert_array_equal(np.asarray(mine), expected)
+    assert float(j_state.step) == STEPS
+
+
+def state_bytes(tree) -> int:
+    return sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(tree))
+
+
+def torch_state_bytes(states) -> int:
+    total = 0
+    for state in states:
+        for key in ("exp_avg", "exp_avg_sq"):
+            t = state[key]
+            if hasattr(t, "codes"):
+                parts = [t.codes, t.scale, *([t.qmap] if hasattr(t, "qmap") else [])]
+            else:
+                parts = [t]
+            total += sum(x.numel() * x.element_size() for x in parts)
+    return total
+
+
+@pytest.mark.parametrize(
+    ("name", "per_param"), [("adamw8bit", 2.03125), ("adamw4bit", 1.0625), ("adamw_fp8", 2.03125)]
+)
+def test_state_is_no_larger_than_torchaos(name, per_param, runs):
+    (_, t_states), (_, j_state), _ = runs(name)
+    moments = (j_state.exp_avg, j_state.exp_avg_sq)
+    assert state_bytes(moments) <= torch_state_bytes(t_states)
+    # bytes per value of the first (quantized) parameter, 8192 values: codes + one f32 per block
+    first = (j_state.exp_avg[0], j_state.exp_avg_sq[0])
+    assert state_bytes(first) / 8192 == per_param
+
+
+def test_amsgrad_matches_the_reference():
+    """torchao 0.18 crashes with amsgrad=True; here it runs, against the reference's formula:
+    the stored maximum quantized like v, the denominator from this step's unquantized maximum."""
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(s).astype(np.float32) for s in [(64, 128), (33, 7)]]
+    grads = [
+        [rng.standard_normal(p.shape).astype(np.float32) * c for p in params]
+        for c in rng.uniform(0.1, 3.0, size=20)
+    ]
+    lrs = np.full(20, 1e-2, np.float32)
+    for name, bits in [("adamw8bit", 8), ("adam4bit", 4)]:
+        mine, state = run_jax(getattr(optim, name), params, grads, lrs, amsgrad=True, **KWARGS)
+        expected, r_states = run_reference(bits, name == "adamw8bit", params, grads, lrs, True)
+        for a, b in zip(mine, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+        codes, scale = r_states[0].moments["max_exp_avg_sq"]
+        if bits == 4:
+            codes = (codes.reshape(-1)[::2] << 4) | codes.reshape(-1)[1::2]
+        np.testing.assert_array_equal(np.asarray(state.max_exp_avg_sq[0].codes), codes)
+        np.testing.assert_array_equal(np.asarray(state.max_exp_avg_sq[0].scale), scale)
+        np.testing.assert_array_equal(
+            np.asarray(state.max_exp_avg_sq[1]), r_states[1].moments["max_exp_avg_sq"]
+        )
+
+
+def test_unquantized_amsgrad_is_float_adam():
+    """Below the size rule nothing is quantized: AMSGrad Adam in float32, as torch's."""
+    rng = np.random.default_rng(2)
+    p0 = rng.standard_normal((33, 7)).astype(np.float32)
+    grads = [[rng.standard_normal(p0.shape).astype(np.float32) * c] for c in [1.0] * 5 + [0.1] * 25]
+    lrs = np.full(30, 1e-2, np.float32)
+    torch_params = {}
+    for amsgrad in (True, False):
+        p = torch.nn.Parameter(torch.tensor(p0))
+        opt = torch.optim.Adam([p], lr=1e-2, weight_decay=0.1, amsgrad=amsgrad, foreach=False)
+        for (g,) in grads:
+            p.grad = torch.tensor(g)
+            opt.step()
+        torch_params[amsgrad] = p.detach().numpy()
+    mine, _ = run_jax(optim.adam8bit, [p0], grads, lrs, amsgrad=True, weight_decay=0.1)
+    # measured 1.9e-6 apart after 30 steps: torchao's float32 bias corrections 1 - fl(β^t)
+    # (relative error up to ulp(1) / (1 - β2^t)) against torch's double ones; with double bias
+    # corrections the same float32 formula is 2.4e-7 (1 ulp) from torch. Without AMSGrad torch
+    # ends far away (the test tells the two apart).
+    np.testing.assert_allclose(mine[0], torch_params[True], rtol=0, atol=2e-6)
+    assert np.max(np.abs(mine[0] - torch_params[False])) > 1e-4
+
+
+def test_bf16_parameters_match_torchao_eager(stream):
+    """bfloat16 parameters: float32 step, rounded to nearest; small states in bfloat16."""
+    params, grads, _ = stream
+    bf16 = [torch.tensor(p).bfloat16().float().numpy() for p in params]
+    tensors = [torch.nn.Parameter(torch.tensor(p).bfloat16()) for p in bf16]
+    opt = torchao_optim.AdamW8bit(tensors, lr=1e-2, **KWARGS)
+    with eager_torchao():
+        for step_grads in grads[:10]:
+            for p, g in zip(tensors, step_grads, strict=True):
+                p.grad = torch.tensor(g).bfloat16()
+            opt.step()
+    mine, state = run_jax(
+        optim.adamw8bit, bf16, grads[:10], np.full(10, 1e-2), jnp.bfloat16, **KWARGS
+    )
+    assert state.exp_avg[3].dtype == jnp.bfloat16
+    for a, t in zip(mine, tensors, strict=True):
+        theirs = t.detach().float().numpy()
+        # 99.6-99.7% of the values are identical (measured). The others differ because one
+        # float32 ulp of torch's eager sqrt flips a rounding to bfloat16, and the bfloat16 ulp
+        # then stays in the trajectory: measured ≤ 2.5 bfloat16 ulps of max(|θ|, lr)
+        size = np.maximum(np.abs(theirs), 1e-2)
+        bf16_ulp = 2.0 ** (np.floor(np.log2(size)) - 7)
+        assert np.max(np.abs(a - theirs) / bf16_ulp) <= 2.5
+        assert np.mean(a == theirs) > 0.995
