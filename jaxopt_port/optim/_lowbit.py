@@ -6,6 +6,7 @@ factories only choose the storage format and the kind of weight decay.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, NamedTuple
 
 import jax
@@ -89,15 +90,24 @@ def _change(new: jax.Array, old: jax.Array, zero: jax.Array) -> jax.Array:
     return (rounded(new.astype(F32), zero) - old.astype(F32)).astype(old.dtype)
 
 
-def _check_arguments(lr: Any, betas: Any, eps: Any, block_size: Any) -> None:
-    """torchao's constructor checks and messages (no check of weight_decay), then the block."""
+def _check_arguments(lr: Any, betas: Any, eps: Any, block_size: Any) -> int:
+    """torchao's constructor checks and messages (no check of weight_decay), then the block size,
+    returned as an ``int`` (``optax.inject_hyperparams`` passes it as a concrete array)."""
     checks.check_lr(lr)
     checks.nonnegative(eps, "Invalid epsilon value: {}")
     checks.check_betas(betas)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
-        raise TypeError(f"block_size must be an int, got {block_size!r}")
-    if block_size < 1:
-        raise ValueError(f"block_size must be a positive number of values, got {block_size}")
+    try:
+        if isinstance(block_size, (bool, float)):
+            raise TypeError
+        block = operator.index(block_size)
+    except TypeError:
+        raise TypeError(
+            f"block_size must be an int, got {block_size!r} (with optax.inject_hyperparams, "
+            "pass static_args=('block_size',))"
+        ) from None
+    if block < 1:
+        raise ValueError(f"block_size must be a positive number of values, got {block}")
+    return block
 
 
 def quantized_adam(
@@ -323,7 +333,7 @@ def _factory(name: str, cls: str, bits: Any, decoupled: bool, block: int, weight
         bf16_stochastic_round: bool = False,
         key: jax.Array | None = None,
     ) -> optax.GradientTransformationExtraArgs:
-        _check_arguments(lr, betas, eps, block_size)
+        block = _check_arguments(lr, betas, eps, block_size)
         return quantized_adam(
             lr,
             betas,
@@ -332,8 +342,8 @@ def _factory(name: str, cls: str, bits: Any, decoupled: bool, block: int, weight
             amsgrad,
             decoupled_weight_decay=decoupled,
             bits=bits,
-            block_size=block_size,
-            bf16_stochastic_round=bf16_stochastic_round,
+            block_size=block,
+            bf16_stochastic_round=bool(bf16_stochastic_round),
             key=key,
         )
 
