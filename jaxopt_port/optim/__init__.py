@@ -26,6 +26,7 @@ from jaxopt_port.optim._lowbit import (
     stochastic_round_to_bf16,
 )
 from jaxopt_port.optim._lowbit_quant import QuantizedArray
+from jaxopt_port.optim._lowbit_wrap import QuantizedMomentsState, quantize_moments
 from jaxopt_port.optim._primitives import (
     CountState,
     MomentumState,
@@ -66,6 +67,7 @@ __all__ = [
     "MomentumState",
     "QuantizedAdamState",
     "QuantizedArray",
+    "QuantizedMomentsState",
     "ScaleByAdadeltaState",
     "ScaleByAdafactorState",
     "ScaleByAdagradState",
@@ -101,6 +103,7 @@ __all__ = [
     "muon",
     "nadam",
     "per_param_state",
+    "quantize_moments",
     "quantized_adam",
     "radam",
     "rmsprop",
