@@ -293,16 +293,16 @@ def test_bf16_parameters_match_torchao_eager(stream):
     mine, state = run_jax(
         optim.adamw8bit, bf16, grads[:10], np.full(10, 1e-2), jnp.bfloat16, **KWARGS
     )
-    assert state.exp_avg[3].dtype == jnp.bfloat16
+    assert state.exp_avg[2].dtype == jnp.bfloat16
     for a, t in zip(mine, tensors, strict=True):
         theirs = t.detach().float().numpy()
-        # 99.6-99.7% of the values are identical (measured). The others differ because one
+        # 99.54-100% of the values are identical (measured). The others differ because one
         # float32 ulp of torch's eager sqrt flips a rounding to bfloat16, and the bfloat16 ulp
-        # then stays in the trajectory: measured ≤ 2.5 bfloat16 ulps of max(|θ|, lr)
+        # then stays in the trajectory: measured ≤ 2 bfloat16 ulps of max(|θ|, lr)
         size = np.maximum(np.abs(theirs), 1e-2)
         bf16_ulp = 2.0 ** (np.floor(np.log2(size)) - 7)
-        assert np.max(np.abs(a - theirs) / bf16_ulp) <= 2.5
-        assert np.mean(a == theirs) > 0.995
+        assert np.max(np.abs(a - theirs) / bf16_ulp) <= 2
+        assert np.mean(a == theirs) >= 0.995
 
 
 def test_stochastic_rounding_is_unbiased():
@@ -386,19 +386,20 @@ def test_compiles_once_keeps_structure_and_dtypes():
 def test_inside_optax_wrappers():
     params = {"w": jnp.ones((64, 128))}
     grads = {"w": jnp.full((64, 128), 0.5)}
-    plain = optim.adamw8bit(lr=1e-2)
-    expected, _ = plain.update(grads, plain.init(params), params)
-    injected = optax.inject_hyperparams(optim.adamw8bit)(lr=1e-2)
-    got, _ = injected.update(grads, injected.init(params), params)
-    np.testing.assert_array_equal(got["w"], expected["w"])
+
+    def first_update(tx):
+        return jax.jit(tx.update)(grads, tx.init(params), params)[0]["w"]
+
+    expected = first_update(optim.adamw8bit(lr=1e-2))
+    injected = optax.inject_hyperparams(optim.adamw8bit, static_args=("block_size",))(lr=1e-2)
+    np.testing.assert_array_equal(first_update(injected), expected)
     chained = optax.chain(optax.clip_by_global_norm(1e9), optim.adamw8bit(lr=1e-2))
-    got, _ = chained.update(grads, chained.init(params), params)
-    np.testing.assert_array_equal(got["w"], expected["w"])
+    np.testing.assert_array_equal(first_update(chained), expected)
     multi = optax.MultiSteps(optim.adamw8bit(lr=1e-2), every_k_schedule=2)
-    state = multi.init(params)
-    first, state = multi.update(grads, state, params)
-    second, state = multi.update(grads, state, params)
-    assert not np.any(first["w"]) and np.array_equal(second["w"], expected["w"])
+    update = jax.jit(multi.update)
+    first, state = update(grads, multi.init(params), params)
+    second, state = update(grads, state, params)
+    assert not np.any(first["w"]) and np.array_equal(second["w"], expected)
 
 
 def test_from_torch_reads_torchao_optimizers():
