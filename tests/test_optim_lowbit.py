@@ -169,13 +169,17 @@ def test_matches_torchao_eager(name, runs, stream):
                 np.testing.assert_array_equal(np.asarray(mine.scale), theirs.scale.numpy())
             else:
                 assert not hasattr(theirs, "codes"), (i, key)
-                # AdamW: bitwise. Adam's L2 term feeds the parameters, which differ by the
-                # rounding of torch's eager sqrt (MKL, not correctly rounded in 0.6% of
-                # values), back into m and v: measured 4 ulps (m), 1 ulp (v).
-                np.testing.assert_array_max_ulp(np.asarray(mine), theirs.numpy(), maxulp=4)
+                if name.startswith("adamw"):
+                    np.testing.assert_array_equal(np.asarray(mine), theirs.numpy())
+                else:
+                    # Adam's L2 term feeds the parameters, which differ by the rounding of
+                    # torch's eager sqrt (MKL: not correctly rounded in 0.6% of values), back
+                    # into m and v: measured 1 ulp here, 4 on another stream
+                    np.testing.assert_array_max_ulp(np.asarray(mine), theirs.numpy(), maxulp=4)
     for mine, theirs in zip(j_params, t_params, strict=True):
-        # measured ≤ 16 step-ulps over the six classes (adam_fp8); the NumPy reference, with
-        # correctly rounded sqrt, is as far from torchao eager
+        # the bound; measured ≤ 8 step-ulps here over the six classes (16 on a stream
+        # with constant lr and a fourth parameter); the NumPy reference, with correctly rounded
+        # sqrt, is as far from torchao eager
         assert step_ulps(mine, theirs, lr_min) <= 16
 
 
