@@ -1,6 +1,6 @@
 """torchao's low-bit Adam and AdamW (``torchao.optim``): moments stored in 8 bits, 4 bits or FP8.
 
-One building block, :func:`quantized_adam`, computes torchao's ``single_param_adam`` step; the six
+One building block, `quantized_adam`, computes torchao's ``single_param_adam`` step; the six
 factories only choose the storage format and the kind of weight decay.
 """
 
@@ -42,12 +42,12 @@ F32 = jnp.float32
 
 
 class QuantizedAdamState(NamedTuple):
-    """State of :func:`quantized_adam`, named as torchao names its state keys.
+    """State of `quantized_adam`, named as torchao names its state keys.
 
     Attributes:
       step: float32 number of updates so far (torchao's ``state["step"]``, also float32: it stops
         growing at $2^{24}$).
-      exp_avg: first moment per leaf: a :class:`QuantizedArray` (codes and block scales) where
+      exp_avg: first moment per leaf: a `QuantizedArray` (codes and block scales) where
         the size rule quantizes it, else a plain array in the parameter's dtype.
       exp_avg_sq: second moment per leaf, stored the same way.
       max_exp_avg_sq: AMSGrad's running maximum of the second moment, stored the same way;
@@ -164,7 +164,7 @@ def quantized_adam(
       key: PRNG key for the stochastic rounding (default ``jax.random.key(0)``).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state :class:`QuantizedAdamState`.
+      An ``optax.GradientTransformationExtraArgs`` with state `QuantizedAdamState`.
 
     Raises:
       ValueError: from ``update`` when ``params`` is ``None``.
@@ -282,7 +282,7 @@ _LOWBIT_DOC = r"""``torchao.optim.{cls}``: Adam{w} with its moments stored in {s
 
     {decay}
 
-    See :func:`quantized_adam` for the step as computed (float32 throughout, torchao's rounding).
+    See `quantized_adam` for the step as computed (float32 throughout, torchao's rounding).
 
     Args:
       {{lr}}
@@ -299,7 +299,7 @@ _LOWBIT_DOC = r"""``torchao.optim.{cls}``: Adam{w} with its moments stored in {s
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` (a ``TorchTransformation`` carrying torchao's
-      param group) with state :class:`QuantizedAdamState`. ``update`` needs ``params``.
+      param group) with state `QuantizedAdamState`. ``update`` needs ``params``.
 
     Example:
       >>> import jax.numpy as jnp, optax

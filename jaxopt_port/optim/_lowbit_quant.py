@@ -9,7 +9,7 @@ largest float8_e4m3fn), and each value the code of the map entry nearest to ``va
 Every step below rounds where torch rounds. XLA would otherwise (a) turn a division by a
 broadcast scale into a multiplication by its reciprocal (a one-ulp difference in 1 of 4 values,
 enough to move a code across a boundary) and (b) fuse a product into the following addition as one
-multiply-add; :func:`divide` and :func:`rounded` stop them.
+multiply-add; `divide` and `rounded` stop them.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def rounded(x: jax.Array, zero: jax.Array) -> jax.Array:
 
     torch rounds every operation on its own; XLA (LLVM) fuses a product into a following addition
     (one rounding, not two). Passing ``x`` through its bits xor an opaque zero
-    (:func:`opaque_zero`) costs two integer operations per value and stops it.
+    (`opaque_zero`) costs two integer operations per value and stops it.
     """
     bits = lax.bitcast_convert_type(x, jnp.uint32) ^ zero
     return lax.bitcast_convert_type(bits, jnp.float32)
@@ -139,7 +139,7 @@ class StateFormat:
 
     def quantize(self, x: jax.Array, zero: jax.Array) -> QuantizedArray:
         """Quantize a float32 state (torchao's ``copy_`` into the quantized tensor); ``zero``:
-        :func:`opaque_zero`."""
+        `opaque_zero`."""
         blocks = x.reshape(-1, self.block_size)
         scale = jnp.maximum(jnp.max(jnp.abs(blocks), axis=1), _SCALE_MIN)
         if self.bits == "fp8":
@@ -153,7 +153,7 @@ class StateFormat:
 
     def dequantize(self, q: QuantizedArray, shape: tuple[int, ...], zero: jax.Array) -> jax.Array:
         """The float32 state ``map[code] * scale`` (FP8: ``float32(code) * scale``), rounded on
-        its own (``zero``: :func:`opaque_zero`)."""
+        its own (``zero``: `opaque_zero`)."""
         if self.bits == "fp8":
             values = q.codes.astype(jnp.float32)
         else:

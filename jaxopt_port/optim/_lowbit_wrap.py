@@ -28,8 +28,8 @@ UNSIGNED_STATES = (
 
 
 class QuantizedMomentsState(NamedTuple):
-    """State of :func:`quantize_moments`: the inner optimizer's state with every large float leaf
-    replaced by a :class:`QuantizedArray`."""
+    """State of `quantize_moments`: the inner optimizer's state with every large float leaf
+    replaced by a `QuantizedArray`."""
 
     inner: Any
 
@@ -69,7 +69,7 @@ def quantize_moments(
       unsigned: names of state fields that are never negative.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state :class:`QuantizedMomentsState`;
+      An ``optax.GradientTransformationExtraArgs`` with state `QuantizedMomentsState`;
       extra arguments are passed on to ``tx``.
 
     Example:
