@@ -9,6 +9,7 @@ per first step).
 
 from __future__ import annotations
 
+import functools
 import unittest.mock
 import warnings
 
@@ -366,7 +367,7 @@ def test_compiles_once_keeps_structure_and_dtypes():
     params = {"w": jnp.ones((64, 128)), "b": jnp.zeros(7, jnp.bfloat16)}
     traces = []
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))  # donated buffers
     def step(params, state, grads):
         traces.append(1)
         updates, state = tx.update(grads, state, params)
@@ -379,7 +380,7 @@ def test_compiles_once_keeps_structure_and_dtypes():
     assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(state)
     structure = jax.tree_util.tree_structure(state)
     for _ in range(3):
-        params, state = step(params, state, params)
+        params, state = step(params, state, jax.tree_util.tree_map(jnp.ones_like, params))
     assert len(traces) == 1
     assert jax.tree_util.tree_structure(state) == structure
     assert params["b"].dtype == jnp.bfloat16 and state.exp_avg["b"].dtype == jnp.bfloat16
@@ -415,6 +416,12 @@ def test_from_torch_reads_torchao_optimizers():
         assert float(group["lr"]) == pytest.approx(3e-3) and group["weight_decay"] == 0.05
         assert optim.factory_for(type(opt)) is getattr(optim, name)
     assert len(optim.OPTIMIZERS) == 15  # torch.optim's only
+    # block_size is an attribute of the torchao optimizer, not of its param groups: an override
+    opt = torchao_optim.AdamW4bit(model.parameters(), block_size=64)
+    state = optim.from_torch(opt, block_size=opt.block_size).init(
+        [jnp.zeros((64, 128)), jnp.zeros(64)]
+    )
+    assert state.exp_avg[0].scale.shape == (8192 // 64,)
 
 
 @pytest.mark.parametrize(
