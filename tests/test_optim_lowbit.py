@@ -501,3 +501,37 @@ def test_quantize_moments_error_on_least_squares():
         assert loss <= 1.2 * loss_ratio * reference_loss, (bits, loss, reference_loss)
     # 4 bits adds far more than 8: the linear map of v has no zero, small v are overestimated
     assert train(optim.quantize_moments(optax.adam(1e-2), bits=4))[1] > 3 * reference_loss
+
+
+def test_nearest_code_rule_is_torchaos():
+    """Nearest map entry, ties to the larger code, below the map to code 0: on random values,
+    the exact midpoints between entries, the entries and their float32 neighbours."""
+    from torchao.optim import quant_utils
+
+    from jaxopt_port.optim._lowbit_quant import nearest_code
+
+    rng = np.random.default_rng(5)
+    for table, theirs in [
+        (maps.SIGNED_8BIT, quant_utils.quantize_8bit_with_qmap),
+        (maps.UNSIGNED_8BIT, quant_utils.quantize_8bit_with_qmap),
+        (maps.SIGNED_4BIT, quant_utils.quantize_4bit_with_qmap),
+        (maps.UNSIGNED_4BIT, quant_utils.quantize_4bit_with_qmap),
+    ]:
+        mids = table[:-1] + (table[1:] - table[:-1]) * np.float32(0.5)
+        x = np.concatenate(
+            [
+                rng.uniform(-1, 1, 20_000).astype(np.float32),
+                mids,
+                np.nextafter(mids, -2, dtype=np.float32),
+                table,
+                np.nextafter(table, 2, dtype=np.float32),
+                np.float32([-1.0, 0.0, 1.0]),
+            ]
+        )
+        expected = theirs(torch.tensor(x), torch.tensor(table)).numpy()
+        np.testing.assert_array_equal(np.asarray(nearest_code(jnp.asarray(x), table)), expected)
+        # ties: a midpoint exactly representable goes to the larger code
+        exact = (mids - table[:-1]) == (table[1:] - table[:-1]) * np.float32(0.5)
+        codes = np.asarray(nearest_code(jnp.asarray(mids), table))
+        assert exact.sum() >= 8  # measured 150, 164, 8 and 15 exact midpoints
+        np.testing.assert_array_equal(codes[exact], np.arange(1, len(table))[exact])
