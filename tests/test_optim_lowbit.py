@@ -494,13 +494,14 @@ def test_quantize_moments_error_on_least_squares():
     # measured (distance, loss / float32 loss): 8-bit (0.0185, 0.95), FP8 (0.036, 0.98),
     # 4-bit (0.33, 6.9); asserted with 20% headroom
     measured = {8: (0.0185, 0.95), "fp8": (0.036, 0.98), 4: (0.33, 6.9)}
+    losses = {}
     for bits, (distance, loss_ratio) in measured.items():
-        w, loss = train(optim.quantize_moments(optax.adam(1e-2), bits=bits))
+        w, losses[bits] = train(optim.quantize_moments(optax.adam(1e-2), bits=bits))
         relative = float(jnp.linalg.norm(w - reference) / jnp.linalg.norm(reference))
         assert relative <= 1.2 * distance, (bits, relative)
-        assert loss <= 1.2 * loss_ratio * reference_loss, (bits, loss, reference_loss)
+        assert losses[bits] <= 1.2 * loss_ratio * reference_loss, (bits, losses[bits])
     # 4 bits adds far more than 8: the linear map of v has no zero, small v are overestimated
-    assert train(optim.quantize_moments(optax.adam(1e-2), bits=4))[1] > 3 * reference_loss
+    assert losses[4] > 3 * reference_loss
 
 
 def test_nearest_code_rule_is_torchaos():
