@@ -15,6 +15,19 @@ from jaxopt_port._core.state import per_param_state
 from jaxopt_port._core.torch_groups import TorchTransformation, torch_factories
 from jaxopt_port.optim import textbook
 from jaxopt_port.optim._from_torch import factory_for, from_torch, torch_class_key
+from jaxopt_port.optim._lowbit import (
+    QuantizedAdamState,
+    adam4bit,
+    adam8bit,
+    adam_fp8,
+    adamw4bit,
+    adamw8bit,
+    adamw_fp8,
+    quantized_adam,
+    stochastic_round_to_bf16,
+)
+from jaxopt_port.optim._lowbit_quant import QuantizedArray
+from jaxopt_port.optim._lowbit_wrap import QuantizedMomentsState, quantize_moments
 from jaxopt_port.optim._primitives import (
     CountState,
     MomentumState,
@@ -54,6 +67,9 @@ __all__ = [
     "CountState",
     "LBFGSState",
     "MomentumState",
+    "QuantizedAdamState",
+    "QuantizedArray",
+    "QuantizedMomentsState",
     "ScaleByAdadeltaState",
     "ScaleByAdafactorState",
     "ScaleByAdagradState",
@@ -71,8 +87,14 @@ __all__ = [
     "adafactor",
     "adagrad",
     "adam",
+    "adam4bit",
+    "adam8bit",
+    "adam_fp8",
     "adamax",
     "adamw",
+    "adamw4bit",
+    "adamw8bit",
+    "adamw_fp8",
     "add_decoupled_weight_decay",
     "add_weight_decay",
     "asgd",
@@ -83,6 +105,8 @@ __all__ = [
     "muon",
     "nadam",
     "per_param_state",
+    "quantize_moments",
+    "quantized_adam",
     "radam",
     "rmsprop",
     "rprop",
@@ -102,6 +126,7 @@ __all__ = [
     "scale_by_sparse_adam",
     "sgd",
     "sparse_adam",
+    "stochastic_round_to_bf16",
     "textbook",
     "torch_class_key",
 ]
