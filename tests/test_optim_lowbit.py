@@ -416,11 +416,10 @@ def test_from_torch_reads_torchao_optimizers():
         assert float(group["lr"]) == pytest.approx(3e-3) and group["weight_decay"] == 0.05
         assert optim.factory_for(type(opt)) is getattr(optim, name)
     assert len(optim.OPTIMIZERS) == 15  # torch.optim's only
-    # block_size is an attribute of the torchao optimizer, not of its param groups: an override
-    opt = torchao_optim.AdamW4bit(model.parameters(), block_size=64)
-    state = optim.from_torch(opt, block_size=opt.block_size).init(
-        [jnp.zeros((64, 128)), jnp.zeros(64)]
-    )
+    # block_size and bf16_stochastic_round are attributes of the torchao optimizer, not of its
+    # param groups: read from there
+    opt = torchao_optim.AdamW4bit(model.parameters(), block_size=64, bf16_stochastic_round=True)
+    state = optim.from_torch(opt).init([jnp.zeros((64, 128)), jnp.zeros(64)])
     assert state.exp_avg[0].scale.shape == (8192 // 64,)
 
 

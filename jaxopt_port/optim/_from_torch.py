@@ -87,14 +87,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def group_kwargs(
-    factory: Callable, group: dict[str, Any], defaults: dict[str, Any]
-) -> dict[str, Any]:
-    """The factory's keyword arguments read from one torch param group."""
+def group_kwargs(factory: Callable, group: dict[str, Any], optimizer: Any) -> dict[str, Any]:
+    """The factory's keyword arguments read from one torch param group, and the ones torch
+    reads from the constructor only (`optimizer.defaults`, or an attribute of the optimizer where
+    the class keeps it there, as torchao's `block_size`)."""
     names = inspect.signature(factory).parameters
     kwargs = {name: _plain(group[name]) for name in names if name in group}
     for name in constructor_only(factory):
-        kwargs[name] = _plain(defaults[name])
+        if name in optimizer.defaults:
+            kwargs[name] = _plain(optimizer.defaults[name])
+        elif hasattr(optimizer, name):
+            kwargs[name] = _plain(getattr(optimizer, name))
     return kwargs
 
 
@@ -160,7 +163,7 @@ def from_torch(
     groups = optimizer.param_groups
     transforms = []
     for index, group in enumerate(groups):
-        kwargs = {**group_kwargs(factory, group, optimizer.defaults), **overrides}
+        kwargs = {**group_kwargs(factory, group, optimizer), **overrides}
         scheduled: dict[str, Any] = {}
         if scheduler is None:
             tx = factory(**kwargs)

@@ -1,6 +1,6 @@
-"""torchao's low-bit Adam and AdamW (``torchao.optim``): moments stored in 8 bits, 4 bits or FP8.
+"""torchao's low-bit Adam and AdamW (`torchao.optim`): moments stored in 8 bits, 4 bits or FP8.
 
-One building block, `quantized_adam`, computes torchao's ``single_param_adam`` step; the six
+One building block, `quantized_adam`, computes torchao's `single_param_adam` step; the six
 factories only choose the storage format and the kind of weight decay.
 """
 
@@ -45,14 +45,14 @@ class QuantizedAdamState(NamedTuple):
     """State of `quantized_adam`, named as torchao names its state keys.
 
     Attributes:
-      step: float32 number of updates so far (torchao's ``state["step"]``, also float32: it stops
+      step: float32 number of updates so far (torchao's `state["step"]`, also float32: it stops
         growing at $2^{24}$).
       exp_avg: first moment per leaf: a `QuantizedArray` (codes and block scales) where
         the size rule quantizes it, else a plain array in the parameter's dtype.
       exp_avg_sq: second moment per leaf, stored the same way.
       max_exp_avg_sq: AMSGrad's running maximum of the second moment, stored the same way;
-        ``None`` unless ``amsgrad``.
-      key: the PRNG key of bf16 stochastic rounding; ``None`` unless ``bf16_stochastic_round``.
+        `None` unless `amsgrad`.
+      key: the PRNG key of bf16 stochastic rounding; `None` unless `bf16_stochastic_round`.
     """
 
     step: Array
@@ -63,13 +63,13 @@ class QuantizedAdamState(NamedTuple):
 
 
 def stochastic_round_to_bf16(key: jax.Array, x: jax.Array) -> jax.Array:
-    """float32 ``x`` rounded to bfloat16 stochastically (torchao's ``_fp32_to_bf16_sr``).
+    """float32 `x` rounded to bfloat16 stochastically (torchao's `_fp32_to_bf16_sr`).
 
     Each value is truncated to its upper 16 bits, then moved one bfloat16 step away from zero with
     probability (lower 16 bits)$/2^{16}$, so the result is unbiased: $E[\\mathrm{sr}(x)] = x$.
-    torchao draws the 16 random bits from torch's global generator; here they come from ``key``.
+    torchao draws the 16 random bits from torch's global generator; here they come from `key`.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> x = jnp.full(4096, 1.0 + 2.0**-9, jnp.float32)  # a quarter of the way to the next bf16
       >>> y = stochastic_round_to_bf16(jax.random.key(0), x)
@@ -84,15 +84,15 @@ def stochastic_round_to_bf16(key: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _change(new: jax.Array, old: jax.Array, zero: jax.Array) -> jax.Array:
-    """``new - old`` as an update: ``optax.apply_updates`` then gives ``new`` exactly whenever the
-    subtraction is exact (the two within a factor 2 of each other). ``new`` is hidden from XLA
-    first, which would otherwise simplify ``(old - a - b) - old`` to ``-a - b``."""
+    """`new - old` as an update: `optax.apply_updates` then gives `new` exactly whenever the
+    subtraction is exact (the two within a factor 2 of each other). `new` is hidden from XLA
+    first, which would otherwise simplify `(old - a - b) - old` to `-a - b`."""
     return (rounded(new.astype(F32), zero) - old.astype(F32)).astype(old.dtype)
 
 
 def _check_arguments(lr: Any, betas: Any, eps: Any, block_size: Any) -> int:
     """torchao's constructor checks and messages (no check of weight_decay), then the block size,
-    returned as an ``int`` (``optax.inject_hyperparams`` passes it as a concrete array)."""
+    returned as an `int` (`optax.inject_hyperparams` passes it as a concrete array)."""
     checks.check_lr(lr)
     checks.nonnegative(eps, "Invalid epsilon value: {}")
     checks.check_betas(betas)
@@ -123,7 +123,7 @@ def quantized_adam(
     bf16_stochastic_round: bool = False,
     key: jax.Array | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""torchao's low-bit Adam step (``single_param_adam``) as one Optax transformation.
+    r"""torchao's low-bit Adam step (`single_param_adam`) as one Optax transformation.
 
     Every leaf is computed in float32 whatever its dtype, as torchao does:
 
@@ -140,34 +140,34 @@ def quantized_adam(
     $$
 
     The step uses this step's *unquantized* $m$ and $v$; only the stored states are quantized.
-    With ``amsgrad`` the stored maximum $\hat v = \max(\mathrm{deq}(\hat v_q), v)$ replaces $v$
+    With `amsgrad` the stored maximum $\hat v = \max(\mathrm{deq}(\hat v_q), v)$ replaces $v$
     in the denominator. A state is quantized only if its parameter has at least 4096 values and
     a whole number of blocks; otherwise it is a plain array in the parameter's dtype (rounded
-    from float32 after each step, as torchao's ``copy_`` rounds it).
+    from float32 after each step, as torchao's `copy_` rounds it).
 
-    The update returned is (new parameter) $-$ (parameter), so ``optax.apply_updates`` gives the
-    new parameter exactly whenever the two are within a factor 2 of each other. ``params`` is
+    The update returned is (new parameter) $-$ (parameter), so `optax.apply_updates` gives the
+    new parameter exactly whenever the two are within a factor 2 of each other. `params` is
     required.
 
     Args:
-      lr: learning rate γ (a float or a schedule ``count -> lr``), used in float32.
+      lr: learning rate γ (a float or a schedule `count -> lr`), used in float32.
       betas: (β1, β2).
       eps: ε, added outside the square root.
       weight_decay: λ.
       amsgrad: keep the running maximum of the second moment (quantized like it).
       decoupled_weight_decay: AdamW's decay of the parameter instead of the L2 term in the gradient.
-      bits: 8, 4 or ``"fp8"``: the storage of the moments (8: dynamic-tree maps; 4: signed
-        dynamic-tree map for $m$, linear map for $v$; ``"fp8"``: float8_e4m3fn codes).
+      bits: 8, 4 or `"fp8"`: the storage of the moments (8: dynamic-tree maps; 4: signed
+        dynamic-tree map for $m$, linear map for $v$; `"fp8"`: float8_e4m3fn codes).
       block_size: values per scale.
       bf16_stochastic_round: round bfloat16 parameters stochastically (other dtypes round to
         nearest).
-      key: PRNG key for the stochastic rounding (default ``jax.random.key(0)``).
+      key: PRNG key for the stochastic rounding (default `jax.random.key(0)`).
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state `QuantizedAdamState`.
+      An `optax.GradientTransformationExtraArgs` with state `QuantizedAdamState`.
 
     Raises:
-      ValueError: from ``update`` when ``params`` is ``None``.
+      ValueError: from `update` when `params` is `None`.
     """
     beta1, beta2 = betas
     first = StateFormat(bits, True, int(block_size))
@@ -273,12 +273,12 @@ def quantized_adam(
 
 
 def _torchao_group(arguments: dict[str, Any]) -> dict[str, Any]:
-    """torchao's param group holds lr, betas, eps, weight_decay and amsgrad; ``block_size`` and
-    ``bf16_stochastic_round`` are attributes of the optimizer."""
+    """torchao's param group holds lr, betas, eps, weight_decay and amsgrad; `block_size` and
+    `bf16_stochastic_round` are attributes of the optimizer."""
     return {k: arguments[k] for k in ("lr", "betas", "eps", "weight_decay", "amsgrad")}
 
 
-_LOWBIT_DOC = r"""``torchao.optim.{cls}``: Adam{w} with its moments stored in {storage}.
+_LOWBIT_DOC = r"""`torchao.optim.{cls}`: Adam{w} with its moments stored in {storage}.
 
     {decay}
 
@@ -290,18 +290,18 @@ _LOWBIT_DOC = r"""``torchao.optim.{cls}``: Adam{w} with its moments stored in {s
       eps: ε, outside the square root.
       weight_decay: λ (default {default_wd}, torchao's).
       amsgrad: keep the running maximum of the second moment, quantized like it. torchao 0.18
-        crashes with ``amsgrad=True``; here it works (tested against a float32 reference of the
+        crashes with `amsgrad=True`; here it works (tested against a float32 reference of the
         same formula).
       block_size: values per block scale (default {block}).
       bf16_stochastic_round: round bfloat16 parameters stochastically instead of to nearest.
       key: PRNG key of the stochastic rounding (torchao uses torch's global generator);
-        default ``jax.random.key(0)``.
+        default `jax.random.key(0)`.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` (a ``TorchTransformation`` carrying torchao's
-      param group) with state `QuantizedAdamState`. ``update`` needs ``params``.
+      An `optax.GradientTransformationExtraArgs` (a `TorchTransformation` carrying torchao's
+      param group) with state `QuantizedAdamState`. `update` needs `params`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, optax
       >>> from jaxopt_port import optim
       >>> params = dict(w=jnp.ones((64, 128)), b=jnp.zeros(128))
@@ -358,12 +358,47 @@ def _factory(name: str, cls: str, bits: Any, decoupled: bool, block: int, weight
         block=block,
         name=name,
     )
-    return carries_torch_group(_torchao_group, torch_class=f"torchao.{cls}")(doc(factory))
+    return carries_torch_group(
+        _torchao_group,
+        torch_class=f"torchao.{cls}",
+        # torchao keeps these on the optimizer, not in its param groups
+        constructor_only=("block_size", "bf16_stochastic_round"),
+    )(doc(factory))
 
 
 adam8bit = _factory("adam8bit", "Adam8bit", 8, False, 256, 0)
+"""`torchao.optim.Adam8bit`: Adam with 8-bit moments, weight decay as an L2 term:
+`adam8bit(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
+block_size=256, bf16_stochastic_round=False, key=None)`, torchao's arguments and defaults.
+The step as computed: [`quantized_adam`][jaxopt_port.optim.quantized_adam]; `help(optim.adam8bit)`
+gives the full text with an example."""
 adamw8bit = _factory("adamw8bit", "AdamW8bit", 8, True, 256, 1e-2)
+"""`torchao.optim.AdamW8bit`: Adam with 8-bit moments, weight decay decoupled:
+`adamw8bit(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+block_size=256, bf16_stochastic_round=False, key=None)`, torchao's arguments and defaults.
+The step as computed: [`quantized_adam`][jaxopt_port.optim.quantized_adam]; `help(optim.adamw8bit)`
+gives the full text with an example."""
 adam4bit = _factory("adam4bit", "Adam4bit", 4, False, 128, 0)
+"""`torchao.optim.Adam4bit`: Adam with 4-bit moments, weight decay as an L2 term:
+`adam4bit(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
+block_size=128, bf16_stochastic_round=False, key=None)`, torchao's arguments and defaults.
+The step as computed: [`quantized_adam`][jaxopt_port.optim.quantized_adam]; `help(optim.adam4bit)`
+gives the full text with an example."""
 adamw4bit = _factory("adamw4bit", "AdamW4bit", 4, True, 128, 1e-2)
+"""`torchao.optim.AdamW4bit`: Adam with 4-bit moments, weight decay decoupled:
+`adamw4bit(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+block_size=128, bf16_stochastic_round=False, key=None)`, torchao's arguments and defaults.
+The step as computed: [`quantized_adam`][jaxopt_port.optim.quantized_adam]; `help(optim.adamw4bit)`
+gives the full text with an example."""
 adam_fp8 = _factory("adam_fp8", "AdamFp8", "fp8", False, 256, 0)
+"""`torchao.optim.AdamFp8`: Adam with FP8 (float8_e4m3fn) moments, weight decay as an L2 term:
+`adam_fp8(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
+block_size=256, bf16_stochastic_round=False, key=None)`, torchao's arguments and defaults.
+The step as computed: [`quantized_adam`][jaxopt_port.optim.quantized_adam]; `help(optim.adam_fp8)`
+gives the full text with an example."""
 adamw_fp8 = _factory("adamw_fp8", "AdamWFp8", "fp8", True, 256, 1e-2)
+"""`torchao.optim.AdamWFp8`: Adam with FP8 (float8_e4m3fn) moments, weight decay decoupled:
+`adamw_fp8(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+block_size=256, bf16_stochastic_round=False, key=None)`, torchao's arguments and defaults.
+The step as computed: [`quantized_adam`][jaxopt_port.optim.quantized_adam]; `help(optim.adamw_fp8)`
+gives the full text with an example."""

@@ -1,18 +1,18 @@
 """torchao's quantization maps for low-bit optimizer states, shipped as float32 constants.
 
-torchao builds its dynamic-tree maps with ``torch.linspace``, which on CPU evaluates
-``start + i * step`` with a fused multiply-add; recomputing the maps in float32 without FMA gets 42
+torchao builds its dynamic-tree maps with `torch.linspace`, which on CPU evaluates
+`start + i * step` with a fused multiply-add; recomputing the maps in float32 without FMA gets 42
 of the 256 signed 8-bit codes wrong. The tables below are torchao 0.18.0's maps value for value
 (each literal is the shortest decimal that reads back as that float32), so quantized codes match
 torchao's bit for bit.
 
-- ``SIGNED_8BIT``: the signed dynamic-tree map (``create_dynamic_map(signed=True)``): 256
-  increasing values in ``[-0.99296874, 1]``, zero included, no ``-1``. Used for Adam's first
+- `SIGNED_8BIT`: the signed dynamic-tree map (`create_dynamic_map(signed=True)`): 256
+  increasing values in `[-0.99296874, 1]`, zero included, no `-1`. Used for Adam's first
   moment in the 8-bit optimizers.
-- ``UNSIGNED_8BIT``: the unsigned dynamic-tree map, 256 values in ``[0, 1]``. Second moment, 8-bit.
-- ``SIGNED_4BIT``: the 4-bit signed dynamic-tree map (``create_dynamic_map(True, 3, 4)``), 16
+- `UNSIGNED_8BIT`: the unsigned dynamic-tree map, 256 values in `[0, 1]`. Second moment, 8-bit.
+- `SIGNED_4BIT`: the 4-bit signed dynamic-tree map (`create_dynamic_map(True, 3, 4)`), 16
   values. First moment, 4-bit.
-- ``UNSIGNED_4BIT``: the linear map $k/16$, $k = 1, \\dots, 16$ (no zero). Second moment, 4-bit.
+- `UNSIGNED_4BIT`: the linear map $k/16$, $k = 1, \\dots, 16$ (no zero). Second moment, 4-bit.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Block-wise quantization of optimizer states, as torchao's ``OptimState8bit``,
-``OptimState4bit`` and ``OptimStateFp8`` store them.
+"""Block-wise quantization of optimizer states, as torchao's `OptimState8bit`,
+`OptimState4bit` and `OptimStateFp8` store them.
 
-A state tensor is cut, in C order, into blocks of ``block_size`` values; each block keeps one
+A state tensor is cut, in C order, into blocks of `block_size` values; each block keeps one
 float32 scale, its absolute maximum (clipped below at $10^{-12}$; for FP8 divided by 448, the
-largest float8_e4m3fn), and each value the code of the map entry nearest to ``value / scale``
-(ties go to the larger code). Dequantization is ``map[code] * scale``.
+largest float8_e4m3fn), and each value the code of the map entry nearest to `value / scale`
+(ties go to the larger code). Dequantization is `map[code] * scale`.
 
 Every step below rounds where torch rounds. XLA would otherwise (a) turn a division by a
 broadcast scale into a multiplication by its reciprocal (a one-ulp difference in 1 of 4 values,
@@ -44,10 +44,10 @@ class QuantizedArray(NamedTuple):
     """One quantized state tensor, stored as torchao stores it.
 
     Attributes:
-      codes: ``uint8`` codes in the state's shape (8-bit), two 4-bit codes per byte in a flat
-        array (4-bit: the first value in the high nibble), or ``float8_e4m3fn`` values in the
+      codes: `uint8` codes in the state's shape (8-bit), two 4-bit codes per byte in a flat
+        array (4-bit: the first value in the high nibble), or `float8_e4m3fn` values in the
         state's shape (FP8).
-      scale: float32, one per block of ``block_size`` values in C order.
+      scale: float32, one per block of `block_size` values in C order.
     """
 
     codes: jax.Array
@@ -55,17 +55,17 @@ class QuantizedArray(NamedTuple):
 
 
 def opaque_zero(value: jax.Array) -> jax.Array:
-    """A uint32 zero XLA cannot see is zero: the sign bit of ``value``, a non-negative float32
+    """A uint32 zero XLA cannot see is zero: the sign bit of `value`, a non-negative float32
     that is an input of the computation (the step counter)."""
     return lax.bitcast_convert_type(value.astype(jnp.float32), jnp.uint32) >> 31
 
 
 def rounded(x: jax.Array, zero: jax.Array) -> jax.Array:
-    """``x`` (float32, a product), rounded on its own: what follows cannot fuse it into a
+    """`x` (float32, a product), rounded on its own: what follows cannot fuse it into a
     multiply-add.
 
     torch rounds every operation on its own; XLA (LLVM) fuses a product into a following addition
-    (one rounding, not two). Passing ``x`` through its bits xor an opaque zero
+    (one rounding, not two). Passing `x` through its bits xor an opaque zero
     (`opaque_zero`) costs two integer operations per value and stops it.
     """
     bits = lax.bitcast_convert_type(x, jnp.uint32) ^ zero
@@ -73,7 +73,7 @@ def rounded(x: jax.Array, zero: jax.Array) -> jax.Array:
 
 
 def divide(x: jax.Array, y: jax.Array) -> jax.Array:
-    """``x / y`` correctly rounded, ``y`` broadcast to ``x``'s shape (torch's true division).
+    """`x / y` correctly rounded, `y` broadcast to `x`'s shape (torch's true division).
 
     XLA rewrites a division by a broadcast value into a multiplication by its reciprocal (two
     roundings, one ulp off in about a quarter of the values); an optimization barrier around the
@@ -83,10 +83,10 @@ def divide(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def nearest_code(x: jax.Array, table: np.ndarray) -> jax.Array:
-    """The code of the map entry nearest to each value of ``x``; a tie goes to the larger code.
+    """The code of the map entry nearest to each value of `x`; a tie goes to the larger code.
 
-    torchao's branchless binary search: the largest code whose entry is ``<= x`` (0 below the
-    map, and for NaN), then one up where ``x - map[c] >= (map[c+1] - map[c]) / 2``.
+    torchao's branchless binary search: the largest code whose entry is `<= x` (0 below the
+    map, and for NaN), then one up where `x - map[c] >= (map[c+1] - map[c]) / 2`.
     """
     levels = jnp.asarray(table)
     size = len(table)
@@ -103,10 +103,10 @@ def nearest_code(x: jax.Array, table: np.ndarray) -> jax.Array:
 
 @dataclass(frozen=True)
 class StateFormat:
-    """How one optimizer state is stored: ``bits`` 8 or 4 with a map, or ``"fp8"``.
+    """How one optimizer state is stored: `bits` 8 or 4 with a map, or `"fp8"`.
 
     Attributes:
-      bits: 8, 4 or ``"fp8"`` (float8_e4m3fn codes).
+      bits: 8, 4 or `"fp8"` (float8_e4m3fn codes).
       signed: the signed dynamic-tree map (Adam's first moment) or the unsigned one (second
         moment: dynamic tree in 8 bits, linear $k/16$ in 4 bits). Ignored for FP8.
       block_size: values per scale.
@@ -138,7 +138,7 @@ class StateFormat:
         return QuantizedArray(jnp.zeros(shape, jnp.uint8), scale)
 
     def quantize(self, x: jax.Array, zero: jax.Array) -> QuantizedArray:
-        """Quantize a float32 state (torchao's ``copy_`` into the quantized tensor); ``zero``:
+        """Quantize a float32 state (torchao's `copy_` into the quantized tensor); `zero`:
         `opaque_zero`."""
         blocks = x.reshape(-1, self.block_size)
         scale = jnp.maximum(jnp.max(jnp.abs(blocks), axis=1), _SCALE_MIN)
@@ -152,8 +152,8 @@ class StateFormat:
         return QuantizedArray(codes.reshape(x.shape), scale)
 
     def dequantize(self, q: QuantizedArray, shape: tuple[int, ...], zero: jax.Array) -> jax.Array:
-        """The float32 state ``map[code] * scale`` (FP8: ``float32(code) * scale``), rounded on
-        its own (``zero``: `opaque_zero`)."""
+        """The float32 state `map[code] * scale` (FP8: `float32(code) * scale`), rounded on
+        its own (`zero`: `opaque_zero`)."""
         if self.bits == "fp8":
             values = q.codes.astype(jnp.float32)
         else:

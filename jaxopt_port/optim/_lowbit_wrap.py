@@ -35,7 +35,7 @@ class QuantizedMomentsState(NamedTuple):
 
 
 def _name(path: tuple) -> str:
-    """The innermost attribute or key name on a pytree path (``""`` if none)."""
+    """The innermost attribute or key name on a pytree path (`""` if none)."""
     for key in reversed(path):
         name = getattr(key, "name", getattr(key, "key", None))
         if isinstance(name, str):
@@ -51,28 +51,28 @@ def quantize_moments(
     min_size: int = 4096,
     unsigned: Sequence[str] = UNSIGNED_STATES,
 ) -> optax.GradientTransformationExtraArgs:
-    """``tx`` with its large floating-point state leaves stored in ``bits`` (torchao's storage).
+    """`tx` with its large floating-point state leaves stored in `bits` (torchao's storage).
 
-    Every state leaf of a floating dtype with at least ``min_size`` values and a whole number of
-    blocks is kept as block-quantized codes and float32 scales (see ``optim.adamw8bit``): 8 bits
+    Every state leaf of a floating dtype with at least `min_size` values and a whole number of
+    blocks is kept as block-quantized codes and float32 scales (see `optim.adamw8bit`): 8 bits
     with the dynamic-tree maps, 4 bits with the 4-bit signed map or the linear map, or FP8. A
-    leaf whose field is named in ``unsigned`` uses the unsigned map (8 and 4 bits). Each
-    ``update`` dequantizes the state, runs ``tx.update`` and quantizes the new state, so — as in
+    leaf whose field is named in `unsigned` uses the unsigned map (8 and 4 bits). Each
+    `update` dequantizes the state, runs `tx.update` and quantizes the new state, so — as in
     torchao — the step itself uses the unquantized new moments and only what is stored is
     rounded. Counters, scalars and small leaves stay as they are.
 
     Args:
-      tx: any Optax transformation (a jaxopt_port optimizer, ``optax.adam(...)``, a chain).
-      bits: 8, 4 or ``"fp8"``.
+      tx: any Optax transformation (a jaxopt_port optimizer, `optax.adam(...)`, a chain).
+      bits: 8, 4 or `"fp8"`.
       block_size: values per scale (default 256; 128 for 4 bits, torchao's).
       min_size: smallest leaf quantized (torchao's 4096).
       unsigned: names of state fields that are never negative.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with state `QuantizedMomentsState`;
-      extra arguments are passed on to ``tx``.
+      An `optax.GradientTransformationExtraArgs` with state `QuantizedMomentsState`;
+      extra arguments are passed on to `tx`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, optax
       >>> from jaxopt_port import optim
       >>> tx = optim.quantize_moments(optax.adam(1e-3), bits=4)
