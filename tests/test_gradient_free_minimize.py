@@ -14,6 +14,7 @@ import pytest
 from _subprocess import run_json
 
 from jaxopt_port import gradient_free, optim
+from jaxopt_port.gradient_free import _minimize
 from parity import gradient_free_reference as ref
 
 
@@ -54,9 +55,11 @@ def test_result_fields(ga_run):
 
 
 def test_minimize_is_the_ask_tell_loop_and_reproducible_by_key():
-    """minimize = init, then ask → vmap(fun) → tell per iteration; same key, same run."""
-    options = {"chains": 4, "schedule": "fast", "proposal": "cauchy", "step_size": 0.2}
+    """minimize = init, then ask → vmap(fun) → tell per iteration; same key, same run; runs
+    differing only in key share one compilation."""
+    options = {"chains": 4, "schedule": "fast", "proposal": "cauchy", "step_size": np.full(3, 0.2)}
     key = jax.random.key(5)
+    compiled = _minimize._run._cache_size()
     with jax.enable_x64(True):
         result = gradient_free.minimize(
             ackley, jnp.full(3, 1.5), method="simulated_annealing", key=key, max_evals=400,
@@ -70,6 +73,8 @@ def test_minimize_is_the_ask_tell_loop_and_reproducible_by_key():
             ackley, jnp.full(3, 1.5), method="simulated_annealing", key=jax.random.key(6),
             max_evals=400, **options,
         )  # fmt: skip
+        # equal options (arrays compared by value) and the same fun: one compiled loop, any key
+        assert _minimize._run._cache_size() == compiled + 1
         sa = gradient_free.simulated_annealing(3, **options)
         state = sa.init(key, jnp.full(3, 1.5))
 

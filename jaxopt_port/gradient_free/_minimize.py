@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxopt_port import parallel
@@ -113,6 +115,72 @@ class _Bar:
         )
 
 
+class _Plan:
+    """What `minimize` compiles for, hashable (arrays by value): the strategy's construction and
+    where the population is evaluated. Equal plans with the same `fun` reuse one compiled loop."""
+
+    def __init__(self, method, dim, bounds, mesh, axis, options):
+        self.method, self.dim, self.bounds, self.mesh, self.axis = method, dim, bounds, mesh, axis
+        self.options = dict(options)
+
+    def strategy(self) -> Strategy:
+        return METHODS[self.method](self.dim, bounds=self.bounds, **self.options)
+
+    def _key(self):
+        return (
+            self.method,
+            self.dim,
+            _freeze(self.bounds),
+            self.mesh,
+            self.axis,
+            _freeze(self.options),
+        )
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, _Plan) and self._key() == other._key()
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for an option value: arrays by shape, dtype and bytes."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        array = np.asarray(value)
+        return ("array", array.shape, array.dtype.str, array.tobytes())
+    return value
+
+
+def _loop(carry, stop_at, stops, fun, plan):
+    """Iterate ask → evaluate → tell until `stop_at` iterations or a stopping rule holds."""
+    strategy = plan.strategy()
+    target, wait, tol = stops
+
+    def body(carry):
+        state, history, nit, stall, last = carry
+        candidates, state = strategy.ask(state)
+        values = evaluate_population(fun, candidates, mesh=plan.mesh, axis=plan.axis)
+        state = strategy.tell(state, candidates, values)
+        improved = state.best_f < last - tol
+        stall = jnp.where(improved, 0, stall + 1)
+        last = jnp.where(improved, state.best_f, last)
+        history = history.at[nit].set(state.best_f)
+        return state, history, nit + 1, stall, last
+
+    def cond(carry):
+        state, _, nit, stall, _ = carry
+        return (nit < stop_at) & (stall < wait) & (state.best_f > target)
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
+_run = jax.jit(_loop, static_argnames=("fun", "plan"))
+
+
 def minimize(
     fun: Callable[[jax.Array], jax.Array],
     x0: Any,
@@ -191,8 +259,9 @@ def minimize(
     if method == "simulated_annealing" and options.get("schedule") == "linear":
         chains = options.get("chains", 1)
         options.setdefault("horizon", max(max_evals // max(chains, 1) - 1, 1))
+    plan = _Plan(method, dim, bounds, mesh, axis, options)
     try:
-        strategy = METHODS[method](dim, bounds=bounds, **options)
+        strategy = plan.strategy()
     except TypeError as error:
         raise ValueError(f"method {method!r}: {error}") from None
     iterations = max_evals // strategy.popsize
@@ -206,28 +275,16 @@ def minimize(
         lambda c: evaluate_population(fun, c, mesh=mesh, axis=axis),
         jax.ShapeDtypeStruct((strategy.popsize, dim), x0.dtype),
     )
-    never = jnp.iinfo(jnp.int32).max
-    wait = never if patience is None else patience
-
-    def body(carry):
-        state, history, nit, stall, last = carry
-        candidates, state = strategy.ask(state)
-        values = evaluate_population(fun, candidates, mesh=mesh, axis=axis)
-        state = strategy.tell(state, candidates, values)
-        improved = state.best_f < last - tol
-        stall = jnp.where(improved, 0, stall + 1)
-        last = jnp.where(improved, state.best_f, last)
-        history = history.at[nit].set(state.best_f)
-        return state, history, nit + 1, stall, last
-
-    def cond(carry, stop_at):
-        state, _, nit, stall, _ = carry
-        going = (nit < stop_at) & (stall < wait)
-        return going if target is None else going & (state.best_f > target)
-
-    @jax.jit
-    def run(carry, stop_at):
-        return jax.lax.while_loop(lambda c: cond(c, stop_at), body, carry)
+    stops = (
+        jnp.asarray(-jnp.inf if target is None else target, state.best_f.dtype),
+        jnp.asarray(jnp.iinfo(jnp.int32).max if patience is None else patience, jnp.int32),
+        jnp.asarray(tol, state.best_f.dtype),
+    )
+    try:
+        hash(plan)
+        run = functools.partial(_run, fun=fun, plan=plan)
+    except TypeError:  # an option JAX cannot hold as a static argument: compile for this call
+        run = jax.jit(lambda carry, stop_at, stops: _loop(carry, stop_at, stops, fun, plan))
 
     dtype = state.best_f.dtype
     carry = (
@@ -243,7 +300,7 @@ def minimize(
     stopped_by_callback = False
     nit = 0
     while nit < iterations:
-        carry = run(carry, min(nit + chunk, iterations))
+        carry = run(carry, min(nit + chunk, iterations), stops)
         state, _, nit_array, stall, _ = carry
         previous, nit = nit, int(nit_array)
         if watchers:
