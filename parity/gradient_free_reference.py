@@ -301,7 +301,7 @@ def differential_evolution_reference(fun, start, draws, *, dim, bounds=None, **o
     strategy = options.get("strategy", "best1bin")
     mutation = options.get("mutation", (0.5, 1.0))
     cr = options.get("recombination", 0.7)
-    boundary = options.get("boundary", "clip")
+    boundary = options.get("boundary", "random")
     box = _box(bounds, dim)
     pop = np.array(start["population"], np.float64)
     size = pop.shape[0]
@@ -336,7 +336,13 @@ def differential_evolution_reference(fun, start, draws, *, dim, bounds=None, **o
                 for j in range(dim):
                     if d["crossover"][i, j] < cr or j == forced:
                         trial[j] = mutant[j]
-                candidates[i] = _repair(trial, box, boundary)
+                if boundary != "random":
+                    trial = _repair(trial, box, boundary)
+                elif box is not None:
+                    for j in range(dim):
+                        if trial[j] < box[0][j] or trial[j] > box[1][j]:
+                            trial[j] = box[0][j] + d["resample"][i, j] * (box[1][j] - box[0][j])
+                candidates[i] = trial
         values = _evaluate(fun, candidates)
         best_x, best_f = _update_best(best_x, best_f, candidates, values)
         for i in range(size):
@@ -452,8 +458,9 @@ CASES: list[tuple[str, str, dict, str, int, float | None]] = [
     ("ga-real-tournament-uniform-unbounded", "genetic", {"popsize": 10, "crossover": "uniform", "tournament_size": 2, "crossover_rate": 0.6}, "griewank", 4, None),
     ("ga-binary-rank-one_point-bit_flip", "genetic", {"popsize": 10, "genome": "binary", "selection": "rank", "crossover": "one_point", "mutation_rate": 0.2}, "onemax", 8, None),
     ("ga-integer-roulette-uniform-gaussian", "genetic", {"popsize": 12, "genome": "integer", "selection": "roulette", "mutation_scale": 2.0, "mutation_rate": 0.5}, "rastrigin", 4, 5.0),
-    ("de-best1bin-dither", "differential_evolution", {"popsize": 10}, "rosenbrock", 3, 5.0),
-    ("de-rand1bin-reflect", "differential_evolution", {"popsize": 10, "strategy": "rand1bin", "mutation": 0.8, "recombination": 0.9, "boundary": "reflect"}, "rastrigin", 3, 5.12),
+    ("de-best1bin-dither-random-bounds", "differential_evolution", {"popsize": 10}, "rosenbrock", 3, 1.5),
+    ("de-best1bin-clip-fixed-F", "differential_evolution", {"popsize": 10, "mutation": 0.9, "boundary": "clip"}, "ackley", 3, 1.0),
+    ("de-rand1bin-reflect-random-init", "differential_evolution", {"popsize": 10, "strategy": "rand1bin", "init": "random", "recombination": 0.9, "boundary": "reflect"}, "rastrigin", 3, 5.12),
     ("cma_es-bounded", "cma_es", {}, "rosenbrock", 4, 2.0),
 ]  # fmt: skip
 

@@ -11,7 +11,7 @@ import pytest
 from jaxopt_port import gradient_free
 from parity import gradient_free_reference as ref
 
-TOLERANCE = 1e-12  # measured worst over all cases: 1.2e-13 (de-rand1bin-reflect), most ≤ 1e-14
+TOLERANCE = 1e-12  # measured worst over all cases: 1.2e-13 (DE with reflection), most ≤ 1e-14
 
 
 @pytest.fixture(scope="module", params=ref.CASES, ids=[case[0] for case in ref.CASES])

@@ -63,7 +63,8 @@ def differential_evolution(
     strategy: str = "best1bin",
     mutation: float | tuple[float, float] = (0.5, 1.0),
     recombination: float = 0.7,
-    boundary: str = "clip",
+    boundary: str = "random",
+    init: str = "latinhypercube",
     init_scale: float = 1.0,
 ) -> Strategy:
     """Differential evolution with binomial crossover and greedy selection (scipy's defaults).
@@ -75,10 +76,13 @@ def differential_evolution(
        v_i = x_\\text{best} + F (x_{r_1} - x_{r_2}) \\;(\\text{best1bin}); $$
 
     the trial takes gene $j$ from $v_i$ if $u_{ij} <$ `recombination` or $j = j_\\text{rand}(i)$,
-    else from $x_i$, is brought inside `bounds` (clip or reflect), and replaces $x_i$ if its value
+    else from $x_i$, is brought inside `bounds` (`boundary`), and replaces $x_i$ if its value
     is $\\le f(x_i)$. With `mutation=(lo, hi)` (dithering) $F \\sim U[lo, hi)$ is drawn once per
-    generation. Iteration 0 evaluates the starting population (`x0` in row 0, the rest uniform in
-    `bounds`, or `x0 + init_scale·z` without bounds).
+    generation. Iteration 0 evaluates the starting population (`x0` in row 0, the rest spread over
+    `bounds` by `init`, or `x0 + init_scale·z` without bounds). The members are updated together
+    after each generation (scipy's `updating="deferred"`, the form that evaluates a whole
+    population at once); scipy's default `"immediate"` lets later members of a generation use
+    earlier members' replacements.
 
     Args:
         dim: the number of coordinates.
@@ -87,7 +91,11 @@ def differential_evolution(
         strategy: `"best1bin"` (scipy's default) or `"rand1bin"`.
         mutation: $F$, or a `(lo, hi)` range to dither in.
         recombination: the crossover probability $CR \\in [0, 1]$.
-        boundary: `"clip"` or `"reflect"`.
+        boundary: `"random"` (scipy's rule: an out-of-bounds gene is drawn again uniformly inside
+            the bounds), `"clip"` or `"reflect"`.
+        init: the starting population inside `bounds`: `"latinhypercube"` (scipy's default: row
+            $i$ of coordinate $j$ in stratum $\\pi_j(i)$ of $P$ equal strata, $\\pi_j$ a random
+            permutation, uniform within it) or `"random"` (uniform). Row 0 is `x0` either way.
         init_scale: spread of the random starting population without bounds.
 
     Returns:
@@ -105,7 +113,8 @@ def differential_evolution(
         (8, 2)
     """
     check_choice("strategy", strategy, DE_STRATEGIES)
-    check_choice("boundary", boundary, BOUNDARY_MODES)
+    check_choice("boundary", boundary, (*BOUNDARY_MODES, "random"))
+    check_choice("init", init, ("latinhypercube", "random"))
     popsize = check_int("popsize", 15 * dim if popsize is None else popsize, 4)
     dither = isinstance(mutation, (tuple, list))
     if dither:
@@ -124,24 +133,27 @@ def differential_evolution(
 
     def draws(key, iteration):
         dtype = jnp.result_type(float)
-        keys = jax.random.split(iteration_key(key, iteration), 4)
+        keys = jax.random.split(iteration_key(key, iteration), 5)
         return {
             "members": jax.random.uniform(keys[0], (popsize, count), dtype),
             "crossover": jax.random.uniform(keys[1], (popsize, dim), dtype),
             "forced": jax.random.uniform(keys[2], (popsize,), dtype),
             "dither": jax.random.uniform(keys[3], (), dtype),
+            "resample": jax.random.uniform(keys[4], (popsize, dim), dtype),
         }
 
     def init(key, x0):
         x0 = jnp.asarray(x0)
         if x0.shape not in ((dim,), (popsize, dim)):
             raise ValueError(f"x0 must have shape ({dim},) or ({popsize}, {dim}); got {x0.shape}")
-        k_uniform, k_normal, key = jax.random.split(key, 3)
+        k_uniform, k_normal, k_strata, key = jax.random.split(key, 4)
         uniforms = jax.random.uniform(k_uniform, (popsize, dim), x0.dtype)
+        if init == "latinhypercube":
+            strata = jnp.argsort(jax.random.uniform(k_strata, (popsize, dim)), axis=0)
+            uniforms = (strata + uniforms) / popsize
         normals = jax.random.normal(k_normal, (popsize, dim), x0.dtype)
-        population = repair(
-            initial_population(uniforms, normals, x0, box, init_scale), box, boundary
-        )
+        population = initial_population(uniforms, normals, x0, box, init_scale)
+        population = repair(population, box, "clip")
         return EvolutionState(
             key=key,
             iteration=jnp.zeros((), jnp.int32),
@@ -167,7 +179,13 @@ def differential_evolution(
             mutant = pop[r[:, 0]] + f * (pop[r[:, 1]] - pop[r[:, 2]])
         forced = jnp.floor(d["forced"] * dim).astype(jnp.int32)
         take = (d["crossover"] < recombination) | (jnp.arange(dim)[None, :] == forced[:, None])
-        trial = repair(jnp.where(take, mutant, pop), box, boundary)
+        trial = jnp.where(take, mutant, pop)
+        if boundary != "random" or box is None:
+            trial = repair(trial, box, "clip" if boundary == "random" else boundary)
+        else:
+            lower, upper = (jnp.asarray(b, dtype) for b in box)
+            outside = (trial < lower) | (trial > upper)
+            trial = jnp.where(outside, lower + d["resample"].astype(dtype) * (upper - lower), trial)
         return jnp.where(state.iteration == 0, pop, trial), state
 
     def tell(state, candidates, values):
