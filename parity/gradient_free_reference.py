@@ -331,7 +331,7 @@ def differential_evolution_reference(fun, start, draws, *, dim, bounds=None, **o
                     mutant = pop[best] + f * (pop[r[0]] - pop[r[1]])
                 else:
                     mutant = pop[r[0]] + f * (pop[r[1]] - pop[r[2]])
-                forced = math.floor(d["forced"][i] * dim)
+                forced = int(d["forced"][i])
                 trial = pop[i].copy()
                 for j in range(dim):
                     if d["crossover"][i, j] < cr or j == forced:
@@ -449,7 +449,7 @@ REFERENCES: dict[str, Callable] = {
 #: Together they use every schedule, proposal, restart, genome, selection, crossover and mutation.
 CASES: list[tuple[str, str, dict, str, int, float | None]] = [
     ("sa-exponential-gaussian", "simulated_annealing", {"chains": 3, "schedule": "exponential", "initial_temperature": 5.0}, "rastrigin", 4, None),
-    ("sa-linear-cauchy-clip", "simulated_annealing", {"chains": 3, "schedule": "linear", "horizon": 20, "proposal": "cauchy", "initial_temperature": 3.0}, "ackley", 4, 5.0),
+    ("sa-linear-cauchy-clip", "simulated_annealing", {"chains": 3, "schedule": "linear", "horizon": 20, "proposal": "cauchy", "initial_temperature": 3.0, "step_size": 0.3}, "ackley", 4, 5.0),
     ("sa-logarithmic-reflect-restart-best", "simulated_annealing", {"chains": 4, "schedule": "logarithmic", "proposal": "reflect", "restart": "best", "restart_after": 3}, "rastrigin", 3, 5.12),
     ("sa-fast-gaussian-restart-random", "simulated_annealing", {"chains": 4, "schedule": "fast", "restart": "random", "restart_after": 2, "initial_temperature": 10.0}, "griewank", 3, 20.0),
     ("ga-real-tournament-sbx-gaussian", "genetic", {"popsize": 12, "selection": "tournament", "crossover": "sbx", "mutation": "gaussian", "mutation_rate": 0.3}, "rastrigin", 4, 5.12),

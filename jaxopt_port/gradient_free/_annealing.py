@@ -16,6 +16,7 @@ from jaxopt_port.gradient_free._common import (
     check_choice,
     check_int,
     check_positive,
+    draw,
     iteration_key,
     repair,
     sanitize,
@@ -205,16 +206,13 @@ def simulated_annealing(
         )
 
     def draws(key, iteration):
-        dtype = jnp.result_type(float)
-        k_step, k_accept, k_restart = jax.random.split(iteration_key(key, iteration), 3)
-        sample = jax.random.cauchy if proposal == "cauchy" else jax.random.normal
-        out = {
-            "step": sample(k_step, (chains, dim), dtype),
-            "accept": jax.random.uniform(k_accept, (chains,), dtype),
+        spec = {
+            "step": ((chains, dim), "cauchy" if proposal == "cauchy" else "normal"),
+            "accept": ((chains,), "uniform"),
         }
         if restart == "random":
-            out["restart"] = jax.random.uniform(k_restart, (chains, dim), dtype)
-        return out
+            spec["restart"] = ((chains, dim), "uniform")
+        return draw(iteration_key(key, iteration), spec, jnp.result_type(float))
 
     def init(key, x0):
         x0 = jnp.asarray(x0)

@@ -14,6 +14,7 @@ from jaxopt_port.gradient_free._common import (
     check_bounds,
     check_int,
     check_positive,
+    draw,
     iteration_key,
     repair,
     sanitize,
@@ -145,11 +146,8 @@ def cma_es(
     lam, mu = p["popsize"], p["mu"]
 
     def draws(key, iteration):
-        return {
-            "z": jax.random.normal(
-                iteration_key(key, iteration), (lam, dim), jnp.result_type(float)
-            )
-        }
+        spec = {"z": ((lam, dim), "normal")}
+        return draw(iteration_key(key, iteration), spec, jnp.result_type(float))
 
     def init(key, x0):
         x0 = jnp.asarray(x0)

@@ -15,6 +15,7 @@ from jaxopt_port.gradient_free._common import (
     check_int,
     check_positive,
     check_probability,
+    draw,
     initial_population,
     iteration_key,
     repair,
@@ -132,26 +133,26 @@ def differential_evolution(
     count = 2 if strategy == "best1bin" else 3
 
     def draws(key, iteration):
-        dtype = jnp.result_type(float)
-        keys = jax.random.split(iteration_key(key, iteration), 5)
-        return {
-            "members": jax.random.uniform(keys[0], (popsize, count), dtype),
-            "crossover": jax.random.uniform(keys[1], (popsize, dim), dtype),
-            "forced": jax.random.uniform(keys[2], (popsize,), dtype),
-            "dither": jax.random.uniform(keys[3], (), dtype),
-            "resample": jax.random.uniform(keys[4], (popsize, dim), dtype),
+        spec = {
+            "members": ((popsize, count), "uniform"),
+            "crossover": ((popsize, dim), "uniform"),
+            "forced": ((popsize,), dim),
+            "dither": ((), "uniform"),
+            "resample": ((popsize, dim), "uniform"),
         }
+        return draw(iteration_key(key, iteration), spec, jnp.result_type(float))
 
     def init(key, x0):
         x0 = jnp.asarray(x0)
         if x0.shape not in ((dim,), (popsize, dim)):
             raise ValueError(f"x0 must have shape ({dim},) or ({popsize}, {dim}); got {x0.shape}")
-        k_uniform, k_normal, k_strata, key = jax.random.split(key, 4)
-        uniforms = jax.random.uniform(k_uniform, (popsize, dim), x0.dtype)
+        start, key = jax.random.split(key)
+        spec = {"uniform": ((popsize, dim), "uniform"), "strata": ((popsize, dim), "uniform"),
+                "normal": ((popsize, dim), "normal")}  # fmt: skip
+        d = draw(start, spec, x0.dtype)
+        uniforms, normals = d["uniform"], d["normal"]
         if init == "latinhypercube":
-            strata = jnp.argsort(jax.random.uniform(k_strata, (popsize, dim)), axis=0)
-            uniforms = (strata + uniforms) / popsize
-        normals = jax.random.normal(k_normal, (popsize, dim), x0.dtype)
+            uniforms = (jnp.argsort(d["strata"], axis=0) + uniforms) / popsize
         population = initial_population(uniforms, normals, x0, box, init_scale)
         population = repair(population, box, "clip")
         return EvolutionState(
@@ -177,7 +178,7 @@ def differential_evolution(
             mutant = base + f * (pop[r[:, 0]] - pop[r[:, 1]])
         else:
             mutant = pop[r[:, 0]] + f * (pop[r[:, 1]] - pop[r[:, 2]])
-        forced = jnp.floor(d["forced"] * dim).astype(jnp.int32)
+        forced = d["forced"]
         take = (d["crossover"] < recombination) | (jnp.arange(dim)[None, :] == forced[:, None])
         trial = jnp.where(take, mutant, pop)
         if boundary != "random" or box is None:

@@ -17,6 +17,7 @@ from jaxopt_port.gradient_free._common import (
     check_int,
     check_positive,
     check_probability,
+    draw,
     initial_population,
     iteration_key,
     repair,
@@ -215,24 +216,22 @@ def genetic(
     pairs = (children + 1) // 2
 
     def draws(key, iteration):
-        dtype = jnp.result_type(float)
-        keys = jax.random.split(iteration_key(key, iteration), 6)
-        out = {"crossover_apply": jax.random.uniform(keys[1], (pairs,), dtype)}
-        if selection == "tournament":
-            out["select"] = jax.random.randint(keys[0], (2 * pairs, tournament_size), 0, popsize)
-        else:
-            out["select"] = jax.random.uniform(keys[0], (2 * pairs,), dtype)
+        spec = {
+            "select": ((2 * pairs, tournament_size), popsize)
+            if selection == "tournament"
+            else ((2 * pairs,), "uniform"),
+            "crossover_apply": ((pairs,), "uniform"),
+            "crossover": {
+                "one_point": ((pairs,), dim - 1),
+                "blend": ((2, pairs, dim), "uniform"),
+            }.get(crossover, ((pairs, dim), "uniform")),
+            "mutate": ((children, dim), "uniform"),
+        }
+        if mutation != "bit_flip":
+            spec["mutation"] = ((children, dim), "normal" if mutation == "gaussian" else "uniform")
+        out = draw(iteration_key(key, iteration), spec, jnp.result_type(float))
         if crossover == "one_point":
-            out["crossover"] = jax.random.randint(keys[2], (pairs,), 1, dim)
-        elif crossover == "blend":
-            out["crossover"] = jax.random.uniform(keys[2], (2, pairs, dim), dtype)
-        else:
-            out["crossover"] = jax.random.uniform(keys[2], (pairs, dim), dtype)
-        out["mutate"] = jax.random.uniform(keys[3], (children, dim), dtype)
-        if mutation == "gaussian":
-            out["mutation"] = jax.random.normal(keys[4], (children, dim), dtype)
-        elif mutation == "polynomial":
-            out["mutation"] = jax.random.uniform(keys[4], (children, dim), dtype)
+            out["crossover"] = out["crossover"] + 1  # the cut lies in [1, dim)
         return out
 
     def fix(x):
@@ -246,8 +245,10 @@ def genetic(
         x0 = jnp.asarray(x0)
         if x0.shape not in ((dim,), (popsize, dim)):
             raise ValueError(f"x0 must have shape ({dim},) or ({popsize}, {dim}); got {x0.shape}")
-        k_uniform, k_normal, key = jax.random.split(key, 3)
-        uniforms = jax.random.uniform(k_uniform, (popsize, dim), x0.dtype)
+        start, key = jax.random.split(key)
+        spec = {"uniform": ((popsize, dim), "uniform"), "normal": ((popsize, dim), "normal")}
+        d = draw(start, spec, x0.dtype)
+        uniforms = d["uniform"]
         if x0.ndim == 2:
             population = fix(x0)
         elif genome == "binary":
@@ -256,8 +257,7 @@ def genetic(
             lower, upper = (jnp.asarray(b, x0.dtype) for b in box)
             population = fix(jnp.floor(lower + uniforms * (upper - lower + 1))).at[0].set(fix(x0))
         else:
-            normals = jax.random.normal(k_normal, (popsize, dim), x0.dtype)
-            population = fix(initial_population(uniforms, normals, x0, box, init_scale))
+            population = fix(initial_population(uniforms, d["normal"], x0, box, init_scale))
         return GeneticState(
             key=key,
             iteration=jnp.zeros((), jnp.int32),
