@@ -114,6 +114,7 @@ def simulated_annealing(
     step_size: Any = None,
     restart: str | None = None,
     restart_after: int = 100,
+    move: str = "all",
 ) -> Strategy:
     """Simulated annealing with Metropolis acceptance, on `chains` independent chains at once.
 
@@ -149,6 +150,9 @@ def simulated_annealing(
             else 1.
         restart: None, `"best"` or `"random"` (needs bounds).
         restart_after: proposals without improvement before a chain restarts.
+        move: `"all"` coordinates per proposal, or `"one"`: iteration $t \\ge 1$ moves only
+            coordinate $(t - 1) \\bmod d$ (cyclic coordinate-wise annealing, strong on
+            separable functions).
 
     Returns:
         A `Strategy` whose state is an `AnnealingState`.
@@ -170,6 +174,7 @@ def simulated_annealing(
     chains = check_int("chains", chains, 1)
     check_choice("schedule", schedule, COOLING_SCHEDULES)
     check_choice("proposal", proposal, PROPOSALS)
+    check_choice("move", move, ("all", "one"))
     if restart not in RESTARTS:
         raise ValueError(f"restart must be None, 'best' or 'random'; got {restart!r}")
     restart_after = check_int("restart_after", restart_after, 1)
@@ -235,7 +240,10 @@ def simulated_annealing(
 
     def ask(state):
         d = draws(state.key, state.iteration)
-        moved = state.x + jnp.asarray(step_size, state.x.dtype) * d["step"].astype(state.x.dtype)
+        step = jnp.asarray(step_size, state.x.dtype) * d["step"].astype(state.x.dtype)
+        if move == "one":
+            step = jnp.where(jnp.arange(dim) == (state.iteration - 1) % dim, step, 0)
+        moved = state.x + step
         moved = repair(moved, box, mode)
         return jnp.where(state.iteration == 0, state.x, moved), state
 
