@@ -80,6 +80,12 @@ def _box(bounds, dim):
     return tuple(np.broadcast_to(np.asarray(b, np.float64), (dim,)).copy() for b in bounds)
 
 
+def _scale(value, box, dim, unbounded):
+    if value is None:
+        value = unbounded if box is None else 0.1 * (box[1] - box[0])
+    return np.broadcast_to(np.asarray(value, np.float64), (dim,))
+
+
 def _repair(x, box, mode):
     if box is None:
         return x
@@ -137,10 +143,7 @@ def annealing_reference(fun, start, draws, *, dim, bounds=None, **options):
     restart = options.get("restart")
     restart_after = options.get("restart_after", 100)
     box = _box(bounds, dim)
-    step_size = options.get("step_size")
-    if step_size is None:
-        step_size = 1.0 if box is None else 0.1 * (box[1] - box[0])
-    step_size = np.broadcast_to(np.asarray(step_size, np.float64), (dim,))
+    step_size = _scale(options.get("step_size"), box, dim, 1.0)
     x = np.array(start["x"], np.float64)
     chains = x.shape[0]
     fx = np.full(chains, np.inf)
@@ -216,10 +219,7 @@ def genetic_reference(fun, start, draws, *, dim, bounds=None, **options):
     elitism = options.get("elitism", 1)
     boundary = options.get("boundary", "clip")
     box = _box(bounds, dim)
-    scale = options.get("mutation_scale")
-    if scale is None:
-        scale = 0.1 if box is None else 0.1 * (box[1] - box[0])
-    scale = np.broadcast_to(np.asarray(scale, np.float64), (dim,))
+    scale = _scale(options.get("mutation_scale"), box, dim, 0.1)
     pop = np.array(start["population"], np.float64)
     size = pop.shape[0]
     fitness = np.full(size, np.inf)

@@ -202,6 +202,7 @@ BAD_OPTIONS = [
     ({"method": "genetic", "genome": "integer"}, "integer genomes need bounds"),
     ({"method": "genetic", "mutation": "polynomial"}, "polynomial mutation scales by the bound width"),
     ({"method": "genetic", "elitism": 50}, r"elitism must be < popsize \(50\)"),
+    ({"method": "genetic", "mutation_scale": 0.0}, "mutation_scale must be finite and > 0"),
     ({"method": "genetic", "crossover_rate": 1.5}, r"crossover_rate must be a probability in \[0, 1\]"),
     ({"method": "genetic", "selection": "boltzmann"}, "selection must be one of"),
     ({"method": "differential_evolution", "popsize": 3}, "popsize must be an integer >= 4"),

@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxopt_port.gradient_free._common import (
     Strategy,
@@ -16,6 +15,7 @@ from jaxopt_port.gradient_free._common import (
     check_choice,
     check_int,
     check_positive,
+    check_scale,
     draw,
     iteration_key,
     repair,
@@ -193,11 +193,7 @@ def simulated_annealing(
         raise ValueError("proposal='reflect' reflects at the bounds: pass bounds=(lower, upper)")
     if box is None and restart == "random":
         raise ValueError("restart='random' draws a point inside the bounds: pass bounds")
-    if step_size is None:
-        step_size = 1.0 if box is None else 0.1 * (box[1] - box[0])
-    step_size = np.broadcast_to(np.asarray(step_size, np.float64), (dim,))
-    if not np.all(np.isfinite(step_size)) or np.any(step_size <= 0):
-        raise ValueError(f"step_size must be finite and > 0; got {step_size!r}")
+    step_size = check_scale("step_size", step_size, dim, box, unbounded=1.0)
     mode = "reflect" if proposal == "reflect" else "clip"
 
     def temp(k):

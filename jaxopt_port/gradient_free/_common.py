@@ -32,6 +32,7 @@ __all__ = [
     "check_int",
     "check_positive",
     "check_probability",
+    "check_scale",
     "draw",
     "initial_population",
     "iteration_key",
@@ -168,6 +169,19 @@ def check_bounds(bounds: Any, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
             "expected lower <= upper"
         )
     return lower, upper
+
+
+def check_scale(
+    name: str, value: Any, dim: int, box: tuple[np.ndarray, np.ndarray] | None, unbounded: float
+) -> np.ndarray:
+    """A per-coordinate step scale of shape `(dim,)`: `value` broadcast, or by default a tenth of
+    the bound width (`unbounded` without bounds); `ValueError` unless finite and > 0."""
+    if value is None:
+        value = unbounded if box is None else 0.1 * (box[1] - box[0])
+    scale = np.broadcast_to(np.asarray(value, np.float64), (dim,))
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise ValueError(f"{name} must be finite and > 0; got {value!r}")
+    return scale
 
 
 def repair(x: jax.Array, bounds: tuple[Any, Any] | None, mode: str = "clip") -> jax.Array:

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxopt_port.gradient_free._common import (
     BOUNDARY_MODES,
@@ -17,6 +16,7 @@ from jaxopt_port.gradient_free._common import (
     check_int,
     check_positive,
     check_probability,
+    check_scale,
     draw,
     initial_population,
     iteration_key,
@@ -209,9 +209,7 @@ def genetic(
         raise ValueError("integer genomes need bounds=(lower, upper) for their range")
     if box is None and mutation == "polynomial":
         raise ValueError("polynomial mutation scales by the bound width: pass bounds")
-    if mutation_scale is None:
-        mutation_scale = 0.1 if box is None else 0.1 * (box[1] - box[0])
-    mutation_scale = np.broadcast_to(np.asarray(mutation_scale, np.float64), (dim,))
+    mutation_scale = check_scale("mutation_scale", mutation_scale, dim, box, unbounded=0.1)
     children = popsize - elitism
     pairs = (children + 1) // 2
 
