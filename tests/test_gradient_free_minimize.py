@@ -274,3 +274,21 @@ def test_population_sharded_over_four_devices_gives_the_same_run():
     # the ES estimate's sum over perturbations is split over devices (another summation order)
     assert out["grad_gap"] <= 1e-13, json.dumps(out)  # measured 6.2e-15 (relative)
     assert "does not split over the 4 devices" in out["error"]
+
+
+def test_es_gradient_under_inject_hyperparams_equals_the_plain_transformation():
+    """sigma injected as a hyperparameter (an array in the state) gives the same estimate."""
+
+    def loss(p):
+        return jnp.sum(jnp.floor(4 * p) ** 2)
+
+    static = ("loss_fn", "key", "num_pairs", "fitness_shaping", "mesh", "axis")
+    injected = optax.inject_hyperparams(gradient_free.es_gradient, static_args=static)(
+        loss, key=jax.random.key(0), sigma=0.5
+    )
+    plain = gradient_free.es_gradient(loss, key=jax.random.key(0), sigma=0.5)
+    p = jnp.linspace(-1.0, 2.0, 4)
+    got, state = jax.jit(injected.update)(p, injected.init(p), p)
+    expected, _ = plain.update(p, plain.init(p), p)
+    assert float(state.hyperparams["sigma"]) == 0.5
+    np.testing.assert_array_equal(got, expected)

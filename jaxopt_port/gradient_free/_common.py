@@ -110,7 +110,14 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """`float(value)` if it is a finite number > 0 (≥ 0 with `allow_zero`), else `ValueError`."""
+    """`float(value)` if it is a finite number > 0 (≥ 0 with `allow_zero`), else `ValueError`.
+
+    A traced value (`optax.inject_hyperparams` passes hyperparameters as arrays) is returned as is.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return value
+    if isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0:
+        value = value.item()
     bad = isinstance(value, bool) or not isinstance(value, (int, float, np.number))
     if bad or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         relation = ">= 0" if allow_zero else "> 0"
