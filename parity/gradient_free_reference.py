@@ -457,12 +457,10 @@ CASES: list[tuple[str, str, dict, str, int, float | None]] = [
     ("ga-real-tournament-sbx-gaussian", "genetic", {"popsize": 12, "selection": "tournament", "crossover": "sbx", "mutation": "gaussian", "mutation_rate": 0.3}, "rastrigin", 4, 5.12),
     ("ga-real-roulette-blend-polynomial-reflect", "genetic", {"popsize": 11, "selection": "roulette", "crossover": "blend", "mutation": "polynomial", "boundary": "reflect", "elitism": 2, "mutation_rate": 0.4}, "ackley", 4, 5.0),
     ("ga-real-rank-one_point-unbounded", "genetic", {"popsize": 10, "selection": "rank", "crossover": "one_point", "mutation_rate": 0.5, "elitism": 0}, "rosenbrock", 4, None),
-    ("ga-real-tournament-uniform-unbounded", "genetic", {"popsize": 10, "crossover": "uniform", "tournament_size": 2, "crossover_rate": 0.6}, "griewank", 4, None),
-    ("ga-binary-rank-one_point-bit_flip", "genetic", {"popsize": 10, "genome": "binary", "selection": "rank", "crossover": "one_point", "mutation_rate": 0.2}, "onemax", 8, None),
+    ("ga-binary-tournament-uniform-bit_flip", "genetic", {"popsize": 10, "genome": "binary", "crossover": "uniform", "tournament_size": 2, "crossover_rate": 0.6, "mutation_rate": 0.2}, "onemax", 8, None),
     ("ga-integer-roulette-uniform-gaussian", "genetic", {"popsize": 12, "genome": "integer", "selection": "roulette", "mutation_scale": 2.0, "mutation_rate": 0.5}, "rastrigin", 4, 5.0),
     ("de-best1bin-dither-random-bounds", "differential_evolution", {"popsize": 10}, "rosenbrock", 3, 1.5),
-    ("de-best1bin-clip-fixed-F", "differential_evolution", {"popsize": 10, "mutation": 0.9, "boundary": "clip"}, "ackley", 3, 1.0),
-    ("de-rand1bin-reflect-random-init", "differential_evolution", {"popsize": 10, "strategy": "rand1bin", "init": "random", "recombination": 0.9, "boundary": "reflect"}, "rastrigin", 3, 5.12),
+    ("de-rand1bin-reflect-random-init-fixed-F", "differential_evolution", {"popsize": 10, "strategy": "rand1bin", "init": "random", "mutation": 0.8, "recombination": 0.9, "boundary": "reflect"}, "rastrigin", 3, 5.12),
     ("cma_es-bounded", "cma_es", {}, "rosenbrock", 4, 2.0),
 ]  # fmt: skip
 
