@@ -179,6 +179,7 @@ def _loop(carry, stop_at, stops, fun, plan):
 
 
 _run = jax.jit(_loop, static_argnames=("fun", "plan"))
+_init = jax.jit(lambda key, x0, plan: plan.strategy().init(key, x0), static_argnames=("plan",))
 
 
 def minimize(
@@ -270,7 +271,12 @@ def minimize(
             f"max_evals={max_evals} is less than one population of {strategy.popsize} "
             f"candidates for method {method!r}"
         )
-    state = strategy.init(key, x0)
+    try:
+        state = _init(key, x0, plan=plan)
+    except TypeError as error:  # an option JAX cannot hold as a static argument
+        if "hash" not in str(error):
+            raise
+        state = strategy.init(key, x0)
     jax.eval_shape(
         lambda c: evaluate_population(fun, c, mesh=mesh, axis=axis),
         jax.ShapeDtypeStruct((strategy.popsize, dim), x0.dtype),
