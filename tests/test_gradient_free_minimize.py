@@ -292,3 +292,25 @@ def test_es_gradient_under_inject_hyperparams_equals_the_plain_transformation():
     expected, _ = plain.update(p, plain.init(p), p)
     assert float(state.hyperparams["sigma"]) == 0.5
     np.testing.assert_array_equal(got, expected)
+
+
+def test_es_gradient_transformation_contract():
+    """init on ShapeDtypeStructs, float32 in → float32 out, a stable state, one compilation."""
+    params = {"a": jnp.ones((2, 3), jnp.float32), "b": jnp.zeros(4, jnp.float32)}
+    tx = gradient_free.es_gradient(
+        lambda p: jnp.sum(jnp.abs(p["a"])) + jnp.sum(p["b"] ** 2),
+        key=jax.random.key(2),
+        num_pairs=4,
+    )
+    shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    state = tx.init(shapes)
+    update = jax.jit(tx.update)
+    for _ in range(3):
+        updates, new_state = update(params, state, params)
+        assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+        state = new_state
+    assert all(u.dtype == jnp.float32 for u in jax.tree_util.tree_leaves(updates))
+    assert jax.tree_util.tree_map(jnp.shape, updates) == jax.tree_util.tree_map(jnp.shape, params)
+    assert update._cache_size() == 1 and int(state.count) == 3
+    with pytest.raises(ValueError, match="pass params to update"):
+        tx.update(params, state)
