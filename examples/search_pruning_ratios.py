@@ -8,8 +8,8 @@ weights (a candidate over budget pays 10 × its excess). The whole population of
 ratio vectors is evaluated in one vmapped, compiled call. The result is compared with the uniform
 ratio that meets the same budget, on the held-out test rows.
 
-The magnitude mask is written here in a few lines (`magnitude_rank`, `magnitude_mask`), the rule of torch's
-`prune.l1_unstructured`: prune the `round(r·n)` entries of smallest magnitude.
+The mask is `pruning.Magnitude`, the rule of torch's `prune.l1_unstructured` at a level that may
+be traced (here: each candidate's ratio): prune the `round(r·n)` entries of smallest magnitude.
 
     python examples/search_pruning_ratios.py [--keep 0.1] [--evals 3000] [--seed 0]
 
@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from sklearn.datasets import load_digits
 
-from jaxopt_port import gradient_free, optim
+from jaxopt_port import gradient_free, optim, pruning
 
 SIZES = (64, 128, 64, 10)
 
@@ -77,25 +77,16 @@ def train(params, data, steps: int = 400):
     return params
 
 
-def magnitude_rank(w: jax.Array) -> jax.Array:
-    """Each entry's position in ascending |w| order (ties: lower flat index first)."""
-    return jnp.argsort(jnp.argsort(jnp.abs(w).ravel(), stable=True), stable=True).reshape(w.shape)
-
-
-def magnitude_mask(rank: jax.Array, ratio: jax.Array) -> jax.Array:
-    """Keep all but the `round(ratio·n)` entries of smallest |w|, given `magnitude_rank(w)`."""
-    return (rank >= jnp.round(ratio * rank.size)).astype(jnp.float32)
-
-
 def error(params, data):
     x, y = data
     return jnp.mean(jnp.argmax(logits(params, x), axis=1) != y)
 
 
-def pruned(params, ranks, ratios):
+def pruned(params, ratios):
+    rule = pruning.Magnitude()
     return [
-        (w * magnitude_mask(rank, r), b)
-        for (w, b), rank, r in zip(params, ranks, ratios, strict=True)
+        (w * rule.update_mask(w, jnp.ones_like(w), r), b)
+        for (w, b), r in zip(params, ratios, strict=True)
     ]
 
 
@@ -109,11 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     train_set, valid, test = load(args.seed)
     params = train(init(jax.random.key(args.seed)), train_set)
     sizes = jnp.array([w.size for w, _ in params], jnp.float32)
-    ranks = [magnitude_rank(w) for w, _ in params]  # the weights are fixed: rank them once
 
     def objective(ratios):
         kept = jnp.sum(sizes * (1 - jnp.round(ratios * sizes) / sizes)) / jnp.sum(sizes)
-        return error(pruned(params, ranks, ratios), valid) + 10 * jnp.maximum(kept - args.keep, 0)
+        return error(pruned(params, ratios), valid) + 10 * jnp.maximum(kept - args.keep, 0)
 
     result = gradient_free.minimize(
         objective, jnp.full(3, 1 - args.keep), method="genetic", key=jax.random.key(args.seed),
@@ -132,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, ratios in (("uniform", uniform), ("GA", result.x)):
         kept = float(jnp.sum(sizes * (1 - jnp.round(ratios * sizes) / sizes)) / jnp.sum(sizes))
-        model = pruned(params, ranks, ratios)
+        model = pruned(params, ratios)
         r = [float(v) for v in ratios]
         print(f"{name:8s} {r[0]:8.3f} {r[1]:8.3f} {r[2]:8.3f} {kept:7.3f} "
               f"{float(error(model, valid)):10.4f} {float(error(model, test)):9.4f}")  # fmt: skip

@@ -7,7 +7,7 @@ so a run is reproducible by key and a NumPy implementation can replay it. `minim
 ask → evaluate → tell loop in one compiled call, evaluating each population with one `jax.vmap`
 (optionally split over the devices of a mesh), with early stopping, a callback and a progress bar.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from jaxopt_port import gradient_free
     >>> result = gradient_free.minimize(

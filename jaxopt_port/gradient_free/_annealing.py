@@ -25,11 +25,11 @@ from jaxopt_port.gradient_free._common import (
 
 __all__ = ["COOLING_SCHEDULES", "PROPOSALS", "AnnealingState", "simulated_annealing", "temperature"]
 
-#: The cooling schedules `temperature` knows.
 COOLING_SCHEDULES = ("exponential", "linear", "logarithmic", "fast")
-#: The neighbour proposals: a Gaussian or Cauchy step (clipped to the bounds, if any), or a
-#: Gaussian step reflected at the bounds.
+"""The cooling schedules `temperature` knows."""
 PROPOSALS = ("gaussian", "cauchy", "reflect")
+"""The neighbour proposals: a Gaussian or Cauchy step (clipped to the bounds, if any), or a
+Gaussian step reflected at the bounds."""
 RESTARTS = (None, "best", "random")
 
 
@@ -81,7 +81,7 @@ def temperature(
 
     with $\\alpha$ = `cooling_rate` and $K$ = `horizon` (the number of proposals of the run).
 
-    Example:
+    Examples:
         >>> float(temperature("fast", 3, 2.0))
         0.5
     """
@@ -162,7 +162,7 @@ def simulated_annealing(
             cooling rate outside (0, 1), a linear schedule without a horizon, or `"reflect"` /
             `"random"` without bounds.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> sa = simulated_annealing(2, chains=4)
         >>> state = sa.init(jax.random.key(0), jnp.zeros(2))

@@ -62,7 +62,7 @@ def cma_parameters(dim: int, popsize: int | None = None) -> dict[str, Any]:
     $c_\\mu = \\min(1 - c_1, \\frac{2(\\mu_\\text{eff} - 2 + 1/\\mu_\\text{eff})}{(d+2)^2 + \\mu_\\text{eff}})$,
     $\\chi_d = \\sqrt d (1 - \\frac1{4d} + \\frac1{21 d^2})$.
 
-    Example:
+    Examples:
         >>> cma_parameters(10)["popsize"]
         10
     """
@@ -129,7 +129,7 @@ def cma_es(
     Raises:
         ValueError: if `popsize` < 2 or `sigma` is not > 0.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> es = cma_es(3)
         >>> state = es.init(jax.random.key(0), jnp.ones(3))

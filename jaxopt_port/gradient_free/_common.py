@@ -41,9 +41,9 @@ __all__ = [
     "update_best",
 ]
 
-#: How points outside the bounds are brought back: clipped onto the nearest bound, or reflected
-#: (mirrored at the bounds, as often as needed).
 BOUNDARY_MODES = ("clip", "reflect")
+"""How points outside the bounds are brought back: clipped onto the nearest bound, or reflected
+(mirrored at the bounds, as often as needed)."""
 
 
 class Strategy(NamedTuple):

@@ -32,7 +32,7 @@ class ESGradientState(NamedTuple):
 def centered_ranks(values: jax.Array) -> jax.Array:
     """Ranks scaled to $[-1/2, 1/2]$: $r_i/(n-1) - 1/2$, $r_i$ the stable ascending rank.
 
-    Example:
+    Examples:
         >>> centered_ranks(jnp.array([3.0, -1.0, 10.0])).tolist()
         [0.0, -0.5, 0.5]
     """
@@ -87,7 +87,7 @@ def es_gradient(
     Raises:
         ValueError: for `sigma` ≤ 0, `num_pairs` < 1, an unknown shaping, or `params=None`.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, optax
         >>> loss = lambda p: jnp.sum(jnp.floor(4 * p["w"]) ** 2)  # piecewise constant
         >>> tx = optax.chain(es_gradient(loss, key=jax.random.key(0), sigma=0.5), optax.sgd(0.05))

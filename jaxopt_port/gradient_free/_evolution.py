@@ -26,6 +26,8 @@ from jaxopt_port.gradient_free._common import (
 __all__ = ["DE_STRATEGIES", "EvolutionState", "differential_evolution", "distinct_indices"]
 
 DE_STRATEGIES = ("rand1bin", "best1bin")
+"""Differential evolution's mutation strategies (scipy's names): a random or the best base vector,
+one difference vector, binomial crossover."""
 
 
 class EvolutionState(NamedTuple):
@@ -106,7 +108,7 @@ def differential_evolution(
         ValueError: on an unknown strategy or boundary, fewer than 4 members, a non-positive $F$,
             or $CR$ outside [0, 1].
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> de = differential_evolution(2, popsize=8, bounds=(-1.0, 1.0))
         >>> state = de.init(jax.random.key(0), jnp.zeros(2))

@@ -28,9 +28,13 @@ from jaxopt_port.gradient_free._common import (
 __all__ = ["CROSSOVERS", "GENOMES", "MUTATIONS", "SELECTIONS", "GeneticState", "genetic"]
 
 GENOMES = ("real", "binary", "integer")
+"""The genome kinds: real vectors, bit strings (0/1) and integer vectors (within the bounds)."""
 SELECTIONS = ("tournament", "roulette", "rank")
+"""Parent selection: tournament, fitness-proportional (roulette) and linear-rank selection."""
 CROSSOVERS = ("one_point", "uniform", "blend", "sbx")
+"""Crossover operators: one-point, uniform, blend (BLX-$\alpha$) and simulated binary (SBX)."""
 MUTATIONS = ("gaussian", "polynomial", "bit_flip")
+"""Mutation operators: Gaussian, polynomial (Deb's) and bit flip (binary genomes)."""
 
 
 class GeneticState(NamedTuple):
@@ -164,7 +168,7 @@ def genetic(
         ValueError: on an unknown option, an option that does not fit the genome, a probability
             outside [0, 1], or missing bounds where they are needed.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> ga = genetic(3, popsize=8, genome="binary")
         >>> state = ga.init(jax.random.key(0), jnp.zeros(3))

@@ -21,13 +21,13 @@ from jaxopt_port.gradient_free._genetic import genetic
 
 __all__ = ["METHODS", "OptimizeResult", "Progress", "evaluate_population", "minimize"]
 
-#: `minimize`'s methods: name → strategy factory `factory(dim, *, bounds, **options)`.
 METHODS: dict[str, Callable[..., Strategy]] = {
     "simulated_annealing": simulated_annealing,
     "genetic": genetic,
     "differential_evolution": differential_evolution,
     "cma_es": cma_es,
 }
+"""`minimize`'s methods: name → strategy factory `factory(dim, *, bounds, **options)`."""
 
 
 class OptimizeResult(NamedTuple):
@@ -74,7 +74,7 @@ def evaluate_population(
     axis, so each device evaluates its block of candidates. The number of rows must be a multiple
     of the axis size.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> evaluate_population(lambda x: jnp.sum(x**2), jnp.ones((3, 2))).tolist()
         [2.0, 2.0, 2.0]
@@ -237,7 +237,7 @@ def minimize(
             `x0` that is not a 1-D (or 2-D population) floating array, or a `fun` that does not
             return a scalar.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> result = minimize(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3),
         ...                   method="differential_evolution", key=jax.random.key(0),
