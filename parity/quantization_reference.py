@@ -108,14 +108,14 @@ def learnable_fake_quantize_grads(x, g, scale, zero_point, quant_min, quant_max,
     s, z = np.asarray(scale, F32), np.asarray(zero_point, F32)
     r, gf = reciprocal32(s), F32(grad_factor)
     qmin, qmax = F32(quant_min), F32(quant_max)
-    q = np.rint(x * r) + z
+    q = np.rint(fma32(x, r, z))  # the backward kernel's fused zero point + x·r
     below, above = q < qmin, q > qmax
     inside = ~(below | above)
-    x_fq = (np.clip(q, qmin, qmax) - z) * s
-    dx = np.where(inside, g, F32(0))
+    error = fma32(np.clip(q, qmin, qmax) - z, s, -x)  # x_fq − x, contracted by the compiler
+    dx = g * inside.astype(F32)
     dscale = np.where(
         inside,
-        ((g * (x_fq - x)) * r) * gf,
+        ((g * error) * r) * gf,
         np.where(below, g * (qmin - z), g * (qmax - z)) * gf,
     )
     dzp = np.where(inside, F32(0), ((g * F32(-1)) * s) * gf)

@@ -4,7 +4,9 @@ torch's `_fake_quantize_learnable_per_tensor_affine` and `..._per_channel_affine
 `_LearnableFakeQuantize`). Forward as
 [`fake_quantize_per_tensor_affine`][jaxopt_port.quantization.fake_quantize_per_tensor_affine]
 with the zero point rounded; backward, per element, with $r = \\mathrm{fl}(1/s)$,
-$q = \\mathrm{rint}(\\mathrm{fl}(x r)) + z$ and $\\hat x = (\\mathrm{clamp}(q) - z)\\,s$:
+$q = \\mathrm{rint}(\\mathrm{fma}(x, r, z))$ (torch's backward kernel adds the zero point
+before rounding, in one fused operation, unlike its forward) and
+$\\hat x - x = \\mathrm{fma}(\\mathrm{clamp}(q) - z, s, -x)$ (also fused by the compiler):
 
 $$\\frac{\\partial L}{\\partial x} = g\\,[q_{min} \\le q \\le q_{max}],\\quad
 \\frac{\\partial L}{\\partial s} = \\begin{cases}
@@ -15,7 +17,8 @@ $$\\frac{\\partial L}{\\partial x} = g\\,[q_{min} \\le q \\le q_{max}],\\quad
 ((g \\cdot (-1))\\, s)\\,\\gamma & \\text{otherwise}\\end{cases}$$
 
 summed over the tensor (per channel: over every axis but the channel's), $\\gamma$ = `grad_factor`,
-products evaluated left to right in float32 as torch's kernel.
+products evaluated left to right in float32 as torch's kernel, and $\\partial L/\\partial x$ is
+$g$ times the 0/1 mask (so $-0$ where a negative $g$ is masked, as torch).
 
 Warning:
     torch's per-tensor op rounds the float zero point differently in its two passes: the forward
@@ -32,12 +35,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_port.quantization import _exact
 from jaxopt_port.quantization._numerics import (
     _channel_shape,
     _check_axis,
     _fake_quant_core,
+    _mask_gradient,
 )
 
 _F32 = jnp.float32
@@ -46,17 +51,24 @@ _F32 = jnp.float32
 def _learnable_grads(x, g, scale, zp, quant_min, quant_max, grad_factor):
     """Element-wise (dx, dscale, dzero_point) of torch's learnable fake-quant backward kernel."""
     r = _exact.divide(_F32(1), scale)
-    q = jnp.rint(x * r) + zp
+    q = jnp.rint(_exact.fma(x, r, zp))
     below, above = q < quant_min, q > quant_max
     inside = ~(below | above)
-    x_fq = (jnp.clip(q, quant_min, quant_max) - zp) * scale
+    error = _exact.fma(jnp.clip(q, quant_min, quant_max) - zp, scale, -x)  # x_fq - x, fused
     zero = jnp.zeros_like(g)
-    dx = jnp.where(inside, g, zero)
-    d_in = ((g * (x_fq - x)) * r) * grad_factor
+    dx = _mask_gradient(g, inside)
+    d_in = ((g * error) * r) * grad_factor
     d_out = jnp.where(below, g * (quant_min - zp), g * (quant_max - zp)) * grad_factor
     dscale = jnp.where(inside, d_in, d_out)
     dzp = jnp.where(inside, zero, ((g * _F32(-1)) * scale) * grad_factor)
     return dx, dscale, dzp
+
+
+def _torch_sum(v, axes=None):
+    """A sum that is $+0$ when zero, as torch's reductions (they start from $+0$; XLA drops a sum
+    over a length-1 axis and keeps a $-0$)."""
+    total = jnp.sum(v, axis=axes)
+    return jnp.where(total == 0, jnp.zeros_like(total), total)
 
 
 def _per_tensor_zero_points(zero_point, quant_min, quant_max):
@@ -82,8 +94,8 @@ def _lpt_bwd(res, g):
     _, zb = _per_tensor_zero_points(zero_point, quant_min, quant_max)
     s = scale.reshape(-1)[0]
     dx, ds, dz = _learnable_grads(x, g, s, zb, quant_min, quant_max, grad_factor)
-    ds = jnp.sum(ds).reshape(scale.shape)
-    dz = jnp.sum(dz).reshape(jnp.shape(zero_point)).astype(jnp.result_type(zero_point))
+    ds = _torch_sum(ds).reshape(scale.shape)
+    dz = _torch_sum(dz).reshape(jnp.shape(zero_point)).astype(jnp.result_type(zero_point))
     return (
         dx,
         ds,
@@ -169,7 +181,8 @@ def fake_quantize_learnable_per_channel_affine(
     axis = _check_axis(x, axis)
     shape = _channel_shape(x.ndim, axis)
     reduce_axes = tuple(d for d in range(x.ndim) if d != axis)
-    qmin, qmax, gamma = _F32(quant_min), _F32(quant_max), _F32(grad_factor)
+    # NumPy scalars: constants in every trace (the custom rule is traced apart from the caller).
+    qmin, qmax, gamma = np.float32(quant_min), np.float32(quant_max), np.float32(grad_factor)
 
     @jax.custom_vjp
     def f(x, scale, zero_point):
@@ -185,8 +198,8 @@ def fake_quantize_learnable_per_channel_affine(
         dx, ds, dz = _learnable_grads(x, g, scale.reshape(shape), z, qmin, qmax, gamma)
         return (
             dx,
-            ds.sum(reduce_axes).reshape(scale.shape),
-            dz.sum(reduce_axes).reshape(zero_point.shape),
+            _torch_sum(ds, reduce_axes).reshape(scale.shape),
+            _torch_sum(dz, reduce_axes).reshape(zero_point.shape),
         )
 
     f.defvjp(fwd, bwd)

@@ -51,8 +51,8 @@ def _to_int(v, dtype):
     storage, qmin, qmax = DTYPES[dtype]
     if dtype != "qint32":
         return jnp.clip(v, qmin, qmax).astype(storage)
-    top = jnp.float32(2.0**31)
-    below = jnp.clip(v, -top, np.nextafter(top, 0)).astype(jnp.int32)
+    top = np.float32(2.0**31)
+    below = jnp.clip(v, -top, np.nextafter(top, np.float32(0))).astype(jnp.int32)
     return jnp.where(v >= top, jnp.int32(qmax), below)
 
 
@@ -178,6 +178,12 @@ def _fake_quant_core(x, scale, zp, quant_min, quant_max):
     return (jnp.clip(q, quant_min, quant_max) - zp) * scale, mask
 
 
+def _mask_gradient(g, mask):
+    """torch's `dY * mask`: $-0$ where a negative gradient is masked (XLA would simplify a
+    multiplication by the mask into a select that gives $+0$)."""
+    return jnp.where(mask, g, jnp.copysign(jnp.zeros_like(g), g))
+
+
 def _check_fake_quant_args(zero_point, quant_min, quant_max) -> None:
     if quant_min > quant_max:
         raise RuntimeError("`quant_min` should be less than or equal to `quant_max`.")
@@ -200,7 +206,7 @@ def _fake_quant_fwd(x, scale, zp, bounds):
 def _fake_quant_bwd(res, g):
     mask, scale, zp, bounds = res
     zeros = jax.tree_util.tree_map(jnp.zeros_like, (scale, zp, bounds))
-    return (jnp.where(mask, g, jnp.zeros_like(g)), *zeros)
+    return (_mask_gradient(g, mask), *zeros)
 
 
 _fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
