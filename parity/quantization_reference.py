@@ -217,3 +217,28 @@ def choose_quantization_params(
     if zp > quant_max:
         return scale, int(quant_max)
     return scale, int(np.rint(zp))
+
+
+# ---------------------------------------------------------------- observers
+def observe(min_val, max_val, x, averaging_constant=None, ch_axis=None):
+    """One observer update: running min/max, or torch's moving average
+    `old + c·(new − old)` (two float32 roundings); the first batch sets the range."""
+    x = np.asarray(x, F32)
+    if x.size == 0:
+        return min_val, max_val
+    if ch_axis is None:
+        cur_min, cur_max = x.min(), x.max()
+        first = min_val == np.inf and max_val == -np.inf
+    else:
+        y = np.moveaxis(x, ch_axis, 0).reshape(x.shape[ch_axis], -1)
+        cur_min, cur_max = y.min(axis=1), y.max(axis=1)
+        first = np.size(min_val) == 0
+    if first:
+        return F32(cur_min) if ch_axis is None else cur_min, cur_max
+    if averaging_constant is None:
+        return np.minimum(cur_min, min_val), np.maximum(cur_max, max_val)
+    c = F32(averaging_constant)
+    return (
+        (min_val + c * (cur_min - min_val)).astype(F32),
+        (max_val + c * (cur_max - max_val)).astype(F32),
+    )

@@ -223,4 +223,6 @@ def choose_quantization_params(
         return np.asarray(s, scale_dtype), np.asarray(z, np.int32)
 
     out = (jax.ShapeDtypeStruct((), scale_dtype), jax.ShapeDtypeStruct((), jnp.int32))
-    return jax.pure_callback(host, out, jnp.asarray(min_val, _F32), jnp.asarray(max_val, _F32))
+    return jax.pure_callback(
+        host, out, jnp.asarray(min_val, _F32), jnp.asarray(max_val, _F32), vmap_method="sequential"
+    )
