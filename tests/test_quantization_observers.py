@@ -18,7 +18,7 @@ tq = pytest.importorskip("torch.ao.quantization")
 
 def _batches(rng, shape=(6, 5)):
     """A sequence that exercises every special case of the range rules."""
-    normal = lambda scale=1.0, shift=0.0: (rng.standard_normal(shape) * scale + shift).astype(  # noqa: E731
+    normal = lambda scale=1.0, shift=0.0: (rng.standard_normal(shape) * scale + shift).astype(
         np.float32
     )
     return [
