@@ -32,29 +32,13 @@ def _x86_engine():
     torch.backends.quantized.engine = old
 
 
-def near_ties(rng, scale, zero_point, qmin, qmax, n):
-    """float32 inputs at (k + 1/2)·s, k·s and up to 2 ulps around them, k spanning the range."""
-    lo = np.asarray(qmin - zero_point - 3, np.int64)
-    k = lo + rng.integers(0, qmax - qmin + 6, n)
-    half = rng.random(n) < 0.8
-    x = ((k + np.where(half, 0.5, 0.0)) * np.asarray(scale, np.float64)).astype(np.float32)
-    steps = rng.integers(-2, 3, n)
-    for i in (1, 2):
-        x = np.where(steps >= i, np.nextafter(x, np.float32(np.inf)), x)
-        x = np.where(steps <= -i, np.nextafter(x, np.float32(-np.inf)), x)
-    # XLA flushes subnormals to zero on CPU and GPU, torch does not: steps away from 0 go to the
-    # smallest normal instead (test_subnormal_inputs checks the forward values there).
-    tiny = np.finfo(np.float32).tiny
-    return np.where((x != 0) & (np.abs(x) < tiny), np.sign(x) * tiny, x).astype(np.float32)
-
-
 def cases(seed, dtype, per_channel=False):
     rng = np.random.default_rng(seed)
     lo, hi = RANGES[dtype]
     scales = np.exp(rng.uniform(-9, 2, N_CASES)).astype(np.float32)
     zps = rng.integers(lo, hi + 1, N_CASES) if dtype != "qint8" else rng.integers(-20, 21, N_CASES)
     zps[0] = 0
-    x = near_ties(rng, scales[:, None], zps[:, None], lo, hi, (N_CASES, PER_CASE))
+    x = ref.near_ties(rng, scales[:, None], zps[:, None], lo, hi, (N_CASES, PER_CASE))
     return (x.T.copy() if per_channel else x), scales, zps
 
 
@@ -181,7 +165,7 @@ def test_fake_quantize_per_tensor_values_and_gradients_bitwise(qrange):
     rng = np.random.default_rng(qmin + 1000 * qmax)
     scales = np.exp(rng.uniform(-9, 2, N_CASES)).astype(np.float32)
     zps = rng.integers(qmin, qmax + 1, N_CASES)
-    x = near_ties(rng, scales[:, None], zps[:, None], qmin, qmax, (N_CASES, PER_CASE))
+    x = ref.near_ties(rng, scales[:, None], zps[:, None], qmin, qmax, (N_CASES, PER_CASE))
     g = rng.standard_normal(x.shape).astype(np.float32)
     want = [
         _torch_fake_quant(r, s, z, qmin, qmax, gr)
@@ -212,7 +196,7 @@ def test_fake_quantize_per_channel_values_and_gradients_bitwise():
     rng = np.random.default_rng(5)
     scales = np.exp(rng.uniform(-9, 2, N_CASES)).astype(np.float32)
     zps = rng.integers(qmin, qmax + 1, N_CASES)
-    x = near_ties(rng, scales[:, None], zps[:, None], qmin, qmax, (N_CASES, PER_CASE)).T.copy()
+    x = ref.near_ties(rng, scales[:, None], zps[:, None], qmin, qmax, (N_CASES, PER_CASE)).T.copy()
     g = rng.standard_normal(x.shape).astype(np.float32)
     want_y, want_dx = _torch_fake_quant(x, scales, zps, qmin, qmax, g, axis=1)
 
@@ -238,7 +222,7 @@ def test_learnable_gradients_elementwise_bitwise():
     zps = rng.uniform(qmin - 5, qmax + 5, n).astype(np.float32)
     zps[:1000] = np.rint(zps[:1000]) + 0.5  # ties: round half to even
     z_used = np.clip(np.rint(zps), qmin, qmax)
-    x = near_ties(rng, scales, z_used, qmin, qmax, n)[:, None]  # (n, 1): channels on axis 0
+    x = ref.near_ties(rng, scales, z_used, qmin, qmax, n)[:, None]  # (n, 1): channels on axis 0
     # g·(x̂ − x) for |x| near the smallest normal is subnormal, which XLA flushes to zero.
     x = np.where(np.abs(x) < 1e-30, np.float32(0), x)
     g = rng.standard_normal(x.shape).astype(np.float32)
@@ -272,7 +256,7 @@ def test_learnable_per_tensor_zero_point_rounding_and_sums(zero_point):
     qmin, qmax, gamma = 0, 255, 1.0
     rng = np.random.default_rng(7)
     s = np.float32(0.02)
-    x = near_ties(rng, s, 3, qmin, qmax, 20_000)
+    x = ref.near_ties(rng, s, 3, qmin, qmax, 20_000)
     g = rng.standard_normal(x.shape).astype(np.float32)
     xt = torch.from_numpy(x).requires_grad_()
     st = torch.tensor([s], requires_grad=True)
