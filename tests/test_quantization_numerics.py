@@ -275,13 +275,11 @@ def test_learnable_per_tensor_zero_point_rounding_and_sums(zero_point):
     assert_bits_equal(ref.fake_quantize(x, s, z_fwd, qmin, qmax)[0], y.detach().numpy())
     rdx, rds, rdz = ref.learnable_fake_quantize_grads(x, g, s, z_bwd, qmin, qmax, gamma)
     assert_bits_equal(rdx, xt.grad.numpy())
-    exact_ds, exact_dz = np.sum(rds, dtype=np.float64), np.sum(rdz, dtype=np.float64)
-    for got in (float(ds[0]), float(st.grad[0])):  # both against the exact sum of the elements
-        assert abs(got - exact_ds) <= 2e-6 * np.sum(
-            np.abs(rds), dtype=np.float64
-        )  # measured 1.1e-7
-    for got in (float(dz[0]), float(zt.grad[0])):
-        assert abs(got - exact_dz) <= 2e-6 * (np.sum(np.abs(rdz), dtype=np.float64) + 1e-30)
+    # Both frameworks' float32 sums against the exact sum of the (bitwise equal) elements,
+    # relative to the sum of magnitudes: measured 1.1e-8 worst over these five zero points.
+    for got, terms in ((ds, rds), (st.grad, rds), (dz, rdz), (zt.grad, rdz)):
+        exact = np.sum(terms, dtype=np.float64)
+        assert abs(float(got[0]) - exact) <= 1e-7 * np.sum(np.abs(terms), dtype=np.float64)
 
 
 def test_fake_quantize_errors_match_torch():
