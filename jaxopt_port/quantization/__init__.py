@@ -22,6 +22,7 @@ from jaxopt_port.quantization._fake_quantize import (
     FakeQuantizeState,
     FusedMovingAvgObsFakeQuantize,
 )
+from jaxopt_port.quantization._histogram import HistogramObserver, HistogramState
 from jaxopt_port.quantization._learnable import (
     fake_quantize_learnable_per_channel_affine,
     fake_quantize_learnable_per_tensor_affine,
@@ -72,6 +73,8 @@ __all__ = [
     "FixedQParamsObserver",
     "FixedQParamsState",
     "FusedMovingAvgObsFakeQuantize",
+    "HistogramObserver",
+    "HistogramState",
     "MinMaxObserver",
     "MinMaxState",
     "MovingAverageMinMaxObserver",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from jaxopt_port.quantization._fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
+from jaxopt_port.quantization._histogram import HistogramObserver
 from jaxopt_port.quantization._observers import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -82,36 +83,47 @@ default_qconfig = QConfig(activation=default_observer, weight=default_weight_obs
 default_qat_qconfig = QConfig(activation=default_fake_quant, weight=default_weight_fake_quant)
 
 
-def _check_backend(backend, version, allowed_versions):
+def _check_backend(backend, version, allowed_versions, name):
     if backend not in _BACKENDS:
         raise AssertionError(
             f"backend: {backend} not supported. backend must be one of {_BACKENDS}"
         )
     if version not in allowed_versions:
         raise AssertionError(
-            f"Version number: {version} in get_default_qat_qconfig is not supported. Version "
+            f"Version number: {version} in {name} is not supported. Version "
             f"number must be {' or '.join(map(str, allowed_versions))}"
         )
 
 
 def get_default_qconfig(backend: str = "x86", version: int = 0) -> QConfig:
-    """torch's default post-training qconfig for a backend.
+    """torch's default post-training qconfig for a backend (`get_default_qconfig`).
 
-    Every backend's default activation observer is torch's `HistogramObserver`, which
-    jaxopt_port does not provide yet, so this raises after checking the arguments; build a
-    `QConfig` with [`MinMaxObserver`][jaxopt_port.quantization.MinMaxObserver] (`reduce_range=True`
-    for x86/fbgemm) and `default_per_channel_weight_observer` instead.
+    Activations: [`HistogramObserver`][jaxopt_port.quantization.HistogramObserver], with
+    `reduce_range` (7-bit) on x86 and fbgemm; weights: per-channel symmetric qint8
+    (`default_per_channel_weight_observer`), per-tensor on qnnpack. (torch also warns on onednn
+    when the CPU lacks VNNI; that hardware check is not reproduced.)
+
+    Args:
+        backend: `"x86"`, `"fbgemm"`, `"qnnpack"` or `"onednn"`.
+        version: 0.
+
+    Returns:
+        The `QConfig`.
 
     Raises:
         AssertionError: an unknown backend or version (torch's message).
-        NotImplementedError: always otherwise (HistogramObserver is missing).
+
+    Example:
+        >>> from jaxopt_port import quantization
+        >>> quantization.get_default_qconfig("qnnpack").weight().qscheme
+        'per_tensor_symmetric'
     """
-    _check_backend(backend, version, (0,))
-    raise NotImplementedError(
-        f"get_default_qconfig({backend!r}) uses HistogramObserver for activations, which "
-        "jaxopt_port.quantization does not implement yet; use QConfig(activation="
-        "MinMaxObserver.with_args(reduce_range=True), weight=default_per_channel_weight_observer)"
+    _check_backend(backend, version, (0,), "get_default_qconfig")
+    activation = HistogramObserver.with_args(reduce_range=backend in ("x86", "fbgemm"))
+    weight = (
+        default_weight_observer if backend == "qnnpack" else default_per_channel_weight_observer
     )
+    return QConfig(activation=activation, weight=weight)
 
 
 def get_default_qat_qconfig(backend: str = "x86", version: int = 1) -> QConfig:
@@ -143,7 +155,7 @@ def get_default_qat_qconfig(backend: str = "x86", version: int = 1) -> QConfig:
         >>> act.quant_min, act.quant_max, qconfig.weight().qscheme
         (0, 127, 'per_channel_symmetric')
     """
-    _check_backend(backend, version, (0, 1))
+    _check_backend(backend, version, (0, 1), "get_default_qat_qconfig")
     reduce_range = backend in ("x86", "fbgemm")
     if version == 0:
         activation = FakeQuantize.with_args(
