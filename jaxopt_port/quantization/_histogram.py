@@ -23,7 +23,6 @@ from jax import lax
 
 from jaxopt_port.quantization import _exact
 from jaxopt_port.quantization._observers import _PER_TENSOR, _UniformObserver
-from jaxopt_port.quantization._qparams import calculate_qparams
 
 _F32 = jnp.float32
 _UPSAMPLE = 16
@@ -239,14 +238,4 @@ class HistogramObserver(_UniformObserver):
                 stacklevel=2,
             )
             return jnp.array([1.0], _F32), jnp.array([0], jnp.int32)
-        new_min, new_max = self._search(state)
-        return calculate_qparams(
-            new_min,
-            new_max,
-            self.quant_min,
-            self.quant_max,
-            self.qscheme,
-            self.dtype,
-            self.eps,
-            self.has_customized_qrange,
-        )
+        return self._qparams_of(*self._search(state))

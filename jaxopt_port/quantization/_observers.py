@@ -106,9 +106,12 @@ class _UniformObserver:
     def calculate_qparams(self, state: MinMaxState):
         """Scale and zero point of the observed range (see
         [`calculate_qparams`][jaxopt_port.quantization.calculate_qparams])."""
+        return self._qparams_of(state.min_val, state.max_val)
+
+    def _qparams_of(self, min_val, max_val):
         return calculate_qparams(
-            state.min_val,
-            state.max_val,
+            min_val,
+            max_val,
             self.quant_min,
             self.quant_max,
             self.qscheme,
@@ -127,6 +130,15 @@ class _UniformObserver:
 def _moving_average(old, new, c):
     """torch's `old + c * (new - old)`: two float32 roundings (no fused multiply-add)."""
     return _exact.multiply_add(_F32(c), new - old, old)
+
+
+def _averaged(state: MinMaxState, cur_min, cur_max, c) -> MinMaxState:
+    """The moving-average update; ranges still at $(+\\infty, -\\infty)$ take the batch's."""
+    first = (state.min_val == jnp.inf) & (state.max_val == -jnp.inf)
+    return MinMaxState(
+        jnp.where(first, cur_min, _moving_average(state.min_val, cur_min, c)),
+        jnp.where(first, cur_max, _moving_average(state.max_val, cur_max, c)),
+    )
 
 
 class MinMaxObserver(_UniformObserver):
@@ -226,13 +238,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
         x = jnp.asarray(x).astype(_F32)
         if x.size == 0:
             return state
-        cur_min, cur_max = x.min(), x.max()
-        first = (state.min_val == jnp.inf) & (state.max_val == -jnp.inf)
-        c = self.averaging_constant
-        return MinMaxState(
-            jnp.where(first, cur_min, _moving_average(state.min_val, cur_min, c)),
-            jnp.where(first, cur_max, _moving_average(state.max_val, cur_max, c)),
-        )
+        return _averaged(state, x.min(), x.max(), self.averaging_constant)
 
 
 class PerChannelMinMaxObserver(_UniformObserver):
@@ -332,12 +338,7 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
         cur_min, cur_max = self._batch_range(x)
         if state.min_val.size == 0:
             return MinMaxState(cur_min, cur_max)
-        first = (state.min_val == jnp.inf) & (state.max_val == -jnp.inf)
-        c = self.averaging_constant
-        return MinMaxState(
-            jnp.where(first, cur_min, _moving_average(state.min_val, cur_min, c)),
-            jnp.where(first, cur_max, _moving_average(state.max_val, cur_max, c)),
-        )
+        return _averaged(state, cur_min, cur_max, self.averaging_constant)
 
 
 class FixedQParamsState(NamedTuple):
