@@ -336,3 +336,29 @@ def test_subnormal_inputs():
     np.testing.assert_array_equal(
         Q.fake_quantize_per_tensor_affine(x, 0.01, 7, 0, 255), want.numpy()
     )
+
+
+def test_per_channel_float_zero_points_bitwise():
+    """per_channel_affine_float_qparams (embeddings): float zero points, rint(fl(fl(x·r) + z))
+    and (q − z)·s, on inputs placed at ties of x·r + z."""
+    rng = np.random.default_rng(8)
+    channels, n = 8, 12_500
+    scales = np.exp(rng.uniform(-6, 0, channels)).astype(np.float32)
+    zps = (rng.uniform(-5, 5, channels)).astype(np.float32)
+    k = rng.integers(-3, 259, (n, channels))
+    x = ((k + 0.5 - zps.astype(np.float64)) * scales).astype(np.float32)
+    steps = rng.integers(-2, 3, x.shape)
+    for i in (1, 2):
+        x = np.where(steps >= i, np.nextafter(x, np.float32(np.inf)), x)
+        x = np.where(steps <= -i, np.nextafter(x, np.float32(-np.inf)), x)
+    qt = torch.quantize_per_channel(
+        torch.from_numpy(x), torch.from_numpy(scales), torch.from_numpy(zps), 1, torch.quint8
+    )
+    f = jax.jit(lambda x, s, z: Q.quantize_per_channel(x, s, z, 1, "quint8"))
+    q = np.asarray(f(x, scales, zps))
+    assert_bits_equal(q, qt.int_repr().numpy())
+    assert_bits_equal(ref.quantize_per_channel(x, scales, zps, 1, "quint8"), q)
+    deq = jax.jit(lambda q, s, z: Q.dequantize(q, s, z, axis=1))(q, scales, zps)
+    assert_bits_equal(deq, qt.dequantize().numpy())
+    fused = np.clip(np.rint(ref.fma32(x, ref.reciprocal32(scales), zps)), 0, 255)
+    assert (fused != q).sum() > 1000  # the two-rounding path is what torch computes here

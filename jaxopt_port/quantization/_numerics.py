@@ -103,7 +103,8 @@ def quantize_per_channel(x, scales, zero_points, axis, dtype):
     Args:
         x: Float array.
         scales: One scale per channel (torch takes float64 scales and rounds them to float32).
-        zero_points: One integer zero point per channel.
+        zero_points: One zero point per channel: integers, or floats for
+            `per_channel_affine_float_qparams` (embeddings; the same formula with a float $z_c$).
         axis: The channel axis of `x`.
         dtype: `"quint8"`, `"qint8"` or `"qint32"`.
 
@@ -148,7 +149,7 @@ def dequantize(q, scale, zero_point, axis=None):
     Args:
         q: Integer values (any of uint8, int8, int32).
         scale: Scale, or one scale per channel when `axis` is given.
-        zero_point: Zero point, or one per channel.
+        zero_point: Zero point, or one per channel (float zero points for float qparams).
         axis: The channel axis for per-channel values; None for one scale.
 
     Returns:
