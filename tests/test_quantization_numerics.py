@@ -88,7 +88,7 @@ def test_quantize_per_tensor_bitwise(dtype):
     assert wrong > 1000  # the inputs sit where the rounding path matters
 
 
-@pytest.mark.parametrize("dtype", ["quint8", "qint8"])
+@pytest.mark.parametrize("dtype", ["quint8", "qint8", "qint32"])
 def test_quantize_per_channel_bitwise(dtype):
     x, scales, zps = cases(2, dtype, per_channel=True)  # channels on axis 1
     want = (
@@ -106,10 +106,9 @@ def test_quantize_per_channel_bitwise(dtype):
     assert_bits_equal(np.asarray(f(x, scales, zps)), want)
     assert_bits_equal(np.asarray(jax.jit(f)(x, scales, zps)), want)
     assert_bits_equal(ref.quantize_per_channel(x, scales, zps, 1, dtype), want)
-    # The per-tensor (single rounding) formula differs from torch here: two paths, not one.
-    fused = np.stack(
-        [ref.quantize_per_tensor(c, s, z, dtype) for c, s, z in zip(x.T, scales, zps, strict=True)]
-    ).T
+    # The single-rounding (per-tensor 8-bit) formula differs from torch here: two paths.
+    r = ref.reciprocal32(scales)
+    fused = np.clip(np.rint(ref.fma32(x, r, zps.astype(np.float32))), *ref.DTYPE_RANGES[dtype])
     assert (fused != want).sum() > 100
 
 
@@ -362,3 +361,12 @@ def test_per_channel_float_zero_points_bitwise():
     assert_bits_equal(deq, qt.dequantize().numpy())
     fused = np.clip(np.rint(ref.fma32(x, ref.reciprocal32(scales), zps)), 0, 255)
     assert (fused != q).sum() > 1000  # the two-rounding path is what torch computes here
+
+
+def test_parity_rows_all_pass():
+    """The rows the parity report shows (small sizes here; the report runs 10^5 per row)."""
+    rows = ref.run_quantization_parity(seed=1, cases=2, per_case=500)
+    assert len(rows) == 18
+    assert all(r["passed"] and r["mismatches"] == 0 for r in rows), [
+        r for r in rows if not r["passed"]
+    ]
