@@ -157,3 +157,13 @@ def test_qat_optax_transform_follows_torch():
         np.asarray(state.scale), weight_fq.scale.numpy()
     )  # measured equal
     np.testing.assert_array_equal(np.asarray(state.zero_point), weight_fq.zero_point.numpy())
+
+
+def test_per_channel_fake_quantize_without_channel_count_like_torch():
+    """init() without a channel count: the first observation sizes the qparams (torch resizes)."""
+    w = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+    ours = Q.default_per_channel_weight_fake_quant()
+    y, state = ours(ours.init(), w)
+    theirs = tq.default_per_channel_weight_fake_quant()
+    np.testing.assert_array_equal(np.asarray(y), theirs(torch.from_numpy(w)).numpy())
+    np.testing.assert_array_equal(np.asarray(state.scale), theirs.scale.numpy())

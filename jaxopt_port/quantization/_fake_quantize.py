@@ -155,9 +155,17 @@ class FakeQuantize:
         observe = state.observer_enabled[0] == 1
         obs_state = self.activation_post_process.update(state.observer, jax.lax.stop_gradient(x))
         scale, zp = self._qparams(obs_state, jax.lax.stop_gradient(x))
-        scale = jnp.broadcast_to(scale, state.scale.shape)
-        zp = jnp.broadcast_to(zp, state.zero_point.shape).astype(state.zero_point.dtype)
-        pick = functools.partial(jnp.where, observe)
+        zp = zp.astype(state.zero_point.dtype)
+
+        def pick(new, old):
+            # A per-channel state made without a channel count is empty (torch's resize on the
+            # first observation): the first observation sets its shape.
+            if jnp.shape(old) != jnp.shape(new):
+                if jnp.size(old) == 0:
+                    return new
+                old = jnp.broadcast_to(old, jnp.shape(new))
+            return jnp.where(observe, new, old)
+
         obs_state = jax.tree_util.tree_map(pick, obs_state, state.observer)
         scale, zp = pick(scale, state.scale), pick(zp, state.zero_point)
         state = state._replace(observer=obs_state, scale=scale, zero_point=zp)
