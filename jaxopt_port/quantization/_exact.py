@@ -11,7 +11,7 @@ XLA changes float32 results in two ways that matter for bit-exact quantization:
 The helpers here give the IEEE-754 single-rounding results whatever the compiler does, without
 float64: products are split into 12-bit halves (Dekker) whose partial products are exact, so a
 contraction of them changes nothing; a product that must stay rounded is passed through
-[`no_contract`][jaxopt_port.quantization._exact.no_contract] (an integer round trip the compiler
+`no_contract` (an integer round trip the compiler
 cannot see through); sums are made exact with Knuth's TwoSum; the fused multiply-add is the
 Boldo–Melquiond emulation (round to odd, then to nearest).
 """
