@@ -370,3 +370,34 @@ def test_parity_rows_all_pass():
     assert all(r["passed"] and r["mismatches"] == 0 for r in rows), [
         r for r in rows if not r["passed"]
     ]
+
+
+def test_same_bits_with_x64_enabled():
+    """The float32 formulas do not change when float64 is enabled (Python scalars, reductions and
+    the host-side fbgemm rule included)."""
+    x, scales, zps = cases(9, "quint8")
+    x, s, z = x[0], scales[0], int(zps[0])
+    want_q = torch.quantize_per_tensor(torch.from_numpy(x), float(s), z, torch.quint8).int_repr()
+    want_y = torch.fake_quantize_per_tensor_affine(torch.from_numpy(x), float(s), z, 0, 255)
+    with jax.enable_x64(True):
+        q = jax.jit(lambda x: Q.quantize_per_tensor(x, float(s), z, "quint8"))(x)
+        y = jax.jit(lambda x: Q.fake_quantize_per_tensor_affine(x, float(s), z, 0, 255))(x)
+        scale, zp = jax.jit(lambda a, b: Q.calculate_qparams(a, b, 0, 255))(x.min(), x.max())
+        fb = jax.jit(lambda a, b: Q.choose_quantization_params(a, b, 0, 255))(x.min(), x.max())
+    assert_bits_equal(q, want_q.numpy())
+    assert_bits_equal(y, want_y.numpy())
+    obs = tq_minmax(x)
+    assert_bits_equal(scale, obs[0])
+    assert_bits_equal(zp, obs[1].astype(np.int32))
+    assert (float(fb[0]), int(fb[1])) == torch._choose_qparams_per_tensor(
+        torch.from_numpy(x), False
+    )
+
+
+def tq_minmax(x):
+    from torch.ao.quantization import MinMaxObserver
+
+    obs = MinMaxObserver()
+    obs(torch.from_numpy(x))
+    s, z = obs.calculate_qparams()
+    return s.numpy(), z.numpy()
