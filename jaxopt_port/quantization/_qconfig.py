@@ -33,15 +33,14 @@ class QConfig(NamedTuple):
     weight: Any
 
 
-#: torch's `default_observer`: MinMax over quint8 $[0, 127]$.
 default_observer = MinMaxObserver.with_args(quant_min=0, quant_max=127)
-#: torch's `default_weight_observer`: symmetric qint8 MinMax.
+"""torch's `default_observer`: MinMax over quint8 $[0, 127]$."""
 default_weight_observer = MinMaxObserver.with_args(dtype="qint8", qscheme="per_tensor_symmetric")
-#: torch's `default_per_channel_weight_observer`.
+"""torch's `default_weight_observer`: symmetric qint8 MinMax."""
 default_per_channel_weight_observer = PerChannelMinMaxObserver.with_args(
     dtype="qint8", qscheme="per_channel_symmetric"
 )
-#: torch's `default_fake_quant` (activations): moving average, quint8, 7-bit (`reduce_range`).
+"""torch's `default_per_channel_weight_observer`."""
 default_fake_quant = FakeQuantize.with_args(
     observer=MovingAverageMinMaxObserver,
     quant_min=0,
@@ -50,7 +49,7 @@ default_fake_quant = FakeQuantize.with_args(
     qscheme="per_tensor_affine",
     reduce_range=True,
 )
-#: torch's `default_weight_fake_quant`: moving average, symmetric qint8.
+"""torch's `default_fake_quant` (activations): moving average, quint8, 7-bit (`reduce_range`)."""
 default_weight_fake_quant = FakeQuantize.with_args(
     observer=MovingAverageMinMaxObserver,
     quant_min=-128,
@@ -59,7 +58,7 @@ default_weight_fake_quant = FakeQuantize.with_args(
     qscheme="per_tensor_symmetric",
     reduce_range=False,
 )
-#: torch's `default_per_channel_weight_fake_quant` (channel axis 0, torch's output channels).
+"""torch's `default_weight_fake_quant`: moving average, symmetric qint8."""
 default_per_channel_weight_fake_quant = FakeQuantize.with_args(
     observer=MovingAveragePerChannelMinMaxObserver,
     quant_min=-128,
@@ -69,7 +68,7 @@ default_per_channel_weight_fake_quant = FakeQuantize.with_args(
     reduce_range=False,
     ch_axis=0,
 )
-#: torch's `default_fused_per_channel_wt_fake_quant`.
+"""torch's `default_per_channel_weight_fake_quant` (channel axis 0, torch's output channels)."""
 default_fused_per_channel_wt_fake_quant = FusedMovingAvgObsFakeQuantize.with_args(
     observer=MovingAveragePerChannelMinMaxObserver,
     quant_min=-128,
@@ -77,10 +76,11 @@ default_fused_per_channel_wt_fake_quant = FusedMovingAvgObsFakeQuantize.with_arg
     dtype="qint8",
     qscheme="per_channel_symmetric",
 )
-#: torch's `default_qconfig`.
+"""torch's `default_fused_per_channel_wt_fake_quant`."""
 default_qconfig = QConfig(activation=default_observer, weight=default_weight_observer)
-#: torch's `default_qat_qconfig`.
+"""torch's `default_qconfig`."""
 default_qat_qconfig = QConfig(activation=default_fake_quant, weight=default_weight_fake_quant)
+"""torch's `default_qat_qconfig`."""
 
 
 def _check_backend(backend, version, allowed_versions, name):
