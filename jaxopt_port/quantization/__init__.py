@@ -24,6 +24,8 @@ from jaxopt_port.quantization._fake_quantize import (
 )
 from jaxopt_port.quantization._histogram import HistogramObserver, HistogramState
 from jaxopt_port.quantization._learnable import (
+    LearnableFakeQuantize,
+    LearnableFakeQuantizeState,
     fake_quantize_learnable_per_channel_affine,
     fake_quantize_learnable_per_tensor_affine,
 )
@@ -75,6 +77,8 @@ __all__ = [
     "FusedMovingAvgObsFakeQuantize",
     "HistogramObserver",
     "HistogramState",
+    "LearnableFakeQuantize",
+    "LearnableFakeQuantizeState",
     "MinMaxObserver",
     "MinMaxState",
     "MovingAverageMinMaxObserver",

@@ -33,6 +33,8 @@ Warning:
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +46,7 @@ from jaxopt_port.quantization._numerics import (
     _fake_quant_core,
     _mask_gradient,
 )
+from jaxopt_port.quantization._ranges import DTYPES
 
 _F32 = jnp.float32
 
@@ -204,3 +207,184 @@ def fake_quantize_learnable_per_channel_affine(
 
     f.defvjp(fwd, bwd)
     return f(x, jnp.asarray(scale, _F32), jnp.asarray(zero_point, _F32))
+
+
+def _assign_data(value, param):
+    """torch's `param.data.copy_(value)` / `clamp_` / `zero_()`: the value changes, the gradient
+    still reaches `param` unchanged (the value plus an exact zero that carries the gradient)."""
+    return jax.lax.stop_gradient(value) + (param - jax.lax.stop_gradient(param))
+
+
+class LearnableFakeQuantizeState(NamedTuple):
+    """Non-trainable part of a learnable fake-quantizer: observer state and toggles (torch's
+    `static_enabled`, `fake_quant_enabled`, `learning_enabled` buffers)."""
+
+    observer: Any
+    static_enabled: jnp.ndarray
+    fake_quant_enabled: jnp.ndarray
+    learning_enabled: jnp.ndarray
+
+
+class LearnableFakeQuantize:
+    """torch's `_LearnableFakeQuantize` in functional form: scale and zero point are trainable
+    parameters kept by the caller, the observer and toggles in a state.
+
+    ```python
+    lfq = quantization.LearnableFakeQuantize(quantization.MovingAverageMinMaxObserver)
+    qparams, state = lfq.init()                # {"scale": (1,), "zero_point": (1,)}
+    y, qparams, state = lfq(qparams, state, x)  # torch: y = lfq(x)
+    ```
+
+    While `static_enabled` (initially on) the observer sees `x` and its qparams overwrite the
+    parameters (as torch copies them into `scale.data`); otherwise the scale is clamped to the
+    observer's eps. With fake quantization on, symmetric qschemes zero the zero point and `x` goes
+    through [`fake_quantize_learnable_per_tensor_affine`][jaxopt_port.quantization.fake_quantize_learnable_per_tensor_affine]
+    (per channel: `..._per_channel_affine`) with `grad_factor` $= 1/\\sqrt{n\\,q_{max}}$ when
+    `use_grad_scaling`, else 1; gradients reach `x`, `scale` and `zero_point`. The call returns
+    the parameters it used: carry them forward in place of the caller's (torch overwrites its
+    parameters' data with the observer's values, the eps clamp and the symmetric zero point;
+    as there, these overwrites pass gradients straight through). Gradients reach the parameters
+    only while learning is enabled (torch's `requires_grad`).
+
+    Args:
+        observer: Observer class or `with_args` constructor.
+        quant_min: Lower bound (0).
+        quant_max: Upper bound (255).
+        scale: Initial scale (1.0).
+        zero_point: Initial float zero point (0.0).
+        channel_len: Number of channels for per-channel parameters; -1 per tensor.
+        use_grad_scaling: LSQ's gradient scaling.
+        **observer_kwargs: The observer's keyword arguments.
+
+    Raises:
+        AssertionError: torch's messages for an empty range, a bad `channel_len` or bounds
+            outside the dtype.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization
+        >>> lfq = quantization.LearnableFakeQuantize(quantization.MinMaxObserver)
+        >>> qparams, state = lfq.init()
+        >>> y, qparams, state = lfq(qparams, state, jnp.array([-1.0, 3.0]))
+        >>> qparams["zero_point"]
+        Array([64.], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        observer,
+        quant_min=0,
+        quant_max=255,
+        scale=1.0,
+        zero_point=0.0,
+        channel_len=-1,
+        use_grad_scaling=False,
+        **observer_kwargs,
+    ):
+        if quant_min >= quant_max:
+            raise AssertionError("quant_min must be strictly less than quant_max.")
+        if channel_len != -1 and not (isinstance(channel_len, int) and channel_len > 0):
+            raise AssertionError("Channel size must be a positive integer.")
+        self.quant_min, self.quant_max = quant_min, quant_max
+        self.use_grad_scaling = use_grad_scaling
+        self.channel_len = channel_len
+        self.initial = (float(scale), float(zero_point))
+        observer_kwargs.update(quant_min=quant_min, quant_max=quant_max)
+        self.activation_post_process = observer(**observer_kwargs)
+        obs = self.activation_post_process
+        _, lo, hi = DTYPES[obs.dtype]
+        if lo > quant_min:
+            raise AssertionError("quant_min out of bound")
+        if quant_max > hi:
+            raise AssertionError("quant_max out of bound")
+        self.dtype, self.qscheme = obs.dtype, obs.qscheme
+        self.ch_axis = getattr(obs, "ch_axis", -1)
+        self.eps = obs.eps
+
+    def init(self):
+        """`(qparams, state)`: the trainable scale and zero point (float32, shape `(1,)` or
+        `(channel_len,)`) and the observer state with every toggle on but learning."""
+        n = 1 if self.channel_len == -1 else self.channel_len
+        qparams = {
+            "scale": jnp.full((n,), self.initial[0], _F32),
+            "zero_point": jnp.full((n,), self.initial[1], _F32),
+        }
+        obs = self.activation_post_process
+        obs_state = obs.init(self.channel_len) if self.channel_len != -1 else obs.init()
+        on, off = jnp.array([1], jnp.uint8), jnp.array([0], jnp.uint8)
+        return qparams, LearnableFakeQuantizeState(obs_state, on, on, off)
+
+    @staticmethod
+    def toggle_qparam_learning(state, enabled: bool = True):
+        """Let gradients reach the scale and zero point, or stop them (torch's
+        `toggle_qparam_learning`, which sets `requires_grad`)."""
+        return state._replace(learning_enabled=jnp.array([int(enabled)], jnp.uint8))
+
+    @staticmethod
+    def toggle_observer_update(state, enabled: bool = True):
+        """Let the observer overwrite the qparams at each call, or not (`static_enabled`)."""
+        return state._replace(static_enabled=jnp.array([int(enabled)], jnp.uint8))
+
+    @staticmethod
+    def toggle_fake_quant(state, enabled: bool = True):
+        """Turn fake quantization on or off."""
+        return state._replace(fake_quant_enabled=jnp.array([int(enabled)], jnp.uint8))
+
+    @classmethod
+    def enable_param_learning(cls, state):
+        """Learn the qparams: learning and fake quantization on, observer updates off."""
+        state = cls.toggle_qparam_learning(state, True)
+        return cls.toggle_observer_update(cls.toggle_fake_quant(state, True), False)
+
+    @classmethod
+    def enable_static_estimate(cls, state):
+        """Observer-driven qparams with fake quantization (learning off)."""
+        state = cls.toggle_qparam_learning(state, False)
+        return cls.toggle_observer_update(cls.toggle_fake_quant(state, True), True)
+
+    @classmethod
+    def enable_static_observation(cls, state):
+        """Observe only: observer updates on, fake quantization and learning off."""
+        state = cls.toggle_qparam_learning(state, False)
+        return cls.toggle_observer_update(cls.toggle_fake_quant(state, False), True)
+
+    def __call__(self, qparams, state, x):
+        """Returns `(y, qparams_used, new_state)`."""
+        x = jnp.asarray(x, _F32)
+        obs = self.activation_post_process
+        static = state.static_enabled[0] == 1
+        obs_state = obs.update(state.observer, jax.lax.stop_gradient(x))
+        obs_state = jax.tree_util.tree_map(
+            lambda new, old: (
+                new if jnp.shape(new) != jnp.shape(old) else jnp.where(static, new, old)
+            ),
+            obs_state,
+            state.observer,
+        )
+        s_obs, z_obs = obs.calculate_qparams(obs_state)
+        learning = state.learning_enabled[0] == 1
+        qparams = {k: jnp.where(learning, v, jax.lax.stop_gradient(v)) for k, v in qparams.items()}
+        obs_scale = jnp.broadcast_to(s_obs, qparams["scale"].shape)
+        obs_zp = jnp.broadcast_to(z_obs, qparams["zero_point"].shape).astype(_F32)
+        scale = _assign_data(
+            jnp.where(static, obs_scale, jnp.maximum(qparams["scale"], _F32(self.eps))),
+            qparams["scale"],
+        )
+        zero_point = _assign_data(
+            jnp.where(static, obs_zp, qparams["zero_point"]), qparams["zero_point"]
+        )
+        if self.qscheme in ("per_tensor_symmetric", "per_channel_symmetric"):
+            zeroed = jnp.where(state.fake_quant_enabled[0] == 1, 0.0, zero_point)
+            zero_point = _assign_data(zeroed, qparams["zero_point"])
+        gamma = 1.0 / (x.size * self.quant_max) ** 0.5 if self.use_grad_scaling else 1.0
+        if self.qscheme in ("per_channel_symmetric", "per_channel_affine"):
+            y = fake_quantize_learnable_per_channel_affine(
+                x, scale, zero_point, self.ch_axis, self.quant_min, self.quant_max, gamma
+            )
+        else:
+            y = fake_quantize_learnable_per_tensor_affine(
+                x, scale, zero_point, self.quant_min, self.quant_max, gamma
+            )
+        y = jnp.where(state.fake_quant_enabled[0] == 1, y, x)
+        used = {"scale": scale, "zero_point": zero_point}
+        return y, used, state._replace(observer=obs_state)
