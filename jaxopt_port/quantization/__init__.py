@@ -1,0 +1,112 @@
+"""torch.ao.quantization's numerics and observers in JAX, bit for bit with torch's x86 kernels.
+
+- Numerics: [`quantize_per_tensor`][jaxopt_port.quantization.quantize_per_tensor],
+  [`quantize_per_channel`][jaxopt_port.quantization.quantize_per_channel],
+  [`dequantize`][jaxopt_port.quantization.dequantize], the fake-quantize ops (straight-through
+  gradients) and their learnable variants.
+- Quantization parameters: the observers' formula
+  ([`calculate_qparams`][jaxopt_port.quantization.calculate_qparams]) and fbgemm's
+  ([`choose_quantization_params`][jaxopt_port.quantization.choose_quantization_params]).
+- Observers with torch's class names and keyword arguments, as functional
+  `init() / update(state, x) / calculate_qparams(state)` objects that run under `jax.jit`.
+- `FakeQuantize` / `FusedMovingAvgObsFakeQuantize` (functional), `QConfig` and torch's defaults,
+  and QAT's weight side as one Optax transformation
+  ([`fake_quantize_weights`][jaxopt_port.quantization.fake_quantize_weights]).
+
+Dtypes and qschemes are torch's names as strings (`"quint8"`, `"per_tensor_affine"`, ...); torch
+objects (`torch.quint8`) are accepted too.
+"""
+
+from jaxopt_port.quantization._fake_quantize import (
+    FakeQuantize,
+    FakeQuantizeState,
+    FusedMovingAvgObsFakeQuantize,
+)
+from jaxopt_port.quantization._histogram import HistogramObserver, HistogramState
+from jaxopt_port.quantization._learnable import (
+    LearnableFakeQuantize,
+    LearnableFakeQuantizeState,
+    fake_quantize_learnable_per_channel_affine,
+    fake_quantize_learnable_per_tensor_affine,
+)
+from jaxopt_port.quantization._numerics import (
+    dequantize,
+    fake_quantize_per_channel_affine,
+    fake_quantize_per_tensor_affine,
+    quantize_per_channel,
+    quantize_per_tensor,
+)
+from jaxopt_port.quantization._observers import (
+    FixedQParamsObserver,
+    FixedQParamsState,
+    MinMaxObserver,
+    MinMaxState,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+    PlaceholderObserver,
+)
+from jaxopt_port.quantization._qat import (
+    FakeQuantizeWeightsState,
+    fake_quantize_weights,
+    fake_quantized_params,
+)
+from jaxopt_port.quantization._qconfig import (
+    QConfig,
+    default_fake_quant,
+    default_fused_per_channel_wt_fake_quant,
+    default_observer,
+    default_per_channel_weight_fake_quant,
+    default_per_channel_weight_observer,
+    default_qat_qconfig,
+    default_qconfig,
+    default_weight_fake_quant,
+    default_weight_observer,
+    get_default_qat_qconfig,
+    get_default_qconfig,
+)
+from jaxopt_port.quantization._qparams import calculate_qparams, choose_quantization_params
+from jaxopt_port.quantization._ranges import calculate_qmin_qmax
+
+__all__ = [
+    "FakeQuantize",
+    "FakeQuantizeState",
+    "FakeQuantizeWeightsState",
+    "FixedQParamsObserver",
+    "FixedQParamsState",
+    "FusedMovingAvgObsFakeQuantize",
+    "HistogramObserver",
+    "HistogramState",
+    "LearnableFakeQuantize",
+    "LearnableFakeQuantizeState",
+    "MinMaxObserver",
+    "MinMaxState",
+    "MovingAverageMinMaxObserver",
+    "MovingAveragePerChannelMinMaxObserver",
+    "PerChannelMinMaxObserver",
+    "PlaceholderObserver",
+    "QConfig",
+    "calculate_qmin_qmax",
+    "calculate_qparams",
+    "choose_quantization_params",
+    "default_fake_quant",
+    "default_fused_per_channel_wt_fake_quant",
+    "default_observer",
+    "default_per_channel_weight_fake_quant",
+    "default_per_channel_weight_observer",
+    "default_qat_qconfig",
+    "default_qconfig",
+    "default_weight_fake_quant",
+    "default_weight_observer",
+    "dequantize",
+    "fake_quantize_learnable_per_channel_affine",
+    "fake_quantize_learnable_per_tensor_affine",
+    "fake_quantize_per_channel_affine",
+    "fake_quantize_per_tensor_affine",
+    "fake_quantize_weights",
+    "fake_quantized_params",
+    "get_default_qat_qconfig",
+    "get_default_qconfig",
+    "quantize_per_channel",
+    "quantize_per_tensor",
+]
