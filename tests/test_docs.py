@@ -21,6 +21,7 @@ API_PAGES = {
     "api/interop.md": "jaxopt_port.interop",
     "api/parallel.md": "jaxopt_port.parallel",
     "api/pruning.md": "jaxopt_port.pruning",
+    "api/quantization.md": "jaxopt_port.quantization",
     "api/gradient_free.md": "jaxopt_port.gradient_free",
     "api/parity.md": "parity",
 }

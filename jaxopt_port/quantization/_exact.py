@@ -22,10 +22,10 @@ import jax.numpy as jnp
 from jax import lax
 
 _F32 = jnp.float32
-#: Keeps the sign, the exponent and the top 11 stored mantissa bits: 12 significant bits.
 _HIGH_MASK = jnp.uint32(0xFFFFF000)
-#: Beyond this magnitude a float32 is an integer and products no longer need splitting.
+"""Keeps the sign, the exponent and the top 11 stored mantissa bits: 12 significant bits."""
 _SPLIT_LIMIT = 2.0**100
+"""Beyond this magnitude a float32 is an integer and products no longer need splitting."""
 
 
 def no_contract(p):

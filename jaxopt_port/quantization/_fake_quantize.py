@@ -68,7 +68,7 @@ class FakeQuantize:
     Raises:
         AssertionError: torch's messages for `quant_min > quant_max` or bounds outside the dtype.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> fq = quantization.FakeQuantize(quant_min=0, quant_max=255)
@@ -211,7 +211,7 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
         quant_max: Upper bound.
         **observer_kwargs: The observer's keyword arguments.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> fq = quantization.FusedMovingAvgObsFakeQuantize(quant_min=0, quant_max=255)

@@ -86,7 +86,7 @@ class HistogramObserver(_UniformObserver):
     Raises:
         NotImplementedError: a per-channel qscheme or `is_dynamic` (torch's messages).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> obs = quantization.HistogramObserver(bins=64)

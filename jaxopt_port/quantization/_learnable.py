@@ -132,7 +132,7 @@ def fake_quantize_learnable_per_tensor_affine(
     Returns:
         The fake-quantized float32 array.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> f = lambda x, s, z: quantization.fake_quantize_learnable_per_tensor_affine(x, s, z, 0, 3).sum()
@@ -172,7 +172,7 @@ def fake_quantize_learnable_per_channel_affine(
     Returns:
         The fake-quantized float32 array.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> f = lambda s: quantization.fake_quantize_learnable_per_channel_affine(
@@ -260,7 +260,7 @@ class LearnableFakeQuantize:
         AssertionError: torch's messages for an empty range, a bad `channel_len` or bounds
             outside the dtype.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> lfq = quantization.LearnableFakeQuantize(quantization.MinMaxObserver)

@@ -76,7 +76,7 @@ def quantize_per_tensor(x, scale, zero_point, dtype):
     Returns:
         The integer values (torch's `int_repr()`): uint8, int8 or int32.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> quantization.quantize_per_tensor(jnp.array([-1.0, 0.05, 0.15, 9.0]), 0.1, 10, "quint8")
@@ -115,7 +115,7 @@ def quantize_per_channel(x, scales, zero_points, axis, dtype):
         IndexError: `axis` is out of range (torch's message).
         RuntimeError: the number of scales or zero points differs from `x.shape[axis]`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> x = jnp.array([[0.25, 0.25], [-0.5, 1.0]])
@@ -155,7 +155,7 @@ def dequantize(q, scale, zero_point, axis=None):
     Returns:
         The float32 values.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> quantization.dequantize(jnp.array([0, 10, 12], jnp.uint8), 0.1, 10)
@@ -238,7 +238,7 @@ def fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max):
     Raises:
         RuntimeError: torch's messages for `quant_min > quant_max` or a zero point out of range.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> f = lambda x: quantization.fake_quantize_per_tensor_affine(x, 0.5, 0, -2, 2)
@@ -278,7 +278,7 @@ def fake_quantize_per_channel_affine(x, scale, zero_point, axis, quant_min, quan
             scales.
         IndexError: `axis` out of range.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> x = jnp.array([[0.3, 0.3], [2.0, 2.0]])

@@ -162,7 +162,7 @@ class MinMaxObserver(_UniformObserver):
         NotImplementedError: a per-channel qscheme, or symmetric quint8 with `reduce_range`.
         AssertionError: unknown qscheme or dtype, or an invalid custom range (torch's messages).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> obs = quantization.MinMaxObserver()
@@ -208,7 +208,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
     Raises:
         NotImplementedError: per-channel qscheme, or `is_dynamic` with $c \\ne 1$.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> obs = quantization.MovingAverageMinMaxObserver(averaging_constant=0.5)
@@ -255,7 +255,7 @@ class PerChannelMinMaxObserver(_UniformObserver):
         NotImplementedError: a per-tensor qscheme, `is_dynamic`, or symmetric quint8 with
             `reduce_range`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> obs = quantization.PerChannelMinMaxObserver(dtype="qint8", qscheme="per_channel_symmetric")
@@ -311,7 +311,7 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
         qscheme: Per-channel qscheme.
         **kwargs: `reduce_range`, `quant_min`, `quant_max`, `eps`, `is_dynamic`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> obs = quantization.MovingAveragePerChannelMinMaxObserver(averaging_constant=0.5)
@@ -364,7 +364,7 @@ class FixedQParamsObserver:
     Raises:
         NotImplementedError: `is_dynamic=True` (torch's message).
 
-    Example:
+    Examples:
         >>> from jaxopt_port import quantization
         >>> obs = quantization.FixedQParamsObserver(1.0 / 256.0, 0)
         >>> obs.calculate_qparams(obs.update(obs.init(), 5.0))
@@ -420,7 +420,7 @@ class PlaceholderObserver:
         eps: Recorded (float32 eps).
         is_dynamic: Dynamic quantization.
 
-    Example:
+    Examples:
         >>> from jaxopt_port import quantization
         >>> obs = quantization.PlaceholderObserver(dtype="float16")
         >>> obs.update(obs.init(), 1.0)

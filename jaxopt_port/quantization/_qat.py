@@ -62,7 +62,7 @@ def fake_quantize_weights(weight=default_weight_fake_quant, *, mask=None):
         An `optax.GradientTransformation` that passes updates through unchanged and observes the
         updated weights. Put it last in `optax.chain`.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, optax
         >>> from jaxopt_port import optim, quantization
         >>> params = {"w": jnp.array([[0.5, -1.0], [0.25, 2.0]]), "b": jnp.zeros(2)}

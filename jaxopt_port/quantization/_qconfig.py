@@ -20,7 +20,7 @@ class QConfig(NamedTuple):
     """How to quantize a layer: constructors (not instances) for its activation and weight
     observers or fake-quantizers, as torch's `QConfig`.
 
-    Example:
+    Examples:
         >>> from jaxopt_port import quantization
         >>> qconfig = quantization.QConfig(
         ...     activation=quantization.MinMaxObserver.with_args(reduce_range=True),
@@ -113,7 +113,7 @@ def get_default_qconfig(backend: str = "x86", version: int = 0) -> QConfig:
     Raises:
         AssertionError: an unknown backend or version (torch's message).
 
-    Example:
+    Examples:
         >>> from jaxopt_port import quantization
         >>> quantization.get_default_qconfig("qnnpack").weight().qscheme
         'per_tensor_symmetric'
@@ -145,7 +145,7 @@ def get_default_qat_qconfig(backend: str = "x86", version: int = 1) -> QConfig:
     Raises:
         AssertionError: an unknown backend or version (torch's message).
 
-    Example:
+    Examples:
         >>> import warnings
         >>> from jaxopt_port import quantization
         >>> qconfig = quantization.get_default_qat_qconfig("x86", version=0)

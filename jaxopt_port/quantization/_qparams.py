@@ -25,8 +25,8 @@ from jaxopt_port.quantization import _exact
 from jaxopt_port.quantization._ranges import dtype_name, qscheme_name
 
 _F32 = jnp.float32
-#: torch's default observer eps: `torch.finfo(torch.float32).eps`.
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+"""torch's default observer eps: `torch.finfo(torch.float32).eps`."""
 _UNOBSERVED = "must run observer before calling calculate_qparams. Returning default values."
 
 
@@ -79,7 +79,7 @@ def calculate_qparams(
     Raises:
         AssertionError: `min_val > max_val` somewhere (torch's message).
 
-    Example:
+    Examples:
         >>> from jaxopt_port import quantization
         >>> quantization.calculate_qparams(-1.0, 3.0, 0, 255)
         (Array([0.01568628], dtype=float32), Array([64], dtype=int32))
@@ -202,7 +202,7 @@ def choose_quantization_params(
     Raises:
         RuntimeError: torch's messages when `min_val > max_val` or `quant_min >= quant_max`.
 
-    Example:
+    Examples:
         >>> from jaxopt_port import quantization
         >>> s, z = quantization.choose_quantization_params(-1.0, 3.0, 0, 255)
         >>> float(s), int(z)

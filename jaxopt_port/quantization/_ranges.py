@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-#: torch's quantized dtype name → (storage dtype of the integer values, qmin, qmax).
 DTYPES = {
     "quint8": (jnp.uint8, 0, 255),
     "qint8": (jnp.int8, -128, 127),
     "qint32": (jnp.int32, -(2**31), 2**31 - 1),
 }
-#: Plain integer names torch's observers accept beside the quantized ones, with the same ranges.
+"""torch's quantized dtype name → (storage dtype of the integer values, qmin, qmax)."""
 _ALIASES = {"uint8": "quint8", "int8": "qint8", "int32": "qint32"}
+"""Plain integer names torch's observers accept beside the quantized ones, with the same ranges."""
 QSCHEMES = (
     "per_tensor_affine",
     "per_tensor_symmetric",
@@ -80,7 +80,7 @@ def calculate_qmin_qmax(
         AssertionError: torch's messages for a range that excludes 0, is empty, or is wider than
             the dtype's bits.
 
-    Example:
+    Examples:
         >>> from jaxopt_port import quantization
         >>> quantization.calculate_qmin_qmax(None, None, "quint8", reduce_range=True)
         (0, 127)
