@@ -18,7 +18,8 @@ The call observes `x` when the observer is enabled, recomputes the qparams, and 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +29,16 @@ from jaxopt_port.quantization._numerics import (
     fake_quantize_per_tensor_affine,
 )
 from jaxopt_port.quantization._observers import (
+    MinMaxState,
     MovingAverageMinMaxObserver,
     PerChannelMinMaxObserver,
 )
 from jaxopt_port.quantization._qparams import choose_quantization_params
 from jaxopt_port.quantization._ranges import DTYPES, dtype_name
+
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+    from typing_extensions import Self
 
 _F32 = jnp.float32
 
@@ -81,12 +87,12 @@ class FakeQuantize:
 
     def __init__(
         self,
-        observer=MovingAverageMinMaxObserver,
-        quant_min=None,
-        quant_max=None,
-        is_dynamic=False,
-        **observer_kwargs,
-    ):
+        observer: Callable[..., Any] = MovingAverageMinMaxObserver,
+        quant_min: int | None = None,
+        quant_max: int | None = None,
+        is_dynamic: bool = False,
+        **observer_kwargs: Any,
+    ) -> None:
         if quant_min is not None and quant_max is not None:
             if quant_min > quant_max:
                 raise AssertionError("quant_min must be less than or equal to quant_max")
@@ -108,7 +114,7 @@ class FakeQuantize:
         self.float_qparams = self.qscheme == "per_channel_affine_float_qparams"
 
     @classmethod
-    def with_args(cls, **kwargs):
+    def with_args(cls, **kwargs: Any) -> Callable[..., Self]:
         """A constructor with these keyword arguments preset (torch's `with_args`)."""
         return functools.partial(cls, **kwargs)
 
@@ -128,14 +134,14 @@ class FakeQuantize:
             jnp.array([1], jnp.uint8),
         )
 
-    def _qparams(self, obs_state, x):
+    def _qparams(self, obs_state: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.activation_post_process.calculate_qparams(obs_state)
 
-    def calculate_qparams(self, state: FakeQuantizeState):
+    def calculate_qparams(self, state: FakeQuantizeState) -> tuple[jax.Array, jax.Array]:
         """The observer's current qparams."""
         return self.activation_post_process.calculate_qparams(state.observer)
 
-    def fake_quantize(self, state: FakeQuantizeState, x):
+    def fake_quantize(self, state: FakeQuantizeState, x: ArrayLike) -> jax.Array:
         """Fake-quantize `x` with the state's qparams, without observing it (identity when fake
         quantization is disabled); the straight-through gradient flows to `x`."""
         x = jnp.asarray(x, _F32)
@@ -149,7 +155,9 @@ class FakeQuantize:
             )
         return jnp.where(state.fake_quant_enabled[0] == 1, y, x)
 
-    def __call__(self, state: FakeQuantizeState, x):
+    def __call__(
+        self, state: FakeQuantizeState, x: ArrayLike
+    ) -> tuple[jax.Array, FakeQuantizeState]:
         """Observe and fake-quantize `x`: returns `(y, new_state)` (torch's `forward`)."""
         x = jnp.asarray(x, _F32)
         observe = state.observer_enabled[0] == 1
@@ -220,11 +228,19 @@ class FusedMovingAvgObsFakeQuantize(FakeQuantize):
         Array([64], dtype=int32)
     """
 
-    def __init__(self, observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, **kwargs):
-        super().__init__(observer=observer, quant_min=quant_min, quant_max=quant_max, **kwargs)
+    def __init__(
+        self,
+        observer: Callable[..., Any] = MovingAverageMinMaxObserver,
+        quant_min: int = 0,
+        quant_max: int = 255,
+        **observer_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            observer=observer, quant_min=quant_min, quant_max=quant_max, **observer_kwargs
+        )
         self.symmetric = self.qscheme in ("per_tensor_symmetric", "per_channel_symmetric")
 
-    def _qparams(self, obs_state, x):
+    def _qparams(self, obs_state: MinMaxState, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         del x
         mn, mx = jnp.atleast_1d(obs_state.min_val), jnp.atleast_1d(obs_state.max_val)
         choose = functools.partial(

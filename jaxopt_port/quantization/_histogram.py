@@ -15,7 +15,7 @@ the tests measure the difference of the qparams and state it.
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,11 @@ from jax import lax
 
 from jaxopt_port.quantization import _exact
 from jaxopt_port.quantization._observers import _PER_TENSOR, _UniformObserver
+from jaxopt_port.quantization._ranges import DtypeName, QSchemeName
+
+if TYPE_CHECKING:
+    import torch
+    from jax.typing import ArrayLike
 
 _F32 = jnp.float32
 _UPSAMPLE = 16
@@ -96,7 +101,13 @@ class HistogramObserver(_UniformObserver):
         65
     """
 
-    def __init__(self, bins=2048, dtype="quint8", qscheme="per_tensor_affine", **kwargs):
+    def __init__(
+        self,
+        bins: int = 2048,
+        dtype: DtypeName | torch.dtype = "quint8",
+        qscheme: QSchemeName | torch.qscheme = "per_tensor_affine",
+        **kwargs: Any,
+    ) -> None:
         if str(qscheme).removeprefix("torch.") not in _PER_TENSOR:
             raise NotImplementedError(
                 "HistogramObserver's qscheme only support torch.per_tensor_symmetric and "
@@ -115,7 +126,7 @@ class HistogramObserver(_UniformObserver):
             jnp.zeros(self.bins, _F32), jnp.array(jnp.inf, _F32), jnp.array(-jnp.inf, _F32)
         )
 
-    def update(self, state: HistogramState, x) -> HistogramState:
+    def update(self, state: HistogramState, x: ArrayLike) -> HistogramState:
         """Observe a batch (infinite values are ignored, with torch's warning when eager)."""
         x = jnp.asarray(x).astype(_F32).reshape(-1)
         if x.size == 0:
@@ -170,7 +181,7 @@ class HistogramObserver(_UniformObserver):
         norm += _l2(-half, end_ - (dst_end * safe + half), density)
         return jnp.where(dst_width == 0, _F32(0), jnp.sum(norm))
 
-    def _search(self, state: HistogramState):
+    def _search(self, state: HistogramState) -> tuple[jax.Array, jax.Array]:
         """torch's `_non_linear_param_search`: the (min, max) minimising the L2 error."""
         hist, mn, mx = state
         bins = self.bins
@@ -228,7 +239,7 @@ class HistogramObserver(_UniformObserver):
             _exact.multiply_add(bin_width, (end + 1).astype(_F32), mn),
         )
 
-    def calculate_qparams(self, state: HistogramState):
+    def calculate_qparams(self, state: HistogramState) -> tuple[jax.Array, jax.Array]:
         """Qparams of the L2-optimal range (torch's defaults, with its warning, if unobserved)."""
         unobserved = (state.min_val == jnp.inf) & (state.max_val == -jnp.inf)
         if not isinstance(unobserved, jax.core.Tracer) and bool(unobserved):

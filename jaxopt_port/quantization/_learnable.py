@@ -33,7 +33,8 @@ Warning:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,9 @@ from jaxopt_port.quantization._numerics import (
     _mask_gradient,
 )
 from jaxopt_port.quantization._ranges import DTYPES
+
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
 
 _F32 = jnp.float32
 
@@ -113,8 +117,13 @@ _learnable_per_tensor.defvjp(_lpt_fwd, _lpt_bwd)
 
 
 def fake_quantize_learnable_per_tensor_affine(
-    x, scale, zero_point, quant_min, quant_max, grad_factor=1.0
-):
+    x: ArrayLike,
+    scale: ArrayLike,
+    zero_point: ArrayLike,
+    quant_min: int,
+    quant_max: int,
+    grad_factor: float = 1.0,
+) -> jax.Array:
     """Fake quantization differentiable in `scale` and `zero_point`, as torch's
     `_fake_quantize_learnable_per_tensor_affine`.
 
@@ -153,8 +162,14 @@ def _per_channel_zero_points(zero_point, quant_min, quant_max, shape):
 
 
 def fake_quantize_learnable_per_channel_affine(
-    x, scale, zero_point, axis, quant_min, quant_max, grad_factor=1.0
-):
+    x: ArrayLike,
+    scale: ArrayLike,
+    zero_point: ArrayLike,
+    axis: int,
+    quant_min: int,
+    quant_max: int,
+    grad_factor: float = 1.0,
+) -> jax.Array:
     """Per-channel learnable fake quantization, torch's `_fake_quantize_learnable_per_channel_affine`.
 
     Per channel $c$ the per-tensor gradients of this module's docstring, summed over every axis
@@ -272,15 +287,15 @@ class LearnableFakeQuantize:
 
     def __init__(
         self,
-        observer,
-        quant_min=0,
-        quant_max=255,
-        scale=1.0,
-        zero_point=0.0,
-        channel_len=-1,
-        use_grad_scaling=False,
-        **observer_kwargs,
-    ):
+        observer: Callable[..., Any],
+        quant_min: int = 0,
+        quant_max: int = 255,
+        scale: float = 1.0,
+        zero_point: float = 0.0,
+        channel_len: int = -1,
+        use_grad_scaling: bool = False,
+        **observer_kwargs: Any,
+    ) -> None:
         if quant_min >= quant_max:
             raise AssertionError("quant_min must be strictly less than quant_max.")
         if channel_len != -1 and not (isinstance(channel_len, int) and channel_len > 0):
@@ -301,7 +316,7 @@ class LearnableFakeQuantize:
         self.ch_axis = getattr(obs, "ch_axis", -1)
         self.eps = obs.eps
 
-    def init(self):
+    def init(self) -> tuple[dict[str, jax.Array], LearnableFakeQuantizeState]:
         """`(qparams, state)`: the trainable scale and zero point (float32, shape `(1,)` or
         `(channel_len,)`) and the observer state with every toggle on but learning."""
         n = 1 if self.channel_len == -1 else self.channel_len
@@ -315,40 +330,52 @@ class LearnableFakeQuantize:
         return qparams, LearnableFakeQuantizeState(obs_state, on, on, off)
 
     @staticmethod
-    def toggle_qparam_learning(state, enabled: bool = True):
+    def toggle_qparam_learning(
+        state: LearnableFakeQuantizeState, enabled: bool = True
+    ) -> LearnableFakeQuantizeState:
         """Let gradients reach the scale and zero point, or stop them (torch's
         `toggle_qparam_learning`, which sets `requires_grad`)."""
         return state._replace(learning_enabled=jnp.array([int(enabled)], jnp.uint8))
 
     @staticmethod
-    def toggle_observer_update(state, enabled: bool = True):
+    def toggle_observer_update(
+        state: LearnableFakeQuantizeState, enabled: bool = True
+    ) -> LearnableFakeQuantizeState:
         """Let the observer overwrite the qparams at each call, or not (`static_enabled`)."""
         return state._replace(static_enabled=jnp.array([int(enabled)], jnp.uint8))
 
     @staticmethod
-    def toggle_fake_quant(state, enabled: bool = True):
+    def toggle_fake_quant(
+        state: LearnableFakeQuantizeState, enabled: bool = True
+    ) -> LearnableFakeQuantizeState:
         """Turn fake quantization on or off."""
         return state._replace(fake_quant_enabled=jnp.array([int(enabled)], jnp.uint8))
 
     @classmethod
-    def enable_param_learning(cls, state):
+    def enable_param_learning(cls, state: LearnableFakeQuantizeState) -> LearnableFakeQuantizeState:
         """Learn the qparams: learning and fake quantization on, observer updates off."""
         state = cls.toggle_qparam_learning(state, True)
         return cls.toggle_observer_update(cls.toggle_fake_quant(state, True), False)
 
     @classmethod
-    def enable_static_estimate(cls, state):
+    def enable_static_estimate(
+        cls, state: LearnableFakeQuantizeState
+    ) -> LearnableFakeQuantizeState:
         """Observer-driven qparams with fake quantization (learning off)."""
         state = cls.toggle_qparam_learning(state, False)
         return cls.toggle_observer_update(cls.toggle_fake_quant(state, True), True)
 
     @classmethod
-    def enable_static_observation(cls, state):
+    def enable_static_observation(
+        cls, state: LearnableFakeQuantizeState
+    ) -> LearnableFakeQuantizeState:
         """Observe only: observer updates on, fake quantization and learning off."""
         state = cls.toggle_qparam_learning(state, False)
         return cls.toggle_observer_update(cls.toggle_fake_quant(state, False), True)
 
-    def __call__(self, qparams, state, x):
+    def __call__(
+        self, qparams: dict[str, jax.Array], state: LearnableFakeQuantizeState, x: ArrayLike
+    ) -> tuple[jax.Array, dict[str, jax.Array], LearnableFakeQuantizeState]:
         """Returns `(y, qparams_used, new_state)`."""
         x = jnp.asarray(x, _F32)
         obs = self.activation_post_process

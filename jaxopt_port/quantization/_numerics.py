@@ -18,12 +18,18 @@ multiply-adds and rewrites divisions under `jax.jit`; the formulas here go throu
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_port.quantization import _exact
-from jaxopt_port.quantization._ranges import DTYPES, dtype_name
+from jaxopt_port.quantization._ranges import DTYPES, DtypeName, dtype_name
+
+if TYPE_CHECKING:
+    import torch
+    from jax.typing import ArrayLike
 
 _F32 = jnp.float32
 
@@ -56,7 +62,9 @@ def _to_int(v, dtype):
     return jnp.where(v >= top, jnp.int32(qmax), below)
 
 
-def quantize_per_tensor(x, scale, zero_point, dtype):
+def quantize_per_tensor(
+    x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, dtype: DtypeName | torch.dtype
+) -> jax.Array:
     """Quantize with one scale and zero point: torch's `quantize_per_tensor(...).int_repr()`.
 
     $$q = \\mathrm{clamp}(\\mathrm{rint}(\\mathrm{fma}(x, r, z)), q_{min}, q_{max}),
@@ -91,7 +99,13 @@ def quantize_per_tensor(x, scale, zero_point, dtype):
     return _to_int(jnp.rint(v), name)
 
 
-def quantize_per_channel(x, scales, zero_points, axis, dtype):
+def quantize_per_channel(
+    x: ArrayLike,
+    scales: ArrayLike,
+    zero_points: ArrayLike,
+    axis: int,
+    dtype: DtypeName | torch.dtype,
+) -> jax.Array:
     """Quantize with one scale and zero point per index of `axis`: torch's `quantize_per_channel`.
 
     $$q = \\mathrm{clamp}(\\mathrm{rint}(\\mathrm{fl}(\\mathrm{fl}(x r_c) + z_c)), q_{min}, q_{max}),
@@ -140,7 +154,9 @@ def quantize_per_channel(x, scales, zero_points, axis, dtype):
     return _to_int(jnp.rint(v), name)
 
 
-def dequantize(q, scale, zero_point, axis=None):
+def dequantize(
+    q: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, axis: int | None = None
+) -> jax.Array:
     """Back to float32: $x = (q - z) \\cdot s$, torch's `dequantize()` bit for bit.
 
     torch subtracts the zero point in float32 and multiplies once (its vectorised
@@ -213,7 +229,9 @@ def _fake_quant_bwd(res, g):
 _fake_quant.defvjp(_fake_quant_fwd, _fake_quant_bwd)
 
 
-def fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max):
+def fake_quantize_per_tensor_affine(
+    x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike, quant_min: int, quant_max: int
+) -> jax.Array:
     """Quantize and dequantize in one float op, torch's `fake_quantize_per_tensor_affine`.
 
     $$q = \\mathrm{rint}(\\mathrm{fl}(x r)) + z,\\quad
@@ -254,7 +272,14 @@ def fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max):
     return _fake_quant(x, scale, zp, (_F32(quant_min), _F32(quant_max)))
 
 
-def fake_quantize_per_channel_affine(x, scale, zero_point, axis, quant_min, quant_max):
+def fake_quantize_per_channel_affine(
+    x: ArrayLike,
+    scale: ArrayLike,
+    zero_point: ArrayLike,
+    axis: int,
+    quant_min: int,
+    quant_max: int,
+) -> jax.Array:
     """Per-channel fake quantization, torch's `fake_quantize_per_channel_affine`.
 
     The formula of

@@ -20,18 +20,27 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
+import jax
 import jax.numpy as jnp
 
 from jaxopt_port.quantization import _exact
 from jaxopt_port.quantization._qparams import FLOAT32_EPS, calculate_qparams
 from jaxopt_port.quantization._ranges import (
+    DtypeName,
+    QSchemeName,
     calculate_qmin_qmax,
     dtype_name,
     qscheme_name,
     validate_qmin_qmax,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from jax.typing import ArrayLike
+    from typing_extensions import Self
 
 _F32 = jnp.float32
 _PER_TENSOR = ("per_tensor_affine", "per_tensor_symmetric")
@@ -54,15 +63,15 @@ class _UniformObserver:
 
     def __init__(
         self,
-        dtype="quint8",
-        qscheme="per_tensor_affine",
-        reduce_range=False,
-        quant_min=None,
-        quant_max=None,
-        factory_kwargs=None,
-        eps=FLOAT32_EPS,
-        is_dynamic=False,
-    ):
+        dtype: DtypeName | torch.dtype = "quint8",
+        qscheme: QSchemeName | torch.qscheme = "per_tensor_affine",
+        reduce_range: bool = False,
+        quant_min: int | None = None,
+        quant_max: int | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+        eps: float = FLOAT32_EPS,
+        is_dynamic: bool = False,
+    ) -> None:
         del factory_kwargs  # device/dtype placement of torch buffers; states here are float32
         name = str(qscheme).removeprefix("torch.")
         if name not in _PER_TENSOR + _PER_CHANNEL:
@@ -99,16 +108,16 @@ class _UniformObserver:
             raise NotImplementedError("Cannot reduce range for symmetric quantization for quint8")
 
     @classmethod
-    def with_args(cls, **kwargs):
+    def with_args(cls, **kwargs: Any) -> Callable[..., Self]:
         """A constructor with these keyword arguments preset (torch's `Observer.with_args`)."""
         return functools.partial(cls, **kwargs)
 
-    def calculate_qparams(self, state: MinMaxState):
+    def calculate_qparams(self, state: MinMaxState) -> tuple[jax.Array, jax.Array]:
         """Scale and zero point of the observed range (see
         [`calculate_qparams`][jaxopt_port.quantization.calculate_qparams])."""
         return self._qparams_of(state.min_val, state.max_val)
 
-    def _qparams_of(self, min_val, max_val):
+    def _qparams_of(self, min_val: ArrayLike, max_val: ArrayLike) -> tuple[jax.Array, jax.Array]:
         return calculate_qparams(
             min_val,
             max_val,
@@ -151,12 +160,10 @@ class MinMaxObserver(_UniformObserver):
     Args:
         dtype: `"quint8"` (default), `"qint8"` or `"qint32"`.
         qscheme: `"per_tensor_affine"` (default) or `"per_tensor_symmetric"`.
-        reduce_range: Drop one bit (x86 activations); warns as torch does.
-        quant_min: Custom lower bound (with `quant_max`).
-        quant_max: Custom upper bound.
-        factory_kwargs: Accepted for torch compatibility; ignored.
-        eps: Smallest scale (float32 eps).
-        is_dynamic: Recorded for torch compatibility.
+        **kwargs: torch's other keyword arguments: `reduce_range` (drop one bit, x86
+            activations; warns as torch does), `quant_min` / `quant_max` (a custom range, both
+            given), `factory_kwargs` (accepted for torch compatibility; ignored), `eps` (smallest
+            scale, float32 eps), `is_dynamic` (recorded for torch compatibility).
 
     Raises:
         NotImplementedError: a per-channel qscheme, or symmetric quint8 with `reduce_range`.
@@ -172,7 +179,12 @@ class MinMaxObserver(_UniformObserver):
         (Array([0.01568628], dtype=float32), Array([64], dtype=int32))
     """
 
-    def __init__(self, dtype="quint8", qscheme="per_tensor_affine", **kwargs):
+    def __init__(
+        self,
+        dtype: DtypeName | torch.dtype = "quint8",
+        qscheme: QSchemeName | torch.qscheme = "per_tensor_affine",
+        **kwargs: Any,
+    ) -> None:
         if str(qscheme).removeprefix("torch.") not in _PER_TENSOR:
             raise NotImplementedError(
                 f"{type(self).__name__}'s qscheme only support torch.per_tensor_symmetric and "
@@ -184,7 +196,7 @@ class MinMaxObserver(_UniformObserver):
         """The unobserved state: $(+\\infty, -\\infty)$."""
         return MinMaxState(jnp.array(jnp.inf, _F32), jnp.array(-jnp.inf, _F32))
 
-    def update(self, state: MinMaxState, x) -> MinMaxState:
+    def update(self, state: MinMaxState, x: ArrayLike) -> MinMaxState:
         """Observe a batch (torch's `forward`)."""
         x = jnp.asarray(x).astype(_F32)
         if x.size == 0:
@@ -218,8 +230,12 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
     """
 
     def __init__(
-        self, averaging_constant=0.01, dtype="quint8", qscheme="per_tensor_affine", **kwargs
-    ):
+        self,
+        averaging_constant: float = 0.01,
+        dtype: DtypeName | torch.dtype = "quint8",
+        qscheme: QSchemeName | torch.qscheme = "per_tensor_affine",
+        **kwargs: Any,
+    ) -> None:
         if str(qscheme).removeprefix("torch.") not in _PER_TENSOR:
             raise NotImplementedError(
                 "MovingAverageMinMaxObserver's qscheme only support torch.per_tensor_symmetric "
@@ -233,7 +249,7 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
             )
         super().__init__(dtype=dtype, qscheme=qscheme, **kwargs)
 
-    def update(self, state: MinMaxState, x) -> MinMaxState:
+    def update(self, state: MinMaxState, x: ArrayLike) -> MinMaxState:
         """Observe a batch."""
         x = jnp.asarray(x).astype(_F32)
         if x.size == 0:
@@ -264,7 +280,13 @@ class PerChannelMinMaxObserver(_UniformObserver):
         (Array([0.00784314, 0.02      ], dtype=float32), Array([0, 0], dtype=int32))
     """
 
-    def __init__(self, ch_axis=0, dtype="quint8", qscheme="per_channel_affine", **kwargs):
+    def __init__(
+        self,
+        ch_axis: int = 0,
+        dtype: DtypeName | torch.dtype = "quint8",
+        qscheme: QSchemeName | torch.qscheme = "per_channel_affine",
+        **kwargs: Any,
+    ) -> None:
         if str(qscheme).removeprefix("torch.") not in _PER_CHANNEL:
             raise NotImplementedError(
                 f"{type(self).__name__}'s qscheme only support torch.per_channel_symmetric, "
@@ -281,12 +303,12 @@ class PerChannelMinMaxObserver(_UniformObserver):
         n = 0 if num_channels is None else num_channels
         return MinMaxState(jnp.full((n,), jnp.inf, _F32), jnp.full((n,), -jnp.inf, _F32))
 
-    def _batch_range(self, x):
+    def _batch_range(self, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
         y = jnp.moveaxis(jnp.asarray(x).astype(_F32), self.ch_axis, 0)
         y = y.reshape(y.shape[0], -1)
         return y.min(axis=1), y.max(axis=1)
 
-    def update(self, state: MinMaxState, x) -> MinMaxState:
+    def update(self, state: MinMaxState, x: ArrayLike) -> MinMaxState:
         """Observe a batch."""
         if jnp.size(x) == 0:
             return state
@@ -322,16 +344,16 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
 
     def __init__(
         self,
-        averaging_constant=0.01,
-        ch_axis=0,
-        dtype="quint8",
-        qscheme="per_channel_affine",
-        **kwargs,
-    ):
+        averaging_constant: float = 0.01,
+        ch_axis: int = 0,
+        dtype: DtypeName | torch.dtype = "quint8",
+        qscheme: QSchemeName | torch.qscheme = "per_channel_affine",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(ch_axis=ch_axis, dtype=dtype, qscheme=qscheme, **kwargs)
         self.averaging_constant = averaging_constant
 
-    def update(self, state: MinMaxState, x) -> MinMaxState:
+    def update(self, state: MinMaxState, x: ArrayLike) -> MinMaxState:
         """Observe a batch."""
         if jnp.size(x) == 0:
             return state
@@ -373,14 +395,14 @@ class FixedQParamsObserver:
 
     def __init__(
         self,
-        scale,
-        zero_point,
-        dtype="quint8",
-        qscheme="per_tensor_affine",
-        quant_min=0,
-        quant_max=255,
-        is_dynamic=False,
-    ):
+        scale: float,
+        zero_point: int,
+        dtype: DtypeName | torch.dtype = "quint8",
+        qscheme: QSchemeName | torch.qscheme = "per_tensor_affine",
+        quant_min: int = 0,
+        quant_max: int = 255,
+        is_dynamic: bool = False,
+    ) -> None:
         if is_dynamic:
             raise NotImplementedError("FixedQParamsObserver doesn't support dynamic quantization")
         self.scale, self.zero_point = scale, zero_point
@@ -396,12 +418,12 @@ class FixedQParamsObserver:
             jnp.array([self.scale], _F32), jnp.array([self.zero_point], jnp.int32)
         )
 
-    def update(self, state: FixedQParamsState, x) -> FixedQParamsState:
+    def update(self, state: FixedQParamsState, x: ArrayLike) -> FixedQParamsState:
         """Observing changes nothing."""
         del x
         return state
 
-    def calculate_qparams(self, state: FixedQParamsState):
+    def calculate_qparams(self, state: FixedQParamsState) -> tuple[jax.Array, jax.Array]:
         """`(scale, zero_point)`, as given."""
         return state.scale, state.zero_point
 
@@ -429,15 +451,15 @@ class PlaceholderObserver:
 
     def __init__(
         self,
-        dtype="float32",
-        custom_op_name="",
-        compute_dtype=None,
-        quant_min=None,
-        quant_max=None,
-        qscheme=None,
-        eps=None,
-        is_dynamic=False,
-    ):
+        dtype: str | torch.dtype = "float32",
+        custom_op_name: str = "",
+        compute_dtype: str | torch.dtype | None = None,
+        quant_min: int | None = None,
+        quant_max: int | None = None,
+        qscheme: QSchemeName | torch.qscheme | None = None,
+        eps: float | None = None,
+        is_dynamic: bool = False,
+    ) -> None:
         self.dtype = str(dtype).removeprefix("torch.")
         self.qscheme = "per_tensor_affine" if qscheme is None else qscheme_name(qscheme)
         self.quant_min, self.quant_max = quant_min, quant_max
@@ -454,16 +476,16 @@ class PlaceholderObserver:
 
     with_args = classmethod(_UniformObserver.with_args.__func__)
 
-    def init(self) -> tuple:
+    def init(self) -> tuple[()]:
         """No state."""
         return ()
 
-    def update(self, state: tuple, x) -> tuple:
+    def update(self, state: tuple[()], x: ArrayLike) -> tuple[()]:
         """Observing changes nothing."""
         del x
         return state
 
-    def calculate_qparams(self, state: tuple):
+    def calculate_qparams(self, state: tuple[()]) -> NoReturn:
         """Not defined for a placeholder.
 
         Raises:

@@ -20,13 +20,14 @@ Gradients reach the float weights through the straight-through estimator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port.quantization._fake_quantize import FakeQuantizeState
+from jaxopt_port.quantization._fake_quantize import FakeQuantize, FakeQuantizeState
 from jaxopt_port.quantization._qconfig import default_weight_fake_quant
 
 
@@ -46,7 +47,11 @@ def _selected(params, mask):
     return mask(params) if callable(mask) else mask
 
 
-def fake_quantize_weights(weight=default_weight_fake_quant, *, mask=None):
+def fake_quantize_weights(
+    weight: Callable[[], FakeQuantize] = default_weight_fake_quant,
+    *,
+    mask: Any | Callable[[Any], Any] | None = None,
+) -> optax.GradientTransformation:
     """Keep a fake-quantizer per weight in the optimizer state (QAT's weight side).
 
     Args:
@@ -60,7 +65,7 @@ def fake_quantize_weights(weight=default_weight_fake_quant, *, mask=None):
 
     Returns:
         An `optax.GradientTransformation` that passes updates through unchanged and observes the
-        updated weights. Put it last in `optax.chain`.
+            updated weights. Put it last in `optax.chain`.
 
     Examples:
         >>> import jax, jax.numpy as jnp, optax
@@ -138,7 +143,11 @@ def _find(opt_state):
     return found[0]
 
 
-def fake_quantized_params(params, opt_state, weight=default_weight_fake_quant):
+def fake_quantized_params(
+    params: Any,
+    opt_state: optax.OptState,
+    weight: Callable[[], FakeQuantize] = default_weight_fake_quant,
+) -> Any:
     """The params with every observed weight fake-quantized by its state's qparams.
 
     Args:

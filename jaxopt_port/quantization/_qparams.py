@@ -16,13 +16,18 @@ parameters during training than `convert` computes afterwards.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_port.quantization import _exact
-from jaxopt_port.quantization._ranges import dtype_name, qscheme_name
+from jaxopt_port.quantization._ranges import DtypeName, QSchemeName, dtype_name, qscheme_name
+
+if TYPE_CHECKING:
+    import torch
+    from jax.typing import ArrayLike
 
 _F32 = jnp.float32
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
@@ -35,15 +40,15 @@ def _concrete(*values) -> bool:
 
 
 def calculate_qparams(
-    min_val,
-    max_val,
+    min_val: ArrayLike,
+    max_val: ArrayLike,
     quant_min: int,
     quant_max: int,
-    qscheme="per_tensor_affine",
-    dtype="quint8",
+    qscheme: QSchemeName | torch.qscheme = "per_tensor_affine",
+    dtype: DtypeName | torch.dtype = "quint8",
     eps: float = FLOAT32_EPS,
     has_customized_qrange: bool = False,
-):
+) -> tuple[jax.Array, jax.Array]:
     """The observers' qparams (`UniformQuantizationObserverBase._calculate_qparams`), bit for bit.
 
     With $m^- = \\min(x_{min}, 0)$ and $m^+ = \\max(x_{max}, 0)$, all in float32:
@@ -74,7 +79,8 @@ def calculate_qparams(
 
     Returns:
         `(scale, zero_point)`: float32 arrays of shape `(1,)` per tensor or `(C,)` per channel;
-        int32 zero points (torch: int64 for symmetric, int32 for affine), float32 for float qparams.
+            int32 zero points (torch: int64 for symmetric, int32 for affine), float32 for float
+            qparams.
 
     Raises:
         AssertionError: `min_val > max_val` somewhere (torch's message).
@@ -166,13 +172,13 @@ def _choose_host(min_val, max_val, quant_min, quant_max, preserve_sparsity, redu
 
 
 def choose_quantization_params(
-    min_val,
-    max_val,
+    min_val: ArrayLike,
+    max_val: ArrayLike,
     quant_min: int,
     quant_max: int,
     preserve_sparsity: bool = False,
     reduce_range: bool = False,
-):
+) -> tuple[np.float64, np.int32] | tuple[jax.Array, jax.Array]:
     """ATen's `ChooseQuantizationParams` (fbgemm's rule): float32 range, float64 arithmetic.
 
     $[m, M]$ is widened to contain 0 (first made symmetric,
@@ -196,8 +202,8 @@ def choose_quantization_params(
         reduce_range: Halve the bounds.
 
     Returns:
-        `(scale, zero_point)` (NumPy float64 and int32 scalars; 0-d arrays when traced, the scale
-        then in float32 unless `jax_enable_x64` is on).
+        `(scale, zero_point)`: NumPy float64 and int32 scalars; 0-d arrays when traced, the scale
+            then in float32 unless `jax_enable_x64` is on.
 
     Raises:
         RuntimeError: torch's messages when `min_val > max_val` or `quant_min >= quant_max`.

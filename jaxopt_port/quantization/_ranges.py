@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
+
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    import torch
+    from jax.typing import DTypeLike
+
+DtypeName: TypeAlias = Literal["quint8", "qint8", "qint32", "uint8", "int8", "int32"]
+"""torch's quantized dtype names, and the plain integer names its observers accept beside them."""
+QSchemeName: TypeAlias = Literal[
+    "per_tensor_affine",
+    "per_tensor_symmetric",
+    "per_channel_affine",
+    "per_channel_symmetric",
+    "per_channel_affine_float_qparams",
+]
+"""torch's qscheme names."""
 
 DTYPES = {
     "quint8": (jnp.uint8, 0, 255),
@@ -12,16 +29,10 @@ DTYPES = {
 """torch's quantized dtype name → (storage dtype of the integer values, qmin, qmax)."""
 _ALIASES = {"uint8": "quint8", "int8": "qint8", "int32": "qint32"}
 """Plain integer names torch's observers accept beside the quantized ones, with the same ranges."""
-QSCHEMES = (
-    "per_tensor_affine",
-    "per_tensor_symmetric",
-    "per_channel_affine",
-    "per_channel_symmetric",
-    "per_channel_affine_float_qparams",
-)
+QSCHEMES: tuple[str, ...] = get_args(QSchemeName)
 
 
-def dtype_name(dtype) -> str:
+def dtype_name(dtype: DtypeName | torch.dtype) -> str:
     """torch's name for a quantized dtype given as a string or a torch dtype (`torch.qint8`)."""
     name = str(dtype).removeprefix("torch.")
     name = _ALIASES.get(name, name)
@@ -30,7 +41,7 @@ def dtype_name(dtype) -> str:
     return name
 
 
-def qscheme_name(qscheme) -> str:
+def qscheme_name(qscheme: QSchemeName | torch.qscheme) -> str:
     """torch's name for a qscheme given as a string or a torch qscheme (`torch.per_tensor_affine`)."""
     name = str(qscheme).removeprefix("torch.")
     if name not in QSCHEMES:
@@ -38,7 +49,7 @@ def qscheme_name(qscheme) -> str:
     return name
 
 
-def storage_dtype(dtype):
+def storage_dtype(dtype: DtypeName | torch.dtype) -> DTypeLike:
     """The JAX integer dtype that holds `dtype`'s values (`uint8`, `int8` or `int32`)."""
     return DTYPES[dtype_name(dtype)][0]
 
@@ -58,7 +69,10 @@ def validate_qmin_qmax(quant_min: int, quant_max: int) -> None:
 
 
 def calculate_qmin_qmax(
-    quant_min: int | None, quant_max: int | None, dtype="quint8", reduce_range: bool = False
+    quant_min: int | None,
+    quant_max: int | None,
+    dtype: DtypeName | torch.dtype = "quint8",
+    reduce_range: bool = False,
 ) -> tuple[int, int]:
     """The integer range an observer quantizes to, as torch's `calculate_qmin_qmax`.
 
