@@ -26,9 +26,9 @@ import time
 
 import numpy as np
 
-from parity.optim_runner import max_difference, run_jax, run_reference, run_torch, torch_dtype
-from parity.optim_specs import SPECS, Config
-from parity.problems import make_problem
+from parity.run.optim import max_difference, run_jax, run_reference, run_torch, torch_dtype
+from parity.specs.optim import SPECS, Config
+from parity.specs.problems import make_problem
 
 #: A learning rate per optimizer that trains this model in 50 steps (torch's defaults elsewhere).
 LEARNING_RATES = {

@@ -6,7 +6,7 @@ module. Importing ``parity`` imports NumPy only: torch, JAX and Flax
 load when a comparison runs.
 """
 
-from parity.comparison import compare
-from parity.forward import check_forward
+from parity.compare import compare
+from parity.run.forward import check_forward
 
 __all__ = ["check_forward", "compare"]

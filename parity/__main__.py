@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["JAX_PLATFORMS"] = _JAX_PLATFORM[args.platform]
     from rich.console import Console
 
-    from parity import report, suite
+    from parity import report
+    from parity.run import suite
 
     console = Console(width=None if sys.stdout.isatty() else 200)  # CI logs: wide, not 80
     if args.from_json:

@@ -3,7 +3,7 @@
 ``python tests/parallel_worker.py SCENARIO`` prints one JSON line. The references are computed here
 without jaxopt_port.parallel: the optimizer on the whole global batch on one device (plain
 ``jax.value_and_grad`` + ``tx.update``), a closed-form NumPy gradient, or torch's batch norm.
-Every step blocks (a 2-core machine hangs on unblocked collectives; FACTS.md).
+Every step blocks (on a 2-core machine, collectives that are not blocked on can hang).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from jaxopt_port import optim, parallel
+from parity.metric import scaled, worst_scaled
 
 BACKENDS = parallel.BACKENDS
 STEPS = 8
@@ -34,16 +35,9 @@ OPTIMIZERS = {
 }
 
 
-def scaled(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
-
-
 def tree_scaled(a, b) -> float:
-    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    return max((scaled(x, y) for x, y in pairs), default=0.0)
+    """The worst scaled difference (`parity.metric`) over two pytrees' leaves."""
+    return worst_scaled(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
 
 
 def mlp_params(dtype, seed: int = 0) -> dict:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jaxopt_port import interop, optim, schedules
-from parity.problems import make_problem
-from parity.training import jax_steps
+from parity.run.training import jax_steps
+from parity.specs.problems import make_problem
 
 
 def _tx():

@@ -25,7 +25,7 @@ from _subprocess import run_json
 
 from jaxopt_port import optim, schedules
 from jaxopt_port.optim._compile_cache import CompileCache
-from parity.optim_specs import SPECS
+from parity.specs.optim import SPECS
 
 lbfgs_module = importlib.import_module("jaxopt_port.optim.lbfgs")
 

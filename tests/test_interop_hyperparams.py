@@ -20,10 +20,11 @@ import pytest
 
 from jaxopt_port import interop, optim, schedules
 from jaxopt_port.transforms import param_groups
-from parity.optim_runner import _muon_context, _torch_kwargs, torch_dtype
-from parity.optim_specs import SPECS
-from parity.problems import make_problem
-from parity.training import jax_steps, torch_steps
+from parity.metric import F64_GATE
+from parity.run.optim import _muon_context, _torch_kwargs, torch_dtype
+from parity.run.training import jax_steps, torch_steps
+from parity.specs.optim import SPECS
+from parity.specs.problems import make_problem
 
 torch = pytest.importorskip("torch")
 
@@ -31,7 +32,6 @@ N, M = 3, 3
 #: float64: JAX for N steps, then torch, equals torch throughout (measured <= 4.5e-16 for all 15;
 #: L-BFGS, split 1 + 1 as in tests/test_interop_resume.py, 1.0e-15 in its "small history"
 #: configuration).
-TOL = 1e-12
 #: Hyperparameters equal exactly, or to this relative difference (schedules evaluated in JAX).
 REL = 1e-15
 
@@ -176,7 +176,7 @@ def test_plain_load_state_dict_restores_hyperparameters(spec):
     with _muon_context(spec, "float64"):
         torch_steps(problem, resumed_params, resumed, None, m, start=n)
     worst = _worst(_numpy(resumed_params), _numpy(reference_params))
-    assert worst <= TOL, worst
+    assert worst <= F64_GATE, worst
 
 
 def test_tensor_lr_stays_a_tensor():
@@ -207,7 +207,7 @@ def _cyclic(optimizer):
 
 
 def _plateau(optimizer):
-    # parity.training.metric_at falls after step 0: in "max" mode a cut every second step
+    # parity.run.training.metric_at falls after step 0: in "max" mode a cut every second step
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
 
 
@@ -239,7 +239,7 @@ def test_scheduled_hyperparameters_are_torchs_after_n_steps(name, kwargs, make_s
         params, state = jax_steps(problem, params, tx.init(params), tx, n, plateau=plateau)
         converted = interop.optimizer_state_to_torch(state, tx, params)
     got = converted["param_groups"]
-    _assert_groups_equal(got, want, rel=TOL)
+    _assert_groups_equal(got, want, rel=F64_GATE)
     assert got[0]["lr"] != fresh.param_groups[0]["lr"]  # the schedule moved it
     if not plateau:
         scheduled = "betas" if "betas" in want[0] else "momentum"
@@ -248,7 +248,7 @@ def test_scheduled_hyperparameters_are_torchs_after_n_steps(name, kwargs, make_s
     # and a fresh torch optimizer loads them
     resumed = cls(_torch_params(params))
     resumed.load_state_dict(converted)
-    _assert_groups_equal(resumed.state_dict()["param_groups"], want, rel=TOL)
+    _assert_groups_equal(resumed.state_dict()["param_groups"], want, rel=F64_GATE)
 
 
 def test_with_schedules_writes_initial_lr_and_the_cycled_momentum():
@@ -279,8 +279,8 @@ def test_with_schedules_writes_initial_lr_and_the_cycled_momentum():
             [group] = interop.optimizer_state_to_torch(state, tx, params)["param_groups"]
             if lr is None:
                 assert group["initial_lr"] == want["initial_lr"] == cycle.base_lr
-                assert math.isclose(group["lr"], want["lr"], rel_tol=TOL)
-                assert math.isclose(group["momentum"], want["momentum"], rel_tol=TOL)
+                assert math.isclose(group["lr"], want["lr"], rel_tol=F64_GATE)
+                assert math.isclose(group["momentum"], want["momentum"], rel_tol=F64_GATE)
             else:
                 assert "initial_lr" not in group
                 assert math.isclose(group["lr"], lr, rel_tol=REL)
@@ -331,7 +331,7 @@ def test_from_torch_with_two_groups(name):
     _assert_groups_equal(resumed.state_dict()["param_groups"], want["param_groups"])
 
 
-def _assert_states_close(got, want, tol=TOL):
+def _assert_states_close(got, want, tol=F64_GATE):
     assert set(got) == set(want)
     for i, entries in want.items():
         assert set(got[i]) == set(entries), i

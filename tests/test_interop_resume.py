@@ -19,10 +19,11 @@ import pytest
 
 from jaxopt_port import interop, optim
 from jaxopt_port.interop import optimizer_state as optimizer_state_module
-from parity.optim_runner import _muon_context, _torch_kwargs
-from parity.optim_specs import SPECS, configs_for
-from parity.problems import make_problem
-from parity.training import jax_step_fn, jax_steps, torch_steps
+from parity.metric import F64_GATE
+from parity.run.optim import _muon_context, _torch_kwargs
+from parity.run.training import jax_step_fn, jax_steps, torch_steps
+from parity.specs.optim import SPECS, configs_for
+from parity.specs.problems import make_problem
 
 torch = pytest.importorskip("torch")
 
@@ -30,7 +31,6 @@ N, M = 4, 4
 #: float64. L-BFGS is resumed after 1 step and run 1 more (each step is up to 20 inner iterations
 #: with a line search), as its parity spec is compared over 2 steps: over 8 steps its rounding
 #: amplification alone reaches 2e-10 (tests/test_lbfgs.py measures torch against itself).
-TOL = 1e-12
 
 
 def _split(spec):
@@ -103,7 +103,9 @@ def test_jax_then_torch_equals_torch_throughout(spec):
     assert run.scheduler.last_epoch == n
     run.steps(m, n)
     worst = _worst(run.numpy(), reference.numpy())
-    assert worst <= (TOL if spec.name != "lbfgs" else 10 * _lbfgs_own_spread(spec, params)), worst
+    assert worst <= (F64_GATE if spec.name != "lbfgs" else 10 * _lbfgs_own_spread(spec, params)), (
+        worst
+    )
 
 
 def _lbfgs_own_spread(spec, jax_params):
@@ -187,7 +189,7 @@ def test_sgd_momentum_resumed_from_torch_continues_its_buffer():
         state = interop.optimizer_state_from_torch(optimizer.state_dict(), tx, _jax(_numpy(params)))
         jax_params, _ = jax_steps(problem, _jax(_numpy(params)), state, tx, 1, start=3)
     worst = _worst(jax_params, _numpy(reference))
-    assert worst <= TOL, worst
+    assert worst <= F64_GATE, worst
 
 
 def _cosine(optimizer):
@@ -219,7 +221,7 @@ def test_sgd_with_cosine_moved_at_step_20_and_back():
             optimizer.state_dict(), tx, _jax(_numpy(params)), scheduler=scheduler
         )
         jax_params, state = jax_steps(problem, _jax(_numpy(params)), state, tx, m, start=n)
-        assert _worst(jax_params, snapshots[n + m - 1]) <= TOL
+        assert _worst(jax_params, snapshots[n + m - 1]) <= F64_GATE
         converted = interop.optimizer_state_to_torch(state, tx, jax_params)
 
     params, optimizer, scheduler = _sgd(jax_params, _cosine, **kwargs)
@@ -228,7 +230,7 @@ def test_sgd_with_cosine_moved_at_step_20_and_back():
     interop.position_scheduler(scheduler, state)
     got_lrs = torch_steps(problem, params, optimizer, scheduler, more, start=n + m)
     np.testing.assert_allclose(got_lrs, want_lrs[n + m :], rtol=1e-14)
-    assert _worst(_numpy(params), snapshots[-1]) <= TOL
+    assert _worst(_numpy(params), snapshots[-1]) <= F64_GATE
     # the control: the same scheduler left where it was built drives the lr off the schedule
     params, optimizer, scheduler = _sgd(jax_params, _cosine, **kwargs)
     optimizer.load_state_dict(converted)
@@ -393,7 +395,7 @@ _RUNS: dict[tuple[str, str, bool], _Resume] = {}  # built (and compiled) once pe
 
 
 def _failures(spec, config):
-    """{(scheduler or not, K): |Δθ|} for the cases past TOL."""
+    """{(scheduler or not, K): |Δθ|} for the cases past F64_GATE."""
     bad = {}
     for scheduled in (False, True):
         key = (spec.name, config.desc, scheduled)
@@ -402,7 +404,7 @@ def _failures(spec, config):
         run = _RUNS[key]
         for k in KS:
             worst = run.worst(k)
-            if not worst <= TOL:
+            if not worst <= F64_GATE:
                 bad["scheduled" if scheduled else "constant", k] = worst
     return bad
 

@@ -1,8 +1,8 @@
 """L-BFGS beyond the spec table: its line search on its own, long runs, a planted error, errors.
 
-The spec table (``parity/optim_specs.py``) runs every LBFGS configuration of torch's ``optim_db``
+The spec table (``parity/specs/optim.py``) runs every LBFGS configuration of torch's ``optim_db``
 plus one per stopping test for two steps (up to 40 inner iterations) and compares the parameters and
-every state entry with torch at 1e-12. Here: the strong-Wolfe line search against torch's
+every state entry with torch at F64_GATE. Here: the strong-Wolfe line search against torch's
 ``_strong_wolfe`` on functions chosen to take each of its branches; 20-step runs, where L-BFGS's
 own rounding amplification takes over; a wrong line-search constant; construction errors.
 """
@@ -19,16 +19,16 @@ import optax
 import pytest
 
 from jaxopt_port.optim import lbfgs
-from parity import optim_runner
-from parity.optim_runner import max_difference, run_jax, run_torch
-from parity.optim_specs import configs_for, spec
+from parity.metric import F64_GATE
+from parity.run import optim as optim_runner
+from parity.run.optim import max_difference, run_jax, run_torch
+from parity.specs.optim import configs_for, spec
 
 torch = pytest.importorskip("torch")
 # the modules themselves (``jaxopt_port.optim.lbfgs`` the attribute is the factory)
 lbfgs_module = importlib.import_module("jaxopt_port.optim.lbfgs")
 torch_lbfgs = importlib.import_module("torch.optim.lbfgs")
 
-F64_TOL = 1e-12
 
 # ----------------------------------------------------------------------------------------------
 # The line search alone: torch's _strong_wolfe and ours on the same 1-D slices of 2-D functions.
@@ -113,9 +113,9 @@ def test_line_search_matches_torch(case):
         )
     f_new, g_new, t_new, evals = expected
     assert int(got[3]) == evals, f"{int(got[3])} evaluations, torch {evals}"
-    np.testing.assert_allclose(float(got[2]), float(t_new), rtol=F64_TOL, atol=0)
-    np.testing.assert_allclose(float(got[0]), f_new, rtol=F64_TOL, atol=F64_TOL)
-    np.testing.assert_allclose(np.asarray(got[1]), g_new.numpy(), rtol=0, atol=F64_TOL)
+    np.testing.assert_allclose(float(got[2]), float(t_new), rtol=F64_GATE, atol=0)
+    np.testing.assert_allclose(float(got[0]), f_new, rtol=F64_GATE, atol=F64_GATE)
+    np.testing.assert_allclose(np.asarray(got[1]), g_new.numpy(), rtol=0, atol=F64_GATE)
 
 
 def test_line_search_cases_take_every_branch():
@@ -186,7 +186,7 @@ def test_longer_runs_differ_only_as_torch_differs_from_itself(config_id, monkeyp
     monkeypatch.setattr(optim_runner, "make_problem", lambda *a: _nudged(make_problem(*a)))
     torch_diff, _ = max_difference(run_torch(s, config), torch_run, state=False)
     # measured: lr=0.01 JAX 5.4e-2, nudged torch 5.2e-2; small history JAX 8.6e-11, torch 1.1e-10
-    assert torch_diff > F64_TOL, "torch is stable here: compare at 1e-12 in the spec table"
+    assert torch_diff > F64_GATE, "torch is stable here: compare at 1e-12 in the spec table"
     assert jax_diff <= 10 * torch_diff, (
         f"JAX vs torch {jax_diff:.2g} at {where}; torch vs itself nudged {torch_diff:.2g}"
     )

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from jaxopt_port import optim
-from parity.optim_specs import SPECS, TENSOR, TENSOR2
+from parity.metric import F64_GATE
+from parity.specs.optim import SPECS, TENSOR, TENSOR2
 
 
 def _materialize(value):
@@ -48,7 +49,7 @@ INVALID = [
 
 @pytest.mark.parametrize(("s", "row"), INVALID)
 def test_invalid_arguments_are_refused_and_checked_against_torch(s, row):
-    """One row per (optimizer, bad arguments, exception, message) in parity/optim_specs.py; where
+    """One row per (optimizer, bad arguments, exception, message) in parity/specs/optim.py; where
     torch's constructor raises, torch must raise the same type and message in this test."""
     kwargs = {k: _materialize(v) for k, v in row.kwargs.items()}
     with pytest.raises(row.error, match=row.match) as ours:
@@ -204,7 +205,7 @@ def test_from_torch_with_nnx_optimizer_rejects_nnx_leaf_order_and_param_groups_m
         }
     for name, p in torch_model.named_parameters():
         # measured 5.6e-16 after 10 float64 steps (every parameter moves by >= 0.1)
-        np.testing.assert_allclose(np.asarray(got[name]), p.detach().numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(got[name]), p.detach().numpy(), rtol=0, atol=F64_GATE)
 
 
 def test_from_torch_accepts_torch_order_in_flax_layouts_and_names_a_misfit():

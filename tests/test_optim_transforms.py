@@ -17,8 +17,8 @@ import optax
 import pytest
 
 from jaxopt_port import optim
-from parity.optim_specs import SPECS
-from parity.problems import make_problem
+from parity.specs.optim import SPECS
+from parity.specs.problems import make_problem
 
 SPEC_IDS = [pytest.param(s, id=s.name) for s in SPECS]
 #: Integer hyperparameters that must stay Python ints under inject_hyperparams.

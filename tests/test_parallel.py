@@ -17,10 +17,10 @@ from _subprocess import run_json
 from parallel_worker import BACKENDS, MATRIX
 
 from jaxopt_port import optim, parallel
+from parity.metric import F64_GATE
 
 torch = pytest.importorskip("torch")
 
-F64 = 1e-12
 #: float32, 8 devices vs one, worst over 8 steps of SGD/Adam and every backend: parameters
 #: measured 6.0e-8 (scaled), loss 4.8e-7, optimizer state 4.5e-8.
 F32 = {"params": 2.4e-7, "loss": 2e-6, "state": 1.8e-7}
@@ -55,9 +55,9 @@ def test_eight_devices_equal_one_device(matrix, key):
     dtype = key[0]
     assert row["param_dtypes"] == [dtype]
     if dtype == "float64":
-        assert row["params"] <= F64, row
-        assert row["state"] <= F64, row
-        assert row["loss"] <= F64, row
+        assert row["params"] <= F64_GATE, row
+        assert row["state"] <= F64_GATE, row
+        assert row["loss"] <= F64_GATE, row
     else:
         for what, tol in F32.items():
             assert row[what] <= tol, (what, row)
@@ -68,7 +68,7 @@ def test_zero1_splits_optimizer_state_over_devices(matrix):
     # leaf and the step counters whole. SGD: float64 momentum buffers + two int32 counters.
     for backend in BACKENDS:
         sgd = matrix[("float64", "sgd", backend, 1, 1)]["state_ratio"]
-        assert sgd == pytest.approx((8 * (2400 / 8 + 10) + 8) / (8 * 2410 + 8), rel=1e-12)
+        assert sgd == pytest.approx((8 * (2400 / 8 + 10) + 8) / (8 * 2410 + 8), rel=F64_GATE)
     for backend in BACKENDS:
         assert matrix[("float64", "adam", backend, 1, 1)]["state_ratio"] <= 0.13
         assert matrix[("float64", "adam", backend, 0, 1)]["state_ratio"] == 1.0
@@ -88,9 +88,9 @@ def test_one_step_gradient_is_the_global_mean(gradient, backend):
     # "4x2": a (data 4, model 2) mesh, the batch split over the data axis only.
     row = gradient[backend]
     assert row["devices"] == (4 if "4x2" in backend else 8)
-    assert row["ratio"] == pytest.approx(1.0, abs=F64)
-    assert row["gradient"] <= F64
-    assert row["loss"] <= F64
+    assert row["ratio"] == pytest.approx(1.0, abs=F64_GATE)
+    assert row["gradient"] <= F64_GATE
+    assert row["loss"] <= F64_GATE
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def sync_bn():
 def test_sync_batch_norm_equals_torch_on_the_global_batch(sync_bn, backend):
     row = sync_bn["backends"][backend]
     for what in ("loss", "grad", "running_mean", "running_var"):
-        assert row[what] <= F64, (what, row)
-    assert sync_bn["forward"] <= F64
+        assert row[what] <= F64_GATE, (what, row)
+    assert sync_bn["forward"] <= F64_GATE
     # one device's rows alone give other statistics: the comparison above can fail
     assert sync_bn["local_vs_global_mean"] > 0.1
 
@@ -112,7 +112,7 @@ def test_flax_nnx_model_with_its_batch_norm_equals_one_device():
     # nnx.split/merge inside loss_fn; nnx.BatchNorm(axis_name="data") under shard_map and pmap,
     # axis_name=None under jit (the arrays are global there); measured 2.2e-16
     for backend, difference in _scenario("flax_nnx").items():
-        assert difference <= F64, (backend, difference)
+        assert difference <= F64_GATE, (backend, difference)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,11 @@ import jax.numpy as jnp
 import pytest
 
 from parity import __main__ as parity_main
-from parity import report, suite
+from parity import report
 from parity.__main__ import main
-from parity.results import RunResult
+from parity.metric import F64_GATE
+from parity.report.results import RunResult
+from parity.run import suite
 
 
 def _run(args, tmp_path, capsys):
@@ -76,7 +78,7 @@ def test_unpatched_runs_pass_and_exit_zero(tmp_path, capsys):
         assert len(run["param_abs"]) == len(run["loss_torch"]) == run["steps"] == 50
         assert run["loss_torch"][-1] < run["loss_torch"][0]  # it trains
         if run["dtype"] == "float64":
-            assert run["reference_scaled"] <= 1e-12
+            assert run["reference_scaled"] <= F64_GATE
             assert len(run["state_scaled"]) == 50
 
 
@@ -138,9 +140,9 @@ def test_a_crashing_run_is_a_failure_that_names_it():
     ],
 )  # fmt: skip
 def test_judge_takes_the_worst_figure_and_names_it(figures, worst, where):
-    result = RunResult("optimizer", "adam", "c", "mlp", "float64", 2, 1e-12, **figures).judge()
+    result = RunResult("optimizer", "adam", "c", "mlp", "float64", 2, F64_GATE, **figures).judge()
     assert (result.worst, result.where) == (worst, where)
-    assert result.passed == (worst <= 1e-12)
+    assert result.passed == (worst <= F64_GATE)
     assert RunResult.from_dict(json.loads(json.dumps(result.to_dict()))).worst == worst
 
 

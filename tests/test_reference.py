@@ -17,7 +17,8 @@ import pytest
 
 from jaxopt_port import optim
 from parity import reference
-from parity.problems import make_problem
+from parity.metric import F64_GATE
+from parity.specs.problems import make_problem
 
 
 def test_the_reference_shares_no_code_with_jax_or_the_library():
@@ -70,4 +71,4 @@ def test_textbook_rules_match_the_reference(name, kwargs):
         float(np.max(np.abs(np.asarray(p) - q))) for p, q in zip(params, ref.params, strict=True)
     )
     # measured: sgd 0, momentum 4.8e-15, rmsprop 2.2e-16, adam 3.3e-16
-    assert worst <= 1e-12, f"textbook {name}: {worst:.3g} from the reference"
+    assert worst <= F64_GATE, f"textbook {name}: {worst:.3g} from the reference"

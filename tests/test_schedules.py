@@ -1,4 +1,4 @@
-"""jaxopt_port.schedules against torch.optim.lr_scheduler, driven by parity/schedule_specs.py."""
+"""jaxopt_port.schedules against torch.optim.lr_scheduler, driven by parity/specs/schedules.py."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import optax
 import pytest
 
 from jaxopt_port import optim, schedules
-from parity.problems import make_problem
-from parity.schedule_specs import INVALID, LR, LR2, PLATEAU_SPECS, SPECS, ScheduleSpec
-from parity.training import jax_steps, metric_at, torch_steps
+from parity.metric import F64_GATE
+from parity.run.training import jax_steps, metric_at, torch_steps
+from parity.specs.problems import make_problem
+from parity.specs.schedules import INVALID, LR, LR2, PLATEAU_SPECS, SPECS, ScheduleSpec
 
 torch = pytest.importorskip("torch")
 
 STEPS = 1200
 #: float64, relative to torch's lr at every step. Measured worst over SPECS: 3.5e-14
 #: (CosineAnnealingLR with eta_min), 3.0e-14 (OneCycleLR linear three-phase); the rest ≤ 3.7e-15.
-RTOL = 1e-12
 
 
 def _torch_optimizer(spec: ScheduleSpec, groups: int = 1):
@@ -49,7 +49,7 @@ def _evaluate(schedule, counts: int) -> np.ndarray:
     return np.asarray(jax.jit(lambda c: jax.lax.map(schedule, c))(jnp.arange(counts)))
 
 
-def _assert_close(got: np.ndarray, want: np.ndarray, rtol: float = RTOL) -> None:
+def _assert_close(got: np.ndarray, want: np.ndarray, rtol: float = F64_GATE) -> None:
     worst = np.max(np.abs(got - want) / np.where(want == 0, 1.0, np.abs(want)))
     zeros_ok = np.all(got[want == 0] == 0)
     assert worst <= rtol and zeros_ok, (worst, int(np.argmax(np.abs(got - want))))
@@ -147,7 +147,7 @@ def test_from_torch_wires_lr_and_momentum_cycling_into_the_optimizer(
     make_optimizer, make_scheduler
 ):
     worst, _, _ = _train_both(make_optimizer, make_scheduler, 60)
-    assert worst <= 1e-12, worst
+    assert worst <= F64_GATE, worst
 
 
 def test_momentum_cycling_matters():
@@ -177,7 +177,7 @@ def test_reduce_lr_on_plateau_follows_torch_through_value(spec):
         steps,
         plateau=True,
     )
-    assert worst <= 1e-12, worst
+    assert worst <= F64_GATE, worst
     # the lr of the last update: torch's after the metrics of the updates before it
     assert float(state.hyperparams["lr"]) == lrs[-1]
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
@@ -261,7 +261,7 @@ def _torch_lrs(row, optimizer, scheduler, steps=10):
 
 @pytest.mark.parametrize("row", INVALID, ids=lambda row: row.id)
 def test_invalid_arguments_are_refused_and_checked_against_torch(row):
-    """One row per (scheduler, bad arguments, exception, message) in parity/schedule_specs.py;
+    """One row per (scheduler, bad arguments, exception, message) in parity/specs/schedules.py;
     where torch raises at construction it must raise the same type and message here."""
     with pytest.raises(row.error, match=row.match) as ours:
         row.spec.jax(row.lr)

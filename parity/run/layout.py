@@ -2,7 +2,7 @@
 
 The map is derived from :func:`jaxopt_port.interop.load_torch_state_dict`: the converter that moves
 the weights also defines which torch tensors (transposed, split, reshaped, or summed for RNN biases)
-make each NNX parameter. Why the parity runs optimize torch's layout: :mod:`parity.comparison`.
+make each NNX parameter. Why the parity runs optimize torch's layout: :mod:`parity.run.twin_training`.
 """
 
 from __future__ import annotations

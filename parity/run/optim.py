@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from parity.optim_specs import KERNEL_FLAGS, SCHEDULES, Config, OptimSpec
-from parity.problems import Problem, make_problem
+from parity.metric import scaled_difference, state_difference
+from parity.specs.optim import KERNEL_FLAGS, SCHEDULES, Config, OptimSpec
+from parity.specs.problems import Problem, make_problem
 
 __all__ = [
     "Run",
@@ -399,24 +400,15 @@ def _plain(value: Any) -> Any:
 
 
 def max_difference(a: Run, b: Run, *, state: bool = True) -> tuple[float, str]:
-    """The largest difference between two runs, and where it is.
+    """The largest scaled difference between two runs (`parity.metric`), and where it is.
 
-    Each parameter and state leaf is compared as ``max|a - b| / max(1, max|b|)``: absolute for
-    leaves of magnitude up to 1, relative to the leaf's largest entry above; a state key present in one run but not the other is an infinite
-    difference.
+    Every parameter and, with ``state``, every state entry is compared; ``b`` is the reference
+    side. A state key present in one run but not the other is an infinite difference.
     """
-    worst, where = 0.0, ""
-    pairs = [(f"param[{i}]", x, y) for i, (x, y) in enumerate(zip(a.params, b.params, strict=True))]
+    names = [f"param[{i}]" for i in range(len(b.params))]
+    _, worst, _, where = scaled_difference(a.params, b.params, names)
     if state:
-        for i, (sa, sb) in enumerate(zip(a.state, b.state, strict=True)):
-            if set(sa) != set(sb):
-                return float("inf"), f"state[{i}] keys {sorted(sa)} vs {sorted(sb)}"
-            pairs += [(f"state[{i}][{key!r}]", sa[key], sb[key]) for key in sa]
-    for name, x, y in pairs:
-        if np.shape(x) != np.shape(y):
-            return float("inf"), f"{name} shapes {np.shape(x)} vs {np.shape(y)}"
-        scale = max(1.0, float(np.max(np.abs(y), initial=0.0)))
-        diff = float(np.max(np.abs(x - y), initial=0.0)) / scale
-        if not diff <= worst:
-            worst, where = diff, name
+        state_worst, state_where = state_difference(a.state, b.state)
+        if not state_worst <= worst:
+            worst, where = state_worst, state_where
     return worst, where

@@ -1,13 +1,13 @@
 """What a parity suite shows people: progress, a terminal table, JSON; the report files come from
-:mod:`parity.document`.
+:mod:`parity.report.document`.
 
-Everything here reads :class:`~parity.results.RunResult` objects and nothing else, so the same
+Everything here reads :class:`~parity.report.results.RunResult` objects and nothing else, so the same
 functions serve the suite's CLI, :func:`parity.compare` (a report of one run) and re-rendering a
 saved JSON file::
 
     python -m parity.report results.json --report parity-report/
 
-The figures come from :mod:`parity.plots`; matplotlib is imported only when a report is written.
+The figures come from :mod:`parity.report.plots`; matplotlib is imported only when a report is written.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from parity.document import _FIGURES, _NAMES, _row, _seconds, write_report
-from parity.plots import sort_key
-from parity.results import SCHEMA, RunResult, json_safe
-from parity.summary import (
-    _rank,
-    _status,
+from parity.report.document import FIGURES, NAMES, row_cells, run_seconds, write_report
+from parity.report.order import sort_key
+from parity.report.results import SCHEMA, RunResult, json_safe
+from parity.report.summary import (
     failure_lines,
+    rank,
+    status,
     summarize,
     summary_line,
 )
@@ -74,7 +74,7 @@ class RunProgress:
         self.failed += not result.passed
         if not result.passed and self.failed <= 20:
             (line,) = failure_lines([result])
-            self.console.print(Text(line, style=_STYLE[_status(result)]))
+            self.console.print(Text(line, style=_STYLE[status(result)]))
         elif not result.passed and self.failed == 21:
             self.console.print("(more failures: all are listed at the end)", highlight=False)
         if self._bar is not None:
@@ -149,7 +149,7 @@ def print_table(
         groups: dict[tuple[str, ...], list[RunResult]] = defaultdict(list)
         for r in runs:
             groups[r.kind, r.model, r.optimizer, r.dtype].append(r)
-        rows = [(max(g, key=_rank), g) for g in groups.values()]
+        rows = [(max(g, key=rank), g) for g in groups.values()]
     else:
         rows = [(r, [r]) for r in runs]
     previous = None
@@ -169,9 +169,9 @@ def print_table(
 
 def _table(title: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
-    for name in _NAMES:
+    for name in NAMES:
         table.add_column(name, overflow="fold")
-    for name in _FIGURES:
+    for name in FIGURES:
         table.add_column(name, justify="right")
     table.add_column("status")
     table.add_column("time", justify="right")
@@ -180,12 +180,12 @@ def _table(title: str) -> Table:
 
 def _cells(r: RunResult, group: Sequence[RunResult]) -> list[str | Text]:
     """``r``'s row; for a group, ``r`` is its worst run and config/status/time cover the group."""
-    cells: list[str | Text] = list(_row(r))
+    cells: list[str | Text] = list(row_cells(r))
     bad = sum(not g.passed for g in group)
     if len(group) > 1:
         cells[2] = f"{len(group)} configs (worst: {r.config})"
         cells[-2] = f"{cells[-2]} {bad}/{len(group)}" if bad else cells[-2]
-    cells[-2] = Text(str(cells[-2]), style=_STYLE[_status(r)])
+    cells[-2] = Text(str(cells[-2]), style=_STYLE[status(r)])
     cells[-1] = f"{sum(g.seconds for g in group):.1f}s"
     return cells
 
@@ -267,9 +267,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report is not None:
         html_path, md_path = write_report(args.report, results, meta)
         console.print(f"report: {html_path} and {md_path}", highlight=False)
-    console.print(summary_line(results, _seconds(results, meta)), highlight=False)
+    console.print(summary_line(results, run_seconds(results, meta)), highlight=False)
     return 0 if all(r.passed for r in results) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

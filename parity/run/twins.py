@@ -1,8 +1,8 @@
-"""The suite's twin-model runs: a model of :mod:`parity.models` trained in torch and in JAX.
+"""The suite's twin-model runs: a model of :mod:`parity.specs.models` trained in torch and in JAX.
 
-:func:`run_model` builds the twins (:func:`parity.models.make_twins`), the torch optimizer(s)
+:func:`run_model` builds the twins (:func:`parity.specs.models.make_twins`), the torch optimizer(s)
 (``foreach=False``) and optionally a torch lr scheduler, and trains both on
-:func:`parity.data.batches` with :func:`parity.comparison.train_twins` (the loop that
+:func:`parity.specs.data.batches` with :func:`parity.run.twin_training.train_twins` (the loop that
 :func:`parity.compare` uses for users' models); the result is judged on the float64 gate or on
 the float32 tolerance measured here (:data:`F32_TOLERANCE`).
 """
@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from parity.comparison import F64_TOLERANCE, train_twins
-from parity.results import RunResult
+from parity.metric import F64_GATE, gate_note
+from parity.report.results import RunResult
+from parity.run.twin_training import train_twins
 
 __all__ = [
     "COMPANIONS",
     "F32_TOLERANCE",
-    "F64_TOLERANCE",
     "MODEL_SCHEDULES",
     "STEPS",
     "STEPS_FOR",
@@ -41,8 +41,8 @@ STEPS_FOR = {"lbfgs": 4}
 
 #: float32: the worst scaled parameter difference allowed, per (model, optimizer): about 3x the
 #: worst measured after the default number of steps (20; L-BFGS 4) with the suite's learning
-#: rates (parity.suite.MODEL_LR, MODEL_KWARGS), seed 0, over the default and the scheduled
-#: configurations (parity.suite.SCHEDULED_MODEL_RUNS). Optimizers that divide by √v (Adam family,
+#: rates (parity.run.suite.MODEL_LR, MODEL_KWARGS), seed 0, over the default and the scheduled
+#: configurations (parity.run.suite.SCHEDULED_MODEL_RUNS). Optimizers that divide by √v (Adam family,
 #: Adagrad, RMSprop) pass a gradient's relative error on to the step, and the LSTM's float32
 #: gradient is the least accurate: against float64 at the same weights its worst entry is off by
 #: 1.1e-2 relative (lstm.weight_ih_l0; MLP 4.6e-4, transformer 8.0e-5, CNN 3.1e-5), hence its
@@ -131,7 +131,7 @@ def _one_cycle(steps: int, lr: float) -> dict[str, Any]:
 
 
 #: lr schedulers at the scale of a twin-model run: id -> ``(torch class name, kwargs(steps,
-#: lr))``, so that the lr moves within the run's few steps (``parity.schedule_specs`` holds
+#: lr))``, so that the lr moves within the run's few steps (``parity.specs.schedules`` holds
 #: configurations for runs of a thousand steps; their ids are accepted too).
 MODEL_SCHEDULES: dict[str, tuple[str, Callable[[int, float], dict[str, Any]]]] = {
     "OneCycleLR-cos": ("OneCycleLR", _one_cycle),
@@ -145,13 +145,13 @@ MODEL_SCHEDULES: dict[str, tuple[str, Callable[[int, float], dict[str, Any]]]] =
 
 
 def resolve_schedule(schedule: Any, steps: int, lr: float) -> Any:
-    """A ``parity.schedule_specs.ScheduleSpec`` from a spec, a :data:`MODEL_SCHEDULES` id, or a
-    ``parity.schedule_specs.SPECS`` id.
+    """A ``parity.specs.schedules.ScheduleSpec`` from a spec, a :data:`MODEL_SCHEDULES` id, or a
+    ``parity.specs.schedules.SPECS`` id.
 
     Raises:
       KeyError: an unknown id (the message lists the known ones).
     """
-    from parity.schedule_specs import SPECS, ScheduleSpec
+    from parity.specs.schedules import SPECS, ScheduleSpec
 
     if isinstance(schedule, ScheduleSpec):
         return schedule
@@ -170,8 +170,8 @@ def _optimizer_builder(model: Any, optimizer: str, kwargs: Mapping[str, Any]) ->
     """``params -> torch optimizer(s)`` for ``optimizer`` on ``model`` (``foreach=False``)."""
     import torch
 
-    from parity.optim_runner import _torch_kwargs
-    from parity.optim_specs import spec
+    from parity.run.optim import _torch_kwargs
+    from parity.specs.optim import spec
 
     cls = getattr(torch.optim, spec(optimizer).torch_cls)
     if optimizer not in COMPANIONS:
@@ -210,20 +210,20 @@ def run_model(
     config_name: str | None = None,
     device: str = "cpu",
 ) -> RunResult:
-    """Train a twin model (:mod:`parity.models`) in torch and in JAX with one optimizer.
+    """Train a twin model (:mod:`parity.specs.models`) in torch and in JAX with one optimizer.
 
     Muon trains the 2-D weight matrices and SparseAdam the transformer's token embedding
     (sparse gradients); torch AdamW / Adam (:data:`COMPANIONS`) trains the rest, and the JAX
     side is the ``optax.partition`` of the two ``from_torch`` transformations. The data are
-    :func:`parity.data.batches` (seeded). An exception becomes ``RunResult(error=...)``.
+    :func:`parity.specs.data.batches` (seeded). An exception becomes ``RunResult(error=...)``.
 
     Args:
-      model: one of :data:`parity.models.MODELS`.
+      model: one of :data:`parity.specs.models.MODELS`.
       optimizer: a jaxopt_port name (one of :func:`optimizers_for` ``(model)``).
       kwargs: torch keyword arguments (``foreach=False`` is added).
       schedule: a torch lr scheduler on the optimizer: a ``ScheduleSpec`` or an id of
-        :data:`MODEL_SCHEDULES` or of ``parity.schedule_specs.SPECS`` (stepped every step).
-      dtype: ``"float64"`` (judged ≤ 1e-12 on parameters and optimizer state) or ``"float32"``
+        :data:`MODEL_SCHEDULES` or of ``parity.specs.schedules.SPECS`` (stepped every step).
+      dtype: ``"float64"`` (judged on the float64 gate, 1e-12, on parameters and optimizer state) or ``"float32"``
         (parameters, judged by :data:`F32_TOLERANCE`).
       steps: optimizer steps (default :data:`STEPS`, or :data:`STEPS_FOR` the optimizer).
       seed: the models' initialization and the batches.
@@ -232,26 +232,26 @@ def run_model(
       device: torch's device for the model and batches.
 
     Returns:
-      The judged :class:`parity.results.RunResult` (``kind="model"``).
+      The judged :class:`parity.report.results.RunResult` (``kind="model"``).
 
     Example:
       >>> result = run_model("mlp", "adam", {"lr": 1e-3}, steps=5)
       >>> result.passed
       True
     """
-    from parity import data, models
+    from parity.specs import data, models
 
     steps = STEPS_FOR.get(optimizer, STEPS) if steps is None else steps
     kwargs = dict(kwargs or {})
     schedule_id = getattr(schedule, "id", schedule)
     if dtype == "float64":
-        note = "float64 gate (≤ 1e-12 scaled): parameters and optimizer state"
-        default = F64_TOLERANCE
+        note = gate_note("parameters and optimizer state")
+        default = F64_GATE
     else:
         measured = (model, optimizer) in F32_TOLERANCE
         default = F32_TOLERANCE.get((model, optimizer), F32_DEFAULT)
         note = (
-            "measured float32 tolerance (parity/twins.py F32_TOLERANCE), parameters"
+            "measured float32 tolerance (parity/run/twins.py F32_TOLERANCE), parameters"
             if measured
             else "float32 default tolerance (not measured for this pair), parameters"
         )
@@ -274,7 +274,7 @@ def run_model(
         scheduler = None
         if schedule is not None:
             from jaxopt_port import optim
-            from parity.optim_runner import _base_lr
+            from parity.run.optim import _base_lr
 
             lr = _base_lr(kwargs, getattr(optim, optimizer))  # the given lr or torch's default
             scheduler = resolve_schedule(schedule, steps, lr).torch

@@ -1,6 +1,6 @@
 """How far optax's nearest optimizer lands from torch's, measured on the spec table's problems.
 
-``python -m parity.optax_gap`` runs, for every optimizer, torch (foreach=False) with its defaults,
+``python -m parity.run.optax_gap`` runs, for every optimizer, torch (foreach=False) with its defaults,
 jaxopt_port with the same arguments, and optax's closest transformation set up with torch's
 hyperparameters (its own defaults where it cannot take torch's), all in float64 for the spec's
 number of steps, and prints max|Δθ| against torch next to how far torch moved the parameters.
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from parity.optim_runner import Run, make_problem, max_difference, run_jax, run_torch
-from parity.optim_specs import SPECS, Config
+from parity.run.optim import Run, make_problem, max_difference, run_jax, run_torch
+from parity.specs.optim import SPECS, Config
 
 __all__ = ["NEAREST", "main"]
 

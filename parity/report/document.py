@@ -1,7 +1,7 @@
 """The report files: a self-contained ``report.html`` and a ``report.md`` with its images.
 
-Both are rendered from :class:`~parity.results.RunResult` objects and the run's ``meta``; the figures
-come from :mod:`parity.plots` (matplotlib is imported only when a report is written).
+Both are rendered from :class:`~parity.report.results.RunResult` objects and the run's ``meta``; the figures
+come from :mod:`parity.report.plots` (matplotlib is imported only when a report is written).
 """
 
 from __future__ import annotations
@@ -13,20 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from parity.plots import Plot, ratio, report_plots, sort_key
-from parity.results import RunResult
-from parity.summary import (
+from parity.report.order import ratio, sort_key
+from parity.report.plots import Plot, report_plots
+from parity.report.results import RunResult
+from parity.report.summary import (
     _failing,
     _final,
     _first_line,
     _max_abs,
     _num,
-    _status,
+    status,
     summarize,
     summary_line,
 )
 
-__all__ = ["write_report"]
+__all__ = ["FIGURES", "HEADER", "NAMES", "row_cells", "run_seconds", "write_report"]
 
 
 def write_report(
@@ -35,7 +36,7 @@ def write_report(
     """Write ``report.html`` (self-contained) and ``report.md`` (images in ``report_files/``).
 
     Both hold the header (``meta``: versions, platform, seed, date, duration...), the counts, the
-    runs that did not pass with their figures, the plots of :func:`parity.plots.report_plots`, and
+    runs that did not pass with their figures, the plots of :func:`parity.report.plots.report_plots`, and
     a table of every run. The HTML inlines its CSS and images (base64 PNG) and needs no network
     and no JavaScript.
 
@@ -77,17 +78,17 @@ def _headline(runs: Sequence[RunResult], meta: dict[str, Any]) -> str:
     if not runs:
         return "No runs."
     verdict = "PASS" if all(r.passed for r in runs) else "FAIL"
-    return f"{verdict}: {summary_line(runs, _seconds(runs, meta))}"
+    return f"{verdict}: {summary_line(runs, run_seconds(runs, meta))}"
 
 
-def _seconds(runs: Sequence[RunResult], meta: dict[str, Any]) -> float:
+def run_seconds(runs: Sequence[RunResult], meta: dict[str, Any]) -> float:
     """The suite's wall time, ``meta["seconds"]``, else the runs' times added up."""
     seconds = meta.get("seconds")
     return seconds if isinstance(seconds, (int, float)) else summarize(runs)["seconds"]
 
 
-def _row(r: RunResult) -> list[str]:
-    """A run's cells under :data:`_HEADER` (plain text)."""
+def row_cells(r: RunResult) -> list[str]:
+    """A run's cells under :data:`HEADER` (plain text)."""
     figures = [
         str(r.steps),
         _num(_final(r.loss_torch), ".6g"),
@@ -106,14 +107,14 @@ def _row(r: RunResult) -> list[str]:
         r.model,
         r.dtype,
         *figures,
-        _status(r),
+        status(r),
         f"{r.seconds:.2f}",
     ]
 
 
-_NAMES = ("kind", "optimizer", "config", "model", "dtype")
-_FIGURES = ("steps", "loss torch", "loss JAX", "max |Δθ|", "worst", "tolerance", "worst/tol")
-_HEADER = (*_NAMES, *_FIGURES, "status", "s")  #: the columns of :func:`_row`
+NAMES = ("kind", "optimizer", "config", "model", "dtype")
+FIGURES = ("steps", "loss torch", "loss JAX", "max |Δθ|", "worst", "tolerance", "worst/tol")
+HEADER = (*NAMES, *FIGURES, "status", "s")  #: the columns of :func:`row_cells`
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1280px;padding:0 1em;color:#1a1a1a}
@@ -135,7 +136,7 @@ code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 def _html_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], sorted_by: Sequence[str] = ()
 ) -> str:
-    numeric = {*_FIGURES, "s", "miss"}
+    numeric = {*FIGURES, "s", "miss"}
     heads = "".join(f"<th>{html.escape(h)}{' ▾' if h in sorted_by else ''}</th>" for h in header)
     body = []
     for row in rows:
@@ -157,7 +158,7 @@ def _failure_rows(runs: Sequence[RunResult]) -> list[list[str]]:
         if r.error is not None:
             figures = ["—", figures[1], "—"]
         detail = _first_line(r.error, 300) if r.error is not None else r.where
-        rows.append([r.id, _status(r), *figures, detail])
+        rows.append([r.id, status(r), *figures, detail])
     return rows
 
 
@@ -202,8 +203,8 @@ def _html(runs: Sequence[RunResult], meta: dict[str, Any], plots: Sequence[Plot]
             "difference |Δ| / max(1, |x|) over parameters, optimizer state and the NumPy reference; "
             "max |Δθ|: the largest absolute parameter difference; losses are the last step's.</p>",
             _html_table(
-                _HEADER,
-                [_row(r) for r in runs],
+                HEADER,
+                [row_cells(r) for r in runs],
                 sorted_by=("kind", "model", "optimizer", "dtype", "config"),
             ),
         ]
@@ -248,6 +249,6 @@ def _markdown(
         lines += [
             f"## {kind} runs ({len(group)})",
             "",
-            *_md_table(_HEADER[1:], [_row(r)[1:] for r in group]),
+            *_md_table(HEADER[1:], [row_cells(r)[1:] for r in group]),
         ]
     return "\n".join(lines)

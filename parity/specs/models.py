@@ -39,7 +39,7 @@ __all__ = ["MODELS", "NUM_CLASSES", "SEQUENCE", "VOCAB", "make_twins"]
 
 #: The twin models, by name.
 MODELS = ("mlp", "cnn", "transformer", "lstm")
-#: The transformer's synthetic task (:func:`parity.data.batches`): tokens in ``range(VOCAB)``,
+#: The transformer's synthetic task (:func:`parity.specs.data.batches`): tokens in ``range(VOCAB)``,
 #: sequences of ``SEQUENCE``.
 VOCAB, SEQUENCE = 32, 8
 #: Classes per model (digits: 10; the token task: 4).

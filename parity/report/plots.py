@@ -1,6 +1,6 @@
 """The report's figures: loss curves, |Δθ| per step and a heat map of the final differences.
 
-Each function takes :class:`~parity.results.RunResult` objects and returns :class:`Plot` objects
+Each function takes :class:`~parity.report.results.RunResult` objects and returns :class:`Plot` objects
 holding PNG bytes, so :mod:`parity.report` can embed them in HTML or write them next to Markdown.
 Figures are built on :class:`matplotlib.figure.Figure` directly (no ``pyplot``): nothing global
 changes for the caller, no backend is switched and no window can open. matplotlib is imported
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parity.results import RunResult
+from parity.report.order import is_default, natural, ratio, sort_key
+from parity.report.results import RunResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -36,17 +36,13 @@ __all__ = [
     "difference_plots",
     "heatmap_plots",
     "loss_plots",
-    "ratio",
     "report_plots",
-    "sort_key",
 ]
 
 MAX_PANELS = 12  #: panels in one image
 MAX_IMAGES = 12  #: images in one report
 MAX_HEATMAP_COLUMNS = 30  #: configurations shown one by one; the rarer ones share a last column
 TORCH, JAX, REFERENCE = "#1f77b4", "#ff7f0e", "#555555"  #: line colours (tab:blue, tab:orange)
-_KIND_ORDER = {"optimizer": 0, "model": 1, "user": 2}
-_DTYPE_ORDER = {"float64": 0, "float32": 1, "bfloat16": 2}
 
 
 @dataclass(frozen=True)
@@ -64,30 +60,6 @@ class Plot:
     title: str
     caption: str
     png: bytes
-
-
-def sort_key(r: RunResult) -> tuple[Any, ...]:
-    """Kind, model, optimizer, dtype, configuration (the default first): the report's order."""
-    return (
-        _KIND_ORDER.get(r.kind, 9),
-        r.kind,
-        r.model,
-        r.optimizer,
-        _DTYPE_ORDER.get(r.dtype, 9),
-        r.dtype,
-        not _is_default(r.config),
-        r.config,
-    )
-
-
-def ratio(r: RunResult) -> float:
-    """``worst / tolerance``: 0 for an exact match (even at tolerance 0), ``inf`` for an error or a
-    non-zero difference at tolerance 0, NaN for a NaN difference."""
-    if r.error is not None:
-        return math.inf
-    if r.worst == 0:
-        return 0.0
-    return r.worst / r.tolerance if r.tolerance > 0 else math.inf
 
 
 def report_plots(results: Sequence[RunResult]) -> list[Plot]:
@@ -336,7 +308,7 @@ def heatmap_plots(results: Sequence[RunResult], *, max_images: int = 6) -> list[
         column_of = (lambda r: r.model) if by_model else (lambda r: r.config)
         rows = sorted({r.optimizer for r in runs})
         counts = Counter(column_of(r) for r in runs)
-        columns = sorted(counts, key=lambda c: (not _is_default(c), -counts[c], _natural(c)))
+        columns = sorted(counts, key=lambda c: (not is_default(c), -counts[c], natural(c)))
         other = ""
         if len(columns) > MAX_HEATMAP_COLUMNS:
             other = "other (worst)"
@@ -477,22 +449,12 @@ def _optimizer_colours(names: Iterable[str]) -> dict[str, Any]:
     return {name: palette[order[k % 20]] for k, name in enumerate(sorted(set(names)))}
 
 
-def _is_default(config: str) -> bool:
-    """``default`` or ``torch_default`` (not ``torch_non-default_lr``)."""
-    return re.search(r"(^|_)default$", config) is not None
-
-
 def _cell_text(log_ratio: float) -> str:
     if np.isnan(log_ratio):
         return "nan"
     if np.isinf(log_ratio):
         return "exact" if log_ratio < 0 else "inf"
     return f"{log_ratio:.1f}"
-
-
-def _natural(text: str) -> list[Any]:
-    """Sort key putting ``option_2`` before ``option_10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def _short(text: str, width: int) -> str:

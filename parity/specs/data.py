@@ -1,4 +1,4 @@
-"""Deterministic batches for the twin models (:mod:`parity.models`), as NumPy arrays.
+"""Deterministic batches for the twin models (:mod:`parity.specs.models`), as NumPy arrays.
 
 The digits models read scikit-learn's bundled ``load_digits`` (1797 8x8 images, 10 classes, no
 download), scaled to [0, 1]. The transformer reads a seeded synthetic token task: tokens drawn
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from parity.models import MODELS, NUM_CLASSES, SEQUENCE, VOCAB
-from parity.problems import digits
+from parity.specs.models import MODELS, NUM_CLASSES, SEQUENCE, VOCAB
+from parity.specs.problems import digits
 
 __all__ = ["BATCH_SIZE", "batches", "token_labels"]
 
@@ -37,7 +37,7 @@ def batches(
     """``steps`` batches for a twin model, deterministic in ``seed``.
 
     Args:
-      model: one of :data:`parity.models.MODELS`.
+      model: one of :data:`parity.specs.models.MODELS`.
       steps: number of batches.
       seed: NumPy seed of the sampling (digits rows without replacement within a batch) or of the
         token sequences.

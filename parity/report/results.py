@@ -1,94 +1,36 @@
 """The figures one parity run records, how a run is judged, and their JSON form.
 
-Every runner (the optimizer-formula runs of :mod:`parity.suite`, the twin-model runs of
-:mod:`parity.twins`, a user's :func:`parity.compare`) produces :class:`RunResult`; the terminal
+Every runner (the optimizer-formula runs of :mod:`parity.run.suite`, the twin-model runs of
+:mod:`parity.run.twins`, a user's :func:`parity.compare`) produces :class:`RunResult`; the terminal
 table, ``--json`` and ``--report`` (:mod:`parity.report`) read nothing else.
 
-Differences are *scaled*: for each parameter or state leaf, ``max|a - b| / max(1, max|b|)``
-(absolute for leaves of magnitude up to 1, relative to the leaf's largest entry above), as
-``parity.optim_runner.max_difference`` measures them. A run passes when its worst scaled
-difference — parameters after every step, the optimizer state at the end (the state after every
-step is recorded and plotted) and, where it applies, the NumPy reference — is within its
-tolerance: float64 ≤ 1e-12; float32 a tolerance measured per optimizer or model, with the
+Differences are *scaled* (`parity.metric`): for each parameter or state leaf,
+``max|a - b| / max(1, max|b|)``. A run passes when its worst scaled difference — parameters after
+every step, the optimizer state at the end (the state after every step is recorded and plotted)
+and, where it applies, the NumPy reference — is within its tolerance: float64 the gate
+`parity.metric.F64_GATE` (1e-12); float32 a tolerance measured per optimizer or model, with the
 measured value beside it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from parity.metric import scaled_difference
+
 __all__ = [
     "SCHEMA",
     "RunResult",
     "json_safe",
-    "leaf_difference",
-    "scaled_difference",
-    "state_difference",
 ]
 
 #: Version of the JSON layout written by ``--json`` (bump on incompatible changes).
 SCHEMA = 1
-
-
-def leaf_difference(a: Any, b: Any) -> tuple[float, float, float]:
-    """``(max|a-b|, max|a-b| / max(1, max|b|), max|a-b| / max|b|)`` for one leaf; ``inf`` for a
-    shape mismatch. ``b`` is the reference side (torch)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.shape != b.shape:
-        return math.inf, math.inf, math.inf
-    if a.size == 0:
-        return 0.0, 0.0, 0.0
-    diff = float(np.max(np.abs(a - b)))
-    if not math.isfinite(diff) and not np.array_equal(a, b, equal_nan=True):
-        return math.inf, math.inf, math.inf
-    if not math.isfinite(diff):  # equal infinities / NaNs in the same places
-        diff = float(np.max(np.abs(np.where(a == b, 0.0, a - b)), initial=0.0))
-    size = float(np.max(np.abs(b)))
-    relative = diff / size if size > 0 else (0.0 if diff == 0 else math.inf)
-    return diff, diff / max(1.0, size), relative
-
-
-def scaled_difference(
-    a: Sequence[Any], b: Sequence[Any], names: Sequence[str] | None = None
-) -> tuple[float, float, float, str]:
-    """The worst :func:`leaf_difference` over matching leaves: ``(abs, scaled, relative, where)``,
-    ``where`` naming the leaf with the worst scaled difference."""
-    if len(a) != len(b):
-        return math.inf, math.inf, math.inf, f"{len(a)} leaves vs {len(b)}"
-    worst_abs = worst_scaled = worst_rel = 0.0
-    where = ""
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        d, s, r = leaf_difference(x, y)
-        worst_abs, worst_rel = max(worst_abs, d), max(worst_rel, r)
-        if not s <= worst_scaled:
-            worst_scaled, where = s, names[i] if names is not None else f"leaf[{i}]"
-    return worst_abs, worst_scaled, worst_rel, where
-
-
-def state_difference(
-    a: Sequence[Mapping[str, Any]],
-    b: Sequence[Mapping[str, Any]],
-    names: Sequence[str] | None = None,
-) -> tuple[float, str]:
-    """The worst scaled difference over every optimizer-state entry (torch's keys) of matching
-    parameters, and where (``name['key']``, ``name`` defaulting to ``state[i]``); ``inf`` when a
-    parameter's keys differ."""
-    labels, xs, ys = [], [], []
-    for i, (sa, sb) in enumerate(zip(a, b, strict=True)):
-        name = names[i] if names is not None else f"state[{i}]"
-        if set(sa) != set(sb):
-            return math.inf, f"{name} state keys {sorted(sa)} vs {sorted(sb)}"
-        for key in sorted(sb):
-            labels.append(f"{name}[{key!r}]")
-            xs.append(sa[key])
-            ys.append(sb[key])
-    _, scaled, _, where = scaled_difference(xs, ys, labels)
-    return scaled, where
 
 
 @dataclass

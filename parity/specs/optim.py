@@ -101,7 +101,7 @@ class OptimSpec:
     Attributes:
       name: jaxopt_port factory name (``jaxopt_port.optim.<name>``).
       torch_cls: class name in ``torch.optim``.
-      problem: a name in ``parity.problems.PROBLEMS``.
+      problem: a name in ``parity.specs.problems.PROBLEMS``.
       extra_configs: configurations beyond torch's own ``optim_db`` inputs.
       invalid: arguments refused at construction (each row is checked against torch too).
       f32_atol: max |Δθ| after ``steps`` float32 steps, measured (see the comment at each entry).

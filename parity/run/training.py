@@ -1,6 +1,6 @@
 """Training loops written once for torch and for JAX on a parity problem, with a scheduler.
 
-Both loops take the batches of the same :class:`parity.problems.Problem` from step ``start`` on,
+Both loops take the batches of the same :class:`parity.specs.problems.Problem` from step ``start`` on,
 so a run can be split (N steps in one framework, M in the other) and compared with an unbroken one.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.problems import Problem
+from parity.specs.problems import Problem
 
 __all__ = ["jax_step_fn", "jax_steps", "metric_at", "torch_steps"]
 

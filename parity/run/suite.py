@@ -1,20 +1,20 @@
 """What ``jaxopt-parity`` runs: the list of runs, selected by the CLI's options, and how each runs.
 
-Two kinds of run, both producing :class:`parity.results.RunResult`:
+Two kinds of run, both producing :class:`parity.report.results.RunResult`:
 
-- ``optimizer`` runs: every optimizer × every option set of ``parity.optim_specs`` (torch's own
+- ``optimizer`` runs: every optimizer × every option set of ``parity.specs.optim`` (torch's own
   ``optim_db`` inputs plus ours: a changing lr, two param groups) on the small problems of
-  ``parity.problems``, in torch, in JAX and — float64 — in the NumPy reference of the documented
+  ``parity.specs.problems``, in torch, in JAX and — float64 — in the NumPy reference of the documented
   formulas (:mod:`parity.reference`); parameters and every state entry are compared after each
   step.
-- ``model`` runs: the twin models of :mod:`parity.models` (MLP, CNN, transformer block, LSTM)
+- ``model`` runs: the twin models of :mod:`parity.specs.models` (MLP, CNN, transformer block, LSTM)
   trained in torch and in Flax NNX with an optimizer and, for some, a torch lr scheduler
-  (:func:`parity.twins.run_model`).
+  (:func:`parity.run.twins.run_model`).
 
 Tolerances: float64 ≤ 1e-12 (scaled difference, see
-:mod:`parity.results`) on the parameters after every step and the optimizer state at the end;
-float32 the per-optimizer tolerance measured in ``parity.optim_specs`` (``f32_atol``,
-parameters) or in ``parity.twins``.
+:mod:`parity.report.results`) on the parameters after every step and the optimizer state at the end;
+float32 the per-optimizer tolerance measured in ``parity.specs.optim`` (``f32_atol``,
+parameters) or in ``parity.run.twins``.
 
 Why the state is judged at the end and not after every step (it is recorded after every step):
 L-BFGS with a float32-valued tensor lr (``torch_Tensor_lr``) has its search direction ``d`` 1.04e-12
@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from parity.results import RunResult, scaled_difference, state_difference
+from parity.metric import F64_GATE, gate_note, scaled_difference, state_difference
+from parity.report.results import RunResult
 
 __all__ = [
     "DTYPES",
-    "F64_TOLERANCE",
     "MODELS",
     "Case",
     "model_cases",
@@ -45,8 +45,6 @@ __all__ = [
     "select",
 ]
 
-#: The float64 gate (the project's numerical policy), on the scaled difference of parameters, state and reference.
-F64_TOLERANCE = 1e-12
 DTYPES = ("float64", "float32")
 #: What ``--models`` chooses from: ``formula`` is the optimizer runs on the small problems.
 MODELS = ("formula", "mlp", "cnn", "transformer", "lstm")
@@ -62,7 +60,7 @@ MODEL_LR = {
 MODEL_KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}, "lbfgs": {"max_iter": 4}}
 #: The optimizers the default suite trains every twin model with (``--full``: all 15).
 DEFAULT_MODEL_OPTIMIZERS = ("sgd", "adamw")
-#: Twin-model runs with a torch lr scheduler: (model, optimizer, ``parity.schedule_specs`` id).
+#: Twin-model runs with a torch lr scheduler: (model, optimizer, ``parity.specs.schedules`` id).
 SCHEDULED_MODEL_RUNS = (
     ("mlp", "sgd", "OneCycleLR-cos"),
     ("mlp", "adamw", "CosineAnnealingLR"),
@@ -112,7 +110,7 @@ def run_optimizer_case(
     both vs the NumPy reference.
 
     Args:
-      name: the optimizer (``parity.optim_specs`` name).
+      name: the optimizer (``parity.specs.optim`` name).
       config_id: a ``Config.id`` of that optimizer's ``configs_for``.
       dtype: ``"float64"`` (judged on parameters, every state entry and the reference, ≤ 1e-12) or
         ``"float32"`` (parameters, judged by the spec's measured ``f32_atol``; the state
@@ -120,8 +118,8 @@ def run_optimizer_case(
       steps: optimizer steps (default: the spec's, 50; L-BFGS 2).
       seed: the problem's seed (initial parameters and batches).
     """
-    from parity.optim_runner import run_jax, run_reference, run_torch
-    from parity.optim_specs import configs_for, spec
+    from parity.run.optim import run_jax, run_reference, run_torch
+    from parity.specs.optim import configs_for, spec
 
     s = spec(name)
     config = next((c for c in configs_for(s) if c.id == config_id), None)
@@ -135,11 +133,11 @@ def run_optimizer_case(
     reference = run_reference(s, config, seed, record=True) if float64 else None
     result = RunResult(
         "optimizer", name, config_id, s.problem, dtype, s.steps,
-        tolerance=F64_TOLERANCE if float64 else s.f32_atol,
+        tolerance=F64_GATE if float64 else s.f32_atol,
         tolerance_note=(
-            "float64 gate (≤ 1e-12 scaled): parameters, state and the NumPy reference"
+            gate_note("parameters, state and the NumPy reference")
             if float64
-            else "measured float32 tolerance (parity/optim_specs.py f32_atol), parameters"
+            else "measured float32 tolerance (parity/specs/optim.py f32_atol), parameters"
         ),
         loss_torch=torch_run.losses, loss_jax=jax_run.losses,
         loss_reference=reference.losses if reference else None,
@@ -168,7 +166,7 @@ def optimizer_cases(
 ) -> list[Case]:
     """Every optimizer × option set (float64), and float32 for the first option set of each
     (``full``: every option set in every dtype; ``quick``: the first option set only)."""
-    from parity.optim_specs import SPECS, configs_for
+    from parity.specs.optim import SPECS, configs_for
 
     cases = []
     for s in SPECS:
@@ -208,7 +206,7 @@ def model_cases(
     first, and no scheduled runs).
     """
     from jaxopt_port.optim import OPTIMIZERS
-    from parity import twins
+    from parity.run import twins
 
     if optimizers is None:
         optimizers = OPTIMIZERS if full else DEFAULT_MODEL_OPTIMIZERS[: 1 if quick else None]

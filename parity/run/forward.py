@@ -21,7 +21,7 @@ How the intermediate values are captured
 What is compared
     Each module call in torch's completion order (children before their parent) with the same
     call of the NNX module of the same name: the outputs, and the inputs, as scaled differences
-    (:func:`parity.results.leaf_difference`). Activations are compared as they are, or with
+    (:func:`parity.report.results.leaf_difference`). Activations are compared as they are, or with
     torch's channel axis moved last (NCHW → NHWC) or the first two axes swapped (time-major
     ↔ batch-major), whichever the NNX shape admits and matches best; the report says which. The
     first call whose output is past the tolerance is the finding: if its inputs agreed, the
@@ -41,20 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from parity.results import leaf_difference
+from parity.metric import F64_GATE, leaf_difference
 
 __all__ = [
     "F32_FORWARD_TOLERANCE",
-    "F64_FORWARD_TOLERANCE",
     "ForwardCheck",
     "LayerCheck",
     "check_forward",
 ]
 
-#: The float64 tolerance on the scaled difference of every module output (the project's gate).
-F64_FORWARD_TOLERANCE = 1e-12
 #: The float32 default. Not measured for your model: the suite's twin models (MLP, CNN with
-#: BatchNorm, transformer block, LSTM; parity.models) measured at most 4.0e-7 (the CNN's
+#: BatchNorm, transformer block, LSTM; parity.specs.models) measured at most 4.0e-7 (the CNN's
 #: BatchNorm) on one batch; deeper models differ more, so measure and pass ``tolerance=``.
 F32_FORWARD_TOLERANCE = 1e-5
 
@@ -434,7 +431,7 @@ def check_forward(
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', not {dtype!r}")
     if tolerance is None:
-        tolerance = F64_FORWARD_TOLERANCE if dtype == "float64" else F32_FORWARD_TOLERANCE
+        tolerance = F64_GATE if dtype == "float64" else F32_FORWARD_TOLERANCE
     inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     arrays = [to_numpy(x) for x in inputs]
     floating = lambda a: np.issubdtype(a.dtype, np.floating)

@@ -7,13 +7,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from parity.plots import ratio, sort_key
-from parity.results import RunResult
+from parity.report.order import ratio, sort_key
+from parity.report.results import RunResult
 
-__all__ = ["failure_lines", "summarize", "summary_line"]
+__all__ = ["failure_lines", "rank", "status", "summarize", "summary_line"]
 
 
-def _status(r: RunResult) -> str:
+def status(r: RunResult) -> str:
     return "ERROR" if r.error is not None else ("PASS" if r.passed else "FAIL")
 
 
@@ -98,14 +98,14 @@ def _miss_text(r: RunResult) -> str:
     return "difference not finite" if math.isinf(r.worst) else "tolerance 0: must match exactly"
 
 
-def _rank(r: RunResult) -> float:
+def rank(r: RunResult) -> float:
     x = ratio(r)
     return math.inf if math.isnan(x) else x
 
 
 def _failing(results: Sequence[RunResult]) -> list[RunResult]:
     """The runs that did not pass: errors first, then the furthest miss first."""
-    return sorted((r for r in results if not r.passed), key=lambda r: (r.error is None, -_rank(r)))
+    return sorted((r for r in results if not r.passed), key=lambda r: (r.error is None, -rank(r)))
 
 
 def summary_line(results: Sequence[RunResult], seconds: float | None = None) -> str:
