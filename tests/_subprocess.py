@@ -14,7 +14,8 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _helpers import ROOT
+
 TESTS = os.path.join(ROOT, "tests")
 
 

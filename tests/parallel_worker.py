@@ -1,4 +1,4 @@
-"""Scenarios for tests/test_parallel.py, each run in a fresh interpreter with simulated CPU devices.
+"""Scenarios for tests/test_parallel_train_step.py, each run in a fresh interpreter with simulated CPU devices.
 
 ``python tests/parallel_worker.py SCENARIO`` prints one JSON line. The references are computed here
 without jaxopt_port.parallel: the optimizer on the whole global batch on one device (plain

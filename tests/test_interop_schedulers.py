@@ -92,9 +92,7 @@ def test_every_torch_scheduler_is_in_the_table():
     assert classes == set(schedules.SCHEDULERS)
 
 
-@pytest.fixture(autouse=True)
-def _float64_torch():
-    torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("torch_float64")
 
 
 def _params(values=None):

@@ -105,6 +105,6 @@ def test_from_torch_of_a_live_optimizer_matches_torch(s):
     with torch_dtype("float64"):
         params = [torch.nn.Parameter(torch.tensor(p)) for p in make_problem(s.problem, 1).params]
         torch_optimizer = getattr(torch.optim, s.torch_cls)(params, **config.kwargs)
-    tx = optim.from_torch(torch_optimizer, **({"ns_dtype": None} if s.name == "muon" else {}))
+    tx = optim.from_torch(torch_optimizer, **s.jax_extra_kwargs)
     diff, where = max_difference(run_jax(s, config, tx=tx), run_torch(s, config))
     assert diff <= F64_GATE, f"{config.id}: {diff:.3g} at {where}"

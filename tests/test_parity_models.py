@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _helpers import ROOT
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
@@ -33,8 +33,6 @@ from parity.run import twins  # noqa: E402
 from parity.run.optim import torch_dtype  # noqa: E402
 from parity.run.twin_training import TorchLayout  # noqa: E402
 from parity.specs import data, models  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Per model: steps and torch kwargs that make the loss fall visibly within the run (measured:
 #: the mean of the last 3 losses is 0.1 to 1.3 below the first).

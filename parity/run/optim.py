@@ -21,12 +21,16 @@ from parity.specs.problems import Problem, make_problem
 
 __all__ = [
     "Run",
+    "base_lr",
     "jax_snapshot",
+    "jax_transformation",
     "max_difference",
+    "param_groups",
     "run_jax",
     "run_reference",
     "run_torch",
     "torch_dtype",
+    "torch_kwargs",
     "torch_snapshot",
 ]
 
@@ -60,32 +64,6 @@ def torch_dtype(dtype: str) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-@contextlib.contextmanager
-def torch_muon_ns_in_param_dtype() -> Iterator[None]:
-    """Run torch's Muon Newton–Schulz iteration in the gradient's dtype instead of bfloat16."""
-    import torch
-    from torch.optim import _muon
-
-    original = _muon._zeropower_via_newtonschulz
-
-    def patched(grad, ns_coefficients, ns_steps, eps):
-        a, b, c = ns_coefficients
-        x = grad.clone()
-        if grad.size(0) > grad.size(1):
-            x = x.T
-        x = x / x.norm().clamp(min=eps)
-        for _ in range(ns_steps):
-            gram = x @ x.T
-            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-        return x.T if grad.size(0) > grad.size(1) else x
-
-    _muon._zeropower_via_newtonschulz = patched
-    try:
-        yield
-    finally:
-        _muon._zeropower_via_newtonschulz = original
-
-
 def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, list):  # LBFGS's history (old_dirs, old_stps, ro), oldest first
         x = np.stack([_to_numpy(v) for v in x]) if x else np.zeros((0,))
@@ -98,12 +76,12 @@ def _to_numpy(x: Any) -> np.ndarray:
     return x.reshape(0) if x.size == 0 else x  # an empty history, whatever its vector length
 
 
-def _base_lr(spec_kwargs: dict[str, Any], factory: Any) -> float:
+def base_lr(spec_kwargs: dict[str, Any], factory: Any) -> float:
     lr = spec_kwargs.get("lr", inspect.signature(factory).parameters["lr"].default)
     return float(lr)
 
 
-def _torch_kwargs(torch_cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+def torch_kwargs(torch_cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     """kwargs for torch, with ``foreach=False`` (the single-tensor reference kernels).
 
     A tensor lr is re-created in the current default dtype: torch's ``optim_db`` builds it in
@@ -121,13 +99,13 @@ def _torch_kwargs(torch_cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _groups(
-    problem: Problem, spec: OptimSpec, config: Config, base_lr: float
+def param_groups(
+    problem: Problem, spec: OptimSpec, config: Config, lr: float
 ) -> list[dict[str, Any]]:
     """Two param groups: the first half of the leaves with the config, the rest with overrides."""
     half = max(1, len(problem.params) // 2)
     overrides = spec.group_overrides if config.second_group is None else config.second_group
-    second = {"lr": base_lr / 2, **overrides}
+    second = {"lr": lr / 2, **overrides}
     return [{"indices": range(half)}, {"indices": range(half, len(problem.params)), **second}]
 
 
@@ -139,16 +117,16 @@ def run_torch(
 
     problem = make_problem(spec.problem, spec.steps, seed)
     torch_cls = getattr(torch.optim, spec.torch_cls)
-    with torch_dtype(dtype), _muon_context(spec, dtype):
+    with torch_dtype(dtype), spec.comparison_context():
         params = [
             torch.nn.Parameter(torch.tensor(p, dtype=getattr(torch, dtype))) for p in problem.params
         ]
-        kwargs = _torch_kwargs(torch_cls, config.kwargs)
-        base_lr = float(kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default))
+        kwargs = torch_kwargs(torch_cls, config.kwargs)
+        lr = float(kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default))
         if config.groups:
             groups = [
                 {"params": [params[i] for i in g.pop("indices")], **g}
-                for g in _groups(problem, spec, config, base_lr)
+                for g in param_groups(problem, spec, config, lr)
             ]
             optimizer = torch_cls(groups, **kwargs)
         else:
@@ -160,7 +138,7 @@ def run_torch(
                 factor = SCHEDULES[config.schedule](k)
                 for group, lr in zip(optimizer.param_groups, group_lrs, strict=True):
                     group["lr"] = lr * factor
-            batch = problem.batches[0 if spec.name == "lbfgs" else k]
+            batch = problem.batches[0 if spec.step_requires_closure else k]
 
             def closure(batch=batch):
                 optimizer.zero_grad()
@@ -185,25 +163,15 @@ def torch_snapshot(optimizer: Any, params: list[Any]) -> tuple[list[np.ndarray],
     return [_to_numpy(p) for p in params], state
 
 
-@contextlib.contextmanager
-def _muon_context(spec: OptimSpec, dtype: str) -> Iterator[None]:
-    if spec.name == "muon":
-        with torch_muon_ns_in_param_dtype():
-            yield
-    else:
-        yield
-
-
 def jax_transformation(spec: OptimSpec, config: Config, torch_optimizer: Any = None) -> Any:
     """The jaxopt_port transformation for a config (scheduled lr as an optax schedule)."""
     from jaxopt_port import optim
 
     factory = getattr(optim, spec.name)
     kwargs = dict(config.kwargs)
-    if spec.name == "muon":
-        kwargs["ns_dtype"] = None  # parity runs use the parameter dtype on both sides
+    kwargs.update(spec.jax_extra_kwargs)
     if config.schedule:
-        base = _base_lr(kwargs, factory)
+        base = base_lr(kwargs, factory)
         factor = SCHEDULES[config.schedule]
         kwargs["lr"] = lambda count: base * factor(count)
     return factory(**kwargs)
@@ -241,21 +209,20 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any, re
         with torch_dtype(dtype):
             dummies = [torch.nn.Parameter(torch.zeros(p.shape)) for p in problem.params]
             torch_cls = getattr(torch.optim, spec.torch_cls)
-            base_lr = float(
+            lr = float(
                 config.kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default)
             )
             groups = [
                 {"params": [dummies[i] for i in g.pop("indices")], **g}
-                for g in _groups(problem, spec, config, base_lr)
+                for g in param_groups(problem, spec, config, lr)
             ]
-            extra = {"ns_dtype": None} if spec.name == "muon" else {}
-            tx = optim.from_torch(torch_cls(groups, **config.kwargs), **extra)
+            tx = optim.from_torch(torch_cls(groups, **config.kwargs), **spec.jax_extra_kwargs)
     elif tx is None:
         tx = jax_transformation(spec, config)
     params = [jnp.asarray(p, dtype) for p in problem.params]
     batches = [jnp.asarray(np.stack(column)) for column in zip(*problem.batches, strict=True)]
     state = tx.init(params)
-    if spec.name == "lbfgs":
+    if spec.step_requires_closure:
         batch = [b[0] for b in batches]
         value_fn = lambda p: problem.jax_loss(p, *batch)
 
@@ -308,10 +275,6 @@ def jax_snapshot(params: Any, state: Any) -> tuple[list[np.ndarray], list[dict]]
     )
 
 
-#: Options torch reads in the constructor only, so that a param group's own value has no effect.
-CONSTRUCTOR_ONLY = {"adagrad": ("initial_accumulator_value",)}
-
-
 def run_reference(spec: OptimSpec, config: Config, seed: int = 0, record: bool = False) -> Run:
     """``spec.steps`` steps of the NumPy float64 reference, fed torch-autograd gradients."""
     import torch
@@ -322,22 +285,24 @@ def run_reference(spec: OptimSpec, config: Config, seed: int = 0, record: bool =
     kwargs = {k: _plain(v) for k, v in config.kwargs.items() if k not in KERNEL_FLAGS}
     params = [np.array(p, dtype=np.float64) for p in problem.params]
     torch_cls = getattr(torch.optim, spec.torch_cls)
-    base_lr = float(kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default))
+    lr = float(kwargs.get("lr", inspect.signature(torch_cls).parameters["lr"].default))
     if config.groups:
         parts = []
-        for g in _groups(problem, spec, config, base_lr):
+        for g in param_groups(problem, spec, config, lr):
             indices = list(g.pop("indices"))
             # torch's Adagrad fills its sums in the constructor, from the constructor's argument
-            for key in CONSTRUCTOR_ONLY.get(spec.name, ()):
+            for key in spec.constructor_only:
                 g.pop(key, None)
             parts.append(
                 (
                     indices,
-                    reference.make(spec.name, [params[i] for i in indices], **{**kwargs, **g}),
+                    reference.make(
+                        spec.reference_name, [params[i] for i in indices], **{**kwargs, **g}
+                    ),
                 )
             )
     else:
-        parts = [(list(range(len(params))), reference.make(spec.name, params, **kwargs))]
+        parts = [(list(range(len(params))), reference.make(spec.reference_name, params, **kwargs))]
     group_lrs = [ref.lr for _, ref in parts]
 
     def current() -> list[np.ndarray]:
@@ -367,7 +332,7 @@ def run_reference(spec: OptimSpec, config: Config, seed: int = 0, record: bool =
             factor = SCHEDULES[config.schedule](k)
             for (_, ref), lr in zip(parts, group_lrs, strict=True):
                 ref.lr = lr * factor
-        if spec.name == "lbfgs":
+        if spec.step_requires_closure:
             ((_, ref),) = parts
             losses: list[float] = []
 

@@ -26,38 +26,26 @@ difference between XLA's and MKL's summation order in the dot products is amplif
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+from parity import sections
 from parity.metric import F64_GATE, gate_note, scaled_difference, state_difference
 from parity.report.results import RunResult
+from parity.sections import DTYPES, Case
 
 __all__ = [
     "DTYPES",
     "MODELS",
     "Case",
+    "all_models",
     "model_cases",
     "optimizer_cases",
     "run_optimizer_case",
     "select",
 ]
 
-DTYPES = ("float64", "float32")
-#: What ``--models`` chooses from: ``formula`` is the optimizer runs on the small problems.
-MODELS = ("formula", "mlp", "cnn", "transformer", "lstm")
 
-#: A learning rate per optimizer that makes the twin models train visibly in a few dozen steps
-#: (torch's defaults elsewhere).
-MODEL_LR = {
-    "adadelta": 1.0, "adafactor": 0.01, "adagrad": 0.05, "adam": 3e-3, "adamax": 5e-3,
-    "adamw": 3e-3, "asgd": 0.1, "lbfgs": 0.5, "muon": 0.02, "nadam": 3e-3, "radam": 3e-3,
-    "rmsprop": 1e-3, "rprop": 1e-3, "sgd": 0.1, "sparse_adam": 0.01,
-}  # fmt: skip
-#: Extra torch kwargs per optimizer on the twin models.
-MODEL_KWARGS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}, "lbfgs": {"max_iter": 4}}
 #: The optimizers the default suite trains every twin model with (``--full``: all 15).
 DEFAULT_MODEL_OPTIMIZERS = ("sgd", "adamw")
 #: Twin-model runs with a torch lr scheduler: (model, optimizer, ``parity.specs.schedules`` id).
@@ -66,37 +54,6 @@ SCHEDULED_MODEL_RUNS = (
     ("mlp", "adamw", "CosineAnnealingLR"),
     ("cnn", "adam", "StepLR"),
 )
-
-
-@dataclass(frozen=True)
-class Case:
-    """One run to do: what the CLI lists, filters and executes."""
-
-    kind: str
-    optimizer: str
-    config: str
-    model: str
-    dtype: str
-    run: Callable[[], RunResult] = dataclasses.field(compare=False, repr=False)
-
-    @property
-    def id(self) -> str:
-        return f"{self.optimizer}/{self.config}/{self.model}/{self.dtype}"
-
-    def execute(self) -> RunResult:
-        """Run it; an exception becomes a failed result naming it, never a crashed suite."""
-        start = time.perf_counter()
-        try:
-            result = self.run()
-        except Exception as error:  # a crash is a finding, reported with the run's name
-            lines = str(error).strip().splitlines()  # JAX appends notes; keep the message
-            last = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-            result = RunResult(
-                self.kind, self.optimizer, self.config, self.model, self.dtype, 0, math.nan,
-                error=last,
-            )  # fmt: skip
-        result.seconds = time.perf_counter() - start
-        return result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,7 +143,9 @@ def optimizer_cases(
 
 
 def _model_kwargs(optimizer: str) -> dict[str, Any]:
-    return {"lr": MODEL_LR[optimizer], **MODEL_KWARGS.get(optimizer, {})}
+    from parity.specs.optim import spec
+
+    return dict(spec(optimizer).model_kwargs)
 
 
 def model_cases(
@@ -205,11 +164,12 @@ def model_cases(
     ``optimizers`` defaults to :data:`DEFAULT_MODEL_OPTIMIZERS` (``full``: all 15; ``quick``: the
     first, and no scheduled runs).
     """
-    from jaxopt_port.optim import OPTIMIZERS
     from parity.run import twins
 
     if optimizers is None:
-        optimizers = OPTIMIZERS if full else DEFAULT_MODEL_OPTIMIZERS[: 1 if quick else None]
+        optimizers = (
+            _optimizer_names() if full else DEFAULT_MODEL_OPTIMIZERS[: 1 if quick else None]
+        )
     cases = []
     usable = {model: twins.optimizers_for(model) for model in models}  # SparseAdam: embeddings
 
@@ -238,11 +198,52 @@ def model_cases(
 
 
 # ------------------------------------------------------------------------------------------------
-# selection
+# the two sections, and selection over every registered section
 
 
-def _matches(value: str, wanted: Iterable[str] | None) -> bool:
-    return wanted is None or value in wanted
+def _optimizer_names() -> tuple[str, ...]:
+    from parity.specs.optim import SPECS
+
+    return tuple(s.name for s in SPECS)
+
+
+def _twin_models() -> dict[str, str]:
+    """``parity.specs.models.MODELS`` (named here: that module imports torch and Flax)."""
+    return {"mlp": "", "cnn": "", "transformer": "", "lstm": ""}
+
+
+sections.register(
+    sections.Section(
+        "optimizers",
+        "optimizer",
+        {"formula": "optimizer runs on small problems, with the NumPy reference"},
+        _optimizer_names,
+        lambda s: optimizer_cases(s.dtypes, full=s.full, quick=s.quick, steps=s.steps, seed=s.seed),
+    )
+)
+sections.register(
+    sections.Section(
+        "models",
+        "model",
+        _twin_models(),
+        _optimizer_names,
+        lambda s: model_cases(
+            s.models,
+            s.dtypes,
+            full=s.full,
+            quick=s.quick,
+            steps=s.steps,
+            seed=s.seed,
+            device=s.device,
+            optimizers=s.optimizers,
+        ),
+    )
+)
+
+
+def all_models() -> tuple[str, ...]:
+    """Every ``--models`` value, over the registered sections."""
+    return tuple(m for s in sections.sections() for m in s.models)
 
 
 def select(
@@ -256,29 +257,31 @@ def select(
     seed: int = 0,
     device: str = "cpu",
 ) -> list[Case]:
-    """The runs the CLI's options choose, in a stable order (optimizer runs, then model runs).
+    """The runs the CLI's options choose, section by section in registration order.
 
     Raises:
       ValueError: an unknown optimizer, model or dtype (the message lists the valid names).
     """
-    from jaxopt_port.optim import OPTIMIZERS
-
+    registered = sections.sections()
+    names = list(dict.fromkeys(n for s in registered for n in s.optimizers()))
     for given, valid, what in (
-        (optimizers, OPTIMIZERS, "optimizer"),
-        (models, MODELS, "model"),
+        (optimizers, names, "optimizer"),
+        (models, all_models(), "model"),
         (dtypes, DTYPES, "dtype"),
     ):
         unknown = sorted(set(given or ()) - set(valid))
         if unknown:
             raise ValueError(f"unknown {what}(s) {unknown}; expected some of {list(valid)}")
-    models = list(models) if models else list(MODELS)
     cases: list[Case] = []
-    if "formula" in models:
-        cases += optimizer_cases(dtypes, full=full, quick=quick, steps=steps, seed=seed)
-    twin_models = [m for m in models if m != "formula"]
-    if twin_models:
-        cases += model_cases(
-            twin_models, dtypes, full=full, quick=quick, steps=steps, seed=seed, device=device,
-            optimizers=optimizers,
-        )  # fmt: skip
-    return [c for c in cases if _matches(c.optimizer, optimizers)]
+    for section in registered:
+        asked = [m for m in (models or section.models) if m in section.models]
+        if asked:
+            selection = sections.Selection(
+                optimizers, asked, dtypes, full, quick, steps, seed, device
+            )
+            cases += section.cases(selection)
+    return [c for c in cases if optimizers is None or c.optimizer in optimizers]
+
+
+#: Every ``--models`` value of the built-in sections (`all_models` includes later ones).
+MODELS = all_models()

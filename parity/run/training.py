@@ -48,10 +48,10 @@ def torch_steps(
     return lrs
 
 
-def jax_step_fn(problem: Problem, tx: Any, plateau: bool = False, lbfgs: bool = False) -> Any:
+def jax_step_fn(problem: Problem, tx: Any, plateau: bool = False, closure: bool = False) -> Any:
     """One jitted JAX update ``(params, state, batch, metric) -> (params, state)`` on ``problem``'s
-    loss; with ``plateau`` the metric goes in as ``value=``; ``lbfgs`` passes the loss and
-    ``value_fn`` as L-BFGS needs them. Build it once and reuse it: it compiles once per shape."""
+    loss; with ``plateau`` the metric goes in as ``value=``; ``closure`` passes the loss and
+    ``value_fn`` as an optimizer whose torch step takes a closure (L-BFGS) needs them. Build it once and reuse it: it compiles once per shape."""
     import jax
     import optax
 
@@ -59,7 +59,7 @@ def jax_step_fn(problem: Problem, tx: Any, plateau: bool = False, lbfgs: bool = 
     def step(params: list[Any], state: Any, batch: Any, metric: Any) -> tuple[list[Any], Any]:
         value_fn = lambda p: problem.jax_loss(p, *batch)
         value, grads = jax.value_and_grad(value_fn)(params)
-        if lbfgs:  # one update is one torch step(closure)
+        if closure:  # one update is one torch step(closure)
             extra: dict[str, Any] = {"value": value, "grad": grads, "value_fn": value_fn}
         else:
             extra = {"value": metric} if plateau else {}
@@ -77,14 +77,14 @@ def jax_steps(
     steps: int,
     start: int = 0,
     plateau: bool = False,
-    lbfgs: bool = False,
+    closure: bool = False,
     step: Any = None,
 ) -> tuple[list[Any], Any]:
     """``steps`` JAX updates from batch ``start`` on, jitted once (:func:`jax_step_fn`, or
     ``step``, one built by it for the same ``problem``, ``tx`` and flags)."""
     import jax.numpy as jnp
 
-    step = step or jax_step_fn(problem, tx, plateau, lbfgs)
+    step = step or jax_step_fn(problem, tx, plateau, closure)
     for k in range(start, start + steps):
         batch = [jnp.asarray(b) for b in problem.batches[k]]
         params, state = step(params, state, batch, np.float64(metric_at(k)))

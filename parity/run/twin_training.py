@@ -139,8 +139,16 @@ class _Torch:
         return [n for names in self.owned for n in names]
 
     @property
-    def lbfgs(self) -> bool:
-        return any(type(o).__name__ == "LBFGS" for o in self.optimizers)
+    def specs(self) -> list[Any]:
+        """Each optimizer's `parity.specs.optim.OptimSpec` (``None`` for a class not in the table)."""
+        from parity.specs.optim import for_torch
+
+        return [for_torch(o) for o in self.optimizers]
+
+    @property
+    def step_requires_closure(self) -> bool:
+        """An optimizer whose step takes a closure (one ``step(closure)`` per step)."""
+        return any(s is not None and s.step_requires_closure for s in self.specs)
 
 
 def _torch_side(model: Any, build_optimizers: Callable, scheduler: Callable | None) -> _Torch:
@@ -151,8 +159,12 @@ def _torch_side(model: Any, build_optimizers: Callable, scheduler: Callable | No
     names = [n for ns in owned for n in ns]
     if len(set(names)) != len(names):
         raise ValueError("a parameter is in more than one optimizer or param group")
-    if any(type(o).__name__ == "LBFGS" for o in optimizers) and len(optimizers) > 1:
-        raise ValueError("L-BFGS must be the only optimizer (one step(closure) per step)")
+    from parity.specs.optim import for_torch
+
+    closure = [o for o in optimizers if getattr(for_torch(o), "step_requires_closure", False)]
+    if closure and len(optimizers) > 1:
+        name = type(closure[0]).__name__
+        raise ValueError(f"{name} must be the only optimizer (one step(closure) per step)")
     frozen = [n for n in by_id.values() if n not in set(names)]
     return _Torch(model, optimizers, scheduler(optimizers[0]) if scheduler else None, owned, frozen)
 
@@ -163,8 +175,8 @@ def _jax_transformation(side: _Torch) -> Any:
     from jaxopt_port import optim
 
     txs = []
-    for i, o in enumerate(side.optimizers):
-        extra = {"ns_dtype": None} if type(o).__name__ == "Muon" else {}
+    for i, (o, spec) in enumerate(zip(side.optimizers, side.specs, strict=True)):
+        extra = spec.jax_extra_kwargs if spec is not None else {}
         txs.append(optim.from_torch(o, scheduler=side.scheduler if i == 0 else None, **extra))
     if len(txs) == 1:
         return txs[0]
@@ -174,12 +186,15 @@ def _jax_transformation(side: _Torch) -> Any:
 
 @contextlib.contextmanager
 def _torch_numerics(side: _Torch, dtype: str) -> Iterator[None]:
-    """torch's default dtype = the run's; Muon's Newton–Schulz in the parameter dtype (torch
-    runs it in bfloat16, whose CPU matmuls differ from XLA's by ~3e-2; JAX gets ns_dtype=None)."""
-    from parity.run.optim import torch_dtype, torch_muon_ns_in_param_dtype
+    """torch's default dtype = the run's, and each optimizer's spec's ``torch_context`` (Muon's
+    Newton–Schulz in the parameter dtype: torch runs it in bfloat16, whose CPU matmuls differ
+    from XLA's by ~3e-2; JAX gets the spec's ``jax_extra_kwargs``, ``ns_dtype=None``)."""
+    from parity.run.optim import torch_dtype
 
-    muon = any(type(o).__name__ == "Muon" for o in side.optimizers)
-    with torch_dtype(dtype), torch_muon_ns_in_param_dtype() if muon else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_dtype(dtype))
+        for spec in {s.name: s for s in side.specs if s is not None}.values():
+            stack.enter_context(spec.comparison_context())
         yield
 
 
@@ -198,7 +213,7 @@ def _to_jax(batch: Sequence[np.ndarray], dtype: Any) -> list[Any]:
     return [jnp.asarray(b, dtype if np.issubdtype(b.dtype, np.floating) else None) for b in batch]
 
 
-def _buffers_note(worst: dict[str, float], lbfgs: bool) -> str:
+def _buffers_note(worst: dict[str, float], closure: bool) -> str:
     if not worst:
         return ""
     mean = max((v for k, v in worst.items() if k.endswith("running_mean")), default=0.0)
@@ -207,7 +222,7 @@ def _buffers_note(worst: dict[str, float], lbfgs: bool) -> str:
         f"; BatchNorm running_mean differs by ≤ {mean:.2g} and running_var by ≤ {var:.2g} "
         "(scaled, not judged: torch accumulates the unbiased batch variance, Flax the biased one)"
     )
-    if lbfgs:
+    if closure:
         note += "; torch's L-BFGS closure updates them at every evaluation, JAX once per step"
     return note
 
@@ -264,7 +279,7 @@ def train_twins(
     return result.judge(worst_entries)
 
 
-def _jax_step(graphdef: Any, layout: TorchLayout, tx: Any, loss: Callable, lbfgs: bool) -> Any:
+def _jax_step(graphdef: Any, layout: TorchLayout, tx: Any, loss: Callable, closure: bool) -> Any:
     """The jitted JAX step ``(params, opt_state, constants, rest, inputs, target) -> (params,
     opt_state, rest, loss)``: the NNX model rebuilt from torch-layout parameters, its loss and
     gradients, one update (with L-BFGS's extra arguments)."""
@@ -285,7 +300,7 @@ def _jax_step(graphdef: Any, layout: TorchLayout, tx: Any, loss: Callable, lbfgs
             params, constants, rest, inputs, target
         )
         extra = {}
-        if lbfgs:  # one update is one torch step(closure)
+        if closure:  # one update is one torch step(closure)
             value_fn = lambda p: forward(p, constants, rest, inputs, target)[0]
             extra = {"value": value, "grad": grads, "value_fn": value_fn}
         updates, opt_state = tx.update(grads, opt_state, params, **extra)
@@ -304,7 +319,7 @@ def _torch_step(side: _Torch, inputs: Sequence[Any], target: Any, loss: Callable
         value.backward()
         return value
 
-    if side.lbfgs:
+    if side.step_requires_closure:
         value = side.optimizers[0].step(closure)
     else:
         value = closure()
@@ -359,7 +374,7 @@ def _train(
     rest = jax.tree_util.tree_map(floating, rest)
     tx = _jax_transformation(side)
     opt_state = jax.jit(tx.init)(params)
-    step = _jax_step(graphdef, layout, tx, loss_fns[1], side.lbfgs)
+    step = _jax_step(graphdef, layout, tx, loss_fns[1], side.step_requires_closure)
     buffers = [
         n for n, _ in side.model.named_buffers() if n.endswith(("running_mean", "running_var"))
     ]
@@ -394,5 +409,5 @@ def _train(
                 buffer_worst[n] = max(buffer_worst.get(n, 0.0), s)
     if not float64:
         result.tolerance_note += f"; optimizer state differs by ≤ {state_worst:.2g} (not judged)"
-    result.tolerance_note += _buffers_note(buffer_worst, side.lbfgs)
+    result.tolerance_note += _buffers_note(buffer_worst, side.step_requires_closure)
     return worst_entries

@@ -35,10 +35,12 @@ from torch import nn
 
 from jaxopt_port import interop
 
-__all__ = ["MODELS", "NUM_CLASSES", "SEQUENCE", "VOCAB", "make_twins"]
+__all__ = ["EMBEDDING_MODELS", "MODELS", "NUM_CLASSES", "SEQUENCE", "VOCAB", "make_twins"]
 
 #: The twin models, by name.
 MODELS = ("mlp", "cnn", "transformer", "lstm")
+#: The models with a token embedding, which ``make_twins(..., sparse=True)`` gives sparse gradients.
+EMBEDDING_MODELS = ("transformer",)
 #: The transformer's synthetic task (:func:`parity.specs.data.batches`): tokens in ``range(VOCAB)``,
 #: sequences of ``SEQUENCE``.
 VOCAB, SEQUENCE = 32, 8
@@ -266,7 +268,7 @@ def make_twins(
     """
     if name not in _TWINS:
         raise ValueError(f"unknown model {name!r}; expected one of {MODELS}")
-    if sparse and name != "transformer":
+    if sparse and name not in EMBEDDING_MODELS:
         raise ValueError(f"the {name} model has no embedding to make sparse")
     torch_cls, nnx_cls = _TWINS[name]
     previous = torch.get_default_dtype()

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SPECS", "Config", "Invalid", "OptimSpec", "configs_for", "spec"]
+__all__ = [
+    "MODEL_F32_DEFAULT",
+    "SPECS",
+    "Config",
+    "Invalid",
+    "OptimSpec",
+    "configs_for",
+    "for_torch",
+    "spec",
+    "torch_muon_ns_in_param_dtype",
+]
 
 KERNEL_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
@@ -94,6 +106,40 @@ def _str_vs(op: str, left: str = "float", right: str = "str") -> str:
     return f"'{op}' not supported between instances of '{left}' and '{right}'"
 
 
+@contextmanager
+def torch_muon_ns_in_param_dtype() -> Iterator[None]:
+    """Run torch's Muon Newton–Schulz iteration in the gradient's dtype instead of bfloat16.
+
+    torch runs it in bfloat16, whose CPU matmuls differ from XLA's by ~3e-2 after a few steps;
+    the comparisons run both sides in the parameter dtype (JAX with ``ns_dtype=None``).
+    """
+    import torch
+    from torch.optim import _muon
+
+    original = _muon._zeropower_via_newtonschulz
+
+    def patched(grad, ns_coefficients, ns_steps, eps):
+        a, b, c = ns_coefficients
+        x = grad.clone()
+        if grad.size(0) > grad.size(1):
+            x = x.T
+        x = x / x.norm().clamp(min=eps)
+        for _ in range(ns_steps):
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x.T if grad.size(0) > grad.size(1) else x
+
+    _muon._zeropower_via_newtonschulz = patched
+    try:
+        yield
+    finally:
+        _muon._zeropower_via_newtonschulz = original
+
+
+#: float32 tolerance of a twin-model run for a (model, optimizer) pair without a measured entry.
+MODEL_F32_DEFAULT = 1e-4
+
+
 @dataclass(frozen=True)
 class OptimSpec:
     """How to test one optimizer.
@@ -112,6 +158,38 @@ class OptimSpec:
         NAdam's momentum decay, RAdam's rectification, Rprop's first step, SGD's first momentum
         buffer, L-BFGS's history): tests/test_interop_resume.py moves each between torch and JAX
         mid-run, with two param groups, with and without a scheduler.
+      step_requires_closure: torch's ``step`` takes a closure that re-evaluates the loss
+        (L-BFGS): a parity step is one ``step(closure)`` on one fixed batch, and the JAX update
+        receives ``value``, ``grad`` and ``value_fn`` (optax.lbfgs's extra arguments).
+      jax_extra_kwargs: keyword arguments added to the jaxopt_port factory and to
+        ``optim.from_torch`` in every comparison with torch.
+      torch_context: a function returning the context manager torch runs under in every
+        comparison (``None``: none); it imports torch itself.
+      static_args: arguments ``optax.inject_hyperparams`` must keep as Python values (they set
+        loop counts or shapes).
+      example_kwargs: torch kwargs for short generic checks (compiles once, optax wrappers,
+        Flax NNX), over the factory's defaults.
+      constructor_only: options torch reads in the constructor only, so that a param group's
+        own value has no effect.
+      amplifies_rounding: torch disagrees with itself beyond the float64 gate over runs longer
+        than ``steps`` (rounding amplified); a resumed run is judged against torch's own spread.
+      takes: which parameters of a twin model it trains: ``"all"``, ``"matrices"`` (2-D, not
+        embedding tables) or ``"sparse"`` (embedding tables with sparse gradients; only models
+        with an embedding, built with ``sparse=True``).
+      companion: the torch optimizer class name and kwargs that train the parameters it does
+        not take.
+      model_kwargs: torch kwargs on the twin models: an lr that makes them train visibly in a
+        few dozen steps (torch's defaults elsewhere).
+      model_steps: optimizer steps of a twin-model run.
+      model_f32_atol: float32 tolerance per twin model on the worst scaled parameter
+        difference: about 3x the worst measured after ``model_steps`` steps with
+        ``model_kwargs``, seed 0, over the default and the scheduled configurations. Optimizers
+        that divide by √v (Adam family, Adagrad, RMSprop) pass a gradient's relative error on to
+        the step, and the LSTM's float32 gradient is the least accurate: against float64 at the
+        same weights its worst entry is off by 1.1e-2 relative (lstm.weight_ih_l0; MLP 4.6e-4,
+        transformer 8.0e-5, CNN 3.1e-5), hence its larger entries. Rprop's sign-based steps are
+        bitwise equal. A model without an entry gets `MODEL_F32_DEFAULT` (not measured).
+      reference: the rule's name in `parity.reference` (default: ``name``).
     """
 
     name: str
@@ -123,6 +201,28 @@ class OptimSpec:
     group_overrides: dict[str, Any] = field(default_factory=dict)
     steps: int = 50
     resume_configs: tuple[Config, ...] = ()
+    step_requires_closure: bool = False
+    jax_extra_kwargs: dict[str, Any] = field(default_factory=dict)
+    torch_context: Callable[[], AbstractContextManager[Any]] | None = None
+    static_args: tuple[str, ...] = ()
+    example_kwargs: dict[str, Any] = field(default_factory=dict)
+    constructor_only: tuple[str, ...] = ()
+    amplifies_rounding: bool = False
+    takes: str = "all"
+    companion: tuple[str, dict[str, Any]] | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_steps: int = 20
+    model_f32_atol: dict[str, float] = field(default_factory=dict)
+    reference: str = ""
+
+    @property
+    def reference_name(self) -> str:
+        """The rule's name in `parity.reference`."""
+        return self.reference or self.name
+
+    def comparison_context(self) -> AbstractContextManager[Any]:
+        """``torch_context()``, or a context that does nothing."""
+        return self.torch_context() if self.torch_context is not None else nullcontext()
 
 
 def _c(
@@ -165,6 +265,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adadelta",
         "Adadelta",
+        model_kwargs={"lr": 1.0},
+        model_f32_atol={
+            "mlp": 2e-07,  # measured 4.47e-08
+            "cnn": 2e-07,  # measured 5.96e-08
+            "transformer": 4e-07,  # measured 1.18e-07
+            "lstm": 2e-07,  # measured 5.96e-08
+        },
         extra_configs=(
             _c("scheduled", "decay", lr=0.5),
             _c("groups", groups=True, weight_decay=0.05),
@@ -184,6 +291,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adafactor",
         "Adafactor",
+        model_kwargs={"lr": 0.01},
+        model_f32_atol={
+            "mlp": 7e-08,  # measured 2.24e-08
+            "cnn": 4e-07,  # measured 1.17e-07
+            "transformer": 4e-07,  # measured 1.09e-07
+            "lstm": 2e-07,  # measured 4.47e-08
+        },
         extra_configs=(
             _c("explicit eps1", eps=(1e-20, 1e-3), lr=0.05),
             _c("scheduled", "warmup_cosine", lr=0.05, weight_decay=0.1),
@@ -209,6 +323,14 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adagrad",
         "Adagrad",
+        constructor_only=("initial_accumulator_value",),
+        model_kwargs={"lr": 0.05},
+        model_f32_atol={
+            "mlp": 7e-07,  # measured 2.24e-07
+            "cnn": 2e-06,  # measured 5.22e-07
+            "transformer": 7e-06,  # measured 2.00e-06
+            "lstm": 0.0002,  # measured 3.86e-05
+        },
         extra_configs=(
             _c("eps", eps=1e-2, lr=0.05),
             _c("scheduled with lr_decay", "decay", lr=0.05, lr_decay=0.01),
@@ -229,6 +351,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adam",
         "Adam",
+        model_kwargs={"lr": 3e-3},
+        model_f32_atol={
+            "mlp": 3e-07,  # measured 8.20e-08
+            "cnn": 3e-07,  # measured 8.94e-08 (worst of default and StepLR)
+            "transformer": 2e-07,  # measured 5.96e-08
+            "lstm": 2e-05,  # measured 4.89e-06
+        },
         extra_configs=(
             _c("amsgrad maximize", lr=0.01, amsgrad=True, maximize=True),
             _c("large eps", lr=0.01, eps=1e-3),
@@ -260,6 +389,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adamax",
         "Adamax",
+        model_kwargs={"lr": 5e-3},
+        model_f32_atol={
+            "mlp": 4e-07,  # measured 1.12e-07
+            "cnn": 2e-07,  # measured 5.22e-08
+            "transformer": 6e-07,  # measured 1.79e-07
+            "lstm": 3e-05,  # measured 8.12e-06
+        },
         extra_configs=(
             _c("scheduled", "decay", lr=0.02),
             _c("groups", groups=True, weight_decay=0.1),
@@ -272,6 +408,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adamw",
         "AdamW",
+        model_kwargs={"lr": 3e-3},
+        model_f32_atol={
+            "mlp": 5e-07,  # measured 1.49e-07 (worst of default and CosineAnnealingLR)
+            "cnn": 2e-06,  # measured 5.86e-07
+            "transformer": 3e-06,  # measured 9.05e-07
+            "lstm": 2e-05,  # measured 4.94e-06
+        },
         extra_configs=(
             _c("scheduled", "warmup_cosine", lr=0.01, weight_decay=0.1),
             _c("groups", groups=True, lr=0.01),
@@ -284,6 +427,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "asgd",
         "ASGD",
+        model_kwargs={"lr": 0.1},
+        model_f32_atol={
+            "mlp": 3e-07,  # measured 8.94e-08
+            "cnn": 2e-06,  # measured 4.52e-07
+            "transformer": 3e-06,  # measured 9.47e-07
+            "lstm": 9e-07,  # measured 2.68e-07
+        },
         extra_configs=(
             _c("averaging", lr=0.05, t0=5, lambd=0.01, alpha=0.6),
             _c("scheduled", "warmup_cosine", lr=0.05, t0=10),
@@ -302,6 +452,25 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "lbfgs",
         "LBFGS",
+        step_requires_closure=True,
+        static_args=("max_iter", "max_eval", "history_size"),
+        example_kwargs={"lr": 0.5, "max_iter": 3},
+        amplifies_rounding=True,
+        # L-BFGS: one step is up to max_iter (here 4) evaluations, and its curvature pairs
+        # y = g_new - g_old lose digits as it converges, so torch soon disagrees with itself:
+        # torch against torch with the batch rows permuted (the same sums in another order)
+        # differs in the parameters by 1.6e-14 after 4 steps and 1.6e-13 after 6 on the LSTM, and
+        # by 6.8e-5 after 20 on the MLP. JAX against torch after 4 steps: 2.8e-14 in the
+        # parameters and 3.1e-13 in the state (LSTM, the worst model; 3.5e-8 after 20 steps on
+        # the MLP).
+        model_steps=4,
+        model_kwargs={"lr": 0.5, "max_iter": 4},
+        model_f32_atol={
+            "mlp": 2e-05,  # measured 3.81e-06
+            "cnn": 3e-06,  # measured 8.94e-07
+            "transformer": 6e-06,  # measured 1.97e-06
+            "lstm": 6e-05,  # measured 1.89e-05
+        },
         extra_configs=(
             _c("small history", lr=0.5, max_iter=5, history_size=3),
             _c(
@@ -319,7 +488,7 @@ SPECS: tuple[OptimSpec, ...] = (
             _c("stop on the step size", lr=0.5, tolerance_change=0.1),
             _c("stop on the direction", tolerance_change=10.0),
             # the strong-Wolfe line search extrapolating (and running out of evaluations) and zooming
-            # with moves away from the bracket's ends; tests/test_lbfgs.py tests it on its own
+            # with moves away from the bracket's ends; tests/test_optim_lbfgs.py tests it on its own
             _c("line search extrapolation", line_search_fn="strong_wolfe", lr=0.05),
             _c("line search zoom", line_search_fn="strong_wolfe", lr=10.0),
         ),
@@ -354,13 +523,30 @@ SPECS: tuple[OptimSpec, ...] = (
         # Two steps are up to 40 inner iterations, each with its own evaluation. Beyond that the
         # curvature pairs (y = g_new - g_old) lose digits as the gradient converges and torch
         # disagrees with itself by more than 1e-12 (measured 1e-10 in H_diag at step 3 and 5e-2
-        # in the parameters at step 20 with lr=0.01): tests/test_lbfgs.py shows that JAX then
+        # in the parameters at step 20 with lr=0.01): tests/test_optim_lbfgs.py shows that JAX then
         # differs from torch no more than torch differs from itself.
         steps=2,
     ),
     OptimSpec(
         "muon",
         "Muon",
+        # parity runs use the parameter dtype for Newton–Schulz on both sides: torch's bfloat16
+        # matmuls and XLA's differ by ~3e-2 after a few steps
+        jax_extra_kwargs={"ns_dtype": None},
+        torch_context=torch_muon_ns_in_param_dtype,
+        static_args=("ns_steps",),
+        # in bfloat16 a 1-ulp change of the input (as optax's wrappers make) moves the
+        # Newton–Schulz output by ~5e-6; the generic checks run it in float32 (ns_dtype=None)
+        example_kwargs={"lr": 0.02},
+        takes="matrices",
+        companion=("AdamW", {"lr": 3e-3}),
+        model_kwargs={"lr": 0.02},
+        model_f32_atol={
+            "mlp": 2e-06,  # measured 6.41e-07
+            "cnn": 2e-06,  # measured 6.29e-07
+            "transformer": 2e-05,  # measured 4.12e-06
+            "lstm": 7e-06,  # measured 2.32e-06
+        },
         problem="mlp_nobias",
         extra_configs=(
             _c("plain momentum", lr=0.02, nesterov=False),
@@ -395,6 +581,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "nadam",
         "NAdam",
+        model_kwargs={"lr": 3e-3},
+        model_f32_atol={
+            "mlp": 4e-07,  # measured 1.19e-07
+            "cnn": 8e-07,  # measured 2.33e-07
+            "transformer": 2e-06,  # measured 5.66e-07
+            "lstm": 2e-05,  # measured 5.15e-06
+        },
         extra_configs=(
             _c(
                 "scheduled", "warmup_cosine", lr=0.01, weight_decay=0.1, decoupled_weight_decay=True
@@ -421,6 +614,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "radam",
         "RAdam",
+        model_kwargs={"lr": 3e-3},
+        model_f32_atol={
+            "mlp": 4e-07,  # measured 1.04e-07
+            "cnn": 4e-07,  # measured 1.19e-07
+            "transformer": 6e-07,  # measured 1.79e-07
+            "lstm": 4e-07,  # measured 1.19e-07
+        },
         extra_configs=(
             _c("scheduled", "decay", lr=0.01, weight_decay=0.1),
             _c("groups", groups=True, lr=0.01),
@@ -440,6 +640,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "rmsprop",
         "RMSprop",
+        model_kwargs={"lr": 1e-3},
+        model_f32_atol={
+            "mlp": 2e-06,  # measured 4.77e-07
+            "cnn": 4e-07,  # measured 1.15e-07
+            "transformer": 4e-07,  # measured 1.19e-07
+            "lstm": 2e-05,  # measured 3.87e-06
+        },
         extra_configs=(
             _c("momentum uncentered", lr=0.005, momentum=0.9),
             _c("scheduled momentum", "warmup_cosine", lr=0.005, momentum=0.5, centered=True),
@@ -460,6 +667,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "rprop",
         "Rprop",
+        model_kwargs={"lr": 1e-3},
+        model_f32_atol={
+            "mlp": 0.0,  # measured 0: bitwise equal to torch
+            "cnn": 0.0,  # measured 0: bitwise equal to torch
+            "transformer": 0.0,  # measured 0: bitwise equal to torch
+            "lstm": 0.0,  # measured 0: bitwise equal to torch
+        },
         extra_configs=(
             _c("large steps", lr=0.1, step_sizes=(1e-3, 0.2)),
             _c("scheduled (ignored)", "decay", lr=0.05),
@@ -487,6 +701,13 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "sgd",
         "SGD",
+        model_kwargs={"lr": 0.1, "momentum": 0.9},
+        model_f32_atol={
+            "mlp": 2e-07,  # measured 6.33e-08 (worst of default and OneCycleLR-cos)
+            "cnn": 2e-06,  # measured 4.47e-07
+            "transformer": 4e-07,  # measured 1.19e-07
+            "lstm": 2e-07,  # measured 4.47e-08
+        },
         extra_configs=(
             _c("nesterov maximize", lr=0.005, momentum=0.5, nesterov=True, maximize=True),
             _c("scheduled momentum", "warmup_cosine", lr=0.05, momentum=0.9, dampening=0.1),
@@ -534,6 +755,12 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "sparse_adam",
         "SparseAdam",
+        takes="sparse",
+        companion=("Adam", {"lr": 3e-3}),
+        model_kwargs={"lr": 0.01},
+        model_f32_atol={
+            "transformer": 4e-07,  # measured 1.15e-07
+        },
         problem="embedding",
         extra_configs=(
             _c("scheduled", "decay", lr=0.05),
@@ -562,6 +789,17 @@ def spec(name: str) -> OptimSpec:
         if s.name == name:
             return s
     raise KeyError(f"no spec named {name!r}; expected one of {[s.name for s in SPECS]}")
+
+
+def for_torch(optimizer: Any) -> OptimSpec | None:
+    """The spec of a live torch optimizer (or its class), its subclasses recognised by their
+    closest torch.optim base; ``None`` for a class the table does not know."""
+    cls = optimizer if isinstance(optimizer, type) else type(optimizer)
+    by_torch = {s.torch_cls: s for s in SPECS}
+    for base in cls.__mro__:
+        if base.__name__ in by_torch and base.__module__.startswith("torch.optim"):
+            return by_torch[base.__name__]
+    return None
 
 
 def torch_db_configs(s: OptimSpec) -> tuple[Config, ...]:

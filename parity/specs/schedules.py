@@ -24,6 +24,54 @@ LR2 = 0.03
 
 
 @dataclasses.dataclass(frozen=True)
+class SchedulerClass:
+    """How one torch scheduler class is built, where it differs from the plain
+    ``lr_scheduler.<name>(optimizer, **kwargs)`` and ``factory(lr, **kwargs)``.
+
+    Attributes:
+      name: the torch class name.
+      torch_module: where the class lives in torch.
+      composite: its ``schedulers`` argument is a list of other schedulers (nested specs).
+      takes_optimizer: torch's constructor takes the optimizer first.
+      sets_lr: it sets the lr itself from its kwargs: the jaxopt_port factory takes no initial lr.
+      steps_on_metric: its ``step`` takes the monitored metric.
+      own_steps_per_epoch: it has a ``steps_per_epoch`` argument of its own (OneCycleLR's
+        ``epochs × steps_per_epoch``), so its factory cannot also step once per epoch.
+    """
+
+    name: str
+    torch_module: str = "torch.optim.lr_scheduler"
+    composite: bool = False
+    takes_optimizer: bool = True
+    sets_lr: bool = False
+    steps_on_metric: bool = False
+    own_steps_per_epoch: bool = False
+
+
+#: The scheduler classes built differently from the plain form (every other class is plain).
+SCHEDULER_CLASSES: tuple[SchedulerClass, ...] = (
+    SchedulerClass("SequentialLR", composite=True),
+    SchedulerClass("ChainedScheduler", composite=True, takes_optimizer=False),
+    SchedulerClass("SWALR", torch_module="torch.optim.swa_utils"),
+    SchedulerClass("CyclicLR", sets_lr=True),
+    SchedulerClass("OneCycleLR", sets_lr=True, own_steps_per_epoch=True),
+    SchedulerClass("ReduceLROnPlateau", steps_on_metric=True),
+)
+
+#: The torch optimizer a spec's ``optimizer`` names: class name and kwargs besides the lr (SGD
+#: has momentum, Adam betas: the param-group keys that cycling schedulers move).
+TORCH_OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {"momentum": 0.9}),
+    "adam": ("Adam", {}),
+}
+
+
+def scheduler_class(name: str) -> SchedulerClass:
+    """The row of `SCHEDULER_CLASSES` for torch class ``name`` (a plain row if it has none)."""
+    return next((c for c in SCHEDULER_CLASSES if c.name == name), SchedulerClass(name))
+
+
+@dataclasses.dataclass(frozen=True)
 class ScheduleSpec:
     """A torch scheduler configuration.
 
@@ -39,30 +87,39 @@ class ScheduleSpec:
     optimizer: str = "sgd"
     id: str = ""
 
-    def torch(self, optimizer: Any) -> Any:
-        """The torch scheduler on ``optimizer``."""
+    @property
+    def cls(self) -> SchedulerClass:
+        """How its torch class is built."""
+        return scheduler_class(self.name)
+
+    def torch_optimizer(self, params: Any, lr: float = LR) -> Any:
+        """The torch optimizer of `TORCH_OPTIMIZERS` that ``optimizer`` names, on ``params``."""
         import torch
 
-        if self.name in ("SequentialLR", "ChainedScheduler"):
-            parts = [part.torch(optimizer) for part in self.kwargs["schedulers"]]
-            cls = getattr(torch.optim.lr_scheduler, self.name)
-            if self.name == "ChainedScheduler":
-                return cls(parts)
-            return cls(optimizer, parts, milestones=self.kwargs["milestones"])
-        if self.name == "SWALR":
-            return torch.optim.swa_utils.SWALR(optimizer, **self.kwargs)
-        return getattr(torch.optim.lr_scheduler, self.name)(optimizer, **self.kwargs)
+        name, kwargs = TORCH_OPTIMIZERS[self.optimizer]
+        return getattr(torch.optim, name)(params, lr=lr, **kwargs)
+
+    def torch(self, optimizer: Any) -> Any:
+        """The torch scheduler on ``optimizer``."""
+        import importlib
+
+        cls = getattr(importlib.import_module(self.cls.torch_module), self.name)
+        kwargs = dict(self.kwargs)
+        args = [optimizer] if self.cls.takes_optimizer else []
+        if self.cls.composite:
+            args.append([part.torch(optimizer) for part in kwargs.pop("schedulers")])
+        return cls(*args, **kwargs)
 
     def jax(self, lr: float = LR, **extra: Any) -> Any:
         """The jaxopt_port schedule from the factory, for a group whose initial lr is ``lr``."""
         factory: Callable[..., Any] = getattr(schedules, schedules.SCHEDULERS[self.name])
-        if self.name in ("SequentialLR", "ChainedScheduler"):
-            parts = [part.jax(lr) for part in self.kwargs["schedulers"]]
-            rest = {k: v for k, v in self.kwargs.items() if k != "schedulers"}
-            return factory(parts, **rest, **extra)
-        if self.name in ("CyclicLR", "OneCycleLR"):  # they set the lr themselves
-            return factory(**self.kwargs, **extra)
-        return factory(lr, **self.kwargs, **extra)
+        kwargs = dict(self.kwargs)
+        if self.cls.composite:
+            parts = [part.jax(lr) for part in kwargs.pop("schedulers")]
+            return factory(parts, **kwargs, **extra)
+        if self.cls.sets_lr:
+            return factory(**kwargs, **extra)
+        return factory(lr, **kwargs, **extra)
 
 
 def _spec(name: str, id: str, optimizer: str = "sgd", **kwargs: Any) -> ScheduleSpec:

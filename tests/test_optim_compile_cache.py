@@ -271,7 +271,7 @@ def test_eager_schedule_compiles_once_and_gives_the_jitted_values(make):
                 else []
             )
         assert compiles[0] <= 1 + bool(momenta), f"{compiles[0]} compilations for {counts} counts"
-        # the values tests/test_schedules.py compares with torch: the schedule traced in
+        # the values tests/test_schedules_parity.py compares with torch: the schedule traced in
         jitted = jax.jit(lambda c: jax.lax.map(schedule, c))(jnp.arange(counts, dtype=jnp.int32))
         np.testing.assert_array_equal(np.asarray(eager), np.asarray(jitted))
         if momenta:
@@ -286,13 +286,11 @@ def test_every_other_optimizer_compiles_nothing_per_eager_update():
     worst = {}
     schedule = schedules.step_lr(0.01, 2)  # one schedule for all: an instance compiles once
     for s in SPECS:
-        if s.name == "lbfgs":
+        if s.step_requires_closure:
             continue
         params = [jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), jnp.linspace(0.5, 1.0, 6).reshape(3, 2)]
         grads = [jnp.cos(p) for p in params]
-        make = lambda s=s: getattr(optim, s.name)(
-            lr=schedule, **({"ns_dtype": None} if s.name == "muon" else {})
-        )
+        make = lambda s=s: getattr(optim, s.name)(lr=schedule, **s.jax_extra_kwargs)
         tx = make()
         state = tx.init(params)
         _, state = tx.update(grads, state, params)

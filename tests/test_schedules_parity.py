@@ -24,9 +24,7 @@ STEPS = 1200
 def _torch_optimizer(spec: ScheduleSpec, groups: int = 1):
     params = [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)) for _ in range(groups)]
     param_groups = [{"params": [p], "lr": lr} for p, lr in zip(params, (LR, LR2), strict=False)]
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(param_groups, lr=LR)
-    return torch.optim.SGD(param_groups, lr=LR, momentum=0.9)
+    return spec.torch_optimizer(param_groups)
 
 
 def _torch_sequence(spec: ScheduleSpec, steps: int, group: int = 0, groups: int = 1):
@@ -72,7 +70,7 @@ def test_stepping_once_per_epoch(spec):
     want, _ = _torch_sequence(spec, epochs)
     with jax.enable_x64(True):
         schedule = schedules.from_torch(spec.torch(_torch_optimizer(spec)), steps_per_epoch=7)
-        factory = spec.jax(steps_per_epoch=7) if spec.name != "OneCycleLR" else None
+        factory = None if spec.cls.own_steps_per_epoch else spec.jax(steps_per_epoch=7)
         for s in (schedule, factory):
             if s is not None:
                 _assert_close(_evaluate(s, per_epoch * epochs), np.repeat(want, per_epoch))
@@ -253,7 +251,7 @@ def _torch_lrs(row, optimizer, scheduler, steps=10):
         for _ in range(steps):
             lrs.append(float(optimizer.param_groups[0]["lr"]))
             optimizer.step()
-            scheduler.step(1.0) if row.spec.name == "ReduceLROnPlateau" else scheduler.step()
+            scheduler.step(1.0) if row.spec.cls.steps_on_metric else scheduler.step()
     except Exception as error:  # what torch raises is the thing under test
         return error
     return np.asarray(lrs)
@@ -267,9 +265,7 @@ def test_invalid_arguments_are_refused_and_checked_against_torch(row):
         row.spec.jax(row.lr)
 
     def build():
-        cls = torch.optim.Adam if row.spec.optimizer == "adam" else torch.optim.SGD
-        extra = {} if row.spec.optimizer == "adam" else {"momentum": 0.9}
-        optimizer = cls([torch.nn.Parameter(torch.zeros(1))], lr=row.lr, **extra)
+        optimizer = row.spec.torch_optimizer([torch.nn.Parameter(torch.zeros(1))], row.lr)
         return optimizer, row.spec.torch(optimizer)
 
     if row.torch == "same":
