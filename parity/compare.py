@@ -22,7 +22,7 @@ from parity.run.twin_training import LOSSES, train_twins
 __all__ = ["F32_USER_TOLERANCE", "compare"]
 
 #: :func:`compare`'s float32 tolerance when none is given. Not measured for the user's model: the
-#: twin models measured up to 3.9e-5 (LSTM with Adagrad, parity.run.twins.F32_TOLERANCE) after 20
+#: twin models measured up to 3.9e-5 (LSTM with Adagrad, ``model_f32_atol`` in parity.specs.optim) after 20
 #: steps; float32 differences grow with the number of steps and the model's sensitivity, so
 #: measure and pass ``tolerance=`` for a long or sensitive run.
 F32_USER_TOLERANCE = 1e-4

@@ -39,3 +39,30 @@ def split(spec: Any, n: int, m: int) -> tuple[int, int]:
     if spec.steps >= n + m:
         return n, m
     return spec.steps // 2, spec.steps - spec.steps // 2
+
+
+def assert_torch_treats_alike(row: Any, ours: Any, build: Any, first_steps: Any) -> None:
+    """Check what torch does with an invalid-input row's arguments, as ``row.torch`` says.
+
+    Args:
+      row: the row (``error``, ``torch``: ``"same"``, ``"nonfinite"``, ``"accepted"`` or an
+        exception class).
+      ours: the ``pytest.raises`` info of jaxopt_port's refusal.
+      build: builds the torch object with the row's arguments (may raise).
+      first_steps: runs torch's first steps on what ``build`` returned: the values it produced
+        (an array) or the exception it raised.
+    """
+    import pytest
+
+    if row.torch == "same":
+        with pytest.raises(row.error) as theirs:
+            build()
+        assert str(ours.value) == str(theirs.value)
+        return
+    outcome = first_steps(build())  # torch's constructor accepts them
+    if row.torch == "nonfinite":
+        assert isinstance(outcome, np.ndarray) and not np.all(np.isfinite(outcome)), outcome
+    elif row.torch == "accepted":
+        assert isinstance(outcome, np.ndarray), outcome
+    else:
+        assert isinstance(outcome, row.torch), outcome

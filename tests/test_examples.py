@@ -9,6 +9,8 @@ from parity.metric import F64_GATE
 
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.multiprocess
+
 
 def test_resume_from_torch_example_continues_torchs_loss_curve():
     args = ["examples/resume_from_torch.py", "--torch-epochs", "1", "--jax-epochs", "2"]

@@ -51,6 +51,7 @@ def counting_compiles():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts lines of /proc/self/maps")
 def test_300_eager_steps_instances_and_schedule_counts_keep_memory_maps_flat():
     result = run_json(

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _helpers import assert_torch_treats_alike
 
 from jaxopt_port import optim
 from parity.metric import F64_GATE
@@ -56,18 +57,8 @@ def test_invalid_arguments_are_refused_and_checked_against_torch(s, row):
         getattr(optim, s.name)(**kwargs)
     torch_class = getattr(torch.optim, s.torch_cls)
     param = torch.nn.Parameter(torch.full((3, 2), 0.5))
-    if row.torch == "same":
-        with pytest.raises(row.error) as theirs:
-            torch_class([param], **kwargs)
-        assert str(ours.value) == str(theirs.value)
-        return
-    outcome = _torch_steps(torch_class([param], **kwargs), param)  # torch's constructor accepts
-    if row.torch == "nonfinite":
-        assert isinstance(outcome, np.ndarray) and not np.all(np.isfinite(outcome)), outcome
-    elif row.torch == "accepted":
-        assert isinstance(outcome, np.ndarray), outcome
-    else:
-        assert isinstance(outcome, row.torch), outcome
+    build = lambda: torch_class([param], **kwargs)
+    assert_torch_treats_alike(row, ours, build, lambda optimizer: _torch_steps(optimizer, param))
 
 
 def _torch_db_errors():

@@ -25,6 +25,8 @@ from parity.metric import F64_GATE, scaled
 
 pytest.importorskip("torch")
 
+pytestmark = pytest.mark.multiprocess
+
 BACKENDS = ("shard_map", "jit", "pmap")
 KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 #: float32, JAX on 8 devices vs DDP, worst over 10 steps and every backend: parameters (scaled)

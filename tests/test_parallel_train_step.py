@@ -49,6 +49,7 @@ MATRIX_IDS = [
 ]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("key", MATRIX_IDS)
 def test_eight_devices_equal_one_device(matrix, key):
     row = matrix[key]
@@ -63,6 +64,7 @@ def test_eight_devices_equal_one_device(matrix, key):
             assert row[what] <= tol, (what, row)
 
 
+@pytest.mark.multiprocess
 def test_zero1_splits_optimizer_state_over_devices(matrix):
     # The MLP's state: leaves of 64·32, 32 and 32·10 elements split 8 ways, the 10-element b2
     # leaf and the step counters whole. SGD: float64 momentum buffers + two int32 counters.
@@ -81,6 +83,7 @@ def gradient():
     return {r["backend"]: r for r in _scenario("gradient")}
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("backend", [*BACKENDS, "shard_map 4x2", "jit 4x2"])
 def test_one_step_gradient_is_the_global_mean(gradient, backend):
     # SGD lr=1 on least squares: the parameter change is −∇ of the mean loss over the whole
@@ -98,6 +101,7 @@ def sync_bn():
     return _scenario("sync_bn")
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sync_batch_norm_equals_torch_on_the_global_batch(sync_bn, backend):
     row = sync_bn["backends"][backend]
@@ -108,6 +112,7 @@ def test_sync_batch_norm_equals_torch_on_the_global_batch(sync_bn, backend):
     assert sync_bn["local_vs_global_mean"] > 0.1
 
 
+@pytest.mark.multiprocess
 def test_flax_nnx_model_with_its_batch_norm_equals_one_device():
     # nnx.split/merge inside loss_fn; nnx.BatchNorm(axis_name="data") under shard_map and pmap,
     # axis_name=None under jit (the arrays are global there); measured 2.2e-16
@@ -120,6 +125,7 @@ def bf16():
     return _scenario("bf16")
 
 
+@pytest.mark.multiprocess
 def test_bf16_compute_keeps_float32_masters(bf16):
     control, *rows = bf16
     # bfloat16 parameters lose SGD steps of ~1e-5 (measured relative error 29.8)
@@ -134,6 +140,7 @@ def test_bf16_compute_keeps_float32_masters(bf16):
         assert row["loss_rel"] <= 8e-3, row
 
 
+@pytest.mark.multiprocess
 def test_thousand_steps_on_eight_devices_complete():
     out = _scenario("long_run")
     assert out["steps"] == 1000 and out["devices"] == 8
@@ -144,6 +151,7 @@ def test_thousand_steps_on_eight_devices_complete():
     assert out["alive_after_drop"] == {"shard_map": 0, "jit": 0, "pmap": 0}
 
 
+@pytest.mark.multiprocess
 def test_errors_name_the_problem_and_leave_state_intact():
     out = _scenario("errors")
     assert "30 rows" in out["not_divisible"] and "multiple of 8" in out["not_divisible"]

@@ -252,6 +252,7 @@ def test_compare_fails_when_the_weights_differ():
     assert not result.passed and result.worst > 1e-3
 
 
+@pytest.mark.multiprocess
 def test_importing_parity_imports_neither_torch_nor_jax():
     code = "import sys, parity; print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))"
     out = subprocess.run(
@@ -261,6 +262,7 @@ def test_importing_parity_imports_neither_torch_nor_jax():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.multiprocess
 def test_compare_own_model_example_runs_and_writes_a_report(tmp_path):
     out = subprocess.run(
         [sys.executable, "examples/compare_own_model.py", "--steps", "8", "--report", str(tmp_path)],
@@ -336,7 +338,7 @@ def test_check_forward_passes_a_correct_twin_layer_by_layer(seq_cnn):
         ("head", "Sequential", "Sequential"),
         ("", "_TorchSeqCNN", "_NnxSeqCNN"),
     ]
-    assert all(x.output <= 1e-12 for x in check.layers)  # measured ≤ 1.8e-15
+    assert all(x.output <= F64_GATE for x in check.layers)  # measured ≤ 1.8e-15
     assert check.layers[0].layout.startswith("channels last")  # conv output NCHW vs NHWC
     # torch modules that the twin replaces by functions are listed, not compared
     assert check.not_compared == ["'features.1' (ReLU)", "'head.0' (Flatten)"]
@@ -408,7 +410,7 @@ def test_check_forward_on_the_suite_twins(name, planted, first, hint):
     check = parity.check_forward(torch_model, twin, batch[:-1])
     if planted is None:  # nnx.RNN's cell runs under nnx.scan: the RNN itself is compared
         assert check.passed, str(check)
-        assert max(x.output for x in check.layers) <= 1e-12  # measured ≤ 2.9e-15
+        assert max(x.output for x in check.layers) <= F64_GATE  # measured ≤ 2.9e-15
         return
     assert not check.passed and check.first.name == first, str(check)
     assert check.hint.startswith(hint) if "inside" in hint else hint in check.hint, check.hint

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import assert_torch_treats_alike
 
 from jaxopt_port import optim, schedules
 from parity.metric import F64_GATE
@@ -268,18 +269,7 @@ def test_invalid_arguments_are_refused_and_checked_against_torch(row):
         optimizer = row.spec.torch_optimizer([torch.nn.Parameter(torch.zeros(1))], row.lr)
         return optimizer, row.spec.torch(optimizer)
 
-    if row.torch == "same":
-        with pytest.raises(row.error) as theirs:
-            build()
-        assert str(ours.value) == str(theirs.value)
-        return
-    outcome = _torch_lrs(row, *build())  # torch's constructor accepts them
-    if row.torch == "nonfinite":
-        assert isinstance(outcome, np.ndarray) and not np.all(np.isfinite(outcome)), outcome
-    elif row.torch == "accepted":
-        assert isinstance(outcome, np.ndarray), outcome
-    else:
-        assert isinstance(outcome, row.torch), outcome
+    assert_torch_treats_alike(row, ours, build, lambda built: _torch_lrs(row, *built))
 
 
 def test_chained_affine_part_and_nesting_are_refused_with_a_reason():

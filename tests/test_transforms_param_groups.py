@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import max_abs_difference
 from flax import nnx
 
 from jaxopt_port import optim
@@ -98,7 +99,7 @@ def _jax_run(tx: optax.GradientTransformation) -> dict[str, np.ndarray]:
 
 def _max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     assert a.keys() == b.keys()
-    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+    return max_abs_difference(a, b)
 
 
 # (torch class, torch groups, torch defaults, factory, jaxopt_port groups, param_groups kwargs)
@@ -161,7 +162,7 @@ def test_no_weight_decay_recipe_matches_torch_float64():
         weight_decay=0.1,
     )
     got = _jax_run(no_weight_decay(optim.adamw, lr=1e-2, weight_decay=0.1))
-    assert _max_difference(got, expected) <= 1e-12  # measured 5.6e-16
+    assert _max_difference(got, expected) <= F64_GATE  # measured 5.6e-16
 
 
 # ----------------------------------------------------------------------------- selection

@@ -265,15 +265,16 @@ def train_twins(
     """
     import jax
 
-    from jaxopt_port.optim._from_torch import factory_for
-
     batches = [tuple(np.asarray(b) for b in batch) for batch in data]
     result.steps = len(batches)
     loss_fns = LOSSES[loss] if isinstance(loss, str) else loss
     with jax.enable_x64(result.dtype == "float64"):
         side = _torch_side(torch_model, build_optimizers, scheduler)
         if not result.optimizer:
-            result.optimizer = "+".join(factory_for(type(o)).__name__ for o in side.optimizers)
+            result.optimizer = "+".join(
+                s.name if s is not None else type(o).__name__
+                for o, s in zip(side.optimizers, side.specs, strict=True)
+            )
         with _torch_numerics(side, result.dtype):
             worst_entries = _train(side, nnx_model, batches, result, loss_fns, device)
     return result.judge(worst_entries)

@@ -19,6 +19,7 @@ __all__ = [
     "SPECS",
     "Config",
     "Invalid",
+    "OptaxNearest",
     "OptimSpec",
     "configs_for",
     "for_torch",
@@ -136,6 +137,38 @@ def torch_muon_ns_in_param_dtype() -> Iterator[None]:
         _muon._zeropower_via_newtonschulz = original
 
 
+@dataclass(frozen=True)
+class OptaxNearest:
+    """optax's closest transformation to a torch optimizer, set up with torch's hyperparameters
+    (its own defaults where it cannot take torch's).
+
+    Attributes:
+      row: the row's name in the comparison.
+      text: how it is shown (the optax call, or why there is none).
+      factory: the optax attribute path (``"adam"``, ``"contrib.muon"``; ``""``: none).
+      args: its positional arguments.
+      kwargs: its keyword arguments.
+      torch_kwargs: the torch optimizer's arguments for the row (its defaults otherwise).
+    """
+
+    row: str
+    text: str
+    factory: str = ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    torch_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Any:
+        """The optax transformation, or ``None`` where there is none."""
+        if not self.factory:
+            return None
+        import functools
+
+        import optax
+
+        return functools.reduce(getattr, self.factory.split("."), optax)(*self.args, **self.kwargs)
+
+
 #: float32 tolerance of a twin-model run for a (model, optimizer) pair without a measured entry.
 MODEL_F32_DEFAULT = 1e-4
 
@@ -190,6 +223,8 @@ class OptimSpec:
         transformer 8.0e-5, CNN 3.1e-5), hence its larger entries. Rprop's sign-based steps are
         bitwise equal. A model without an entry gets `MODEL_F32_DEFAULT` (not measured).
       reference: the rule's name in `parity.reference` (default: ``name``).
+      optax_nearest: optax's closest transformations, measured against torch by
+        ``python -m parity.run.optax_gap``.
     """
 
     name: str
@@ -214,6 +249,7 @@ class OptimSpec:
     model_steps: int = 20
     model_f32_atol: dict[str, float] = field(default_factory=dict)
     reference: str = ""
+    optax_nearest: tuple[OptaxNearest, ...] = ()
 
     @property
     def reference_name(self) -> str:
@@ -265,6 +301,11 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adadelta",
         "Adadelta",
+        optax_nearest=(
+            OptaxNearest(
+                "adadelta", "optax.adadelta(1.0, rho=0.9, eps=1e-6)", "adadelta", (1.0, 0.9, 1e-6)
+            ),
+        ),
         model_kwargs={"lr": 1.0},
         model_f32_atol={
             "mlp": 2e-07,  # measured 4.47e-08
@@ -291,6 +332,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adafactor",
         "Adafactor",
+        optax_nearest=(OptaxNearest("adafactor", "optax.adafactor(1e-2)", "adafactor", (1e-2,)),),
         model_kwargs={"lr": 0.01},
         model_f32_atol={
             "mlp": 7e-08,  # measured 2.24e-08
@@ -323,6 +365,16 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adagrad",
         "Adagrad",
+        optax_nearest=(
+            OptaxNearest(
+                "adagrad",
+                "optax.adagrad(1e-2, initial_accumulator_value=0, eps=1e-10)",
+                "adagrad",
+                (1e-2,),
+                {"initial_accumulator_value": 0.0, "eps": 1e-10},
+            ),
+            OptaxNearest("adagrad (optax defaults)", "optax.adagrad(1e-2)", "adagrad", (1e-2,)),
+        ),
         constructor_only=("initial_accumulator_value",),
         model_kwargs={"lr": 0.05},
         model_f32_atol={
@@ -351,6 +403,16 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adam",
         "Adam",
+        optax_nearest=(
+            OptaxNearest("adam", "optax.adam(1e-3)", "adam", (1e-3,)),
+            OptaxNearest(
+                "adam amsgrad",
+                "optax.amsgrad(1e-3)",
+                "amsgrad",
+                (1e-3,),
+                torch_kwargs={"amsgrad": True},
+            ),
+        ),
         model_kwargs={"lr": 3e-3},
         model_f32_atol={
             "mlp": 3e-07,  # measured 8.20e-08
@@ -389,6 +451,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adamax",
         "Adamax",
+        optax_nearest=(OptaxNearest("adamax", "optax.adamax(2e-3)", "adamax", (2e-3,)),),
         model_kwargs={"lr": 5e-3},
         model_f32_atol={
             "mlp": 4e-07,  # measured 1.12e-07
@@ -408,6 +471,16 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "adamw",
         "AdamW",
+        optax_nearest=(
+            OptaxNearest(
+                "adamw",
+                "optax.adamw(1e-3, weight_decay=1e-2)",
+                "adamw",
+                (1e-3,),
+                {"weight_decay": 1e-2},
+            ),
+            OptaxNearest("adamw (optax defaults)", "optax.adamw(1e-3)", "adamw", (1e-3,)),
+        ),
         model_kwargs={"lr": 3e-3},
         model_f32_atol={
             "mlp": 5e-07,  # measured 1.49e-07 (worst of default and CosineAnnealingLR)
@@ -427,6 +500,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "asgd",
         "ASGD",
+        optax_nearest=(OptaxNearest("asgd", "none"),),
         model_kwargs={"lr": 0.1},
         model_f32_atol={
             "mlp": 3e-07,  # measured 8.94e-08
@@ -452,6 +526,9 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "lbfgs",
         "LBFGS",
+        optax_nearest=(
+            OptaxNearest("lbfgs", "optax.lbfgs(): one update is one iteration, not one torch step"),
+        ),
         step_requires_closure=True,
         static_args=("max_iter", "max_eval", "history_size"),
         example_kwargs={"lr": 0.5, "max_iter": 3},
@@ -530,6 +607,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "muon",
         "Muon",
+        optax_nearest=(OptaxNearest("muon", "optax.contrib.muon(1e-3)", "contrib.muon", (1e-3,)),),
         # parity runs use the parameter dtype for Newton–Schulz on both sides: torch's bfloat16
         # matmuls and XLA's differ by ~3e-2 after a few steps
         jax_extra_kwargs={"ns_dtype": None},
@@ -581,6 +659,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "nadam",
         "NAdam",
+        optax_nearest=(OptaxNearest("nadam", "optax.nadam(2e-3)", "nadam", (2e-3,)),),
         model_kwargs={"lr": 3e-3},
         model_f32_atol={
             "mlp": 4e-07,  # measured 1.19e-07
@@ -614,6 +693,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "radam",
         "RAdam",
+        optax_nearest=(OptaxNearest("radam", "optax.radam(1e-3)", "radam", (1e-3,)),),
         model_kwargs={"lr": 3e-3},
         model_f32_atol={
             "mlp": 4e-07,  # measured 1.04e-07
@@ -640,6 +720,21 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "rmsprop",
         "RMSprop",
+        optax_nearest=(
+            OptaxNearest(
+                "rmsprop",
+                "optax.rmsprop(1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=False)",
+                "rmsprop",
+                (1e-2, 0.99, 1e-8),
+                {"eps_in_sqrt": False},
+            ),
+            OptaxNearest(
+                "rmsprop (ε in the root)",
+                "optax.rmsprop(1e-2, decay=0.99, eps=1e-8)",
+                "rmsprop",
+                (1e-2, 0.99, 1e-8),
+            ),
+        ),
         model_kwargs={"lr": 1e-3},
         model_f32_atol={
             "mlp": 2e-06,  # measured 4.77e-07
@@ -667,6 +762,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "rprop",
         "Rprop",
+        optax_nearest=(OptaxNearest("rprop", "optax.rprop(1e-2)", "rprop", (1e-2,)),),
         model_kwargs={"lr": 1e-3},
         model_f32_atol={
             "mlp": 0.0,  # measured 0: bitwise equal to torch
@@ -701,6 +797,7 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "sgd",
         "SGD",
+        optax_nearest=(OptaxNearest("sgd", "optax.sgd(1e-3)", "sgd", (1e-3,)),),
         model_kwargs={"lr": 0.1, "momentum": 0.9},
         model_f32_atol={
             "mlp": 2e-07,  # measured 6.33e-08 (worst of default and OneCycleLR-cos)
@@ -755,6 +852,11 @@ SPECS: tuple[OptimSpec, ...] = (
     OptimSpec(
         "sparse_adam",
         "SparseAdam",
+        optax_nearest=(
+            OptaxNearest(
+                "sparse_adam", "optax.adam(1e-3) (dense: every row moves)", "adam", (1e-3,)
+            ),
+        ),
         takes="sparse",
         companion=("Adam", {"lr": 3e-3}),
         model_kwargs={"lr": 0.01},
