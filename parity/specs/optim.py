@@ -897,7 +897,9 @@ def for_torch(optimizer: Any) -> OptimSpec | None:
     """The spec of a live torch optimizer (or its class), its subclasses recognised by their
     closest torch.optim base; ``None`` for a class the table does not know."""
     cls = optimizer if isinstance(optimizer, type) else type(optimizer)
-    by_torch = {s.torch_cls: s for s in SPECS}
+    by_torch: dict[str, OptimSpec] = {}
+    for s in SPECS:  # the first row of a torch class is its spec
+        by_torch.setdefault(s.torch_cls, s)
     for base in cls.__mro__:
         if base.__name__ in by_torch and base.__module__.startswith("torch.optim"):
             return by_torch[base.__name__]
