@@ -139,39 +139,59 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _mlp_problem(rng: np.random.Generator, steps: int, bias: bool) -> tuple[tuple, list]:
+    n_in, n_hidden, n_out, batch = 6, 8, 3, 16
+    w1 = rng.normal(size=(n_in, n_hidden)) / np.sqrt(n_in)
+    w2 = rng.normal(size=(n_hidden, n_out)) / np.sqrt(n_hidden)
+    if bias:
+        params = (w1, rng.normal(size=n_hidden) * 0.1, w2, rng.normal(size=n_out) * 0.1)
+    else:
+        params = (w1, w2)
+    teacher = rng.normal(size=(n_in, n_out))
+    batches = []
+    for _ in range(steps):
+        x = rng.normal(size=(batch, n_in))
+        batches.append((x, np.sin(x @ teacher) + 0.1 * rng.normal(size=(batch, n_out))))
+    return params, batches
+
+
+def _embedding_problem(rng: np.random.Generator, steps: int, bias: bool) -> tuple[tuple, list]:
+    rows, dim, lookups = 12, 4, 5
+    params = (rng.normal(size=(rows, dim)),)
+    batches = []
+    for _ in range(steps):
+        idx = rng.choice(rows, size=lookups, replace=False).astype(np.int64)
+        batches.append((idx, rng.normal(size=dim), rng.normal(size=lookups)))
+    return params, batches
+
+
+def _digits_problem(rng: np.random.Generator, steps: int, bias: bool) -> tuple[tuple, list]:
+    x_all, labels = digits()
+    onehot_all = np.eye(10)[labels]
+    w1 = rng.normal(size=(64, 32)) / 8.0
+    w2 = rng.normal(size=(32, 10)) / np.sqrt(32)
+    params = (w1, np.zeros(32), w2, np.zeros(10)) if bias else (w1, w2)
+    batches = []
+    for _ in range(steps):
+        rows = rng.choice(len(x_all), size=64, replace=False)
+        batches.append((x_all[rows], onehot_all[rows]))
+    return params, batches
+
+
+#: How each problem's parameters and batches are drawn: (builder, with biases).
+_BUILDERS = {
+    "mlp": (_mlp_problem, True),
+    "mlp_nobias": (_mlp_problem, False),
+    "embedding": (_embedding_problem, True),
+    "digits": (_digits_problem, True),
+    "digits_nobias": (_digits_problem, False),
+}
+
+
 def make_problem(name: str, steps: int, seed: int = 0) -> Problem:
     """A problem with ``steps`` batches, deterministic in ``seed``."""
-    rng = np.random.default_rng(seed)
-    if name in ("mlp", "mlp_nobias"):
-        n_in, n_hidden, n_out, batch = 6, 8, 3, 16
-        w1 = rng.normal(size=(n_in, n_hidden)) / np.sqrt(n_in)
-        w2 = rng.normal(size=(n_hidden, n_out)) / np.sqrt(n_hidden)
-        if name == "mlp":
-            params = (w1, rng.normal(size=n_hidden) * 0.1, w2, rng.normal(size=n_out) * 0.1)
-        else:
-            params = (w1, w2)
-        teacher = rng.normal(size=(n_in, n_out))
-        batches = []
-        for _ in range(steps):
-            x = rng.normal(size=(batch, n_in))
-            batches.append((x, np.sin(x @ teacher) + 0.1 * rng.normal(size=(batch, n_out))))
-    elif name == "embedding":
-        rows, dim, lookups = 12, 4, 5
-        params = (rng.normal(size=(rows, dim)),)
-        batches = []
-        for _ in range(steps):
-            idx = rng.choice(rows, size=lookups, replace=False).astype(np.int64)
-            batches.append((idx, rng.normal(size=dim), rng.normal(size=lookups)))
-    elif name in ("digits", "digits_nobias"):
-        x_all, labels = digits()
-        onehot_all = np.eye(10)[labels]
-        w1 = rng.normal(size=(64, 32)) / 8.0
-        w2 = rng.normal(size=(32, 10)) / np.sqrt(32)
-        params = (w1, np.zeros(32), w2, np.zeros(10)) if name == "digits" else (w1, w2)
-        batches = []
-        for _ in range(steps):
-            rows = rng.choice(len(x_all), size=64, replace=False)
-            batches.append((x_all[rows], onehot_all[rows]))
-    else:
+    if name not in _BUILDERS:
         raise ValueError(f"unknown problem {name!r}; expected one of {PROBLEMS}")
+    build, bias = _BUILDERS[name]
+    params, batches = build(np.random.default_rng(seed), steps, bias)
     return Problem(name, params, tuple(batches))
