@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from parity import __main__ as parity_main
-from parity import report
+from parity import report, sections
 from parity.__main__ import main
 from parity.metric import F64_GATE
 from parity.report.results import RunResult
@@ -111,6 +112,42 @@ def test_list_prints_the_selected_runs(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == "1 runs"
     assert lines[0].split() == ["optimizer", "sgd/torch_default/mlp/float32"]
+
+
+def test_a_registered_section_is_listed_run_and_reported_without_touching_the_cli(
+    monkeypatch, tmp_path, capsys
+):
+    """A new kind of run plugs in by registering: --help, --models, --list, the runs and the
+    JSON take it up (the planted section's run is judged by the float64 gate)."""
+    monkeypatch.setattr(sections, "_REGISTRY", dict(sections._REGISTRY))
+
+    def run(dtype):
+        result = RunResult("demo", "sgd", "planted", "toy", dtype, 1, F64_GATE)
+        result.record_parameters([np.ones(2)], [np.ones(2) + 2 * F64_GATE])
+        return result.judge()
+
+    sections.register(
+        sections.Section(
+            "demo",
+            "demo",
+            {"toy": "a planted section"},
+            lambda: ("sgd",),
+            lambda s: [
+                sections.Case("demo", "sgd", "planted", "toy", d, functools.partial(run, d))
+                for d in s.dtypes
+            ],
+        )
+    )
+    assert "toy (a planted section)" in " ".join(parity_main._parser().format_help().split())
+    assert main(["--list", "--models", "toy"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "demo      sgd/planted/toy/float64",
+        "demo      sgd/planted/toy/float32",
+        "2 runs",
+    ]
+    code, _, failed, runs = _run(["--models", "toy", "--dtype", "float64"], tmp_path, capsys)
+    assert code == 1 and failed == {"sgd/planted/toy/float64"}
+    assert [r["kind"] for r in runs] == ["demo"]
 
 
 def test_a_crashing_run_is_a_failure_that_names_it():
