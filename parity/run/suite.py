@@ -11,10 +11,13 @@ Two kinds of run, both producing :class:`parity.report.results.RunResult`:
   trained in torch and in Flax NNX with an optimizer and, for some, a torch lr scheduler
   (:func:`parity.run.twins.run_model`).
 
-Tolerances: float64 ≤ 1e-12 (scaled difference, see
-:mod:`parity.report.results`) on the parameters after every step and the optimizer state at the end;
-float32 the per-optimizer tolerance measured in ``parity.specs.optim`` (``f32_atol``,
-parameters) or in ``parity.run.twins``.
+Tolerances: the float64 gate `parity.metric.F64_GATE` (1e-12, scaled difference) on the
+parameters after every step and the optimizer state at the end; float32 the tolerance measured
+per optimizer in ``parity.specs.optim`` (``f32_atol`` on the small problems, ``model_f32_atol``
+per twin model), on the parameters.
+
+The two kinds are registered as sections (`parity.sections`): ``optimizers`` answers
+``--models formula``, ``models`` the twin models' names.
 
 Why the state is judged at the end and not after every step (it is recorded after every step):
 L-BFGS with a float32-valued tensor lr (``torch_Tensor_lr``) has its search direction ``d`` 1.04e-12

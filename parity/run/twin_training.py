@@ -54,7 +54,7 @@ from parity.metric import scaled_difference, state_difference
 from parity.report.results import RunResult
 from parity.run.layout import TorchLayout
 
-__all__ = ["LOSSES", "TorchLayout", "train_twins"]
+__all__ = ["LOSSES", "train_twins"]
 
 
 # ------------------------------------------------------------------------------------------------
