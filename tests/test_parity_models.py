@@ -30,8 +30,8 @@ from jaxopt_port.interop import weights  # noqa: E402
 from jaxopt_port.interop.weights import to_numpy  # noqa: E402
 from parity.metric import F64_GATE, scaled_difference  # noqa: E402
 from parity.run import twins  # noqa: E402
-from parity.run.optim import torch_dtype  # noqa: E402
 from parity.run.layout import TorchLayout  # noqa: E402
+from parity.run.optim import torch_dtype  # noqa: E402
 from parity.specs import data, models  # noqa: E402
 
 #: Per model: steps and torch kwargs that make the loss fall visibly within the run (measured:
