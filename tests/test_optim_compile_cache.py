@@ -51,6 +51,7 @@ def counting_compiles():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts lines of /proc/self/maps")
 def test_300_eager_steps_instances_and_schedule_counts_keep_memory_maps_flat():
@@ -209,6 +210,7 @@ def _eager_and_jitted_runs(tx, dtype):
     return runs
 
 
+@pytest.mark.slow
 def test_eager_update_returns_the_jitted_update_bit_for_bit():
     """Same inputs, new data each step: the eager step with its data hoisted equals the update
     traced into the caller's jit, in every leaf (both line searches and dtypes, a TorchSchedule,

@@ -118,6 +118,7 @@ def test_line_search_matches_torch(case):
     np.testing.assert_allclose(np.asarray(got[1]), g_new.numpy(), rtol=0, atol=F64_GATE)
 
 
+@pytest.mark.slow
 def test_line_search_cases_take_every_branch():
     """The cases above reach each branch of torch's ``_strong_wolfe`` (traced in torch itself)."""
     import sys

@@ -53,6 +53,7 @@ def test_planted_eps_inside_the_root_fails_exactly_adams_runs(monkeypatch, tmp_p
         )
 
 
+@pytest.mark.slow
 def test_planted_lr_one_step_late_fails_exactly_the_scheduled_run(monkeypatch, tmp_path, capsys):
     from jaxopt_port.optim import _transforms
 
