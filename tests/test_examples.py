@@ -9,7 +9,7 @@ from parity.metric import F64_GATE
 
 pytest.importorskip("torch")
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 
 def test_resume_from_torch_example_continues_torchs_loss_curve():

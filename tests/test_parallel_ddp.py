@@ -25,7 +25,7 @@ from parity.metric import F64_GATE, scaled
 
 pytest.importorskip("torch")
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 BACKENDS = ("shard_map", "jit", "pmap")
 KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")

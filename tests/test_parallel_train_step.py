@@ -49,6 +49,7 @@ MATRIX_IDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("key", MATRIX_IDS)
 def test_eight_devices_equal_one_device(matrix, key):
@@ -64,6 +65,7 @@ def test_eight_devices_equal_one_device(matrix, key):
             assert row[what] <= tol, (what, row)
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_zero1_splits_optimizer_state_over_devices(matrix):
     # The MLP's state: leaves of 64·32, 32 and 32·10 elements split 8 ways, the 10-element b2
@@ -83,6 +85,7 @@ def gradient():
     return {r["backend"]: r for r in _scenario("gradient")}
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("backend", [*BACKENDS, "shard_map 4x2", "jit 4x2"])
 def test_one_step_gradient_is_the_global_mean(gradient, backend):
@@ -101,6 +104,7 @@ def sync_bn():
     return _scenario("sync_bn")
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sync_batch_norm_equals_torch_on_the_global_batch(sync_bn, backend):
@@ -112,6 +116,7 @@ def test_sync_batch_norm_equals_torch_on_the_global_batch(sync_bn, backend):
     assert sync_bn["local_vs_global_mean"] > 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_flax_nnx_model_with_its_batch_norm_equals_one_device():
     # nnx.split/merge inside loss_fn; nnx.BatchNorm(axis_name="data") under shard_map and pmap,
@@ -125,6 +130,7 @@ def bf16():
     return _scenario("bf16")
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_bf16_compute_keeps_float32_masters(bf16):
     control, *rows = bf16
@@ -140,6 +146,7 @@ def test_bf16_compute_keeps_float32_masters(bf16):
         assert row["loss_rel"] <= 8e-3, row
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_thousand_steps_on_eight_devices_complete():
     out = _scenario("long_run")
@@ -151,6 +158,7 @@ def test_thousand_steps_on_eight_devices_complete():
     assert out["alive_after_drop"] == {"shard_map": 0, "jit": 0, "pmap": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_errors_name_the_problem_and_leave_state_intact():
     out = _scenario("errors")

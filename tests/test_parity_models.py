@@ -262,6 +262,7 @@ def test_importing_parity_imports_neither_torch_nor_jax():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_compare_own_model_example_runs_and_writes_a_report(tmp_path):
     out = subprocess.run(
