@@ -6,7 +6,7 @@ takes 2-D parameters only); SparseAdam trains an embedding table with sparse gra
 
 Prints, per optimizer, the final full-data loss in each framework, the largest parameter
 difference between them and the largest difference of either from the NumPy float64 reference of
-the documented update rule (parity/reference.py); exits with status 1 if any exceeds 1e-12.
+the documented update rule (parity/reference/optim.py); exits with status 1 if any exceeds 1e-12.
 
     python examples/compare_with_torch.py [--steps 50]
 
@@ -26,9 +26,10 @@ import time
 
 import numpy as np
 
-from parity.optim_runner import max_difference, run_jax, run_reference, run_torch, torch_dtype
-from parity.optim_specs import SPECS, Config
-from parity.problems import make_problem
+from parity.metric import F64_GATE
+from parity.run.optim import max_difference, run_jax, run_reference, run_torch, torch_dtype
+from parity.specs.optim import SPECS, Config
+from parity.specs.problems import make_problem
 
 #: A learning rate per optimizer that trains this model in 50 steps (torch's defaults elsewhere).
 LEARNING_RATES = {
@@ -39,7 +40,7 @@ LEARNING_RATES = {
 PROBLEM = {"muon": "digits_nobias", "sparse_adam": "embedding"}
 #: L-BFGS: 2 steps of 5 inner iterations each (see the module docstring).
 EXTRA = {"lbfgs": {"max_iter": 5}}
-TOLERANCE = 1e-12
+TOLERANCE = F64_GATE
 
 
 def full_loss(problem_name: str, params: list[np.ndarray]) -> float:

@@ -1,12 +1,12 @@
 """jaxopt_port's cross-framework verification suite: torch vs JAX vs a NumPy float64 reference.
 
-``jaxopt-parity`` (``python -m parity``) runs the suite; :func:`compare` checks your own torch
-model against its Flax NNX twin while training, :func:`check_forward` on one batch, module by
-module. Importing ``parity`` imports NumPy only: torch, JAX and Flax
+`jaxopt-parity` (`python -m parity`) runs the suite; `compare` checks your own torch
+model against its Flax NNX twin while training, `check_forward` on one batch, module by
+module. Importing `parity` imports NumPy only: torch, JAX and Flax
 load when a comparison runs.
 """
 
-from parity.comparison import compare
-from parity.forward import check_forward
+from parity.compare import compare
+from parity.run.forward import check_forward
 
 __all__ = ["check_forward", "compare"]

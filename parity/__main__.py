@@ -101,14 +101,17 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
+    from parity import sections
+
+    registered = sections.sections()
+    optimizers = dict.fromkeys(n for s in registered for n in s.optimizers())
+    models = ", ".join(
+        f"{m} ({text})" if text else m for s in registered for m, text in s.models.items()
+    )
     what = parser.add_argument_group("what to run")
-    what.add_argument("--optimizers", type=_names, metavar="A,B", help="e.g. adam,sgd (default: all 15)")  # fmt: skip
-    what.add_argument(
-        "--models", type=_names, metavar="A,B",
-        help="formula (optimizer runs on small problems, with the NumPy reference), mlp, cnn, "
-        "transformer, lstm (default: all)",
-    )  # fmt: skip
-    what.add_argument("--dtype", choices=("float64", "float32", "all"), default="all")
+    what.add_argument("--optimizers", type=_names, metavar="A,B", help=f"e.g. adam,sgd (default: all {len(optimizers)})")  # fmt: skip
+    what.add_argument("--models", type=_names, metavar="A,B", help=f"{models} (default: all)")
+    what.add_argument("--dtype", choices=(*sections.DTYPES, "all"), default="all")
     what.add_argument("--steps", type=_count(1), metavar="N", help="optimizer steps per run, at least 1 (default: 50 for optimizer runs, L-BFGS 2; 20 for models)")  # fmt: skip
     what.add_argument("--seed", type=_count(0), metavar="N", default=0, help="initial weights and data (default 0)")  # fmt: skip
     what.add_argument(
@@ -220,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["JAX_PLATFORMS"] = _JAX_PLATFORM[args.platform]
     from rich.console import Console
 
-    from parity import report, suite
+    from parity import report, sections
+    from parity.run import suite
 
     console = Console(width=None if sys.stdout.isatty() else 200)  # CI logs: wide, not 80
     if args.from_json:
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     device = "cuda" if args.platform == "gpu" and torch.cuda.is_available() else "cpu"
-    dtypes = suite.DTYPES if args.dtype == "all" else (args.dtype,)
+    dtypes = sections.DTYPES if args.dtype == "all" else (args.dtype,)
     try:
         cases = suite.select(
             optimizers=args.optimizers, models=args.models, dtypes=dtypes, full=args.full,

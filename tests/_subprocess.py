@@ -1,7 +1,7 @@
 """Run multi-device and multi-process JAX code in subprocesses with timeouts.
 
 Simulated CPU devices must be configured before JAX's first use and collectives on a 2-core machine
-can hang (see FACTS.md), so every multi-device test runs its JAX code in a fresh interpreter with
+can hang, so every multi-device test runs its JAX code in a fresh interpreter with
 ``JAX_NUM_CPU_DEVICES`` set and a timeout, and reads back one JSON line.
 """
 
@@ -14,7 +14,8 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _helpers import ROOT
+
 TESTS = os.path.join(ROOT, "tests")
 
 

@@ -1,4 +1,4 @@
-"""Run in a subprocess by tests/test_compile_cache.py: memory maps and compilations over many eager
+"""Run in a subprocess by tests/test_optim_compile_cache.py: memory maps and compilations over many eager
 calls, printed as one JSON line.
 
 A regression here (a compilation per call) exhausts the process's memory maps and LLVM then

@@ -19,3 +19,10 @@ SESSION_DEFAULT_DTYPE = torch.get_default_dtype()
 def _restore_torch_default_dtype():
     yield
     torch.set_default_dtype(SESSION_DEFAULT_DTYPE)
+
+
+@pytest.fixture
+def torch_float64():
+    """torch's default dtype float64 for the test (scalar state such as ``step`` follows it);
+    restored afterwards like every test's. Use with ``pytest.mark.usefixtures``."""
+    torch.set_default_dtype(torch.float64)

@@ -1,9 +1,9 @@
-"""Scenarios for tests/test_parallel.py, each run in a fresh interpreter with simulated CPU devices.
+"""Scenarios for tests/test_parallel_train_step.py, each run in a fresh interpreter with simulated CPU devices.
 
 ``python tests/parallel_worker.py SCENARIO`` prints one JSON line. The references are computed here
 without jaxopt_port.parallel: the optimizer on the whole global batch on one device (plain
 ``jax.value_and_grad`` + ``tx.update``), a closed-form NumPy gradient, or torch's batch norm.
-Every step blocks (a 2-core machine hangs on unblocked collectives; FACTS.md).
+Every step blocks (on a 2-core machine, collectives that are not blocked on can hang).
 """
 
 from __future__ import annotations
@@ -18,32 +18,33 @@ import numpy as np
 import optax
 
 from jaxopt_port import optim, parallel
+from parity.metric import scaled, worst_scaled
 
 BACKENDS = parallel.BACKENDS
 STEPS = 8
 GLOBAL_BATCH = 32
 
-#: Optimizers of the device-count matrix: elementwise state (SGD, Adam), a decoupled one (AdamW),
-#: factored non-elementwise state (Adafactor) and global dot products (L-BFGS).
+#: L-BFGS amplifies rounding ~3× per step on this problem whatever computes the gradient: on one
+#: device, summing the same mean loss as 8 chunk means instead of one moves the parameters by
+#: 2.9e-15, 6.9e-15, 1.7e-14, 6.5e-14, 2.0e-13, 8.0e-13, 9.7e-12 after steps 1–7. It is compared
+#: over 3 steps, where that inherent spread is ≤ 2e-14.
+LBFGS_STEPS = 3
+
+#: Optimizers of the device-count matrix, each with its number of steps: elementwise state (SGD,
+#: Adam), a decoupled one (AdamW), factored non-elementwise state (Adafactor) and global dot
+#: products (L-BFGS).
 OPTIMIZERS = {
-    "sgd": lambda: optim.sgd(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam": lambda: optim.adam(lr=1e-2, amsgrad=True),
-    "adamw": lambda: optim.adamw(lr=1e-2),
-    "adafactor": lambda: optim.adafactor(lr=1e-2),
-    "lbfgs": lambda: optim.lbfgs(lr=1, max_iter=4, history_size=3),
+    "sgd": (lambda: optim.sgd(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3), STEPS),
+    "adam": (lambda: optim.adam(lr=1e-2, amsgrad=True), STEPS),
+    "adamw": (lambda: optim.adamw(lr=1e-2), STEPS),
+    "adafactor": (lambda: optim.adafactor(lr=1e-2), STEPS),
+    "lbfgs": (lambda: optim.lbfgs(lr=1, max_iter=4, history_size=3), LBFGS_STEPS),
 }
 
 
-def scaled(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
-
-
 def tree_scaled(a, b) -> float:
-    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    return max((scaled(x, y) for x, y in pairs), default=0.0)
+    """The worst scaled difference (`parity.metric`) over two pytrees' leaves."""
+    return worst_scaled(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
 
 
 def mlp_params(dtype, seed: int = 0) -> dict:
@@ -119,19 +120,13 @@ MATRIX = [
     ("float32", "adam", (0,), (1,)),
 ]
 
-#: L-BFGS amplifies rounding ~3× per step on this problem whatever computes the gradient: on one
-#: device, summing the same mean loss as 8 chunk means instead of one moves the parameters by
-#: 2.9e-15, 6.9e-15, 1.7e-14, 6.5e-14, 2.0e-13, 8.0e-13, 9.7e-12 after steps 1–7. It is compared
-#: over 3 steps, where that inherent spread is ≤ 2e-14.
-STEPS_FOR = {"lbfgs": 3}
-
 
 def matrix() -> list[dict]:
     """The MATRIX runs on all devices vs the single-device run on the whole global batch."""
     rows = []
     for dtype, name, zeros, micros in MATRIX:
-        data = batches(dtype, steps=STEPS_FOR.get(name, STEPS))
-        make = OPTIMIZERS[name]
+        make, steps = OPTIMIZERS[name]
+        data = batches(dtype, steps=steps)
         reference, ref_state = single_device(mlp_loss, make(), mlp_params(dtype), data)
         for backend in BACKENDS:
             for zero in zeros:

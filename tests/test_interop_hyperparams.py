@@ -17,13 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import max_abs_difference, split
 
 from jaxopt_port import interop, optim, schedules
 from jaxopt_port.transforms import param_groups
-from parity.optim_runner import _muon_context, _torch_kwargs, torch_dtype
-from parity.optim_specs import SPECS
-from parity.problems import make_problem
-from parity.training import jax_steps, torch_steps
+from parity.metric import F64_GATE
+from parity.run.optim import torch_dtype, torch_kwargs
+from parity.run.training import jax_steps, torch_steps
+from parity.specs.optim import SPECS
+from parity.specs.problems import make_problem
 
 torch = pytest.importorskip("torch")
 
@@ -31,22 +33,11 @@ N, M = 3, 3
 #: float64: JAX for N steps, then torch, equals torch throughout (measured <= 4.5e-16 for all 15;
 #: L-BFGS, split 1 + 1 as in tests/test_interop_resume.py, 1.0e-15 in its "small history"
 #: configuration).
-TOL = 1e-12
 #: Hyperparameters equal exactly, or to this relative difference (schedules evaluated in JAX).
 REL = 1e-15
 
 
-@pytest.fixture(autouse=True)
-def _float64_torch():
-    torch.set_default_dtype(torch.float64)
-
-
-def _split(spec):
-    return (1, 1) if spec.name == "lbfgs" else (N, M)
-
-
-def _extra(spec):
-    return {"ns_dtype": None} if spec.name == "muon" else {}
+pytestmark = pytest.mark.usefixtures("torch_float64")
 
 
 def _kwargs(spec):
@@ -108,12 +99,6 @@ def _torch_params(values):
     return [torch.nn.Parameter(torch.tensor(np.asarray(p))) for p in values]
 
 
-def _worst(a, b):
-    return max(
-        float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b, strict=True)
-    )
-
-
 def _numpy(params):
     return [p.detach().numpy().copy() for p in params]
 
@@ -126,7 +111,7 @@ def test_factories_carry_exactly_torchs_group_keys():
     for spec in SPECS:
         cls = getattr(torch.optim, spec.torch_cls)
         torch_group = cls([torch.nn.Parameter(torch.zeros(3, 3))]).param_groups[0]
-        tx = getattr(optim, spec.name)(**_extra(spec))
+        tx = getattr(optim, spec.name)(**spec.jax_extra_kwargs)
         assert isinstance(tx, optim.TorchTransformation), spec.name
         [group] = tx.torch_groups
         assert set(group.hyperparams) == set(torch_group) - {"params"}, spec.name
@@ -136,30 +121,30 @@ def test_factories_carry_exactly_torchs_group_keys():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_plain_load_state_dict_restores_hyperparameters(spec):
-    n, m = _split(spec)
+    n, m = split(spec, N, M)
     cls = getattr(torch.optim, spec.torch_cls)
-    kwargs = _torch_kwargs(cls, _kwargs(spec))
+    kwargs = torch_kwargs(cls, _kwargs(spec))
     problem = make_problem(spec.problem, n + m, seed=2)
 
     reference_params = _torch_params(problem.params)
     reference = cls(reference_params, **kwargs)
-    with _muon_context(spec, "float64"):
+    with spec.comparison_context():
         torch_steps(problem, reference_params, reference, None, n)
         want_groups = copy.deepcopy(reference.state_dict()["param_groups"])
         want_state = copy.deepcopy(reference.state_dict()["state"])
         torch_steps(problem, reference_params, reference, None, m, start=n)
 
-    tx = getattr(optim, spec.name)(**kwargs, **_extra(spec))
+    tx = getattr(optim, spec.name)(**kwargs, **spec.jax_extra_kwargs)
     with jax.enable_x64(True):
         params = [jnp.asarray(p) for p in problem.params]
         params, state = jax_steps(
-            problem, params, tx.init(params), tx, n, lbfgs=spec.name == "lbfgs"
+            problem, params, tx.init(params), tx, n, closure=spec.step_requires_closure
         )
         converted = interop.optimizer_state_to_torch(state, tx, params)
         with torch_dtype("float32"):  # torch's scalar state follows its default dtype
             converted32 = interop.optimizer_state_to_torch(state, tx, params)
     _assert_kinds_are_torchs(converted["state"], want_state)
-    with torch_dtype("float32"), _muon_context(spec, "float32"):
+    with torch_dtype("float32"), spec.comparison_context():
         float32_default = cls(_torch_params(problem.params), **kwargs)
         torch_steps(problem, float32_default.param_groups[0]["params"], float32_default, None, n)
     _assert_kinds_are_torchs(converted32["state"], float32_default.state_dict()["state"])
@@ -173,10 +158,10 @@ def test_plain_load_state_dict_restores_hyperparameters(spec):
     assert any(not _same_value(default_groups[0][k], v) for k, v in want_groups[0].items())
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     _assert_groups_equal(resumed.state_dict()["param_groups"], want_groups)
-    with _muon_context(spec, "float64"):
+    with spec.comparison_context():
         torch_steps(problem, resumed_params, resumed, None, m, start=n)
-    worst = _worst(_numpy(resumed_params), _numpy(reference_params))
-    assert worst <= TOL, worst
+    worst = max_abs_difference(_numpy(resumed_params), _numpy(reference_params))
+    assert worst <= F64_GATE, worst
 
 
 def test_tensor_lr_stays_a_tensor():
@@ -207,7 +192,7 @@ def _cyclic(optimizer):
 
 
 def _plateau(optimizer):
-    # parity.training.metric_at falls after step 0: in "max" mode a cut every second step
+    # parity.run.training.metric_at falls after step 0: in "max" mode a cut every second step
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
 
 
@@ -239,7 +224,7 @@ def test_scheduled_hyperparameters_are_torchs_after_n_steps(name, kwargs, make_s
         params, state = jax_steps(problem, params, tx.init(params), tx, n, plateau=plateau)
         converted = interop.optimizer_state_to_torch(state, tx, params)
     got = converted["param_groups"]
-    _assert_groups_equal(got, want, rel=TOL)
+    _assert_groups_equal(got, want, rel=F64_GATE)
     assert got[0]["lr"] != fresh.param_groups[0]["lr"]  # the schedule moved it
     if not plateau:
         scheduled = "betas" if "betas" in want[0] else "momentum"
@@ -248,7 +233,7 @@ def test_scheduled_hyperparameters_are_torchs_after_n_steps(name, kwargs, make_s
     # and a fresh torch optimizer loads them
     resumed = cls(_torch_params(params))
     resumed.load_state_dict(converted)
-    _assert_groups_equal(resumed.state_dict()["param_groups"], want, rel=TOL)
+    _assert_groups_equal(resumed.state_dict()["param_groups"], want, rel=F64_GATE)
 
 
 def test_with_schedules_writes_initial_lr_and_the_cycled_momentum():
@@ -279,8 +264,8 @@ def test_with_schedules_writes_initial_lr_and_the_cycled_momentum():
             [group] = interop.optimizer_state_to_torch(state, tx, params)["param_groups"]
             if lr is None:
                 assert group["initial_lr"] == want["initial_lr"] == cycle.base_lr
-                assert math.isclose(group["lr"], want["lr"], rel_tol=TOL)
-                assert math.isclose(group["momentum"], want["momentum"], rel_tol=TOL)
+                assert math.isclose(group["lr"], want["lr"], rel_tol=F64_GATE)
+                assert math.isclose(group["momentum"], want["momentum"], rel_tol=F64_GATE)
             else:
                 assert "initial_lr" not in group
                 assert math.isclose(group["lr"], lr, rel_tol=REL)
@@ -298,7 +283,7 @@ def test_from_torch_with_two_groups(name):
     """Each group's hyperparameters and state (ASGD's ``eta`` differs per group) go both ways."""
     spec = next(s for s in SPECS if s.name == name)
     cls = getattr(torch.optim, spec.torch_cls)
-    kwargs = _torch_kwargs(cls, next(c for c in spec.extra_configs if c.groups).kwargs)
+    kwargs = torch_kwargs(cls, next(c for c in spec.extra_configs if c.groups).kwargs)
     second = {"lr": kwargs["lr"] / 2, **spec.group_overrides}
     problem = make_problem(spec.problem, N, seed=4)
 
@@ -331,7 +316,7 @@ def test_from_torch_with_two_groups(name):
     _assert_groups_equal(resumed.state_dict()["param_groups"], want["param_groups"])
 
 
-def _assert_states_close(got, want, tol=TOL):
+def _assert_states_close(got, want, tol=F64_GATE):
     assert set(got) == set(want)
     for i, entries in want.items():
         assert set(got[i]) == set(entries), i

@@ -17,26 +17,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import max_abs_difference
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from jaxopt_port import interop, optim, schedules
 from jaxopt_port.optim import per_param_state
 from jaxopt_port.transforms import no_weight_decay, param_groups
-from parity.optim_runner import torch_dtype
+from parity.metric import F64_GATE
+from parity.run.optim import torch_dtype
 
 torch = pytest.importorskip("torch", reason="these tests compare against torch")
 nn = torch.nn
 
 # The float64 gate. Measured: parameters at most 1.1e-16, optimizer state 1.7e-16 (SGD's
 # momentum_buffer; AdamW's 4.2e-17) after K + J + L = 8 steps, every tensor of both cases.
-TOL = 1e-12
 K, J, L = 3, 3, 2
 
 
-@pytest.fixture(autouse=True)
-def _float64_torch():
-    torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("torch_float64")
 
 
 class TorchCNN(nn.Module):
@@ -151,10 +150,6 @@ def _jax_step(model, optimizer, x, y):
     optimizer.update(model, nnx.grad(loss_fn)(model))
 
 
-def _worst(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_resume_through_nnx_optimizer_equals_unbroken_torch(name):
     case = CASES[name]
@@ -198,15 +193,15 @@ def test_resume_through_nnx_optimizer_equals_unbroken_torch(name):
         last.step(i)
 
     for n, (p, _) in middle.items():  # the JAX steps themselves
-        assert _worst(jax_weights[n], p) <= TOL, n
+        assert max_abs_difference(jax_weights[n], p) <= F64_GATE, n
     resumed = last.by_name()
     assert set(resumed) == set(reference.by_name())
     for n, (p, state) in reference.by_name().items():
         q, resumed_state = resumed[n]
-        assert _worst(q, p) <= TOL, n
+        assert max_abs_difference(q, p) <= F64_GATE, n
         assert set(resumed_state) == set(state), n
         for key, value in state.items():
-            assert _worst(resumed_state[key], value) <= TOL, (n, key)
+            assert max_abs_difference(resumed_state[key], value) <= F64_GATE, (n, key)
     assert [g["lr"] for g in last.optimizer.param_groups] == pytest.approx(
         [g["lr"] for g in reference.optimizer.param_groups], rel=1e-14
     )
@@ -411,7 +406,7 @@ def test_lbfgs_flat_vectors_follow_the_nnx_flattening_round_trip_and_resume():
         _lbfgs_step(model, optimizer, loss)
         weights = interop.weights_to_numpy(model)
     for name, value in torch_model.state_dict().items():
-        assert _worst(weights[name], value.numpy()) <= TOL, name
+        assert max_abs_difference(weights[name], value.numpy()) <= F64_GATE, name
 
 
 @nnx.jit(static_argnums=2)

@@ -16,25 +16,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import max_abs_difference, split
 
 from jaxopt_port import interop, optim
 from jaxopt_port.interop import optimizer_state as optimizer_state_module
-from parity.optim_runner import _muon_context, _torch_kwargs
-from parity.optim_specs import SPECS, configs_for
-from parity.problems import make_problem
-from parity.training import jax_step_fn, jax_steps, torch_steps
+from parity.metric import F64_GATE
+from parity.run.optim import torch_kwargs
+from parity.run.training import jax_step_fn, jax_steps, torch_steps
+from parity.specs.optim import SPECS, configs_for
+from parity.specs.problems import make_problem
 
 torch = pytest.importorskip("torch")
 
 N, M = 4, 4
 #: float64. L-BFGS is resumed after 1 step and run 1 more (each step is up to 20 inner iterations
 #: with a line search), as its parity spec is compared over 2 steps: over 8 steps its rounding
-#: amplification alone reaches 2e-10 (tests/test_lbfgs.py measures torch against itself).
-TOL = 1e-12
-
-
-def _split(spec):
-    return (1, 1) if spec.name == "lbfgs" else (N, M)
+#: amplification alone reaches 2e-10 (tests/test_optim_lbfgs.py measures torch against itself).
 
 
 def _config(spec):
@@ -46,29 +43,19 @@ class _Run:
 
     def __init__(self, spec, params=None):
         self.spec = spec
-        self.problem = make_problem(spec.problem, sum(_split(spec)), seed=1)
+        self.problem = make_problem(spec.problem, sum(split(spec, N, M)), seed=1)
         values = params if params is not None else self.problem.params
         self.params = [torch.nn.Parameter(torch.tensor(np.asarray(p))) for p in values]
         cls = getattr(torch.optim, spec.torch_cls)
-        self.optimizer = cls(self.params, **_torch_kwargs(cls, _config(spec)))
+        self.optimizer = cls(self.params, **torch_kwargs(cls, _config(spec)))
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=0.9)
 
     def steps(self, steps, start):
-        with _muon_context(self.spec, "float64"):
+        with self.spec.comparison_context():
             torch_steps(self.problem, self.params, self.optimizer, self.scheduler, steps, start)
 
     def numpy(self):
         return [p.detach().numpy().copy() for p in self.params]
-
-
-def _extra(spec):
-    return {"ns_dtype": None} if spec.name == "muon" else {}
-
-
-def _worst(a, b):
-    return max(
-        float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b, strict=True)
-    )
 
 
 def _jax(values):
@@ -79,31 +66,31 @@ def _numpy(params):
     return [p.detach().numpy().copy() for p in params]
 
 
-@pytest.fixture(autouse=True)
-def _float64_torch():
-    torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("torch_float64")
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_jax_then_torch_equals_torch_throughout(spec):
-    n, m = _split(spec)
+    n, m = split(spec, N, M)
     reference = _Run(spec)
     reference.steps(n + m, 0)
 
     fresh = _Run(spec)
-    tx = optim.from_torch(fresh.optimizer, scheduler=fresh.scheduler, **_extra(spec))
+    tx = optim.from_torch(fresh.optimizer, scheduler=fresh.scheduler, **spec.jax_extra_kwargs)
     with jax.enable_x64(True):
         params = _jax(fresh.problem.params)
         params, state = jax_steps(
-            fresh.problem, params, tx.init(params), tx, n, lbfgs=spec.name == "lbfgs"
+            fresh.problem, params, tx.init(params), tx, n, closure=spec.step_requires_closure
         )
         run = _Run(spec, params=[np.asarray(p) for p in params])
         interop.optimizer_state_into_torch(run.optimizer, state, tx, params)
     interop.position_scheduler(run.scheduler, state)
     assert run.scheduler.last_epoch == n
     run.steps(m, n)
-    worst = _worst(run.numpy(), reference.numpy())
-    assert worst <= (TOL if spec.name != "lbfgs" else 10 * _lbfgs_own_spread(spec, params)), worst
+    worst = max_abs_difference(run.numpy(), reference.numpy())
+    assert worst <= (
+        10 * _lbfgs_own_spread(spec, params) if spec.amplifies_rounding else F64_GATE
+    ), worst
 
 
 def _lbfgs_own_spread(spec, jax_params):
@@ -113,23 +100,23 @@ def _lbfgs_own_spread(spec, jax_params):
     first, nudged = _Run(spec), _Run(spec)
     first.steps(1, 0)
     nudged.steps(1, 0)
-    gap = _worst(jax_params, first.numpy())
+    gap = max_abs_difference(jax_params, first.numpy())
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in nudged.params:
             p.add_(gap * torch.randn(p.shape, generator=generator))
     first.steps(1, 1)
     nudged.steps(1, 1)
-    return _worst(first.numpy(), nudged.numpy())
+    return max_abs_difference(first.numpy(), nudged.numpy())
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_state_round_trip_is_lossless(spec):
-    n, _ = _split(spec)
+    n, _ = split(spec, N, M)
     run = _Run(spec)
     run.steps(n, 0)
     state_dict = run.optimizer.state_dict()
-    tx = optim.from_torch(run.optimizer, **_extra(spec))
+    tx = optim.from_torch(run.optimizer, **spec.jax_extra_kwargs)
     with jax.enable_x64(True):
         params = _jax(run.numpy())
         state = interop.optimizer_state_from_torch(state_dict, tx, params)
@@ -186,8 +173,8 @@ def test_sgd_momentum_resumed_from_torch_continues_its_buffer():
     with jax.enable_x64(True):
         state = interop.optimizer_state_from_torch(optimizer.state_dict(), tx, _jax(_numpy(params)))
         jax_params, _ = jax_steps(problem, _jax(_numpy(params)), state, tx, 1, start=3)
-    worst = _worst(jax_params, _numpy(reference))
-    assert worst <= TOL, worst
+    worst = max_abs_difference(jax_params, _numpy(reference))
+    assert worst <= F64_GATE, worst
 
 
 def _cosine(optimizer):
@@ -219,7 +206,7 @@ def test_sgd_with_cosine_moved_at_step_20_and_back():
             optimizer.state_dict(), tx, _jax(_numpy(params)), scheduler=scheduler
         )
         jax_params, state = jax_steps(problem, _jax(_numpy(params)), state, tx, m, start=n)
-        assert _worst(jax_params, snapshots[n + m - 1]) <= TOL
+        assert max_abs_difference(jax_params, snapshots[n + m - 1]) <= F64_GATE
         converted = interop.optimizer_state_to_torch(state, tx, jax_params)
 
     params, optimizer, scheduler = _sgd(jax_params, _cosine, **kwargs)
@@ -228,7 +215,7 @@ def test_sgd_with_cosine_moved_at_step_20_and_back():
     interop.position_scheduler(scheduler, state)
     got_lrs = torch_steps(problem, params, optimizer, scheduler, more, start=n + m)
     np.testing.assert_allclose(got_lrs, want_lrs[n + m :], rtol=1e-14)
-    assert _worst(_numpy(params), snapshots[-1]) <= TOL
+    assert max_abs_difference(_numpy(params), snapshots[-1]) <= F64_GATE
     # the control: the same scheduler left where it was built drives the lr off the schedule
     params, optimizer, scheduler = _sgd(jax_params, _cosine, **kwargs)
     optimizer.load_state_dict(converted)
@@ -330,17 +317,17 @@ class _Resume:
     def __init__(self, spec, config, scheduled):
         self.spec, self.config, self.scheduled = spec, config, scheduled
         self.cls = getattr(torch.optim, spec.torch_cls)
-        self.kwargs = _torch_kwargs(self.cls, config.kwargs)
-        self.lbfgs = spec.name == "lbfgs"
+        self.kwargs = torch_kwargs(self.cls, config.kwargs)
+        self.closure = spec.step_requires_closure
         self.problem = make_problem(spec.problem, max(KS) + JAX_STEPS + MORE, seed=7)
         self.reference = self._unbroken()
         _, optimizer, scheduler = self.build(self.problem.params)
-        self.tx = optim.from_torch(optimizer, scheduler, **_extra(spec))
-        self.step = jax_step_fn(self.problem, self.tx, lbfgs=self.lbfgs)  # compiled once
+        self.tx = optim.from_torch(optimizer, scheduler, **spec.jax_extra_kwargs)
+        self.step = jax_step_fn(self.problem, self.tx, closure=self.closure)  # compiled once
 
     def build(self, values):
         params = [torch.nn.Parameter(torch.tensor(np.asarray(v))) for v in values]
-        if self.lbfgs:  # torch's L-BFGS takes one group only
+        if self.closure:  # torch's L-BFGS takes one group only
             groups = [{"params": params}]
         else:
             default_lr = inspect.signature(self.cls).parameters["lr"].default
@@ -353,7 +340,7 @@ class _Resume:
         return params, optimizer, (_scheduler(optimizer) if self.scheduled else None)
 
     def torch_steps(self, params, optimizer, scheduler, steps, start):
-        with _muon_context(self.spec, "float64"):
+        with self.spec.comparison_context():
             torch_steps(self.problem, params, optimizer, scheduler, steps, start)
 
     def _unbroken(self):
@@ -368,7 +355,7 @@ class _Resume:
         """|θ - unbroken θ| after K torch, JAX_STEPS JAX and MORE torch steps."""
         params, optimizer, scheduler = self.build(self.problem.params)
         self.torch_steps(params, optimizer, scheduler, k, 0)
-        if self.lbfgs and k == max(KS):  # the row moves a full history ring, wrapped
+        if self.closure and k == max(KS):  # the row moves a full history ring, wrapped
             lbfgs_state = optimizer.state_dict()["state"][0]
             assert len(lbfgs_state["old_dirs"]) == self.kwargs["history_size"]
             assert lbfgs_state["n_iter"] > 2 * self.kwargs["history_size"]
@@ -378,7 +365,14 @@ class _Resume:
                 copy.deepcopy(optimizer.state_dict()), self.tx, values, scheduler=scheduler
             )
             values, state = jax_steps(
-                self.problem, values, state, self.tx, JAX_STEPS, k, lbfgs=self.lbfgs, step=self.step
+                self.problem,
+                values,
+                state,
+                self.tx,
+                JAX_STEPS,
+                k,
+                closure=self.closure,
+                step=self.step,
             )
             converted = interop.optimizer_state_to_torch(state, self.tx, values)
         params, optimizer, scheduler = self.build(values)
@@ -386,14 +380,14 @@ class _Resume:
         if scheduler is not None:
             interop.position_scheduler(scheduler, state)
         self.torch_steps(params, optimizer, scheduler, MORE, k + JAX_STEPS)
-        return _worst(_numpy(params), self.reference[k + JAX_STEPS + MORE - 1])
+        return max_abs_difference(_numpy(params), self.reference[k + JAX_STEPS + MORE - 1])
 
 
 _RUNS: dict[tuple[str, str, bool], _Resume] = {}  # built (and compiled) once per session
 
 
 def _failures(spec, config):
-    """{(scheduler or not, K): |Δθ|} for the cases past TOL."""
+    """{(scheduler or not, K): |Δθ|} for the cases past F64_GATE."""
     bad = {}
     for scheduled in (False, True):
         key = (spec.name, config.desc, scheduled)
@@ -402,7 +396,7 @@ def _failures(spec, config):
         run = _RUNS[key]
         for k in KS:
             worst = run.worst(k)
-            if not worst <= TOL:
+            if not worst <= F64_GATE:
                 bad["scheduled" if scheduled else "constant", k] = worst
     return bad
 

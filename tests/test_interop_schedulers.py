@@ -20,14 +20,14 @@ import optax
 import pytest
 
 from jaxopt_port import interop, optim, schedules
-from parity.training import metric_at
+from parity.metric import F64_GATE
+from parity.run.training import metric_at
 
 torch = pytest.importorskip("torch")
 lr_scheduler = torch.optim.lr_scheduler
 
 K, J, M = 7, 3, 6  # past StepLR's, MultiStepLR's and SequentialLR's milestones, CosineAnnealingLR's
 #: T_max (its recursion), a warm restart and a CyclicLR cycle; OneCycleLR past its peak
-REL = 1e-12
 
 
 def _sgd(params):
@@ -92,9 +92,7 @@ def test_every_torch_scheduler_is_in_the_table():
     assert classes == set(schedules.SCHEDULERS)
 
 
-@pytest.fixture(autouse=True)
-def _float64_torch():
-    torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("torch_float64")
 
 
 def _params(values=None):
@@ -144,7 +142,7 @@ def _close(got, want):
     if isinstance(want, (list, tuple)):
         return len(got) == len(want) and all(_close(g, w) for g, w in zip(got, want, strict=True))
     if isinstance(want, float) or isinstance(got, float):
-        return got == want or math.isclose(got, want, rel_tol=REL, abs_tol=1e-300)
+        return got == want or math.isclose(got, want, rel_tol=F64_GATE, abs_tol=1e-300)
     if callable(want):  # LambdaLR's lambdas: the same objects are not saved
         return callable(got)
     return type(got) is type(want) and got == want
@@ -179,7 +177,7 @@ def test_scheduler_moved_mid_run_continues_torchs_unbroken_run(name):
         float(np.max(np.abs(np.asarray(a) - b)))
         for a, b in zip(params, values_at_handover, strict=True)
     )
-    assert gap <= REL, gap  # the JAX steps used torch's lrs
+    assert gap <= F64_GATE, gap  # the JAX steps used torch's lrs
 
     back = _Torch(name, values=[np.asarray(p) for p in params])
     back.optimizer.load_state_dict(converted)

@@ -23,13 +23,13 @@ from jaxopt_port.interop.weights import (
     weights_from_torch,
     weights_to_numpy,
 )
+from parity.metric import F64_GATE
 
 torch = pytest.importorskip("torch", reason="these tests compare against torch")
 nn = torch.nn
 
 # The float64 gate. Measured: at most 3.6e-15 absolute (2.0e-15 by _max_error, conv2d with
 # |y| up to 10) over all cases and both directions; most cases are within 4e-16.
-TOL = 1e-12
 
 
 def _f64() -> dict:
@@ -427,7 +427,7 @@ def test_torch_to_nnx_outputs_match_in_float64(case):
             assert var[...].dtype == jnp.float64
         got = case.run_nnx(module, xs)
     assert got.shape == want.shape
-    assert _max_error(got, want) <= TOL, _max_error(got, want)
+    assert _max_error(got, want) <= F64_GATE, _max_error(got, want)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -443,7 +443,7 @@ def test_nnx_to_torch_outputs_match_in_float64(case):
     result = model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
     assert not result.missing_keys and not result.unexpected_keys
     got = case.run_torch(model, xs)
-    assert _max_error(got, want) <= TOL, _max_error(got, want)
+    assert _max_error(got, want) <= F64_GATE, _max_error(got, want)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -502,7 +502,7 @@ def test_rnn_without_biases_loads_zero_biases():
         assert np.array_equal(np.asarray(module.cell.dense_h.bias[...]), np.zeros(16))
         x = np.random.default_rng(0).normal(size=(2, 5, 3))
         got = _run_nnx(module, (x,))
-    assert _max_error(got, _run_torch_rnn(model, (x,))) <= TOL
+    assert _max_error(got, _run_torch_rnn(model, (x,))) <= F64_GATE
 
 
 def test_batchnorm_training_mode_outputs_match_and_running_var_differs_by_unbiasing():
@@ -527,12 +527,12 @@ def test_batchnorm_training_mode_outputs_match_and_running_var_differs_by_unbias
         flax_var = np.asarray(module.var[...])
         flax_mean = np.asarray(module.mean[...])
     want = model.train()(torch.from_numpy(x)).detach().numpy()
-    assert _max_error(got, want) <= TOL
-    assert _max_error(flax_mean, model.running_mean.numpy()) <= TOL
+    assert _max_error(got, want) <= F64_GATE
+    assert _max_error(flax_mean, model.running_mean.numpy()) <= F64_GATE
     n = x.size // x.shape[1]
     batch_var = x.var(axis=(0, 2, 3))  # biased
     difference = model.running_var.numpy() - flax_var
-    assert _max_error(difference, momentum * batch_var / (n - 1)) <= TOL
+    assert _max_error(difference, momentum * batch_var / (n - 1)) <= F64_GATE
     assert np.min(difference) > 1e-3  # measured 0.0066 to 0.044 here: not a rounding effect
 
 
@@ -556,7 +556,7 @@ def test_output_comparison_catches_an_untransposed_kernel():
         wrong = _run_nnx(module, (x,))
         weights_from_torch(module, model.state_dict())
         right = _run_nnx(module, (x,))
-    assert _max_error(right, want) <= TOL
+    assert _max_error(right, want) <= F64_GATE
     assert _max_error(wrong, want) > 1e-2
 
 
@@ -773,7 +773,7 @@ def test_numpy_state_dict_and_bare_nnx_sequential_root():
         )
         weights_from_torch(module, {k: v.numpy() for k, v in model.state_dict().items()})
         got = _run_nnx(module, (x,))
-    assert _max_error(got, _run_torch(model, (x,))) <= TOL
+    assert _max_error(got, _run_torch(model, (x,))) <= F64_GATE
 
 
 def test_loads_into_an_abstract_module():
@@ -785,7 +785,7 @@ def test_loads_into_an_abstract_module():
         module = nnx.eval_shape(case.nnx_module)
         weights_from_torch(module, model.state_dict())
         got = case.run_nnx(module, xs)
-    assert _max_error(got, case.run_torch(model, xs)) <= TOL
+    assert _max_error(got, case.run_torch(model, xs)) <= F64_GATE
 
 
 def test_loaded_values_are_placed_like_the_values_they_replace():

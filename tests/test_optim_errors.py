@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _helpers import assert_torch_treats_alike
 
 from jaxopt_port import optim
-from parity.optim_specs import SPECS, TENSOR, TENSOR2
+from parity.metric import F64_GATE
+from parity.specs.optim import SPECS, TENSOR, TENSOR2
 
 
 def _materialize(value):
@@ -48,25 +50,15 @@ INVALID = [
 
 @pytest.mark.parametrize(("s", "row"), INVALID)
 def test_invalid_arguments_are_refused_and_checked_against_torch(s, row):
-    """One row per (optimizer, bad arguments, exception, message) in parity/optim_specs.py; where
+    """One row per (optimizer, bad arguments, exception, message) in parity/specs/optim.py; where
     torch's constructor raises, torch must raise the same type and message in this test."""
     kwargs = {k: _materialize(v) for k, v in row.kwargs.items()}
     with pytest.raises(row.error, match=row.match) as ours:
         getattr(optim, s.name)(**kwargs)
     torch_class = getattr(torch.optim, s.torch_cls)
     param = torch.nn.Parameter(torch.full((3, 2), 0.5))
-    if row.torch == "same":
-        with pytest.raises(row.error) as theirs:
-            torch_class([param], **kwargs)
-        assert str(ours.value) == str(theirs.value)
-        return
-    outcome = _torch_steps(torch_class([param], **kwargs), param)  # torch's constructor accepts
-    if row.torch == "nonfinite":
-        assert isinstance(outcome, np.ndarray) and not np.all(np.isfinite(outcome)), outcome
-    elif row.torch == "accepted":
-        assert isinstance(outcome, np.ndarray), outcome
-    else:
-        assert isinstance(outcome, row.torch), outcome
+    build = lambda: torch_class([param], **kwargs)
+    assert_torch_treats_alike(row, ours, build, lambda optimizer: _torch_steps(optimizer, param))
 
 
 def _torch_db_errors():
@@ -204,7 +196,7 @@ def test_from_torch_with_nnx_optimizer_rejects_nnx_leaf_order_and_param_groups_m
         }
     for name, p in torch_model.named_parameters():
         # measured 5.6e-16 after 10 float64 steps (every parameter moves by >= 0.1)
-        np.testing.assert_allclose(np.asarray(got[name]), p.detach().numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(got[name]), p.detach().numpy(), rtol=0, atol=F64_GATE)
 
 
 def test_from_torch_accepts_torch_order_in_flax_layouts_and_names_a_misfit():

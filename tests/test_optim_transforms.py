@@ -12,20 +12,21 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
+from _helpers import assert_close
 
 from jaxopt_port import optim
-from parity.optim_specs import SPECS
-from parity.problems import make_problem
+from parity.specs.optim import SPECS
+from parity.specs.problems import make_problem
 
 SPEC_IDS = [pytest.param(s, id=s.name) for s in SPECS]
-#: Integer hyperparameters that must stay Python ints under inject_hyperparams.
-STATIC = {"muon": ("ns_steps",), "lbfgs": ("max_iter", "max_eval", "history_size")}
-#: Muon's Newton–Schulz runs in float32 here: in bfloat16 a 1-ulp change of the input (as the
-#: wrappers make) moves the output by ~5e-6; tests/test_optim_special.py covers bfloat16.
-KWARGS = {"muon": {"lr": 0.02, "ns_dtype": None}, "lbfgs": {"lr": 0.5, "max_iter": 3}}
+
+
+def _kwargs(s):
+    """The spec's ``example_kwargs`` with its ``jax_extra_kwargs`` (Muon's Newton–Schulz in
+    float32 here; tests/test_optim_special.py covers bfloat16)."""
+    return {**s.example_kwargs, **s.jax_extra_kwargs}
 
 
 def _setup(s, dtype=jnp.float32):
@@ -39,7 +40,7 @@ def _update(s, tx, problem, params, state, batch):
     """One update; LBFGS gets its value and value_fn."""
     loss = functools.partial(lambda b, p: problem.jax_loss(p, *b), batch)
     value, grads = jax.value_and_grad(loss)(params)
-    if s.name == "lbfgs":
+    if s.step_requires_closure:
         return tx.update(grads, state, params, value=value, grad=grads, value_fn=loss)
     return tx.update(grads, state, params)
 
@@ -54,7 +55,7 @@ def _train(s, tx, steps=3, dtype=jnp.float32):
 
 
 def _factory(s, **overrides):
-    return getattr(optim, s.name)(**{**KWARGS.get(s.name, {}), **overrides})
+    return getattr(optim, s.name)(**{**_kwargs(s), **overrides})
 
 
 @pytest.mark.parametrize("s", SPEC_IDS)
@@ -100,34 +101,27 @@ def test_init_on_shape_dtype_struct(s):
     chex.assert_trees_all_equal_shapes_and_dtypes(jax.eval_shape(tx.init, abstract), expected)
 
 
-def _assert_close(a, b, atol=0.0):
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_allclose(
-            np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=0, atol=atol
-        )
-
-
 @pytest.mark.parametrize("s", SPEC_IDS)
 def test_inside_chain(s):
     plain, _ = _train(s, _factory(s))
     chained, _ = _train(s, optax.chain(optax.identity(), _factory(s), optax.identity()))
-    _assert_close(chained, plain)
+    assert_close(chained, plain)
 
 
 @pytest.mark.parametrize("s", SPEC_IDS)
 def test_inject_hyperparams(s):
-    lr = KWARGS.get(s.name, {}).get("lr", 0.01)
-    kwargs = {k: v for k, v in KWARGS.get(s.name, {}).items() if k != "lr"}
+    lr = _kwargs(s).get("lr", 0.01)
+    kwargs = {k: v for k, v in _kwargs(s).items() if k != "lr"}
     factory = getattr(optim, s.name)
     plain, _ = _train(s, factory(lr=lr, **kwargs))
-    tx = optax.inject_hyperparams(factory, static_args=STATIC.get(s.name, ()))(lr=lr, **kwargs)
+    tx = optax.inject_hyperparams(factory, static_args=s.static_args)(lr=lr, **kwargs)
     injected, state = _train(s, tx)
     # Identical arithmetic: hyperparameters arrive as float32 arrays instead of Python floats.
-    _assert_close(injected, plain, atol=5e-7)  # measured ≤ 1.2e-7 (1 ulp at |θ| ≈ 1), most bitwise
+    assert_close(injected, plain, atol=5e-7)  # measured ≤ 1.2e-7 (1 ulp at |θ| ≈ 1), most bitwise
     assert float(state.hyperparams["lr"]) == pytest.approx(lr)
 
 
-@pytest.mark.parametrize("s", [p for p in SPEC_IDS if p.values[0].name != "lbfgs"])
+@pytest.mark.parametrize("s", [p for p in SPEC_IDS if not p.values[0].step_requires_closure])
 def test_multi_steps_averages_micro_batches(s):
     problem, params, batches = _setup(s)
     tx = _factory(s)
@@ -143,7 +137,7 @@ def test_multi_steps_averages_micro_batches(s):
     for g in (g1, g2):
         u, state = multi.update(g, state, p)
         p = optax.apply_updates(p, u)
-    _assert_close(p, expected, atol=5e-7)  # the mean is formed in another order: measured ≤ 1.2e-7
+    assert_close(p, expected, atol=5e-7)  # the mean is formed in another order: measured ≤ 1.2e-7
 
 
 @pytest.mark.parametrize("s", SPEC_IDS)
@@ -152,7 +146,7 @@ def test_apply_if_finite_skips_a_nan_step(s):
     tx = optax.apply_if_finite(_factory(s), max_consecutive_errors=3)
     state = tx.init(params)
     nan_grads = [jnp.full_like(p, jnp.nan) for p in params]
-    if s.name == "lbfgs":
+    if s.step_requires_closure:
         updates, state = tx.update(
             nan_grads, state, params, value=jnp.nan, grad=nan_grads, value_fn=lambda p: 0.0
         )
@@ -163,16 +157,21 @@ def test_apply_if_finite_skips_a_nan_step(s):
     updates, state = _update(s, tx, problem, params, state, batches[0])
     expected, _ = _train(s, _factory(s), steps=1)
     # Under apply_if_finite's select XLA fuses differently: measured ≤ 6e-8 (1 ulp), most bitwise.
-    _assert_close(optax.apply_updates(params, updates), expected, atol=5e-7)
+    assert_close(optax.apply_updates(params, updates), expected, atol=5e-7)
 
 
 @pytest.mark.parametrize(
-    "s", [p for p in SPEC_IDS if p.values[0].name not in ("lbfgs", "sparse_adam")]
+    "s",
+    [
+        p
+        for p in SPEC_IDS
+        if not p.values[0].step_requires_closure and p.values[0].takes != "sparse"
+    ],
 )
 def test_flax_nnx_optimizer(s):
     from flax import nnx
 
-    use_bias = s.name != "muon"
+    use_bias = s.takes != "matrices"  # Muon takes 2-D parameters only
     model = nnx.Linear(4, 3, use_bias=use_bias, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (8, 4))
     y = jax.random.normal(jax.random.key(2), (8, 3))
@@ -187,4 +186,4 @@ def test_flax_nnx_optimizer(s):
     optimizer = nnx.Optimizer(model, _factory(s), wrt=nnx.Param)
     for _ in range(3):
         optimizer.update(model, nnx.grad(loss)(model))
-    _assert_close(nnx.state(model, nnx.Param), params)
+    assert_close(nnx.state(model, nnx.Param), params)

@@ -21,25 +21,24 @@ import pytest
 from _subprocess import ROOT, environment, free_port, run
 from parallel_ddp_worker import CONFIGS, STEPS
 
+from parity.metric import F64_GATE, scaled
+
 pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 BACKENDS = ("shard_map", "jit", "pmap")
 KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 #: float32, JAX on 8 devices vs DDP, worst over 10 steps and every backend: parameters (scaled)
 #: measured 6.0e-8 (SGD) and 6.7e-8 (Adam); the global mean loss 2.4e-7 (SGD), 4.8e-7 (Adam).
 F32 = {"sgd": (2.4e-7, 1.9e-6), "adam": (2.7e-7, 1.9e-6)}
-F64 = (1e-12, 1e-12)
-
-
-def _scaled(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
+F64 = (F64_GATE, F64_GATE)
 
 
 def _differences(got, want, got_prefix: str, want_prefix: str) -> tuple[float, float]:
     """Worst scaled parameter difference and worst loss difference over every step."""
     params = max(
-        _scaled(got[f"{got_prefix}/{k}/{t}"], want[f"{want_prefix}/{k}/{t}"])
+        scaled(got[f"{got_prefix}/{k}/{t}"], want[f"{want_prefix}/{k}/{t}"])
         for k in KEYS
         for t in range(STEPS)
     )

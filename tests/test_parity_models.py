@@ -1,4 +1,4 @@
-"""The twin models (parity.models), their training runs (parity.twins) and parity.compare.
+"""The twin models (parity.specs.models), their training runs (parity.run.twins) and parity.compare.
 
 Each twin pair computes the same function and gradients; a run of each model with Adam and SGD
 stays within the float64 gate while the loss falls; a planted layout error (a transposed square
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _helpers import ROOT
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
@@ -28,12 +28,11 @@ from flax import nnx  # noqa: E402
 import parity  # noqa: E402
 from jaxopt_port.interop import weights  # noqa: E402
 from jaxopt_port.interop.weights import to_numpy  # noqa: E402
-from parity import data, models, twins  # noqa: E402
-from parity.comparison import TorchLayout  # noqa: E402
-from parity.optim_runner import torch_dtype  # noqa: E402
-from parity.results import scaled_difference  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from parity.metric import F64_GATE, scaled_difference  # noqa: E402
+from parity.run import twins  # noqa: E402
+from parity.run.layout import TorchLayout  # noqa: E402
+from parity.run.optim import torch_dtype  # noqa: E402
+from parity.specs import data, models  # noqa: E402
 
 #: Per model: steps and torch kwargs that make the loss fall visibly within the run (measured:
 #: the mean of the last 3 losses is 0.1 to 1.3 below the first).
@@ -65,11 +64,11 @@ def test_twins_compute_the_same_outputs_and_gradients(name):
 
         grad_fn = jax.jit(jax.grad(loss, has_aux=True))
         grads, out_jax = grad_fn([jnp.asarray(state[n]) for n in names])
-    assert scaled_difference([out_jax], [to_numpy(out_torch)])[1] <= 1e-12
+    assert scaled_difference([out_jax], [to_numpy(out_torch)])[1] <= F64_GATE
     torch_grads = [to_numpy(p.grad) for p in torch_model.parameters()]
     assert all(np.any(g != 0) for g in torch_grads)
     _, worst, _, where = scaled_difference(grads, torch_grads, names)
-    assert worst <= 1e-12, where
+    assert worst <= F64_GATE, where
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
@@ -87,9 +86,9 @@ def test_model_run_passes_the_float64_gate_while_training(name, optimizer):
         result.param_rel, result.state_scaled,
     ):  # fmt: skip
         assert len(figures) == steps
-    np.testing.assert_allclose(result.loss_jax, result.loss_torch, rtol=1e-12)
+    np.testing.assert_allclose(result.loss_jax, result.loss_torch, rtol=F64_GATE)
     assert np.mean(result.loss_torch[-3:]) < result.loss_torch[0] - 0.1
-    assert 0 < result.worst <= 1e-12
+    assert 0 < result.worst <= F64_GATE
     assert result.where.startswith(("parameters after step", "optimizer state after step"))
 
 
@@ -253,6 +252,7 @@ def test_compare_fails_when_the_weights_differ():
     assert not result.passed and result.worst > 1e-3
 
 
+@pytest.mark.multiprocess
 def test_importing_parity_imports_neither_torch_nor_jax():
     code = "import sys, parity; print(sorted({'torch', 'jax', 'flax'} & set(sys.modules)))"
     out = subprocess.run(
@@ -262,6 +262,8 @@ def test_importing_parity_imports_neither_torch_nor_jax():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_compare_own_model_example_runs_and_writes_a_report(tmp_path):
     out = subprocess.run(
         [sys.executable, "examples/compare_own_model.py", "--steps", "8", "--report", str(tmp_path)],
@@ -337,7 +339,7 @@ def test_check_forward_passes_a_correct_twin_layer_by_layer(seq_cnn):
         ("head", "Sequential", "Sequential"),
         ("", "_TorchSeqCNN", "_NnxSeqCNN"),
     ]
-    assert all(x.output <= 1e-12 for x in check.layers)  # measured ≤ 1.8e-15
+    assert all(x.output <= F64_GATE for x in check.layers)  # measured ≤ 1.8e-15
     assert check.layers[0].layout.startswith("channels last")  # conv output NCHW vs NHWC
     # torch modules that the twin replaces by functions are listed, not compared
     assert check.not_compared == ["'features.1' (ReLU)", "'head.0' (Flatten)"]
@@ -349,7 +351,7 @@ def test_check_forward_names_the_layer_after_a_channels_last_flatten(seq_cnn):
     check = parity.check_forward(torch_model, twins_["_flatten_nhwc"], _images())
     assert not check.passed
     # the convolution still agrees; the first output that differs is the Linear's
-    assert [x.output <= 1e-12 for x in check.layers[:2]] == [True, True]
+    assert [x.output <= F64_GATE for x in check.layers[:2]] == [True, True]
     assert check.first.name == "head.1" and check.first.torch_type == "Linear"
     assert check.first.output > 1e-2 and check.first.input > 1e-2
     assert "the difference arises in the code between modules (the forward of 'head'" in check.hint
@@ -409,7 +411,7 @@ def test_check_forward_on_the_suite_twins(name, planted, first, hint):
     check = parity.check_forward(torch_model, twin, batch[:-1])
     if planted is None:  # nnx.RNN's cell runs under nnx.scan: the RNN itself is compared
         assert check.passed, str(check)
-        assert max(x.output for x in check.layers) <= 1e-12  # measured ≤ 2.9e-15
+        assert max(x.output for x in check.layers) <= F64_GATE  # measured ≤ 2.9e-15
         return
     assert not check.passed and check.first.name == first, str(check)
     assert check.hint.startswith(hint) if "inside" in hint else hint in check.hint, check.hint
@@ -471,7 +473,7 @@ def test_check_forward_pairs_the_calls_of_a_module_called_twice(scale):
         twin = _NnxShared(scale)
     check = parity.check_forward(_TorchShared().double(), twin, (x, 2 * x))
     assert [(x.name, x.call) for x in check.layers] == [("f", 0), ("f", 1), ("", 0)]
-    assert check.layers[0].output <= 1e-12  # the first call agrees either way
+    assert check.layers[0].output <= F64_GATE  # the first call agrees either way
     if scale == 1.0:
         assert check.passed, str(check)
     else:

@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from parity import plots, report
-from parity.results import SCHEMA, RunResult
+from parity import report
+from parity.metric import F64_GATE
+from parity.report import plots
+from parity.report.results import SCHEMA, RunResult
 
 STEPS = 30
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -48,7 +50,7 @@ def _run(
     loss = 2.3 * np.exp(-k / (8 + seed % 5)) + 0.05
     if scale is None:
         scale = 2e-16 if dtype == "float64" else 6e-8
-    tolerance = tolerance if tolerance is not None else (1e-12 if dtype == "float64" else 2e-6)
+    tolerance = tolerance if tolerance is not None else (F64_GATE if dtype == "float64" else 2e-6)
     drift = scale * np.sqrt(k + 1) * (1 + rng.random(STEPS))
     r = RunResult(
         kind=kind,
@@ -128,7 +130,7 @@ def _suite(configs_per_optimizer: int = 4) -> list[RunResult]:
             "cnn",
             "float64",
             STEPS,
-            1e-12,
+            F64_GATE,
             error="RuntimeError: shapes (3, 4) and (5,) not aligned\n  at line 7",
         ),
         # Bitwise equal at tolerance 0 (zeros everywhere): passes.
