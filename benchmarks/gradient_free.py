@@ -44,7 +44,7 @@ import numpy as np
 from scipy import optimize
 
 from jaxopt_port import gradient_free
-from parity.gradient_free_reference import TEST_FUNCTIONS
+from parity.reference.gradient_free import TEST_FUNCTIONS
 
 #: jaxopt_port contender → (method, options given the dimension).
 OURS: dict[str, tuple[str, Callable[[int], dict[str, Any]]]] = {

@@ -15,7 +15,7 @@ from _subprocess import run_json
 
 from jaxopt_port import gradient_free, optim
 from jaxopt_port.gradient_free import _minimize
-from parity import gradient_free_reference as ref
+from parity.reference import gradient_free as ref
 
 
 def sphere(x):
@@ -234,7 +234,7 @@ SHARDED = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     from jaxopt_port import gradient_free, parallel
-    from parity.gradient_free_reference import rastrigin
+    from parity.reference.gradient_free import rastrigin
 
     mesh = parallel.data_mesh()
     fun = lambda x: rastrigin(x, jnp)

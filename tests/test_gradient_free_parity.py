@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from jaxopt_port import gradient_free
-from parity import gradient_free_reference as ref
+from parity.reference import gradient_free as ref
+from parity.run import gradient_free as run_gradient_free
 
 TOLERANCE = 1e-12  # measured worst over all cases: 1.2e-13 (DE with reflection), most ≤ 1e-14
 
 
 @pytest.fixture(scope="module", params=ref.CASES, ids=[case[0] for case in ref.CASES])
 def case_run(request):
-    return request.param, ref.run_case(request.param)
+    return request.param, run_gradient_free.run_case(request.param)
 
 
 def test_trajectory_matches_reference(case_run):
@@ -66,7 +67,7 @@ def test_temperature_schedules_match_formulas():
 
 @pytest.mark.parametrize("shaping", ["none", "centered_rank"])
 def test_es_gradient_matches_reference(shaping):
-    assert ref.es_gradient_parity(shaping) <= TOLERANCE  # measured 4.4e-15 / 8.3e-17
+    assert run_gradient_free.es_gradient_parity(shaping) <= TOLERANCE  # measured 4.4e-15 / 8.3e-17
 
 
 def test_es_gradient_is_exact_for_a_quadratic():

@@ -22,7 +22,7 @@ import torch
 
 from jaxopt_port import optim
 from jaxopt_port.optim import _lowbit_maps as maps
-from parity import lowbit_reference as ref
+from parity.reference import lowbit as ref
 
 with warnings.catch_warnings():  # torchao warns about its CUDA libraries on import
     warnings.simplefilter("ignore")

@@ -38,7 +38,9 @@ def test_muon_bfloat16_newton_schulz_stays_near_torch():
     diff = max(
         float(np.max(np.abs(np.asarray(p) - q))) for p, q in zip(params, torch_run, strict=True)
     )
-    assert diff < 2e-2  # measured 1.13e-2 after 20 steps (bf16 matmul rounding; torch vs XLA measured ~3e-2)
+    assert (
+        diff < 2e-2
+    )  # measured 1.13e-2 after 20 steps (bf16 matmul rounding; torch vs XLA measured ~3e-2)
     assert diff > 0.0  # bf16 rounding does differ: this is not the float64 path
 
 

@@ -15,7 +15,7 @@ import torch
 from torch.nn.utils import prune as tprune
 
 from jaxopt_port import pruning
-from parity import pruning_reference as ref
+from parity.reference import pruning as ref
 
 SHAPES = [(6, 5), (4, 3, 5), (8, 9), (3, 2, 2, 4), (10, 3)]
 # float amounts with a .5 product on these shapes (0.5 of 5, 0.25 of 10, 0.125 of 12), counts

@@ -14,7 +14,8 @@ import torch
 from torch.ao import pruning as tao
 
 from jaxopt_port import pruning
-from parity import pruning_reference as ref
+from parity.reference import pruning as ref
+from parity.run import pruning as run_pruning
 
 
 def tie_free(rng, shape, dtype):
@@ -159,7 +160,7 @@ def test_schedulers_match_torch():
 
 def test_parity_rows():
     """The rows the parity CLI will show: every rule equal across JAX, torch and NumPy."""
-    rows = ref.run_pruning_parity(cases=6)
+    rows = run_pruning.run_pruning_parity(cases=6)
     assert len(rows) == 5 and all(row["passed"] for row in rows), rows
     assert all(row["worst"] == 0.0 for row in rows[:4])  # masks: bit for bit
     assert rows[4]["worst"] <= 1e-12  # the training run's params; measured 1.4e-16

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from jaxopt_port import quantization as Q
-from parity import quantization_reference as ref
+from parity.reference import quantization as ref
+from parity.run import quantization as run_quantization
 
 torch = pytest.importorskip("torch")
 
@@ -365,7 +366,7 @@ def test_per_channel_float_zero_points_bitwise():
 
 def test_parity_rows_all_pass():
     """The rows the parity report shows (small sizes here; the report runs 10^5 per row)."""
-    rows = ref.run_quantization_parity(seed=1, cases=2, per_case=500)
+    rows = run_quantization.run_quantization_parity(seed=1, cases=2, per_case=500)
     assert len(rows) == 18
     assert all(r["passed"] and r["mismatches"] == 0 for r in rows), [
         r for r in rows if not r["passed"]

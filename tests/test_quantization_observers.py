@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxopt_port import quantization as Q
-from parity import quantization_reference as ref
+from parity.reference import quantization as ref
 
 torch = pytest.importorskip("torch")
 tq = pytest.importorskip("torch.ao.quantization")

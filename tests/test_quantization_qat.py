@@ -244,7 +244,7 @@ def test_learnable_fake_quantize_follows_torch(kwargs):
 
 def _learnable_terms(x, g, used, lfq):
     """Exact (float64) sums and magnitude sums of the learnable op's per-element gradients."""
-    from parity import quantization_reference as ref
+    from parity.reference import quantization as ref
 
     scale = np.asarray(used["scale"])
     zp = np.asarray(used["zero_point"])

@@ -1,0 +1,196 @@
+"""Quantization's section runner: jaxopt_port, torch and the NumPy reference
+(`parity.reference.quantization`) on near-tie inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from parity.reference.quantization import (
+    DTYPE_RANGES,
+    F32,
+    dequantize,
+    fake_quantize,
+    near_ties,
+    quantize_per_channel,
+    quantize_per_tensor,
+)
+
+
+def _row(name, *arrays):
+    """Bitwise mismatches of every array against the first (torch's)."""
+    want = np.asarray(arrays[0])
+    bad = 0
+    for got in arrays[1:]:
+        got = np.asarray(got)
+        if want.dtype.kind == "f":
+            bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[want.dtype.itemsize]
+            bad += int(np.sum(got.astype(want.dtype).view(bits) != want.view(bits)))
+        else:
+            bad += int(np.sum(got != want))
+    return {"name": name, "mismatches": bad, "compared": int(want.size), "passed": bad == 0}
+
+
+def run_quantization_parity(seed: int = 0, cases: int = 8, per_case: int = 12_500) -> list[dict]:
+    """jaxopt_port (eager and jitted) vs torch (x86 engine) vs this reference.
+
+    Returns plain dict rows: `name`, `mismatches` (bitwise, summed over the JAX and reference
+    results), `compared` (inputs per result), `passed`. Needs torch and jaxopt_port.
+    """
+    import warnings
+
+    import jax
+    import torch
+
+    from jaxopt_port import quantization as Q
+
+    rows = []
+    rng = np.random.default_rng(seed)
+    old_engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for dtype, (lo, hi) in (
+                ("quint8", (0, 255)),
+                ("qint8", (-20, 20)),
+                ("qint32", (-1000, 1000)),
+            ):
+                scales = np.exp(rng.uniform(-9, 2, cases)).astype(F32)
+                zps = rng.integers(lo, hi + 1, cases)
+                qlo, qhi = DTYPE_RANGES[dtype] if dtype != "qint32" else (lo, hi)
+                x = near_ties(rng, scales[:, None], zps[:, None], qlo, qhi, (cases, per_case))
+                tdt = getattr(torch, dtype)
+                want = np.stack(
+                    [
+                        torch.quantize_per_tensor(torch.from_numpy(r), float(s), int(z), tdt)
+                        .int_repr()
+                        .numpy()
+                        for r, s, z in zip(x, scales, zps, strict=True)
+                    ]
+                )
+                f = jax.vmap(lambda r, s, z, d=dtype: Q.quantize_per_tensor(r, s, z, d))
+                reference = np.stack(
+                    [
+                        quantize_per_tensor(r, s, z, dtype)
+                        for r, s, z in zip(x, scales, zps, strict=True)
+                    ]
+                )
+                rows.append(
+                    _row(
+                        f"quantize_per_tensor[{dtype}]",
+                        want,
+                        f(x, scales, zps),
+                        jax.jit(f)(x, scales, zps),
+                        reference,
+                    )
+                )
+                if dtype == "qint32":
+                    continue
+                xc = x.T.copy()
+                want = (
+                    torch.quantize_per_channel(
+                        torch.from_numpy(xc),
+                        torch.from_numpy(scales.astype(np.float64)),
+                        torch.from_numpy(zps),
+                        1,
+                        tdt,
+                    )
+                    .int_repr()
+                    .numpy()
+                )
+                g = jax.jit(lambda x, s, z, d=dtype: Q.quantize_per_channel(x, s, z, 1, d))
+                rows.append(
+                    _row(
+                        f"quantize_per_channel[{dtype}]",
+                        want,
+                        g(xc, scales, zps),
+                        quantize_per_channel(xc, scales, zps, 1, dtype),
+                    )
+                )
+                q = want
+                deq = torch._make_per_channel_quantized_tensor(
+                    torch.from_numpy(q),
+                    torch.from_numpy(scales.astype(np.float64)),
+                    torch.from_numpy(zps),
+                    1,
+                ).dequantize()
+                rows.append(
+                    _row(
+                        f"dequantize per channel[{dtype}]",
+                        deq.numpy(),
+                        jax.jit(lambda q, s, z: Q.dequantize(q, s, z, axis=1))(q, scales, zps),
+                        dequantize(q, scales, zps, axis=1),
+                    )
+                )
+            for qmin, qmax in ((0, 255), (-128, 127), (0, 127)):
+                scales = np.exp(rng.uniform(-9, 2, cases)).astype(F32)
+                zps = rng.integers(qmin, qmax + 1, cases)
+                x = near_ties(
+                    rng, scales[:, None], zps[:, None], qmin, qmax, (cases, per_case)
+                ).T.copy()
+                grad = rng.standard_normal(x.shape).astype(F32)
+                xt = torch.from_numpy(x).requires_grad_()
+                yt = torch.fake_quantize_per_channel_affine(
+                    xt,
+                    torch.from_numpy(scales),
+                    torch.from_numpy(zps.astype(np.int32)),
+                    1,
+                    qmin,
+                    qmax,
+                )
+                yt.backward(torch.from_numpy(grad))
+
+                def y_dx(x, s, z, g, qmin=qmin, qmax=qmax):
+                    y, vjp = jax.vjp(
+                        lambda x: Q.fake_quantize_per_channel_affine(x, s, z, 1, qmin, qmax), x
+                    )
+                    return y, vjp(g)[0]
+
+                y, dx = jax.jit(y_dx)(x, scales, zps, grad)
+                ry, mask = fake_quantize(x, scales, zps, qmin, qmax, axis=1)
+                rows.append(
+                    _row(f"fake_quantize values [{qmin}, {qmax}]", yt.detach().numpy(), y, ry)
+                )
+                rows.append(
+                    _row(
+                        f"fake_quantize gradients [{qmin}, {qmax}]",
+                        xt.grad.numpy(),
+                        dx,
+                        grad * mask.astype(F32),
+                    )
+                )
+            # observers: qparams after a sequence of batches
+            from torch.ao import quantization as tq
+
+            for name, kwargs in (
+                ("MinMaxObserver", {}),
+                ("MinMaxObserver", {"dtype": "qint8", "qscheme": "per_tensor_symmetric"}),
+                ("MovingAverageMinMaxObserver", {"reduce_range": True}),
+                (
+                    "PerChannelMinMaxObserver",
+                    {"dtype": "qint8", "qscheme": "per_channel_symmetric"},
+                ),
+                ("MovingAveragePerChannelMinMaxObserver", {}),
+            ):
+                tkw = {
+                    k: getattr(torch, v) if k in ("dtype", "qscheme") else v
+                    for k, v in kwargs.items()
+                }
+                theirs, ours = getattr(tq, name)(**tkw), getattr(Q, name)(**kwargs)
+                state = ours.init(8) if "PerChannel" in name else ours.init()
+                update = jax.jit(ours.update)
+                for t in range(6):
+                    xb = (rng.standard_normal((8, 16)) * 10.0 ** (t - 3)).astype(F32)
+                    xb = np.zeros_like(xb) if t == 0 else xb
+                    theirs(torch.from_numpy(xb))
+                    state = update(state, xb)
+                ws, wz = theirs.calculate_qparams()
+                s, z = ours.calculate_qparams(state)
+                row = _row(f"{name}{kwargs or ''} qparams", ws.numpy(), s)
+                row_z = _row("", wz.numpy().astype(np.int64), np.asarray(z).astype(np.int64))
+                row["mismatches"] += row_z["mismatches"]
+                row["passed"] = row["mismatches"] == 0
+                rows.append(row)
+    finally:
+        torch.backends.quantized.engine = old_engine
+    return rows
