@@ -37,7 +37,7 @@ __all__ = [
 #: The dtypes a run can be asked for.
 DTYPES = ("float64", "float32")
 #: The modules whose import registers the sections, in report order.
-SECTION_MODULES = ("parity.run.suite",)
+SECTION_MODULES = ("parity.run.suite", "parity.run.packages")
 
 
 @dataclass(frozen=True)

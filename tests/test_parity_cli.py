@@ -24,7 +24,7 @@ from parity import report, sections
 from parity.__main__ import main
 from parity.metric import F64_GATE
 from parity.report.results import RunResult
-from parity.run import suite
+from parity.run import packages, suite
 
 
 def _run(args, tmp_path, capsys):
@@ -92,9 +92,10 @@ def test_default_suite_covers_every_optimizer_model_and_dtype():
     assert {c.optimizer for c in formula if c.dtype == "float64"} == set(OPTIMIZERS)
     assert {c.optimizer for c in formula if c.dtype == "float32"} == set(OPTIMIZERS)
     models = [c for c in cases if c.kind == "model"]
-    assert {(c.model, c.dtype) for c in models} == {
-        (m, d) for m in suite.MODELS[1:] for d in suite.DTYPES
-    }
+    twins = [m for s in sections.sections() if s.kind == "model" for m in s.models]
+    assert {(c.model, c.dtype) for c in models} == {(m, d) for m in twins for d in suite.DTYPES}
+    packages_ = [c for c in cases if c.kind not in ("optimizer", "model")]
+    assert {(c.kind, c.dtype) for c in packages_} == {(p.name, p.dtype) for p in packages.PACKAGES}
     assert len({c.id for c in cases}) == len(cases)
     full = suite.select(full=True)
     assert {c.optimizer for c in full if c.kind == "model"} == set(OPTIMIZERS)

@@ -1,0 +1,38 @@
+"""The package sections of jaxopt-parity (parity.run.packages): one run per package, judged on
+its rules, listed by the CLI beside the optimizer and model runs."""
+
+from __future__ import annotations
+
+import math
+
+from parity.metric import F64_GATE
+from parity.run import packages, suite
+
+
+def test_a_package_run_passes_only_when_every_rule_does():
+    rows = [
+        {"name": "masks", "worst": 0.0, "cases": 3, "passed": True},
+        {"name": "training", "worst": 1.4e-16, "passed": True},
+    ]
+    result = packages.package_result("pruning", rows)
+    assert result.passed and result.worst == 1.4e-16 and result.tolerance == F64_GATE
+    assert result.where.startswith("training") and "masks 0" in result.tolerance_note
+    # a rule that failed by its own bound fails the run even when its figure is below the gate
+    rows[0] = {"name": "masks", "worst": 0.0, "cases": 3, "passed": False}
+    failed = packages.package_result("pruning", rows)
+    assert not failed.passed and failed.worst == math.inf and failed.where.startswith("masks")
+    # mismatch counts (quantization's rows) are figures too
+    counted = packages.package_result(
+        "quantization", [{"name": "per_tensor", "mismatches": 2, "passed": False}], "float32"
+    )
+    assert not counted.passed and counted.dtype == "float32"
+
+
+def test_the_cli_selects_each_package_by_model_and_dtype():
+    names = [p.name for p in packages.PACKAGES]
+    cases = suite.select(models=names)
+    assert [(c.kind, c.model, c.dtype) for c in cases] == [
+        (p.name, p.name, p.dtype) for p in packages.PACKAGES
+    ]
+    assert suite.select(models=["quantization"], dtypes=["float64"]) == []
+    assert all(c.kind not in names for c in suite.select(models=["formula"], quick=True))
