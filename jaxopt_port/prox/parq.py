@@ -263,13 +263,17 @@ def quantized_params(params: Any, state: Any) -> Any:
 
     Args:
       params: the params pytree.
-      state: a [`QuantState`][jaxopt_port.prox.QuantState] or a state holding one (found by
-        `optax.tree_utils.tree_get_all_with_path`).
+      state: a [`QuantState`][jaxopt_port.prox.QuantState] or a state holding one (inside
+        `optax.chain`, `optax.MultiSteps`, ...).
 
     Returns:
       The params with the same structure.
     """
-    found = [s for _, s in optax.tree_utils.tree_get_all_with_path(state, QuantState)]
+    found = [
+        s
+        for s in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, QuantState))
+        if isinstance(s, QuantState)
+    ]
     if len(found) != 1:
         raise ValueError(f"expected one QuantState in the state, found {len(found)}")
     leaves, treedef = jax.tree_util.tree_flatten(params)
