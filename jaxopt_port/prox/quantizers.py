@@ -143,11 +143,11 @@ class UnifQuantizer(Quantizer):
 
     Example:
       >>> import jax.numpy as jnp
-      >>> q, Q = UnifQuantizer().quantize(jnp.array([-1.0, -0.2, 0.1, 0.9]), 2)
-      >>> Q.tolist()
-      [-1.1000000238418579, -0.36666667461395264, 0.36666667461395264, 1.1000000238418579]
+      >>> q, Q = UnifQuantizer().quantize(jnp.array([-1.0, -0.5, 0.25, 0.25]), 1)
+      >>> Q.tolist()  # 1 bit: q_max = min(1 * mean|p|, max|p|) = 0.5, levels ±q_max
+      [-0.5, 0.5]
       >>> q.tolist()
-      [-1.1000000238418579, -0.36666667461395264, 0.36666667461395264, 1.1000000238418579]
+      [-0.5, -0.5, 0.5, 0.5]
     """
 
     def __init__(
