@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_port._core import scalar_dtype
+from jaxopt_port.prox._latent import latent_step, lr_function
 from jaxopt_port.prox.proxmaps import ProxMap, nearest_level
 from jaxopt_port.prox.quantizers import Quantizer, true_divide
 from jaxopt_port.transforms import param_group_labels
@@ -181,7 +182,7 @@ def quant_optimizer(
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     groups = _groups(bits, params)
-    lr_fn = lr if callable(lr) else (lambda count: lr)
+    lr_fn = lr_function(lr)
 
     def init(params: Any) -> QuantState:
         plan = _plan(groups, quantizer, params)
@@ -205,20 +206,22 @@ def quant_optimizer(
         if params is None:
             raise ValueError("quant_optimizer needs params in update (the weights it quantizes)")
         plan = _plan(groups, quantizer, params)
-        leaves, treedef = jax.tree_util.tree_flatten(params)
         n = state.count
-        warm = n < warmup_steps
-        first = n == warmup_steps
-        latent = [
-            p if s is None else jnp.where(warm | first, p, z)
-            for p, z, s in zip(leaves, state.latent, plan, strict=True)
-        ]
-        start = jax.tree_util.tree_unflatten(treedef, latent)
-        u, inner_state = inner.update(updates, state.inner_state, start, **extra)
-        u_leaves = jax.tree_util.tree_leaves(u)
-        stepped = jax.tree_util.tree_leaves(optax.apply_updates(start, u))
-        lr_now = jnp.asarray(lr_fn(n), scalar_dtype())
-        cumu_lr = jnp.where(warm, state.cumu_lr, state.cumu_lr + lr_now)
+        step = latent_step(
+            inner,
+            updates,
+            state.inner_state,
+            params,
+            state.latent,
+            [s is not None for s in plan],
+            n,
+            warmup_steps,
+            state.cumu_lr,
+            lr_fn,
+            extra,
+        )
+        warm, leaves, treedef, u_leaves = step.warm, step.leaves, step.treedef, step.u_leaves
+        stepped, inner_state, cumu_lr = step.stepped, step.inner_state, step.cumu_lr
         gamma = jnp.maximum(1.0, cumu_lr)
         refresh = (n - warmup_steps) % quant_period == 0
         out_updates, new_latent, new_quants = [], [], []
