@@ -1,13 +1,22 @@
-"""Proximal optimizer wrappers: quantization-aware training as an Optax transformation around
-any optimizer (torchao's PARQ, `torchao.prototype.parq`).
+"""Proximal optimizer wrappers: quantization-aware training and pruning as Optax transformations
+around any optimizer (torchao's PARQ, `torchao.prototype.parq`, and PAT, `torchao.prototype.pat`).
 
 - `quantizers`: the target levels of a tensor (`UnifQuantizer`, `MaxUnifQuantizer`,
   `TernaryUnifQuantizer`, `LSBQuantizer`).
 - `proxmaps`: from latent to model weights (`ProxHardQuant`, `ProxPARQ`, `ProxBinaryRelax`).
 - `parq`: `quant_optimizer`, the wrapper, and `quantized_params` for export.
+- `pat`: `prune_optimizer` (torchao's PAT `PruneOptimizer`) with `ProxLasso` and
+  `ProxGroupLasso` over element, layer, row and column groups.
 """
 
 from jaxopt_port.prox.parq import QuantState, quant_optimizer, quantized_params
+from jaxopt_port.prox.pat import (
+    GROUPERS,
+    ProxGroupLasso,
+    ProxLasso,
+    PruneState,
+    prune_optimizer,
+)
 from jaxopt_port.prox.proxmaps import (
     ProxBinaryRelax,
     ProxHardQuant,
@@ -25,18 +34,23 @@ from jaxopt_port.prox.quantizers import (
 )
 
 __all__ = [
+    "GROUPERS",
     "LSBQuantizer",
     "MaxUnifQuantizer",
     "ProxBinaryRelax",
+    "ProxGroupLasso",
     "ProxHardQuant",
+    "ProxLasso",
     "ProxMap",
     "ProxPARQ",
+    "PruneState",
     "QuantState",
     "Quantizer",
     "TernaryUnifQuantizer",
     "UnifQuantizer",
     "nearest_level",
     "normalized_mirror_sigmoid",
+    "prune_optimizer",
     "quant_optimizer",
     "quantized_params",
 ]
