@@ -380,3 +380,42 @@ def test_errors():
     state = tx.init({"w": jnp.ones((2, 4))})
     with pytest.raises(ValueError, match="needs params"):
         tx.update({"w": jnp.ones((2, 4))}, state)
+
+
+def test_quantized_params_during_warmup_are_the_params():
+    tx = prox.quant_optimizer(
+        optim.sgd(lr=0.1), prox.UnifQuantizer(), prox.ProxHardQuant(), 2, warmup_steps=2
+    )
+    params = {"w": jnp.arange(8.0).reshape(2, 4)}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.ones((2, 4))}, state, params)
+    params = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(
+        np.asarray(params["w"]), (np.arange(8.0, dtype=np.float32) - np.float32(0.1)).reshape(2, 4)
+    )
+    np.testing.assert_array_equal(prox.quantized_params(params, state)["w"], params["w"])
+    updates, state = tx.update({"w": jnp.ones((2, 4))}, state, params)
+    updates, state = tx.update({"w": jnp.ones((2, 4))}, state, params)  # quantized from here
+    assert len(np.unique(prox.quantized_params(params, state)["w"])) <= 4
+
+
+def test_flax_nnx_optimizer():
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+    tx = prox.quant_optimizer(
+        optim.adamw(lr=0.01), prox.UnifQuantizer(), prox.ProxPARQ(0, 5), bits=2
+    )
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    x = jnp.ones((5, 4))
+
+    @nnx.jit
+    def step(model, opt):
+        grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        opt.update(model, grads)
+
+    for _ in range(6):
+        step(model, opt)
+    kernel = np.asarray(model.kernel[...])
+    levels = np.asarray(prox.quantized_params(nnx.state(model, nnx.Param), opt.opt_state)["kernel"])
+    assert len(np.unique(levels)) <= 4
+    np.testing.assert_allclose(kernel, levels, rtol=0, atol=1e-6)  # apply_updates rounding

@@ -270,7 +270,8 @@ def quantized_params(params: Any, state: Any) -> Any:
         `optax.chain`, `optax.MultiSteps`, ...).
 
     Returns:
-      The params with the same structure.
+      The params with the same structure; before the first quantization step (during warmup,
+      when no levels exist yet) the params unchanged.
     """
     found = [
         s
@@ -286,5 +287,6 @@ def quantized_params(params: Any, state: Any) -> Any:
             out.append(p)
             continue
         view = p.reshape(Q.shape[0], -1) if Q.ndim == 2 else p
-        out.append(nearest_level(view, Q, None if Q.ndim == 1 else -1).reshape(p.shape))
+        snapped = nearest_level(view, Q, None if Q.ndim == 1 else -1).reshape(p.shape)
+        out.append(jnp.where(jnp.all(Q == 0), p, snapped))  # no levels yet (warmup)
     return jax.tree_util.tree_unflatten(treedef, out)
