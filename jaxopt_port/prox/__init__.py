@@ -7,6 +7,7 @@ around any optimizer (torchao's PARQ, `torchao.prototype.parq`, and PAT, `torcha
 - `parq`: `quant_optimizer`, the wrapper, and `quantized_params` for export.
 - `pat`: `prune_optimizer` (torchao's PAT `PruneOptimizer`) with `ProxLasso` and
   `ProxGroupLasso` over element, layer, row and column groups.
+- `torch_state`: PARQ's state to and from torchao's `QuantOptimizer.state_dict()`.
 """
 
 from jaxopt_port.prox.parq import QuantState, quant_optimizer, quantized_params
@@ -32,6 +33,7 @@ from jaxopt_port.prox.quantizers import (
     TernaryUnifQuantizer,
     UnifQuantizer,
 )
+from jaxopt_port.prox.torch_state import quant_state_from_torch, quant_state_to_torch
 
 __all__ = [
     "GROUPERS",
@@ -52,5 +54,7 @@ __all__ = [
     "normalized_mirror_sigmoid",
     "prune_optimizer",
     "quant_optimizer",
+    "quant_state_from_torch",
+    "quant_state_to_torch",
     "quantized_params",
 ]
