@@ -126,3 +126,45 @@ def test_resume_jax_in_torchao(float64):
     # measured 1.1e-16
     np.testing.assert_allclose(np.asarray(params["W"]), W.detach().numpy(), rtol=0, atol=1e-15)
     np.testing.assert_allclose(np.asarray(params["b"]), b.detach().numpy(), rtol=0, atol=1e-15)
+
+
+def test_from_torch_follows_torchao(float64):
+    """`prox.from_torch` of a live QuantOptimizer (AdamW, 4-entry blocks per channel,
+    BinaryRelax, shrink): 30 steps alongside torchao."""
+    W = torch.nn.Parameter(torch.from_numpy(W0.copy()))
+    b = torch.nn.Parameter(torch.from_numpy(B0.copy()))
+    base = torch.optim.AdamW(
+        [{"params": [b]}, {"params": [W], "quant_bits": 3, "quant_block_size": 4}],
+        lr=0.01,
+        foreach=False,
+    )
+    opt = tp_optim.QuantOptimizer(
+        base,
+        tp_quant.UnifQuantizer(),
+        tp_optim.ProxBinaryRelax(3, 15),
+        warmup_steps=2,
+        quant_period=3,
+        quant_per_channel=True,
+        quant_shrink=True,
+    )
+    tx = prox.from_torch(opt)
+    params = [jnp.asarray(B0), jnp.asarray(W0)]  # leaves in torch's order: b, W
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(lambda p: jnp.mean((X @ p[1].T + p[0] - Y) ** 2))(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    for i in range(30):
+        params, state = step(params, state)
+        torch_steps(opt, W, b, 1)
+        # measured 5.8e-16
+        np.testing.assert_allclose(
+            np.asarray(params[1]), W.detach().numpy(), rtol=0, atol=5e-15, err_msg=f"step {i}"
+        )
+    blocks = np.asarray(prox.quantized_params(params, state)[1]).reshape(-1, 4)
+    assert all(len(np.unique(r)) <= 8 for r in blocks)
+    with pytest.raises(ValueError, match="QuantOptimizer"):
+        prox.from_torch(base)

@@ -7,9 +7,11 @@ around any optimizer (torchao's PARQ, `torchao.prototype.parq`, and PAT, `torcha
 - `parq`: `quant_optimizer`, the wrapper, and `quantized_params` for export.
 - `pat`: `prune_optimizer` (torchao's PAT `PruneOptimizer`) with `ProxLasso` and
   `ProxGroupLasso` over element, layer, row and column groups.
+- `from_torch`: a live torchao `QuantOptimizer` as the equivalent `quant_optimizer`.
 - `torch_state`: PARQ's state to and from torchao's `QuantOptimizer.state_dict()`.
 """
 
+from jaxopt_port.prox.from_torch import from_torch
 from jaxopt_port.prox.parq import QuantState, quant_optimizer, quantized_params
 from jaxopt_port.prox.pat import (
     GROUPERS,
@@ -50,6 +52,7 @@ __all__ = [
     "Quantizer",
     "TernaryUnifQuantizer",
     "UnifQuantizer",
+    "from_torch",
     "nearest_level",
     "normalized_mirror_sigmoid",
     "prune_optimizer",

@@ -86,14 +86,21 @@ def _groups(bits: int | Sequence[Mapping[str, Any]], params: Any) -> list[Mappin
 
 def _plan(groups: list, quantizer: Quantizer, params: Any) -> list[_Leaf | None]:
     """Per params leaf: how it is quantized, or `None`."""
-    labels = param_group_labels(
-        [{"params": g["params"]} for g in groups], params, unmatched="default", allow_empty=True
-    )
+    leaves = jax.tree_util.tree_leaves(params)
+    if all("leaf_indices" in g for g in groups):  # from torch: leaf i is torch's parameter i
+        chosen = [
+            next((g for g in groups if i in g["leaf_indices"]), None) for i in range(len(leaves))
+        ]
+    else:
+        labels = param_group_labels(
+            [{"params": g["params"]} for g in groups], params, unmatched="default", allow_empty=True
+        )
+        chosen = [
+            None if label == "default" else groups[int(label.removeprefix("group"))]
+            for label in jax.tree_util.tree_leaves(labels)
+        ]
     plan = []
-    for label, leaf in zip(
-        jax.tree_util.tree_leaves(labels), jax.tree_util.tree_leaves(params), strict=True
-    ):
-        group = None if label == "default" else groups[int(label.removeprefix("group"))]
+    for group, leaf in zip(chosen, leaves, strict=True):
         if group is None or group["quant_bits"] >= 16:
             plan.append(None)
             continue
