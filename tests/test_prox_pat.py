@@ -158,3 +158,49 @@ def test_errors():
     tx = prox.prune_optimizer(optim.sgd(lr=0.1), [{"params": "w", "prox_type": "ProxLasso"}])
     with pytest.raises(ValueError, match="needs params"):
         tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+
+
+def test_from_torch_follows_torchao():
+    """`prox.from_torch` of a live PruneOptimizer (column group lasso, element lasso), 30 steps."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((64, 12))
+    W_true = rng.standard_normal((6, 12)) * (np.arange(12) >= 4)  # columns 0-3 unused
+    W0, b0 = rng.standard_normal((6, 12)) * 0.3, rng.standard_normal(6) * 0.1
+    with jax.enable_x64(True):
+        W = torch.nn.Parameter(torch.from_numpy(W0.copy()))
+        b = torch.nn.Parameter(torch.from_numpy(b0.copy()))
+        base = torch.optim.SGD(
+            [
+                {"params": [W], "prox_type": "ProxGroupLasso", "group_type": "Dim1Grouper"},
+                {"params": [b], "prox_type": "ProxLasso", "group_type": "ElemGrouper"},
+            ],
+            lr=0.05,
+            momentum=0.9,
+            foreach=False,
+        )
+        popt = tp_optim.PruneOptimizer(base, warmup_steps=2, reg_lambda=0.05)
+        tx = prox.from_torch(popt)
+        params = [jnp.asarray(W0), jnp.asarray(b0)]  # torch's order
+        state = tx.init(params)
+        Y = X @ W_true.T
+
+        @jax.jit
+        def step(params, state):
+            g = jax.grad(lambda p: jnp.mean((X @ p[0].T + p[1] - Y) ** 2))(params)
+            updates, state = tx.update(g, state, params)
+            return optax.apply_updates(params, updates), state
+
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        for i in range(30):
+            params, state = step(params, state)
+            popt.zero_grad()
+            ((Xt @ W.T + b - Yt) ** 2).mean().backward()
+            popt.step()
+            # measured 8.9e-16
+            np.testing.assert_allclose(
+                np.asarray(params[0]), W.detach().numpy(), rtol=0, atol=5e-15, err_msg=f"{i}"
+            )
+            np.testing.assert_allclose(
+                np.asarray(params[1]), b.detach().numpy(), rtol=0, atol=5e-15, err_msg=f"{i}"
+            )
+        assert (np.asarray(params[0]) == 0).all(axis=0).any()  # some columns pruned

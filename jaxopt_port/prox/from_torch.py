@@ -1,7 +1,9 @@
-"""A live torchao `QuantOptimizer` as the equivalent `quant_optimizer` (no torch import)."""
+"""A live torchao `QuantOptimizer` / `PruneOptimizer` as the equivalent `quant_optimizer` /
+`prune_optimizer` (no torch import)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import optax
@@ -9,6 +11,7 @@ import optax
 from jaxopt_port import optim
 from jaxopt_port.prox import proxmaps, quantizers
 from jaxopt_port.prox.parq import quant_optimizer
+from jaxopt_port.prox.pat import prune_optimizer
 
 __all__ = ["from_torch"]
 
@@ -44,7 +47,8 @@ def _convert(obj: Any, table: dict, what: str) -> Any:
 
 def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
     """The [`quant_optimizer`][jaxopt_port.prox.quant_optimizer] equal to a live torchao
-    `QuantOptimizer`, around `optim.from_torch(optimizer.base_optimizer)`.
+    `QuantOptimizer` (or the [`prune_optimizer`][jaxopt_port.prox.prune_optimizer] equal to a
+    `PruneOptimizer`), around `optim.from_torch(optimizer.base_optimizer)`.
 
     The params pytree's leaves, in `jax.tree_util.tree_leaves` order, are torch's parameters in
     `param_groups` order (the contract of `optim.from_torch`); groups with `quant_bits < 16` are
@@ -52,7 +56,8 @@ def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
     `group_quantizer_map` is kept.
 
     Args:
-      optimizer: a `torchao.prototype.parq.optim.QuantOptimizer`.
+      optimizer: a `torchao.prototype.parq.optim.QuantOptimizer` or
+        `torchao.prototype.pat.optim.PruneOptimizer`.
 
     Returns:
       The transformation.
@@ -61,8 +66,11 @@ def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
       ValueError: another object, an unknown quantizer or proximal map, quantized groups with
         different learning rates while `quant_shrink` sums one, or `anneal_wd_frac > 0`.
     """
-    if type(optimizer).__name__ != "QuantOptimizer" or not hasattr(optimizer, "base_optimizer"):
-        raise ValueError(f"expected a torchao QuantOptimizer, got {type(optimizer).__name__}")
+    name = type(optimizer).__name__
+    if name == "PruneOptimizer" and hasattr(optimizer, "base_optimizer"):
+        return _prune_from_torch(optimizer)
+    if name != "QuantOptimizer" or not hasattr(optimizer, "base_optimizer"):
+        raise ValueError(f"expected a torchao QuantOptimizer or PruneOptimizer, got {name}")
     if optimizer.anneal_wd_frac > 0:
         raise ValueError("QuantOptimizer(anneal_wd_frac > 0) is not available in jaxopt_port")
     quantizer = _convert(optimizer.quantizer, _QUANTIZERS, "quantizer")
@@ -93,5 +101,37 @@ def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
         quant_period=optimizer.quant_period,
         quant_per_channel=optimizer.quant_per_channel,
         quant_shrink=optimizer.quant_shrink,
+        lr=lrs[0] if lrs else 0.0,
+    )
+
+
+def _prune_from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
+    if optimizer.healing_start_step != sys.maxsize:
+        raise ValueError("PruneOptimizer healing (healing_start_step) is not available here")
+    groups, offset, lrs = [], 0, []
+    for group in optimizer.param_groups:
+        size = len(group["params"])
+        if group.get("prox_type"):
+            for key, default in (("prox_freq", 1), ("gamma_index_slope", 0.0)):
+                if group.get(key, default) != default:
+                    raise ValueError(
+                        f"PruneOptimizer group key {key}={group[key]!r} is not available"
+                    )
+            groups.append(
+                {
+                    "leaf_indices": frozenset(range(offset, offset + size)),
+                    "prox_type": group["prox_type"],
+                    "group_type": group.get("group_type", "ElemGrouper"),
+                    "reg_lambda": group["reg_lambda"],
+                }
+            )
+            lrs.append(float(group["lr"]))
+        offset += size
+    if len(set(lrs)) > 1:
+        raise ValueError(f"gamma sums one lr here; the pruned groups have lrs {lrs}")
+    return prune_optimizer(
+        optim.from_torch(optimizer.base_optimizer),
+        groups,
+        warmup_steps=optimizer.warmup_steps,
         lr=lrs[0] if lrs else 0.0,
     )

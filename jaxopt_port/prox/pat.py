@@ -138,15 +138,24 @@ _PROX_TYPES = {"ProxLasso": ProxLasso, "ProxGroupLasso": ProxGroupLasso}
 
 
 def _prune_plan(groups: list, reg_lambda: float, params: Any) -> list:
-    labels = param_group_labels(
-        [{"params": g["params"]} for g in groups], params, unmatched="default", allow_empty=True
-    )
+    leaves = jax.tree_util.tree_leaves(params)
+    if all("leaf_indices" in g for g in groups):  # from torch: leaf i is torch's parameter i
+        chosen = [
+            next((g for g in groups if i in g["leaf_indices"]), None) for i in range(len(leaves))
+        ]
+    else:
+        labels = param_group_labels(
+            [{"params": g["params"]} for g in groups], params, unmatched="default", allow_empty=True
+        )
+        chosen = [
+            None if label == "default" else groups[int(label.removeprefix("group"))]
+            for label in jax.tree_util.tree_leaves(labels)
+        ]
     plan = []
-    for label in jax.tree_util.tree_leaves(labels):
-        if label == "default":
+    for group in chosen:
+        if group is None:
             plan.append(None)
             continue
-        group = groups[int(label.removeprefix("group"))]
         prox_map = group["prox_type"]
         if isinstance(prox_map, str):
             prox_map = _PROX_TYPES[prox_map](group.get("reg_lambda", reg_lambda))
