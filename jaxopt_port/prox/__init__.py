@@ -1,0 +1,63 @@
+"""Proximal optimizer wrappers: quantization-aware training and pruning as Optax transformations
+around any optimizer (torchao's PARQ, `torchao.prototype.parq`, and PAT, `torchao.prototype.pat`).
+
+- `quantizers`: the target levels of a tensor (`UnifQuantizer`, `MaxUnifQuantizer`,
+  `TernaryUnifQuantizer`, `LSBQuantizer`).
+- `proxmaps`: from latent to model weights (`ProxHardQuant`, `ProxPARQ`, `ProxBinaryRelax`).
+- `parq`: `quant_optimizer`, the wrapper, and `quantized_params` for export.
+- `pat`: `prune_optimizer` (torchao's PAT `PruneOptimizer`) with `ProxLasso` and
+  `ProxGroupLasso` over element, layer, row and column groups.
+- `from_torch`: a live torchao `QuantOptimizer` as the equivalent `quant_optimizer`.
+- `torch_state`: PARQ's state to and from torchao's `QuantOptimizer.state_dict()`.
+"""
+
+from jaxopt_port.prox.from_torch import from_torch
+from jaxopt_port.prox.parq import QuantState, quant_optimizer, quantized_params
+from jaxopt_port.prox.pat import (
+    GROUPERS,
+    ProxGroupLasso,
+    ProxLasso,
+    PruneState,
+    prune_optimizer,
+)
+from jaxopt_port.prox.proxmaps import (
+    ProxBinaryRelax,
+    ProxHardQuant,
+    ProxMap,
+    ProxPARQ,
+    nearest_level,
+    normalized_mirror_sigmoid,
+)
+from jaxopt_port.prox.quantizers import (
+    LSBQuantizer,
+    MaxUnifQuantizer,
+    Quantizer,
+    TernaryUnifQuantizer,
+    UnifQuantizer,
+)
+from jaxopt_port.prox.torch_state import quant_state_from_torch, quant_state_to_torch
+
+__all__ = [
+    "GROUPERS",
+    "LSBQuantizer",
+    "MaxUnifQuantizer",
+    "ProxBinaryRelax",
+    "ProxGroupLasso",
+    "ProxHardQuant",
+    "ProxLasso",
+    "ProxMap",
+    "ProxPARQ",
+    "PruneState",
+    "QuantState",
+    "Quantizer",
+    "TernaryUnifQuantizer",
+    "UnifQuantizer",
+    "from_torch",
+    "nearest_level",
+    "normalized_mirror_sigmoid",
+    "prune_optimizer",
+    "quant_optimizer",
+    "quant_state_from_torch",
+    "quant_state_to_torch",
+    "quantized_params",
+]

@@ -1,0 +1,206 @@
+"""PAT (`jaxopt_port.prox.prune_optimizer`, `ProxLasso`, `ProxGroupLasso`) against torchao 0.18's
+`torchao.prototype.pat`."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from jaxopt_port import optim, prox
+
+with warnings.catch_warnings():  # torchao warns about its CUDA libraries on import
+    warnings.simplefilter("ignore")
+    pytest.importorskip("torchao.prototype.pat")
+    from torchao.prototype.pat import group as tp_group
+    from torchao.prototype.pat import optim as tp_optim
+    from torchao.prototype.pat.optim.prox_executor import apply_prox_to_param
+
+
+def torchao_prox(p: np.ndarray, prox_type: str, group_type: str, reg_lambda: float, gamma: float):
+    """One proximal step of torchao's executor on a copy of `p`."""
+    t = torch.from_numpy(p.copy())
+    prox_map = getattr(tp_optim, prox_type)(reg_lambda)
+    kwargs = {
+        "gamma": gamma,
+        "gamma_index_slope": 0.0,
+        "disable_vmap": group_type in ("ElemGrouper", "LayerGrouper"),
+        "is_svd_grouper": False,
+        "zero_elts_are_counts": False,
+    }
+    apply_prox_to_param(t, prox_map, getattr(tp_group, group_type), {}, kwargs)
+    return t.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prox_maps_bit_equal_to_torchao(dtype):
+    """Values k/8 (squared norms exact in any summation order), λ and γ dyadic (λγ exact in
+    float32 too); shapes 2-D and 4-D (conv, grouped after flattening dims 1..). x64 on: λτγ in
+    float64 as torchao's Python floats, then rounded once to the weights' dtype."""
+    rng = np.random.default_rng(0)
+    lam, gamma = 0.25, 0.75
+    with jax.enable_x64(True):
+        for shape in [(6, 10), (4, 3, 2, 2)]:
+            z = (rng.integers(-12, 13, shape) / 8).astype(dtype)
+            z[1] = 0  # a pruned row
+            z[2] = np.sign(z[2] + 0.01) / 8  # a row (and entries) the maps prune
+            for prox_type, cls in [
+                ("ProxLasso", prox.ProxLasso),
+                ("ProxGroupLasso", prox.ProxGroupLasso),
+            ]:
+                for group_type in prox.GROUPERS:
+                    prox_map = cls(lam)
+                    got = jax.jit(lambda z, m=prox_map, g=group_type: m.apply(z, gamma, g))(z)
+                    want = torchao_prox(z, prox_type, group_type, lam, gamma)
+                    where = f"{prox_type} {group_type} {shape}"
+                    np.testing.assert_array_equal(np.asarray(got), want, err_msg=where)
+                    if prox_type == "ProxLasso" or group_type == "Dim0Grouper":
+                        assert (np.asarray(got) == 0).sum() > (z == 0).sum(), where  # it prunes
+
+
+def test_zero_weight_with_zero_lambda_stays_zero():
+    """torchao: 1 - 0/0 = NaN for an exact zero when λγ = 0 (the default reg_lambda); here 0."""
+    z = np.array([[0.0, 1.5], [0.0, 0.0]], np.float32)
+    for prox_type, cls in [("ProxLasso", prox.ProxLasso), ("ProxGroupLasso", prox.ProxGroupLasso)]:
+        want = torchao_prox(z, prox_type, "Dim0Grouper", 0.0, 0.5)
+        assert np.isnan(want).any()  # torchao's NaN
+        got = np.asarray(cls(0.0).apply(jnp.asarray(z), 0.5, "Dim0Grouper"))
+        np.testing.assert_array_equal(got, np.where(np.isnan(want), 0.0, want))
+        np.testing.assert_array_equal(got, z)  # λ = 0: the identity
+
+
+def _torch_run(opt, steps, data):
+    X, Y, W0, b0 = data
+    W = torch.nn.Parameter(torch.from_numpy(W0.copy()))
+    b = torch.nn.Parameter(torch.from_numpy(b0.copy()))
+    groups = [
+        {"params": [W], "prox_type": "ProxGroupLasso", "group_type": "Dim0Grouper"},
+        {"params": [b], "prox_type": "ProxLasso", "group_type": "ElemGrouper", "reg_lambda": 0.5},
+    ]
+    if opt == "sgd":
+        base = torch.optim.SGD(groups, lr=0.05, momentum=0.9, foreach=False)
+    else:
+        base = torch.optim.AdamW(groups, lr=0.01, foreach=False)
+    popt = tp_optim.PruneOptimizer(base, warmup_steps=3, reg_lambda=0.05)
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    hist = []
+    for _ in range(steps):
+        popt.zero_grad()
+        ((Xt @ W.T + b - Yt) ** 2).mean().backward()
+        popt.step()
+        hist.append(
+            (W.detach().numpy().copy(), b.detach().numpy().copy(), base.param_groups[0]["gamma"])
+        )
+    return hist
+
+
+def _jax_run(opt, steps, data):
+    X, Y, W0, b0 = data
+    inner = optim.sgd(lr=0.05, momentum=0.9) if opt == "sgd" else optim.adamw(lr=0.01)
+    groups = [
+        {"params": "W", "prox_type": "ProxGroupLasso", "group_type": "Dim0Grouper"},
+        {"params": "b", "prox_type": "ProxLasso", "reg_lambda": 0.5},
+    ]
+    tx = prox.prune_optimizer(
+        inner, groups, warmup_steps=3, reg_lambda=0.05, lr=0.05 if opt == "sgd" else 0.01
+    )
+    params = {"W": jnp.asarray(W0), "b": jnp.asarray(b0)}
+    state = tx.init(params)
+    traces = []
+
+    @jax.jit
+    def step(params, state):
+        traces.append(1)
+        grads = jax.grad(lambda p: jnp.mean((X @ p["W"].T + p["b"] - Y) ** 2))(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    hist = []
+    for _ in range(steps):
+        params, state = step(params, state)
+        hist.append((np.asarray(params["W"]), np.asarray(params["b"]), float(state.gamma)))
+    assert len(traces) == 1  # compiled once
+    return hist
+
+
+@pytest.mark.parametrize(("opt", "tol"), [("sgd", 5e-15), ("adamw", 5e-15)])  # 6.7e-16, 7.8e-16
+def test_training_follows_torchao_float64(opt, tol):
+    """60 steps: row group lasso on W, element lasso on b; rows and entries really get pruned."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((64, 12))
+    W_true = rng.standard_normal((6, 12)) * np.array([0, 0, 0, 1, 1, 1])[:, None]
+    data = (X, X @ W_true.T, rng.standard_normal((6, 12)) * 0.3, rng.standard_normal(6) * 0.1)
+    with jax.enable_x64(True):
+        want = _torch_run(opt, 60, data)
+        got = _jax_run(opt, 60, data)
+    for i, (w, g) in enumerate(zip(want, got, strict=True)):
+        np.testing.assert_allclose(g[0], w[0], rtol=0, atol=tol, err_msg=f"W step {i}")
+        np.testing.assert_allclose(g[1], w[1], rtol=0, atol=tol, err_msg=f"b step {i}")
+        assert g[2] == w[2]  # γ, the summed lr, exactly
+    pruned_rows = (got[-1][0] == 0).all(axis=1)
+    np.testing.assert_array_equal(pruned_rows, (want[-1][0] == 0).all(axis=1))
+    assert pruned_rows.any() and not pruned_rows.all()
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="MinRankConstraint"):
+        prox.prune_optimizer(optim.sgd(lr=0.1), [{"params": "w", "prox_type": "MinRankConstraint"}])
+    with pytest.raises(ValueError, match="group_type 'SVDGrouper'"):
+        prox.prune_optimizer(
+            optim.sgd(lr=0.1),
+            [{"params": "w", "prox_type": "ProxLasso", "group_type": "SVDGrouper"}],
+        )
+    tx = prox.prune_optimizer(optim.sgd(lr=0.1), [{"params": "w", "prox_type": "ProxLasso"}])
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+
+
+def test_from_torch_follows_torchao():
+    """`prox.from_torch` of a live PruneOptimizer (column group lasso, element lasso), 30 steps."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((64, 12))
+    W_true = rng.standard_normal((6, 12)) * (np.arange(12) >= 4)  # columns 0-3 unused
+    W0, b0 = rng.standard_normal((6, 12)) * 0.3, rng.standard_normal(6) * 0.1
+    with jax.enable_x64(True):
+        W = torch.nn.Parameter(torch.from_numpy(W0.copy()))
+        b = torch.nn.Parameter(torch.from_numpy(b0.copy()))
+        base = torch.optim.SGD(
+            [
+                {"params": [W], "prox_type": "ProxGroupLasso", "group_type": "Dim1Grouper"},
+                {"params": [b], "prox_type": "ProxLasso", "group_type": "ElemGrouper"},
+            ],
+            lr=0.05,
+            momentum=0.9,
+            foreach=False,
+        )
+        popt = tp_optim.PruneOptimizer(base, warmup_steps=2, reg_lambda=0.05)
+        tx = prox.from_torch(popt)
+        params = [jnp.asarray(W0), jnp.asarray(b0)]  # torch's order
+        state = tx.init(params)
+        Y = X @ W_true.T
+
+        @jax.jit
+        def step(params, state):
+            g = jax.grad(lambda p: jnp.mean((X @ p[0].T + p[1] - Y) ** 2))(params)
+            updates, state = tx.update(g, state, params)
+            return optax.apply_updates(params, updates), state
+
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        for i in range(30):
+            params, state = step(params, state)
+            popt.zero_grad()
+            ((Xt @ W.T + b - Yt) ** 2).mean().backward()
+            popt.step()
+            # measured 8.9e-16
+            np.testing.assert_allclose(
+                np.asarray(params[0]), W.detach().numpy(), rtol=0, atol=5e-15, err_msg=f"{i}"
+            )
+            np.testing.assert_allclose(
+                np.asarray(params[1]), b.detach().numpy(), rtol=0, atol=5e-15, err_msg=f"{i}"
+            )
+        assert (np.asarray(params[0]) == 0).all(axis=0).any()  # some columns pruned
