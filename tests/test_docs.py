@@ -22,6 +22,7 @@ API_PAGES = {
     "api/parallel.md": "jaxopt_port.parallel",
     "api/pruning.md": "jaxopt_port.pruning",
     "api/quantization.md": "jaxopt_port.quantization",
+    "api/prox.md": "jaxopt_port.prox",
     "api/gradient_free.md": "jaxopt_port.gradient_free",
     "api/parity.md": "parity",
 }

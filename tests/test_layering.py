@@ -2,7 +2,7 @@
 
 Layers, lowest first (a package imports only from packages before it in :data:`LAYERS`):
 ``_core`` (shared helpers) → ``optim`` → ``schedules`` → ``transforms`` → ``interop`` →
-``parallel`` → ``pruning`` → ``quantization`` → ``gradient_free``. Across packages only public
+``parallel`` → ``pruning`` → ``quantization`` → ``prox`` → ``gradient_free``. Across packages only public
 names: ``jaxopt_port.optim`` or ``jaxopt_port.interop.weights``, never ``jaxopt_port.optim._state``;
 ``jaxopt_port._core`` is the one private package every layer may use. Imports inside functions
 count too (a lazy upward import is still an upward import).
@@ -28,6 +28,7 @@ LAYERS = (
     "parallel",
     "pruning",
     "quantization",
+    "prox",
     "gradient_free",
 )
 

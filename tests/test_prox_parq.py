@@ -1,5 +1,5 @@
 """PARQ (`jaxopt_port.prox`) against torchao 0.18's `torchao.prototype.parq` and the NumPy
-reference `parity/prox_reference.py`."""
+reference `parity/reference/prox.py`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from jaxopt_port import optim, prox
-from parity import prox_reference as ref
+from parity.reference import prox as ref
 
 with warnings.catch_warnings():  # torchao warns about its CUDA libraries on import
     warnings.simplefilter("ignore")

@@ -15,7 +15,6 @@ from jaxopt_port.prox.pat import prune_optimizer
 
 __all__ = ["from_torch"]
 
-#: torchao class name → (our class, the attributes its constructor takes)
 _QUANTIZERS = {
     "UnifQuantizer": (
         quantizers.UnifQuantizer,
@@ -28,6 +27,7 @@ _QUANTIZERS = {
     "TernaryUnifQuantizer": (quantizers.TernaryUnifQuantizer, ("center",)),
     "LSBQuantizer": (quantizers.LSBQuantizer, ("center", "optimal", "ternary_multiplier")),
 }
+"""torchao class name → (our class, the attributes its constructor takes)"""
 _PROX_MAPS = {
     "ProxHardQuant": (proxmaps.ProxHardQuant, ()),
     "ProxPARQ": (proxmaps.ProxPARQ, ("anneal_start", "anneal_end", "steepness", "anneal_center")),

@@ -173,7 +173,7 @@ def quant_optimizer(
       ValueError: `quant_period < 1`, `warmup_steps < 0`, a group without `quant_bits`, or a
         block size that does not fit a leaf.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp
       >>> from jaxopt_port import optim, prox
       >>> tx = prox.quant_optimizer(optim.sgd(lr=0.1), prox.UnifQuantizer(),

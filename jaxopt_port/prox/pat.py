@@ -39,8 +39,8 @@ from jaxopt_port.transforms import param_group_labels
 
 __all__ = ["GROUPERS", "ProxGroupLasso", "ProxLasso", "PruneState", "prune_optimizer"]
 
-#: The groupers: name → how a 2-D view's groups lie (`None`: one group, the whole leaf).
 GROUPERS = {"ElemGrouper": None, "LayerGrouper": None, "Dim0Grouper": 1, "Dim1Grouper": 0}
+"""The groupers: name → how a 2-D view's groups lie (`None`: one group, the whole leaf)."""
 
 
 def _multiplier(norm: jax.Array, threshold: jax.Array) -> jax.Array:
@@ -78,7 +78,7 @@ class ProxLasso:
     Args:
       reg_lambda: $\lambda$.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> ProxLasso(0.5).apply(jnp.array([2.0, -0.25, 0.0]), 1.0, "ElemGrouper").tolist()
       [1.5, -0.0, 0.0]
@@ -205,7 +205,7 @@ def prune_optimizer(
       An `optax.GradientTransformationExtraArgs` with a
       [`PruneState`][jaxopt_port.prox.PruneState]; `update` needs `params`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, optax
       >>> from jaxopt_port import optim, prox
       >>> tx = prox.prune_optimizer(optim.sgd(lr=0.5), [{"params": "w", "prox_type": "ProxLasso"}],

@@ -91,7 +91,7 @@ class ProxMap:
 class ProxHardQuant(ProxMap):
     """Hard quantization (the straight-through estimator): $p \\leftarrow q$.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> p = jnp.array([0.2, 0.9])
       >>> ProxHardQuant().apply(p, jnp.array([0.5, 1.5]), jnp.array([-0.5, 0.5]), 0).tolist()

@@ -141,7 +141,7 @@ class UnifQuantizer(Quantizer):
       int_shift: $r = 2^{b-1} - \text{int\_shift}$.
       zero_point: the shift $z_0$ around the rounding.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> q, Q = UnifQuantizer().quantize(jnp.array([-1.0, -0.5, 0.25, 0.25]), 1)
       >>> Q.tolist()  # 1 bit: q_max = min(1 * mean|p|, max|p|) = 0.5, levels ±q_max
