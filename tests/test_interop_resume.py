@@ -152,6 +152,26 @@ def test_shape_mismatch_names_the_entry_and_both_shapes():
             interop.optimizer_state_from_torch(run.optimizer.state_dict(), tx, params[:3])
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_converted_state_is_a_copy_torch_cannot_change(name):
+    """On CPU `jnp.asarray(tensor.numpy(), dtype)` shares the tensor's memory: the converted
+    momentum buffers (and Adam's moments) then followed torch's later in-place steps."""
+    problem = make_problem("mlp", 4, seed=0)
+    params = [torch.nn.Parameter(torch.tensor(np.asarray(v))) for v in problem.params]
+    kwargs = {"sgd": {"lr": 0.1, "momentum": 0.8}, "adam": {"lr": 0.01}}[name]
+    optimizer = getattr(torch.optim, {"sgd": "SGD", "adam": "Adam"}[name])(params, **kwargs)
+    torch_steps(problem, params, optimizer, None, 2)
+    with jax.enable_x64(True):
+        tx = optim.from_torch(optimizer)
+        state = interop.optimizer_state_from_torch(
+            optimizer.state_dict(), tx, _jax(_numpy(params)), count=2
+        )
+        before = [np.array(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+        torch_steps(problem, params, optimizer, None, 2)
+        after = [np.array(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 # ----------------------------------------------------------------------------- the step count
 # Issue 12, item 1: torch keeps no `step` for SGD and Muon, and the count restarted at 0.
 

@@ -80,13 +80,18 @@ def absent(x: Any) -> bool:
 
 def to_numpy(value: Any) -> np.ndarray:
     """A torch tensor (detected without importing torch; sparse ones made dense) or array-like as
-    a NumPy array."""
+    a NumPy array.
+
+    A tensor is always copied: on CPU `np.asarray(tensor)` shares the tensor's memory, and so
+    would the `jax.Array` built from it, which torch's in-place updates (an optimizer step, a
+    momentum buffer's `mul_`) would then change behind JAX's back."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu()
         if getattr(value, "is_sparse", False):
             value = value.to_dense()
         if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
             return np.asarray(value.float()).astype(jnp.bfloat16)
+        return np.asarray(value).copy()
     return np.asarray(value)
 
 

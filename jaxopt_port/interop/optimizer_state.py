@@ -222,7 +222,7 @@ def optimizer_state_from_torch(
       >>> scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10)
       >>> model(torch.ones(2, 3)).sum().backward(); optimizer.step(); scheduler.step()
       >>> tx = optim.from_torch(optimizer, scheduler)
-      >>> params = [jnp.asarray(p.detach().numpy()) for p in model.parameters()]
+      >>> params = [jnp.array(p.detach().numpy()) for p in model.parameters()]
       >>> state = interop.optimizer_state_from_torch(
       ...     optimizer.state_dict(), tx, params, scheduler=scheduler)
       >>> int(state[0].count)  # SGD keeps no step: the scheduler's last_epoch gives it

@@ -91,19 +91,14 @@ def quant_state_from_torch(
         "param_groups": state_dict["param_groups"],
     }
     inner_state = interop.optimizer_state_from_torch(stripped, inner, params, count=count)
-    # copies: on CPU its arrays may share memory with torch's state tensors (measured: the
-    # momentum buffers), which torch goes on updating in place
-    inner_state = jax.tree.map(lambda x: jnp.array(x, copy=True), inner_state)
     fresh = tx.init(params)
     leaves = jax.tree_util.tree_leaves(params)
     latent, quants = list(fresh.latent), list(fresh.quants)
     for i, leaf in enumerate(leaves):
         entry = state_dict["state"].get(i, {})
         if latent[i] is not None and "latent" in entry:
-            latent[i] = jnp.array(to_numpy(entry["latent"]), leaf.dtype, copy=True)
-            quants[i] = jnp.array(to_numpy(entry["quants"]), leaf.dtype, copy=True).reshape(
-                quants[i].shape
-            )
+            latent[i] = jnp.asarray(to_numpy(entry["latent"]), leaf.dtype)
+            quants[i] = jnp.asarray(to_numpy(entry["quants"]), leaf.dtype).reshape(quants[i].shape)
     state = QuantState(
         count=jnp.asarray(count, jnp.int32),
         latent=tuple(latent),
