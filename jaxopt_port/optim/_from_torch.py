@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from jaxopt_port._core import as_float, describe_torch_object, is_tensor_like, torch_kind
-from jaxopt_port._core.hooks import scheduled_transformation
+from jaxopt_port._core.hooks import read_wrapper, scheduled_transformation
 from jaxopt_port._core.paths import named_leaves
 from jaxopt_port._core.torch_groups import (
     TorchGroup,
@@ -108,7 +108,10 @@ def from_torch(
 
     Args:
       optimizer: any `torch.optim` optimizer of the 15, with one or several param groups; lr and
-        betas may be floats or 1-element tensors.
+        betas may be floats or 1-element tensors. Also torchao's low-bit optimizers
+        (`torchao.optim.AdamW8bit`, ...: [`TORCH_CLASSES`][jaxopt_port.optim.TORCH_CLASSES]) and
+        torchao's proximal wrappers `QuantOptimizer` (PARQ) and `PruneOptimizer` (PAT) around
+        any of these, converted by [`prox.from_torch`][jaxopt_port.prox.from_torch.from_torch].
       scheduler: optionally its freshly built lr scheduler (any `torch.optim.lr_scheduler` class
         or `SWALR`): each group's lr follows `jaxopt_port.schedules.from_torch(scheduler,
         group=i)`, with CyclicLR's and OneCycleLR's momentum / β1 cycling; for ReduceLROnPlateau
@@ -158,6 +161,10 @@ def from_torch(
       >>> model = torch.nn.Linear(3, 2)
       >>> tx = optim.from_torch(torch.optim.AdamW(model.parameters(), lr=1e-3))
     """
+    # torchao's QuantOptimizer / PruneOptimizer: read by jaxopt_port.prox (above optim: _core.hooks)
+    wrapped = read_wrapper(optimizer, scheduler, steps_per_epoch, overrides)
+    if wrapped is not None:
+        return wrapped
     _check_optimizer(optimizer)
     factory = factory_for(type(optimizer))
     groups = optimizer.param_groups

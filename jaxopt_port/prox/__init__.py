@@ -7,11 +7,13 @@ around any optimizer (torchao's PARQ, `torchao.prototype.parq`, and PAT, `torcha
 - `parq`: `quant_optimizer`, the wrapper, and `quantized_params` for export.
 - `pat`: `prune_optimizer` (torchao's PAT `PruneOptimizer`) with `ProxLasso` and
   `ProxGroupLasso` over element, layer, row and column groups.
-- `from_torch`: a live torchao `QuantOptimizer` as the equivalent `quant_optimizer`.
+- `from_torch`: a live torchao `QuantOptimizer` / `PruneOptimizer` as the equivalent wrapper
+  (`optim.from_torch` reads them through it).
 - `torch_state`: PARQ's state to and from torchao's `QuantOptimizer.state_dict()`.
 """
 
-from jaxopt_port.prox.from_torch import from_torch
+from jaxopt_port._core.hooks import add_wrapper_reader
+from jaxopt_port.prox.from_torch import from_torch, read_wrapper
 from jaxopt_port.prox.parq import QuantState, quant_optimizer, quantized_params
 from jaxopt_port.prox.pat import (
     GROUPERS,
@@ -61,3 +63,5 @@ __all__ = [
     "quant_state_to_torch",
     "quantized_params",
 ]
+
+add_wrapper_reader(read_wrapper)  # optim.from_torch(QuantOptimizer / PruneOptimizer)

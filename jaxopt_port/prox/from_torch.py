@@ -8,12 +8,15 @@ from typing import Any
 
 import optax
 
-from jaxopt_port import optim
+from jaxopt_port import optim, schedules
 from jaxopt_port.prox import proxmaps, quantizers
 from jaxopt_port.prox.parq import quant_optimizer
 from jaxopt_port.prox.pat import prune_optimizer
 
-__all__ = ["from_torch"]
+__all__ = ["from_torch", "read_wrapper"]
+
+_WRAPPERS = {"QuantOptimizer": "torchao.prototype.parq", "PruneOptimizer": "torchao.prototype.pat"}
+"""torchao's wrapper classes -> the package that defines them."""
 
 _QUANTIZERS = {
     "UnifQuantizer": (
@@ -45,7 +48,20 @@ def _convert(obj: Any, table: dict, what: str) -> Any:
     return cls(**{a: getattr(obj, a) for a in attrs})
 
 
-def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
+def read_wrapper(
+    optimizer: Any, scheduler: Any, steps_per_epoch: int, overrides: dict[str, Any]
+) -> optax.GradientTransformationExtraArgs | None:
+    """`optim.from_torch`'s reader of torchao's wrappers (installed in `_core.hooks` by
+    `jaxopt_port.prox`): their transformation, `None` for any other object."""
+    cls = type(optimizer)
+    if not cls.__module__.startswith(_WRAPPERS.get(cls.__name__, "\0")):
+        return None
+    return from_torch(optimizer, scheduler, steps_per_epoch=steps_per_epoch, **overrides)
+
+
+def from_torch(
+    optimizer: Any, scheduler: Any = None, *, steps_per_epoch: int = 1, **overrides: Any
+) -> optax.GradientTransformationExtraArgs:
     """The [`quant_optimizer`][jaxopt_port.prox.quant_optimizer] equal to a live torchao
     `QuantOptimizer` (or the [`prune_optimizer`][jaxopt_port.prox.prune_optimizer] equal to a
     `PruneOptimizer`), around `optim.from_torch(optimizer.base_optimizer)`.
@@ -55,9 +71,16 @@ def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
     quantized with their `quant_bits` and `quant_block_size`, and torchao's
     `group_quantizer_map` is kept.
 
+    `optim.from_torch(optimizer)` calls this for these two classes.
+
     Args:
       optimizer: a `torchao.prototype.parq.optim.QuantOptimizer` or
         `torchao.prototype.pat.optim.PruneOptimizer`.
+      scheduler: optionally its freshly built torch lr scheduler (built on the wrapper or on its
+        `base_optimizer`): the inner optimizer follows it as in `optim.from_torch`, and the lr
+        summed into gamma is the first quantized (pruned) group's scheduled lr.
+      steps_per_epoch: optimizer steps per `scheduler.step()`.
+      **overrides: passed to `optim.from_torch` for the base optimizer.
 
     Returns:
       The transformation.
@@ -68,15 +91,15 @@ def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
     """
     name = type(optimizer).__name__
     if name == "PruneOptimizer" and hasattr(optimizer, "base_optimizer"):
-        return _prune_from_torch(optimizer)
+        return _prune_from_torch(optimizer, scheduler, steps_per_epoch, overrides)
     if name != "QuantOptimizer" or not hasattr(optimizer, "base_optimizer"):
         raise ValueError(f"expected a torchao QuantOptimizer or PruneOptimizer, got {name}")
     if optimizer.anneal_wd_frac > 0:
         raise ValueError("QuantOptimizer(anneal_wd_frac > 0) is not available in jaxopt_port")
     quantizer = _convert(optimizer.quantizer, _QUANTIZERS, "quantizer")
     overrides = optimizer.group_quantizer_map or {}
-    groups, offset, k, lrs = [], 0, 0, []
-    for group in optimizer.param_groups:
+    groups, offset, k, lrs, first = [], 0, 0, [], None
+    for index, group in enumerate(optimizer.param_groups):
         size = len(group["params"])
         if group.get("quant_bits", 16) < 16:
             spec = {
@@ -88,12 +111,14 @@ def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
                 spec["quantizer"] = _convert(overrides[k], _QUANTIZERS, "quantizer")
             groups.append(spec)
             lrs.append(float(group["lr"]))
+            first = index if first is None else first
             k += 1
         offset += size
     if optimizer.quant_shrink and len(set(lrs)) > 1:
         raise ValueError(f"quant_shrink sums one lr here; the quantized groups have lrs {lrs}")
+    inner, lr = _inner(optimizer, scheduler, steps_per_epoch, overrides, first, lrs)
     return quant_optimizer(
-        optim.from_torch(optimizer.base_optimizer),
+        inner,
         quantizer,
         _convert(optimizer.prox_map, _PROX_MAPS, "proximal map"),
         groups,
@@ -101,15 +126,17 @@ def from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
         quant_period=optimizer.quant_period,
         quant_per_channel=optimizer.quant_per_channel,
         quant_shrink=optimizer.quant_shrink,
-        lr=lrs[0] if lrs else 0.0,
+        lr=lr,
     )
 
 
-def _prune_from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
+def _prune_from_torch(
+    optimizer: Any, scheduler: Any, steps_per_epoch: int, overrides: dict[str, Any]
+) -> optax.GradientTransformationExtraArgs:
     if optimizer.healing_start_step != sys.maxsize:
         raise ValueError("PruneOptimizer healing (healing_start_step) is not available here")
-    groups, offset, lrs = [], 0, []
-    for group in optimizer.param_groups:
+    groups, offset, lrs, first = [], 0, [], None
+    for index, group in enumerate(optimizer.param_groups):
         size = len(group["params"])
         if group.get("prox_type"):
             for key, default in (("prox_freq", 1), ("gamma_index_slope", 0.0)):
@@ -126,12 +153,27 @@ def _prune_from_torch(optimizer: Any) -> optax.GradientTransformationExtraArgs:
                 }
             )
             lrs.append(float(group["lr"]))
+            first = index if first is None else first
         offset += size
     if len(set(lrs)) > 1:
         raise ValueError(f"gamma sums one lr here; the pruned groups have lrs {lrs}")
-    return prune_optimizer(
-        optim.from_torch(optimizer.base_optimizer),
-        groups,
-        warmup_steps=optimizer.warmup_steps,
-        lr=lrs[0] if lrs else 0.0,
+    inner, lr = _inner(optimizer, scheduler, steps_per_epoch, overrides, first, lrs)
+    return prune_optimizer(inner, groups, warmup_steps=optimizer.warmup_steps, lr=lr)
+
+
+def _inner(
+    optimizer: Any,
+    scheduler: Any,
+    steps_per_epoch: int,
+    overrides: dict[str, Any],
+    first: int | None,
+    lrs: list[float],
+) -> tuple[optax.GradientTransformation, Any]:
+    """The converted base optimizer, and the lr summed into gamma: the first quantized (pruned)
+    group's, scheduled when a scheduler is given."""
+    inner = optim.from_torch(
+        optimizer.base_optimizer, scheduler, steps_per_epoch=steps_per_epoch, **overrides
     )
+    if scheduler is None or first is None:
+        return inner, (lrs[0] if lrs else 0.0)
+    return inner, schedules.from_torch(scheduler, group=first, steps_per_epoch=steps_per_epoch)
