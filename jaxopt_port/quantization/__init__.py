@@ -9,6 +9,10 @@
   ([`choose_quantization_params`][jaxopt_port.quantization.choose_quantization_params]).
 - Observers with torch's class names and keyword arguments, as functional
   `init() / update(state, x) / calculate_qparams(state)` objects that run under `jax.jit`.
+- torchao's `quantize_` on Flax NNX models with its int8 / intx inference configs
+  ([`Int8DynamicActivationInt8WeightConfig`][jaxopt_port.quantization.Int8DynamicActivationInt8WeightConfig]
+  bit for bit), the same kernels on arrays, and its QAT configs
+  ([`QATConfig`][jaxopt_port.quantization.QATConfig]).
 - `FakeQuantize` / `FusedMovingAvgObsFakeQuantize` (functional), `QConfig` and torch's defaults,
   and QAT's weight side as one Optax transformation
   ([`fake_quantize_weights`][jaxopt_port.quantization.fake_quantize_weights]).
@@ -67,27 +71,76 @@ from jaxopt_port.quantization._qconfig import (
 )
 from jaxopt_port.quantization._qparams import calculate_qparams, choose_quantization_params
 from jaxopt_port.quantization._ranges import calculate_qmin_qmax
+from jaxopt_port.quantization._torchao import (
+    Int8DynamicActivationInt8WeightConfig,
+    Int8DynamicActivationIntxWeightConfig,
+    Int8WeightOnlyConfig,
+    IntxWeightOnlyConfig,
+    QuantizedLinear,
+    QuantizedWeight,
+    quantize_,
+    quantized_linear_from_torch,
+    quantized_linear_to_torch,
+)
+from jaxopt_port.quantization._torchao_ops import (
+    PerAxis,
+    PerGroup,
+    PerRow,
+    PerTensor,
+    PerToken,
+    choose_qparams_affine,
+    dequantize_affine,
+    fake_quantize_affine,
+    get_block_size,
+    int8_asymmetric_per_token,
+    int8_dynamic_activation_int8_weight_linear,
+    int8_quantize_weight,
+    int8_weight_only_linear,
+    intx_linear,
+    intx_quantize_weight,
+    quantize_affine,
+)
+from jaxopt_port.quantization._torchao_qat import (
+    FakeQuantizedLinear,
+    IntxFakeQuantizeConfig,
+    QATConfig,
+)
 
 __all__ = [
     "FakeQuantize",
     "FakeQuantizeState",
     "FakeQuantizeWeightsState",
+    "FakeQuantizedLinear",
     "FixedQParamsObserver",
     "FixedQParamsState",
     "FusedMovingAvgObsFakeQuantize",
     "HistogramObserver",
     "HistogramState",
+    "Int8DynamicActivationInt8WeightConfig",
+    "Int8DynamicActivationIntxWeightConfig",
+    "Int8WeightOnlyConfig",
+    "IntxFakeQuantizeConfig",
+    "IntxWeightOnlyConfig",
     "LearnableFakeQuantize",
     "LearnableFakeQuantizeState",
     "MinMaxObserver",
     "MinMaxState",
     "MovingAverageMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
+    "PerAxis",
     "PerChannelMinMaxObserver",
+    "PerGroup",
+    "PerRow",
+    "PerTensor",
+    "PerToken",
     "PlaceholderObserver",
+    "QATConfig",
     "QConfig",
+    "QuantizedLinear",
+    "QuantizedWeight",
     "calculate_qmin_qmax",
     "calculate_qparams",
+    "choose_qparams_affine",
     "choose_quantization_params",
     "default_fake_quant",
     "default_fused_per_channel_wt_fake_quant",
@@ -99,14 +152,27 @@ __all__ = [
     "default_weight_fake_quant",
     "default_weight_observer",
     "dequantize",
+    "dequantize_affine",
+    "fake_quantize_affine",
     "fake_quantize_learnable_per_channel_affine",
     "fake_quantize_learnable_per_tensor_affine",
     "fake_quantize_per_channel_affine",
     "fake_quantize_per_tensor_affine",
     "fake_quantize_weights",
     "fake_quantized_params",
+    "get_block_size",
     "get_default_qat_qconfig",
     "get_default_qconfig",
+    "int8_asymmetric_per_token",
+    "int8_dynamic_activation_int8_weight_linear",
+    "int8_quantize_weight",
+    "int8_weight_only_linear",
+    "intx_linear",
+    "intx_quantize_weight",
+    "quantize_",
+    "quantize_affine",
     "quantize_per_channel",
     "quantize_per_tensor",
+    "quantized_linear_from_torch",
+    "quantized_linear_to_torch",
 ]
