@@ -59,6 +59,11 @@ FLOAT_GEMM_RTOL = 1.5e-6
 product's summation order; quantized operands are bitwise equal)."""
 
 
+QAT_GRAD_RTOL = 1e-6
+"""Kernel gradients of a fake-quantized MLP against torchao's: measured 2.3e-7 (float32
+products in the forward and backward passes; the fake-quant gradient itself is bitwise)."""
+
+
 def torchao_quantize(module, config, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -76,9 +81,9 @@ def torch_linear(rng, k, n, scale=1.0):
 
 def nnx_linear(lin) -> nnx.Linear:
     n, k = lin.weight.shape
-    layer = nnx.Linear(k, n, rngs=nnx.Rngs(0))
-    layer.kernel[...] = jnp.asarray(lin.weight.detach().numpy().T)
-    layer.bias[...] = jnp.asarray(lin.bias.detach().numpy())
+    layer = nnx.eval_shape(lambda: nnx.Linear(k, n, rngs=nnx.Rngs(0)))  # no random init
+    layer.kernel.set_value(jnp.asarray(lin.weight.detach().numpy().T))
+    layer.bias.set_value(jnp.asarray(lin.bias.detach().numpy()))
     return layer
 
 
@@ -289,12 +294,21 @@ def test_qat_prepare_convert_against_torchao():
     np.testing.assert_array_equal(
         w_fq, tmodel[0].weight_fake_quantizer(tmodel[0].weight).detach().numpy()
     )
-    fake_t = run_torch(tmodel, x)
-    fake = np.asarray(nnx.jit(lambda mod, v: mod(v))(model, x))
+    xt = torch.from_numpy(x)
+    loss_t = (tmodel(xt) ** 2).sum()
+    loss_t.backward()
+    fake_t = tmodel(xt).detach().numpy()
+
+    @nnx.jit
+    def forward_and_grad(mod, v):
+        return mod(v), nnx.grad(lambda m: jnp.sum(m(v) ** 2))(mod)
+
+    fake, grads = forward_and_grad(model, jnp.asarray(x))
+    fake = np.asarray(fake)
     assert np.abs(fake - fake_t).max() <= FLOAT_GEMM_RTOL * np.abs(fake_t).max()
-    # the gradient reaches the kernels (straight through)
-    grads = nnx.grad(lambda mod: jnp.sum(mod(jnp.asarray(x)) ** 2))(model)
-    assert float(jnp.abs(grads["layers"][0]["kernel"][...]).max()) > 0
+    for i in (0, 2):  # straight-through gradients through float products
+        g, g_t = grads["layers"][i]["kernel"][...].T, tmodel[i].weight.grad.numpy()
+        assert np.abs(g - g_t).max() <= QAT_GRAD_RTOL * np.abs(g_t).max()
 
     torchao_quantize(tmodel, TQATConfig(base_t, step="convert"))
     q.quantize_(model, q.QATConfig(base, step="convert"))

@@ -261,12 +261,17 @@ class FakeQuantizedLinear(nnx.Module):
 
     def to_linear(self) -> nnx.Linear:
         """The plain `nnx.Linear` with this layer's kernel and bias."""
-        linear = nnx.Linear(
-            self.in_features, self.out_features, use_bias=self.bias is not None, rngs=nnx.Rngs(0)
+        linear = nnx.eval_shape(  # shapes only: no random initialization to compile and run
+            lambda: nnx.Linear(
+                self.in_features,
+                self.out_features,
+                use_bias=self.bias is not None,
+                rngs=nnx.Rngs(0),
+            )
         )
-        linear.kernel[...] = self.kernel[...]
+        linear.kernel.set_value(self.kernel[...])
         if self.bias is not None:
-            linear.bias[...] = self.bias[...]
+            linear.bias.set_value(self.bias[...])
         return linear
 
 
