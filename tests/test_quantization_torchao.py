@@ -188,6 +188,8 @@ def test_int8_dynamic_digits_mlp_and_export(digits):
     torchao_quantize(tmodel, torchao_q.Int8DynamicActivationInt8WeightConfig())
     expected = run_torch(tmodel, digits)
     np.testing.assert_array_equal(model(jnp.asarray(digits)), expected)
+    with jax.disable_jit():  # op by op: no fusion at all
+        np.testing.assert_array_equal(model(jnp.asarray(digits)), expected)
     np.testing.assert_array_equal(nnx.jit(lambda mod, v: mod(v))(model, digits), expected)
 
     exported = torch.nn.Sequential(

@@ -201,16 +201,11 @@ def choose_qparams_affine(
     blocks = _blocked(x, tuple(block_size))
     axes = tuple(range(1, blocks.ndim, 2))
     mn, mx = jnp.min(blocks, axis=axes), jnp.max(blocks, axis=axes)
-    scheme = "per_tensor_symmetric" if mapping_name(mapping_type) == "SYMMETRIC" else "affine"
-    scale, zp = calculate_qparams(
-        mn,
-        mx,
-        quant_min,
-        quant_max,
-        "per_tensor_affine" if scheme == "affine" else scheme,
-        "qint8",
-        F32_TINY if eps is None else eps,
-    )
+    symmetric = mapping_name(mapping_type) == "SYMMETRIC"
+    qscheme = "per_tensor_symmetric" if symmetric else "per_tensor_affine"
+    eps = F32_TINY if eps is None else eps
+    # the observers' formula is torchao's (zero point 0 when symmetric: "qint8", no custom range)
+    scale, zp = calculate_qparams(mn, mx, quant_min, quant_max, qscheme, "qint8", eps)
     return scale.reshape(mn.shape), zp.reshape(mn.shape)
 
 
