@@ -78,7 +78,6 @@ from jaxopt_port.quantization._torchao import (
     IntxWeightOnlyConfig,
     QuantizedLinear,
     QuantizedWeight,
-    quantize_,
     quantized_linear_from_torch,
     quantized_linear_to_torch,
 )
@@ -105,6 +104,7 @@ from jaxopt_port.quantization._torchao_qat import (
     IntxFakeQuantizeConfig,
     QATConfig,
 )
+from jaxopt_port.quantization._torchao_quantize import quantize_
 
 __all__ = [
     "FakeQuantize",

@@ -100,6 +100,15 @@ class IntxFakeQuantizeConfig:
         """Whether the mapping is symmetric."""
         return self.mapping_type == "SYMMETRIC"
 
+    def _key(self) -> tuple:
+        return (self.dtype, self.granularity, self.mapping_type, self.eps)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IntxFakeQuantizeConfig) and self._key() == other._key()
+
+    def __hash__(self) -> int:  # equal configs share one compiled fake quantization
+        return hash(self._key())
+
     def __repr__(self) -> str:
         return (
             f"IntxFakeQuantizeConfig(dtype={self.dtype!r}, granularity={self.granularity}, "
