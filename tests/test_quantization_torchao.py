@@ -353,3 +353,26 @@ def test_quantize_filter_names_and_errors():
         q.IntxFakeQuantizeConfig("int8", "per_token").fake_quantize(jnp.ones((2, 4)))
     with pytest.raises(TypeError, match="Int8Tensor or IntxUnpackedToInt8Tensor"):
         q.quantized_linear_from_torch(torch.nn.Linear(2, 2))
+
+
+def test_qat_weight_only_and_explicit_configs():
+    """A weights-only base config converts bitwise to its fake-quantized forward; explicit
+    fake-quantize configs convert (without a base config) back to the same nnx.Linear."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((6, 64)), jnp.float32)
+    base = q.IntxWeightOnlyConfig("int4", q.PerGroup(32))
+    layer = q.quantize_(nnx_linear(torch_linear(rng, 64, 8)), q.QATConfig(base))
+    assert layer.activation_config is None
+    assert layer.weight_config == q.IntxFakeQuantizeConfig("int4", group_size=32)
+    fake = layer(x)
+    np.testing.assert_array_equal(q.quantize_(layer, q.QATConfig(base, step="convert"))(x), fake)
+
+    lin = nnx_linear(torch_linear(rng, 64, 8))
+    act = q.IntxFakeQuantizeConfig("int8", "per_token", is_symmetric=False)
+    prepared = q.quantize_(lin, q.QATConfig(activation_config=act))
+    assert prepared.weight_config is None
+    np.testing.assert_array_equal(prepared(x), lin(q.int8_asymmetric_per_token(x)))
+    restored = q.quantize_(prepared, q.QATConfig(step="convert"))
+    assert type(restored) is nnx.Linear
+    np.testing.assert_array_equal(restored.kernel[...], lin.kernel[...])
+    np.testing.assert_array_equal(restored.bias[...], lin.bias[...])
