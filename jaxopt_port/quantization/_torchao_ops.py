@@ -150,7 +150,7 @@ def _blocked(x: jax.Array, block_size: tuple[int, ...]) -> jax.Array:
 
 def _per_block(v: jax.Array, block_size: tuple[int, ...]) -> jax.Array:
     """Block parameters `(n0, n1, ...)` shaped to broadcast against `_blocked`'s result."""
-    return jnp.asarray(v).reshape([s for n in v.shape for s in (n, 1)]) if v.ndim else v
+    return v.reshape([s for n in v.shape for s in (n, 1)])
 
 
 def _checked_params(x_shape, block_size, scale, zero_point):
