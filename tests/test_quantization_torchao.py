@@ -141,6 +141,9 @@ def test_int8_dynamic_random_layers_bitwise(variant):
         np.testing.assert_array_equal(qw[i], lin.weight.qdata.numpy())
         np.testing.assert_array_equal(sw[i], lin.weight.scale.numpy())
         np.testing.assert_array_equal(y[i], run_torch(lin, x[i]), err_msg=f"layer {i}")
+    exported = q.quantized_linear_to_torch(q.QuantizedLinear(qw[0], sw[0], None, b[0], cfg))
+    np.testing.assert_array_equal(run_torch(exported, x[0]), y[0])
+    assert q.quantized_linear_from_torch(lins[0]).config == cfg
 
 
 def test_int8_dynamic_in_features_one_against_numpy():
