@@ -223,6 +223,7 @@ def test_float_gemm_configs(case):
     rng = np.random.default_rng(10 + case)
     lin = torch_linear(rng, 96, 24)
     ours = q.quantize_(nnx_linear(lin), cfg)
+    assert q.quantize_(nnx_linear(lin), t_cfg()).config == cfg  # torchao's config object too
     torchao_quantize(lin, t_cfg())
     w = lin.weight
     np.testing.assert_array_equal(ours.qdata[...], w.qdata.numpy())
@@ -354,6 +355,8 @@ def test_quantize_filter_names_and_errors():
         q.IntxFakeQuantizeConfig("int4", "per_token", group_size=32)
     with pytest.raises(NotImplementedError, match="Symmetric per token"):
         q.IntxFakeQuantizeConfig("int8", "per_token").fake_quantize(jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="weight_only_decode=True is not supported"):
+        q.quantize_(net, torchao_q.Int8DynamicActivationInt8WeightConfig(weight_only_decode=True))
     with pytest.raises(TypeError, match="Int8Tensor or IntxUnpackedToInt8Tensor"):
         q.quantized_linear_from_torch(torch.nn.Linear(2, 2))
 

@@ -235,6 +235,40 @@ PTQ_CONFIGS = (
 )
 
 
+_TORCHAO_ONLY_DEFAULTS = {
+    "weight_only_decode": False,
+    "version": 2,
+    "group_size": None,
+    "scale_dtype": None,
+    "weight_scale_dtype": None,
+    "intx_packing_format": "unpacked_to_int8",
+    "intx_choose_qparams_algorithm": "affine",
+}
+"""torchao config fields we have no option for, with the only value we implement."""
+
+
+def from_torchao_config(config: Any) -> Any:
+    """Ours for one of torchao's four config objects of the same class name, or `config` itself
+    when it is not torchao's.
+
+    Raises:
+        ValueError: a torchao option set to a value not implemented here (a packed format,
+            another qparams algorithm, a scale dtype, `weight_only_decode`).
+    """
+    if not type(config).__module__.startswith("torchao."):
+        return config
+    ours = {c.__name__: c for c in PTQ_CONFIGS}.get(type(config).__name__)
+    if ours is None:
+        return config
+    for name, only in _TORCHAO_ONLY_DEFAULTS.items():
+        value = getattr(config, name, only)
+        if str(getattr(value, "value", value)) != str(only):  # enums compare by their value
+            raise ValueError(
+                f"{type(config).__name__}.{name}={value!r} is not supported; only {only!r}"
+            )
+    return ours(**{f.name: getattr(config, f.name) for f in dataclasses.fields(ours)})
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _quantize_weight(config: Any, w: jax.Array) -> tuple:
     """`config`'s weight quantization, compiled once per config and shape."""

@@ -7,7 +7,12 @@ from typing import Any
 
 from flax import nnx
 
-from jaxopt_port.quantization._torchao import PTQ_CONFIGS, QuantizedLinear, _linear_weight
+from jaxopt_port.quantization._torchao import (
+    PTQ_CONFIGS,
+    QuantizedLinear,
+    _linear_weight,
+    from_torchao_config,
+)
 from jaxopt_port.quantization._torchao_qat import FakeQuantizedLinear, QATConfig, qat_swap
 
 
@@ -53,7 +58,9 @@ def quantize_(
     Args:
         model: An NNX module; modified in place.
         config: One of `Int8DynamicActivationInt8WeightConfig`, `Int8WeightOnlyConfig`,
-            `IntxWeightOnlyConfig`, `Int8DynamicActivationIntxWeightConfig`, `QATConfig`.
+            `IntxWeightOnlyConfig`, `Int8DynamicActivationIntxWeightConfig`, `QATConfig`; torchao's
+            objects of the first four classes are accepted too (torch dtypes, granularities and
+            mapping types in them included).
         filter_fn: Which modules to swap; `None` for the linear layers.
 
     Returns:
@@ -62,6 +69,8 @@ def quantize_(
 
     Raises:
         TypeError: `config` is not one of those configs.
+        ValueError: a torchao config with an option not implemented here (a packed intx format,
+            the HQQ algorithm, a scale dtype, `weight_only_decode`).
 
     Example:
         >>> from flax import nnx
@@ -73,6 +82,7 @@ def quantize_(
         >>> [type(m).__name__ for m in (model.layers[0], model.layers[2])]
         ['Linear', 'QuantizedLinear']
     """
+    config = from_torchao_config(config)
     if isinstance(config, QATConfig):
         swap = qat_swap
     elif isinstance(config, PTQ_CONFIGS):
