@@ -295,6 +295,14 @@ class QuantizedLinear(nnx.Module):
         zero_point: Zero points, one per block, or `None` (symmetric int8 configs).
         bias: Float bias `(out_features,)` or `None`.
         config: The config that produced the weight; it selects the kernel.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization as q
+        >>> w = jnp.array([[0.5, -1.0, 0.25], [2.0, 0.1, -0.3]])
+        >>> layer = q.QuantizedLinear.from_weight(w, None, q.Int8DynamicActivationInt8WeightConfig())
+        >>> layer(jnp.array([[1.0, 2.0, -1.0]]))
+        Array([[-1.73238  ,  2.4866745]], dtype=float32)
     """
 
     def __init__(self, qdata, scale, zero_point, bias, config: Any):

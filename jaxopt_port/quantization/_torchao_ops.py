@@ -359,6 +359,17 @@ def int8_quantize_weight(
 
     Returns:
         `(qdata, scale)`: int8 `w.shape` and float32 `w.shape // block_size`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization as q
+        >>> qw, s = q.int8_quantize_weight(jnp.array([[0.5, -1.0, 0.25], [2.0, 0.1, -0.3]]))
+        >>> qw
+        Array([[  64, -127,   32],
+               [ 127,    6,  -19]], dtype=int8)
+        >>> s
+        Array([[0.00784314],
+               [0.01568628]], dtype=float32)
     """
     w = jnp.asarray(w, _F32)
     block = get_block_size(w.shape, granularity)
@@ -401,6 +412,14 @@ def int8_dynamic_activation_int8_weight_linear(
 
     Returns:
         Float32 `(..., out_features)`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization as q
+        >>> w = jnp.array([[0.5, -1.0, 0.25], [2.0, 0.1, -0.3]])  # x @ w.T = [[-1.75, 2.5]]
+        >>> qw, s = q.int8_quantize_weight(w)
+        >>> q.int8_dynamic_activation_int8_weight_linear(jnp.array([[1.0, 2.0, -1.0]]), qw, s)
+        Array([[-1.73238  ,  2.4866745]], dtype=float32)
     """
     x = jnp.asarray(x, _F32)
     x2 = _rows(x)
@@ -445,6 +464,13 @@ def int8_weight_only_linear(
 
     Returns:
         Float32 `(..., out_features)`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization as q
+        >>> qw, s = q.int8_quantize_weight(jnp.array([[0.5, -1.0, 0.25], [2.0, 0.1, -0.3]]))
+        >>> q.int8_weight_only_linear(jnp.array([[1.0, 2.0, -1.0]]), qw, s)
+        Array([[-1.7411766,  2.4784315]], dtype=float32)
     """
     x = jnp.asarray(x, _F32)
     qdata = jnp.asarray(qdata, jnp.int8)
@@ -476,6 +502,17 @@ def intx_quantize_weight(
 
     Returns:
         `(qdata, scale, zero_point)`: int8 `w.shape`, float32 and int8 `w.shape // block_size`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization as q
+        >>> w = jnp.array([[-3.5, -2.5, -1.5, -0.5], [0.5, 1.5, 2.5, 3.5]])
+        >>> qw, s, z = q.intx_quantize_weight(w, "int4", q.PerGroup(2))
+        >>> qw  # -7.5 rounds to -8 (half to even), +7.5 clips to 7
+        Array([[-8, -5, -8, -2],
+               [ 2,  7,  5,  7]], dtype=int8)
+        >>> q.intx_linear(jnp.ones((1, 4)), qw, s, z)  # the float weight's row sums are -8, 8
+        Array([[-8.066667 ,  7.3999996]], dtype=float32)
     """
     w = jnp.asarray(w, _F32)
     block = get_block_size(w.shape, granularity_for_intx(granularity))
