@@ -53,7 +53,7 @@ class Int8DynamicActivationInt8WeightConfig:
     operation rounded as torch's CPU kernels round it: outputs equal torchao's bit for bit, eagerly
     and under `jax.jit` ($\\varepsilon_{32}$ is float32's machine epsilon; `round` is half to even).
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> from jaxopt_port import quantization
         >>> model = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
@@ -115,7 +115,7 @@ class Int8WeightOnlyConfig:
     $x\\,((q\\,s)^T) + b$) goes through a float matrix product, so it equals torchao's to float32
     rounding (measured ≤ 6e-7 of the largest output), not bitwise.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> from jaxopt_port import quantization
@@ -159,7 +159,7 @@ class IntxWeightOnlyConfig:
     scales, zero points and the dequantized weight are torchao's bit for bit; the output is within
     the float product's rounding (measured ≤ 5e-7 of the largest output).
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> from jaxopt_port import quantization
         >>> cfg = quantization.IntxWeightOnlyConfig("int4", quantization.PerGroup(32))
@@ -193,7 +193,7 @@ class Int8DynamicActivationIntxWeightConfig:
     product. Quantized weights and activations are torchao's bit for bit; the output is within the
     float product's rounding (measured ≤ 7e-7 of the largest output).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> from jaxopt_port import quantization
@@ -296,7 +296,7 @@ class QuantizedLinear(nnx.Module):
         bias: Float bias `(out_features,)` or `None`.
         config: The config that produced the weight; it selects the kernel.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization as q
         >>> w = jnp.array([[0.5, -1.0, 0.25], [2.0, 0.1, -0.3]])
@@ -305,7 +305,14 @@ class QuantizedLinear(nnx.Module):
         Array([[-1.73238  ,  2.4866745]], dtype=float32)
     """
 
-    def __init__(self, qdata, scale, zero_point, bias, config: Any):
+    def __init__(
+        self,
+        qdata: jax.typing.ArrayLike,
+        scale: jax.typing.ArrayLike,
+        zero_point: jax.typing.ArrayLike | None,
+        bias: jax.typing.ArrayLike | None,
+        config: Any,
+    ):
         self.qdata = QuantizedWeight(jnp.asarray(qdata, jnp.int8))
         self.scale = QuantizedWeight(jnp.asarray(scale, _F32))
         self.zero_point = None if zero_point is None else QuantizedWeight(jnp.asarray(zero_point))

@@ -54,7 +54,7 @@ class IntxFakeQuantizeConfig:
         NotImplementedError: symmetric per-token, or asymmetric per-group (torchao's other
             formula for it is not implemented here).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
         >>> cfg = quantization.IntxFakeQuantizeConfig("int4", group_size=2)
@@ -188,7 +188,7 @@ class QATConfig:
     Raises:
         ValueError: torchao's messages for an unknown step or conflicting configs.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> from jaxopt_port import quantization as q
@@ -251,7 +251,13 @@ class FakeQuantizedLinear(nnx.Module):
         weight_config: Fake quantization of the weight, or `None`.
     """
 
-    def __init__(self, kernel, bias, activation_config=None, weight_config=None):
+    def __init__(
+        self,
+        kernel: jax.typing.ArrayLike,
+        bias: jax.typing.ArrayLike | None,
+        activation_config: IntxFakeQuantizeConfig | None = None,
+        weight_config: IntxFakeQuantizeConfig | None = None,
+    ):
         self.kernel = nnx.Param(jnp.asarray(kernel))
         self.bias = None if bias is None else nnx.Param(jnp.asarray(bias))
         self.activation_config = activation_config

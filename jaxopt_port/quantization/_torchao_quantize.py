@@ -72,7 +72,7 @@ def quantize_(
         ValueError: a torchao config with an option not implemented here (a packed intx format,
             the HQQ algorithm, a scale dtype, `weight_only_decode`).
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> from jaxopt_port import quantization
         >>> model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
