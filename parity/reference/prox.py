@@ -1,5 +1,7 @@
-"""NumPy reference of PARQ (torchao's `torchao.prototype.parq`): the uniform quantizer and the
-PARQ / hard / BinaryRelax proximal maps, written from the documented formulas (imports NumPy only).
+"""NumPy reference of PARQ (torchao's `torchao.prototype.parq`) and PAT
+(`torchao.prototype.pat`): the uniform quantizer, the PARQ proximal map, the lasso maps and the
+latent-weight training step of both wrappers, written from the documented formulas (imports
+NumPy only).
 
 All arithmetic is in the input's dtype with true (correctly rounded) division and half-to-even
 rounding, as torch does it eagerly.
@@ -65,3 +67,76 @@ def prox_parq(p: np.ndarray, Q: np.ndarray, q: np.ndarray, t: int, t1: int, t2: 
         c = (lo + hi) / P.dtype.type(2)
         out[i] = np.minimum(np.maximum(c + (P[i] - c) / rho, lo), hi)
     return out.reshape(p.shape)
+
+
+def _shrink(z: np.ndarray, norm: np.ndarray, threshold: float) -> np.ndarray:
+    r"""$z\cdot\max(0, 1 - t/\lVert z_g\rVert)$, 0 where the norm is 0 (torchao: NaN if t = 0)."""
+    safe = np.where(norm == 0, 1.0, norm)
+    mult = np.maximum(1 - threshold / safe, 0)
+    return z * np.where(norm == 0, 0.0, mult).astype(z.dtype)
+
+
+def lasso(z: np.ndarray, reg_lambda: float, gamma: float) -> np.ndarray:
+    """PAT's `ProxLasso(reg_lambda)` at cumulative lr `gamma`: element-wise soft thresholding."""
+    return _shrink(z, np.abs(z), reg_lambda * gamma)
+
+
+def group_lasso_rows(z: np.ndarray, reg_lambda: float, gamma: float) -> np.ndarray:
+    r"""PAT's `ProxGroupLasso(reg_lambda)` with `Dim0Grouper`: a group per row of the 2-D view
+    (dims 1.. flattened), threshold $\lambda\sqrt{n_g}\gamma$."""
+    view = z.reshape(z.shape[0], -1)
+    norm = np.sqrt(np.sum(view * view, axis=1, keepdims=True))
+    return _shrink(view, norm, reg_lambda * math.sqrt(view.shape[1]) * gamma).reshape(z.shape)
+
+
+def latent_run(opt, grad, steps: int, maps: dict, warmup: int) -> list[list]:
+    """A run of torchao's latent-weight wrappers (`QuantOptimizer`, `PruneOptimizer`).
+
+    Args:
+      opt: a reference optimizer (`parity.reference.optim.make(...)`: `.params`, `.lr`,
+        `.step(grads)`) over the model's parameters.
+      grad: `params -> grads` (the gradient at the model's weights).
+      steps: steps to take.
+      maps: parameter index → `prox(z, n, gamma) -> weight` for the wrapped parameters.
+      warmup: steps of the optimizer alone first.
+
+    Returns:
+      The model's parameters after every step.
+
+    Step $n$: before `warmup` the optimizer alone; from then on the optimizer steps the latent
+    $z$ of each wrapped parameter (at $n$ = `warmup` from the weight, when $z$ is first saved),
+    $\\gamma \\mathrel{+}= \\text{lr}$, and the weight becomes `prox(z, n, gamma)`.
+    """
+    weights = [p.copy() for p in opt.params]
+    latent: dict[int, np.ndarray] = {}
+    gamma, out = 0.0, []
+    for n in range(steps):
+        g = grad(weights)
+        opt.params = [
+            latent[i] if (i in latent and n > warmup) else w.copy() for i, w in enumerate(weights)
+        ]
+        opt.step(g)
+        weights = [p.copy() for p in opt.params]
+        if n >= warmup:
+            gamma += opt.lr
+            for i, prox in maps.items():
+                latent[i] = opt.params[i].copy()
+                weights[i] = prox(latent[i], n, gamma)
+        out.append([w.copy() for w in weights])
+    return out
+
+
+def parq_map(bits: int, warmup: int, period: int, t1: int, t2: int, per_row: bool = False):
+    """`prox(z, n, gamma)` of PARQ with `UnifQuantizer()` and `ProxPARQ(t1, t2)` (no shrink):
+    the levels are recomputed every `period` steps from `warmup` on and kept in between (`q`
+    the nearest level then)."""
+    levels: dict[str, np.ndarray] = {}
+
+    def prox(z: np.ndarray, n: int, gamma: float) -> np.ndarray:
+        if (n - warmup) % period == 0:
+            q, levels["Q"] = unif_quantize(z, bits, per_row)
+        else:
+            q = nearest(z, levels["Q"])
+        return prox_parq(z, levels["Q"], q, n, t1, t2)
+
+    return prox
