@@ -22,18 +22,18 @@ with warnings.catch_warnings():  # torchao warns about its CUDA libraries on imp
     from torchao.prototype.pat.optim.prox_executor import apply_prox_to_param
 
 
-def torchao_prox(p: np.ndarray, prox_type: str, group_type: str, reg_lambda: float, gamma: float):
+def torchao_prox(p, prox_type, group_type, reg_lambda, gamma, grouper_kwargs=None, **options):
     """One proximal step of torchao's executor on a copy of `p`."""
     t = torch.from_numpy(p.copy())
-    prox_map = getattr(tp_optim, prox_type)(reg_lambda)
+    prox_map = getattr(tp_optim, prox_type)(reg_lambda, **options)
     kwargs = {
         "gamma": gamma,
         "gamma_index_slope": 0.0,
         "disable_vmap": group_type in ("ElemGrouper", "LayerGrouper"),
         "is_svd_grouper": False,
-        "zero_elts_are_counts": False,
+        "zero_elts_are_counts": bool(options),
     }
-    apply_prox_to_param(t, prox_map, getattr(tp_group, group_type), {}, kwargs)
+    apply_prox_to_param(t, prox_map, getattr(tp_group, group_type), grouper_kwargs or {}, kwargs)
     return t.numpy()
 
 
@@ -53,7 +53,7 @@ def test_prox_maps_bit_equal_to_torchao(dtype):
                 ("ProxLasso", prox.ProxLasso),
                 ("ProxGroupLasso", prox.ProxGroupLasso),
             ]:
-                for group_type in prox.GROUPERS:
+                for group_type in ("ElemGrouper", "LayerGrouper", "Dim0Grouper", "Dim1Grouper"):
                     prox_map = cls(lam)
                     got = jax.jit(lambda z, m=prox_map, g=group_type: m.apply(z, gamma, g))(z)
                     want = torchao_prox(z, prox_type, group_type, lam, gamma)
@@ -204,3 +204,132 @@ def test_from_torch_follows_torchao():
                 np.asarray(params[1]), b.detach().numpy(), rtol=0, atol=5e-15, err_msg=f"{i}"
             )
         assert (np.asarray(params[0]) == 0).all(axis=0).any()  # some columns pruned
+
+
+#: (group_type, torchao grouper kwargs, shape): every grouper the constraints take
+CONSTRAINT_GROUPERS = [
+    ("Dim0Grouper", {}, (8, 12)),
+    ("Dim1Grouper", {}, (8, 12)),
+    ("KElementGrouper", {"k": 4}, (6, 12)),
+    ("Dim0Grouper", {}, (6, 3, 2, 2)),
+    ("ConvFilterGrouper", {}, (5, 3, 2, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constraints_and_new_groupers_bit_equal_to_torchao(dtype):
+    """MinSparsityConstraint and NMSparseConstraint over the row, column, k-element and
+    conv-filter groupers on tie-free random inputs (distinct magnitudes and group norms), and
+    ProxGroupLasso over the new groupers on values k/8: bit-equal, and they really prune."""
+    rng = np.random.default_rng(7)
+    with jax.enable_x64(True):
+        for group_type, gk, shape in CONSTRAINT_GROUPERS:
+            z = rng.permutation(np.prod(shape)) + 1.0 + rng.uniform(0, 0.5, shape).ravel()
+            z = (z * rng.choice([-1, 1], z.size) / z.size).reshape(shape).astype(dtype)
+            cases = [
+                ("MinSparsityConstraint", prox.MinSparsityConstraint(0.4), {"min_sparsity": 0.4}),
+                ("NMSparseConstraint", prox.NMSparseConstraint(2), {"n_nonzero": 2}),
+                ("ProxGroupLasso", prox.ProxGroupLasso(0.6), {}),
+            ]
+            for name, ours, options in cases:
+                lam, k = (0.6 if name == "ProxGroupLasso" else 0.0), gk.get("k")
+                if name == "ProxGroupLasso":  # values k/8: squared norms exact in any order
+                    z = (rng.integers(-12, 13, shape) / 8).astype(dtype)
+                got = jax.jit(lambda z, m=ours, g=group_type, k=k: m.apply(z, 0.75, g, k))(z)
+                want = torchao_prox(z, name, group_type, lam, 0.75, gk, **options)
+                where = f"{name} {group_type} {shape}"
+                np.testing.assert_array_equal(np.asarray(got), want, err_msg=where)
+                assert 0 < (want == 0).mean() < 1, where  # it prunes, not everything
+    # the 2:4 pattern: two nonzeros in every four consecutive entries
+    z = rng.standard_normal((4, 16))
+    two_four = np.asarray(
+        prox.NMSparseConstraint(2).apply(jnp.asarray(z), 0.0, "KElementGrouper", k=4)
+    )
+    assert ((two_four.reshape(-1, 4) != 0).sum(1) == 2).all()
+
+
+def test_cubic_sparsity_schedule_equals_torchaos():
+    from types import SimpleNamespace
+
+    group = {"min_sparsity": 0.7, "min_sparsity_schedule": True}
+    for n in range(50):
+        popt = SimpleNamespace(num_steps=n, warmup_steps=3, healing_start_step=40)
+        want = tp_optim.PruneOptimizer._effective_min_sparsity(popt, group)
+        assert prox.cubic_sparsity(0.7, n, 3, 40) == want, n
+
+
+def _torch_constrained_run(opt, steps, data):
+    X, Y, W0, b0 = data
+    W = torch.nn.Parameter(torch.from_numpy(W0.copy()))
+    b = torch.nn.Parameter(torch.from_numpy(b0.copy()))
+    groups = [
+        {
+            "params": [W],
+            "prox_type": "MinSparsityConstraint",
+            "group_type": "Dim0Grouper",
+            "min_sparsity": 0.5,
+            "min_sparsity_schedule": True,
+        },
+        {"params": [b], "prox_type": "ProxLasso", "group_type": "ElemGrouper", "reg_lambda": 0.5},
+    ]
+    if opt == "sgd":
+        base = torch.optim.SGD(groups, lr=0.05, momentum=0.9, foreach=False)
+    else:
+        base = torch.optim.AdamW(groups, lr=0.01, foreach=False)
+    popt = tp_optim.PruneOptimizer(base, warmup_steps=3, healing_start_step=30)
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    hist = []
+    for _ in range(steps):
+        popt.zero_grad()
+        ((Xt @ W.T + b - Yt) ** 2).mean().backward()
+        popt.step()
+        hist.append((W.detach().numpy().copy(), b.detach().numpy().copy()))
+    return hist
+
+
+@pytest.mark.parametrize(("opt", "tol"), [("sgd", 1e-14), ("adamw", 1e-14)])  # 8.9e-16, 7.8e-16
+def test_min_sparsity_schedule_and_healing_follow_torchao_float64(opt, tol):
+    """Rows pruned along the cubic ramp to 50 % by step 29, then 30 healing steps: the pruned
+    rows stay exactly zero (frozen mask, masked gradients) while the rest keeps training."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((64, 12))
+    W_true = rng.standard_normal((6, 12)) * np.array([0, 0, 1, 1, 1, 1])[:, None]
+    data = (X, X @ W_true.T, rng.standard_normal((6, 12)) * 0.3, rng.standard_normal(6) * 0.1)
+    with jax.enable_x64(True):
+        want = _torch_constrained_run(opt, 60, data)
+        inner = optim.sgd(lr=0.05, momentum=0.9) if opt == "sgd" else optim.adamw(lr=0.01)
+        groups = [
+            {
+                "params": "W",
+                "prox_type": "MinSparsityConstraint",
+                "group_type": "Dim0Grouper",
+                "min_sparsity": 0.5,
+                "min_sparsity_schedule": True,
+            },
+            {"params": "b", "prox_type": "ProxLasso", "reg_lambda": 0.5},
+        ]
+        tx = prox.prune_optimizer(
+            inner, groups, warmup_steps=3, lr=0.05 if opt == "sgd" else 0.01, healing_start_step=30
+        )
+        params = {"W": jnp.asarray(data[2]), "b": jnp.asarray(data[3])}
+        state = tx.init(params)
+
+        @jax.jit
+        def step(params, state):
+            grads = jax.grad(lambda p: jnp.mean((X @ p["W"].T + p["b"] - data[1]) ** 2))(params)
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        got = []
+        for _ in range(60):
+            params, state = step(params, state)
+            got.append((np.asarray(params["W"]), np.asarray(params["b"])))
+    zero_rows = [(w[0] == 0).all(axis=1).sum() for w in want]
+    assert zero_rows[3] == 0 and zero_rows[10] in (1, 2) and zero_rows[29] == 3  # the ramp
+    for i, (w, g) in enumerate(zip(want, got, strict=True)):
+        np.testing.assert_allclose(g[0], w[0], rtol=0, atol=tol, err_msg=f"W step {i}")
+        np.testing.assert_allclose(g[1], w[1], rtol=0, atol=tol, err_msg=f"b step {i}")
+        np.testing.assert_array_equal(g[0] == 0, w[0] == 0, err_msg=f"mask step {i}")
+    # healing: the mask of step 29 is frozen, the kept weights still move
+    np.testing.assert_array_equal(got[-1][0] == 0, got[29][0] == 0)
+    assert not np.array_equal(got[-1][0], got[29][0])

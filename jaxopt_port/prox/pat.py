@@ -37,10 +37,54 @@ from jaxopt_port._core import scalar_dtype
 from jaxopt_port.prox._latent import latent_step, lr_function
 from jaxopt_port.transforms import param_group_labels
 
-__all__ = ["GROUPERS", "ProxGroupLasso", "ProxLasso", "PruneState", "prune_optimizer"]
+__all__ = [
+    "GROUPERS",
+    "MinSparsityConstraint",
+    "NMSparseConstraint",
+    "ProxGroupLasso",
+    "ProxLasso",
+    "PruneState",
+    "cubic_sparsity",
+    "grouped_view",
+    "prune_optimizer",
+]
 
-GROUPERS = {"ElemGrouper": None, "LayerGrouper": None, "Dim0Grouper": 1, "Dim1Grouper": 0}
-"""The groupers: name → how a 2-D view's groups lie (`None`: one group, the whole leaf)."""
+GROUPERS = {
+    "ElemGrouper": None,
+    "LayerGrouper": None,
+    "Dim0Grouper": 1,
+    "Dim1Grouper": 0,
+    "KElementGrouper": 1,
+    "ConvFilterGrouper": 1,
+}
+"""The groupers: name → the axis of the grouped 2-D view a group runs along (`None`: one group,
+the whole leaf). The view: dims 1.. flattened (`Dim0Grouper`: rows, `Dim1Grouper`: columns);
+`KElementGrouper` (group key `k`): each row cut into chunks of `k` consecutive entries;
+`ConvFilterGrouper`: a `(out, in, ...)` kernel viewed as `(out·in, ...)`, one group per
+input-channel filter."""
+
+
+def grouped_view(z: jax.Array, group_type: str, k: int | None = None) -> jax.Array:
+    """The 2-D view of `z` whose rows (or, for `Dim1Grouper`, columns) are torchao's groups.
+
+    Raises:
+      ValueError: `KElementGrouper` without `k` or with a row length `k` does not divide (torchao
+        pads the last chunk; not available here), or `ConvFilterGrouper` on a leaf that is not
+        3-D or 4-D.
+    """
+    if group_type == "ConvFilterGrouper":
+        if not 2 < z.ndim <= 4:
+            raise ValueError(f"ConvFilterGrouper needs a 3-D or 4-D leaf, got shape {z.shape}")
+        return z.reshape(z.shape[0] * z.shape[1], -1)
+    view = z.reshape(z.shape[0], -1) if z.ndim > 2 else z
+    if group_type == "KElementGrouper":
+        if k is None or k < 1 or view.shape[-1] % k:
+            raise ValueError(
+                f"KElementGrouper needs a positive 'k' dividing the row length {view.shape[-1]}"
+                f" (torchao pads the last chunk; not available here), got k={k!r}"
+            )
+        view = view.reshape(-1, k)
+    return view
 
 
 def _multiplier(norm: jax.Array, threshold: jax.Array) -> jax.Array:
@@ -87,7 +131,7 @@ class ProxLasso:
     def __init__(self, reg_lambda: float = 0.0) -> None:
         self.reg_lambda = reg_lambda
 
-    def apply(self, z: jax.Array, gamma: Any, group_type: str) -> jax.Array:
+    def apply(self, z: jax.Array, gamma: Any, group_type: str, **grouping: Any) -> jax.Array:
         """The proximal map of `z` at cumulative lr `gamma` (the grouper does not matter)."""
         return z * _multiplier(jnp.abs(z), _threshold(self.reg_lambda * 1.0, gamma))
 
@@ -104,9 +148,11 @@ class ProxGroupLasso(ProxLasso):
       reg_lambda: $\lambda$.
     """
 
-    def apply(self, z: jax.Array, gamma: Any, group_type: str) -> jax.Array:
-        """The proximal map of `z` at cumulative lr `gamma`, groups by `group_type`."""
-        view = z.reshape(z.shape[0], -1) if z.ndim > 2 else z
+    def apply(
+        self, z: jax.Array, gamma: Any, group_type: str, k: int | None = None, **grouping: Any
+    ) -> jax.Array:
+        """The proximal map of `z` at cumulative lr `gamma`, groups by `group_type` (and `k`)."""
+        view = grouped_view(z, group_type, k) if z.ndim > 1 else z
         axis = GROUPERS[group_type]
         if axis is None or view.ndim < 2:
             axis, size = None, view.size
@@ -115,6 +161,137 @@ class ProxGroupLasso(ProxLasso):
         norm = jnp.sqrt(jnp.sum(view * view, axis=axis, keepdims=axis is not None))
         thr = _threshold(self.reg_lambda * math.sqrt(size), gamma)
         return (view * _multiplier(norm, thr)).reshape(z.shape)
+
+
+def _groups_as_rows(view: jax.Array, group_type: str) -> jax.Array:
+    return view.T if GROUPERS[group_type] == 0 else view
+
+
+def _zero_smallest(view: jax.Array, scores: jax.Array, n_zero: Any) -> jax.Array:
+    """Zero the rows of `view` (or entries, for scores of its shape) whose scores are among the
+    `n_zero` smallest along the last axis of `scores` (torch's `topk(largest=False)`; ties: the
+    lower index goes first)."""
+    ranks = jnp.argsort(jnp.argsort(scores, axis=-1, stable=True), axis=-1, stable=True)
+    drop = ranks < n_zero
+    if drop.ndim < view.ndim:
+        drop = drop[:, None]
+    return jnp.where(drop, jnp.zeros_like(view), view)
+
+
+class MinSparsityConstraint:
+    r"""Zero the $\lceil s\,n_g\rceil$ groups of smallest L2 norm (torchao's
+    `MinSparsityConstraint`; $s$ = `min_sparsity`, $n_g$ the leaf's number of groups; λ and γ
+    are not used). Groups: rows (`Dim0Grouper`), columns (`Dim1Grouper`), chunks of `k`
+    (`KElementGrouper`; `k=1`: global magnitude pruning of the leaf) or conv filters.
+
+    With the group key `min_sparsity_schedule=True`, [`prune_optimizer`][jaxopt_port.prox.prune_optimizer]
+    ramps $s$ along torchao's cubic schedule (see [`cubic_sparsity`][jaxopt_port.prox.cubic_sparsity]).
+
+    Args:
+      min_sparsity: the fraction $s \in [0, 1]$ of groups zeroed.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> z = jnp.array([[3.0, 0.0], [0.5, 0.5], [-2.0, 1.0]])
+      >>> MinSparsityConstraint(0.3).apply(z, 1.0, "Dim0Grouper").tolist()
+      [[3.0, 0.0], [0.0, 0.0], [-2.0, 1.0]]
+    """
+
+    def __init__(self, min_sparsity: float, reg_lambda: float = 0.0) -> None:
+        if not 0.0 <= min_sparsity <= 1.0:
+            raise ValueError(f"min_sparsity must be in [0, 1], but got {min_sparsity}")
+        self.min_sparsity = min_sparsity
+        self.reg_lambda = reg_lambda
+
+    def n_groups(self, shape: tuple[int, ...], group_type: str, k: int | None = None) -> int:
+        """The number of groups of a leaf of `shape`."""
+        view = grouped_view(jnp.zeros(shape), group_type, k)
+        return _groups_as_rows(view, group_type).shape[0]
+
+    def n_zero(self, n_groups: int, sparsity: float | None = None) -> int:
+        r"""$\lceil s\,n_g\rceil$ in Python floats, as torchao (`sparsity` overrides $s$)."""
+        return math.ceil((self.min_sparsity if sparsity is None else sparsity) * n_groups)
+
+    def apply(
+        self,
+        z: jax.Array,
+        gamma: Any,
+        group_type: str,
+        k: int | None = None,
+        n_zero: Any = None,
+    ) -> jax.Array:
+        """`z` with its smallest groups zeroed; `n_zero` (possibly traced) overrides the count."""
+        if group_type not in ("Dim0Grouper", "Dim1Grouper", "KElementGrouper", "ConvFilterGrouper"):
+            raise ValueError(
+                f"MinSparsityConstraint needs a row/column/k/conv grouper, got {group_type!r}"
+            )
+        rows = _groups_as_rows(grouped_view(z, group_type, k), group_type)
+        if n_zero is None:
+            n_zero = self.n_zero(rows.shape[0])
+        norms = jnp.sqrt(jnp.sum(rows * rows, axis=1))
+        out = _zero_smallest(rows, norms, n_zero)
+        return _groups_as_rows(out, group_type).reshape(z.shape)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_sparsity={self.min_sparsity!r})"
+
+
+class NMSparseConstraint:
+    r"""Keep the `n_nonzero` largest-magnitude entries of every group and zero the rest
+    (torchao's `NMSparseConstraint`; N:M sparsity with `KElementGrouper`, `k` = M; λ and γ are not
+    used).
+
+    Args:
+      n_nonzero: N, the entries kept per group.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> z = jnp.array([[0.1, -3.0, 2.0, 0.5], [1.0, 2.0, -4.0, 3.0]])
+      >>> NMSparseConstraint(2).apply(z, 1.0, "KElementGrouper", k=4).tolist()  # 2:4
+      [[0.0, -3.0, 2.0, 0.0], [0.0, 0.0, -4.0, 3.0]]
+    """
+
+    def __init__(self, n_nonzero: int, reg_lambda: float = 0.0) -> None:
+        if n_nonzero < 0:
+            raise ValueError(f"n_nonzero must be non-negative, but got {n_nonzero}")
+        self.n_nonzero = n_nonzero
+        self.reg_lambda = reg_lambda
+
+    def apply(
+        self, z: jax.Array, gamma: Any, group_type: str, k: int | None = None, **grouping: Any
+    ) -> jax.Array:
+        """`z` with all but the `n_nonzero` largest |entries| of each group zeroed."""
+        if group_type not in ("Dim0Grouper", "Dim1Grouper", "KElementGrouper", "ConvFilterGrouper"):
+            raise ValueError(
+                f"NMSparseConstraint needs a row/column/k/conv grouper, got {group_type!r}"
+            )
+        rows = _groups_as_rows(grouped_view(z, group_type, k), group_type)
+        if self.n_nonzero > rows.shape[1]:
+            raise ValueError(
+                f"n_nonzero ({self.n_nonzero}) must be at most the group size ({rows.shape[1]})"
+            )
+        out = _zero_smallest(rows, jnp.abs(rows), rows.shape[1] - self.n_nonzero)
+        return _groups_as_rows(out, group_type).reshape(z.shape)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_nonzero={self.n_nonzero!r})"
+
+
+def cubic_sparsity(target: float, step: int, warmup_steps: int, healing_start_step: int) -> float:
+    r"""torchao's cubic ramp of `min_sparsity` (`PruneOptimizer._effective_min_sparsity`):
+    0 up to `warmup_steps`, the target from `healing_start_step - 1` on, and in between
+    $s\,(1 - (1 - t)^3)$ with $t = (n - W)/(H - W)$ (Python floats).
+
+    Examples:
+      >>> [round(cubic_sparsity(0.8, n, 2, 10), 4) for n in (2, 3, 6, 9)]
+      [0.0, 0.2641, 0.7, 0.8]
+    """
+    if step >= healing_start_step - 1:
+        return target
+    if step <= warmup_steps:
+        return 0.0
+    t = (step - warmup_steps) / (healing_start_step - warmup_steps)
+    return target * (1 - (1 - t) ** 3)
 
 
 class PruneState(NamedTuple):
@@ -134,7 +311,31 @@ class PruneState(NamedTuple):
     inner_state: optax.OptState
 
 
-_PROX_TYPES = {"ProxLasso": ProxLasso, "ProxGroupLasso": ProxGroupLasso}
+_PROX_TYPES = {
+    "ProxLasso": ProxLasso,
+    "ProxGroupLasso": ProxGroupLasso,
+    "MinSparsityConstraint": MinSparsityConstraint,
+    "NMSparseConstraint": NMSparseConstraint,
+}
+
+
+class _Pruned(NamedTuple):
+    prox_map: Any
+    group_type: str
+    k: int | None
+    schedule: bool  # min_sparsity along the cubic ramp
+
+
+def _make_map(group: Mapping[str, Any], reg_lambda: float) -> Any:
+    prox_map = group["prox_type"]
+    if not isinstance(prox_map, str):
+        return prox_map
+    lam = group.get("reg_lambda", reg_lambda)
+    if prox_map == "MinSparsityConstraint":
+        return MinSparsityConstraint(group["min_sparsity"], lam)
+    if prox_map == "NMSparseConstraint":
+        return NMSparseConstraint(group["n_nonzero"], lam)
+    return _PROX_TYPES[prox_map](lam)
 
 
 def _prune_plan(groups: list, reg_lambda: float, params: Any) -> list:
@@ -156,10 +357,14 @@ def _prune_plan(groups: list, reg_lambda: float, params: Any) -> list:
         if group is None:
             plan.append(None)
             continue
-        prox_map = group["prox_type"]
-        if isinstance(prox_map, str):
-            prox_map = _PROX_TYPES[prox_map](group.get("reg_lambda", reg_lambda))
-        plan.append((prox_map, group.get("group_type", "ElemGrouper")))
+        plan.append(
+            _Pruned(
+                _make_map(group, reg_lambda),
+                group.get("group_type", "ElemGrouper"),
+                group.get("k"),
+                bool(group.get("min_sparsity_schedule", False)),
+            )
+        )
     return plan
 
 
@@ -169,10 +374,16 @@ def _checked(groups: Sequence[Mapping[str, Any]]) -> list:
         if isinstance(prox_type, str) and prox_type not in _PROX_TYPES:
             raise ValueError(
                 f"group {i}: prox_type {prox_type!r} is not available; expected one of "
-                f"{sorted(_PROX_TYPES)} or a ProxLasso/ProxGroupLasso instance"
+                f"{sorted(_PROX_TYPES)} or an instance of one"
             )
         if prox_type is None:
             raise ValueError(f"group {i} has no 'prox_type': {dict(group)!r}")
+        for name, key in (
+            ("MinSparsityConstraint", "min_sparsity"),
+            ("NMSparseConstraint", "n_nonzero"),
+        ):
+            if prox_type == name and key not in group:
+                raise ValueError(f"group {i}: {name} requires {key!r} in the group")
         if group.get("group_type", "ElemGrouper") not in GROUPERS:
             raise ValueError(
                 f"group {i}: group_type {group['group_type']!r} is not available; expected one "
@@ -188,18 +399,31 @@ def prune_optimizer(
     warmup_steps: int = 0,
     reg_lambda: float = 0.0,
     lr: float | Callable[[jax.Array], Any] = 0.0,
+    healing_start_step: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Proximal pruning (PAT) around `inner` (module docstring for the maps).
 
     Args:
       inner: the optimizer of the latent weights.
       groups: torch-style groups `[{"params": selector, "prox_type": "ProxLasso" |
-        "ProxGroupLasso" | instance, "group_type": "ElemGrouper" | "LayerGrouper" |
-        "Dim0Grouper" | "Dim1Grouper", "reg_lambda": λ}]` (selectors as in
-        `transforms.param_groups`); leaves in no group are not pruned.
+        "ProxGroupLasso" | "MinSparsityConstraint" | "NMSparseConstraint" | instance,
+        "group_type": a key of [`GROUPERS`][jaxopt_port.prox.GROUPERS], "reg_lambda": λ}]`
+        (selectors as in `transforms.param_groups`), with `"k"` for `KElementGrouper`,
+        `"min_sparsity"` (and optionally `"min_sparsity_schedule": True`, the cubic ramp up to
+        `healing_start_step - 1`) for `MinSparsityConstraint`, `"n_nonzero"` for
+        `NMSparseConstraint`; leaves in no group are not pruned.
       warmup_steps: steps of the inner optimizer alone first.
       reg_lambda: $\lambda$ of groups that do not set one.
       lr: the inner optimizer's lr (number or schedule of the step), summed into $\gamma$.
+      healing_start_step: from this step on (torchao's healing phase) no proximal map: the
+        inner optimizer steps the weights themselves, with the gradients of the pruned leaves'
+        zero entries set to 0 and those entries kept at 0 (a frozen mask); $\gamma$ stops.
+        `None`: never.
+
+    Raises:
+      ValueError: an unknown `prox_type` / `group_type`, a constraint without its key,
+        `min_sparsity_schedule` without `healing_start_step`, or
+        `healing_start_step <= warmup_steps`.
 
     Returns:
       An `optax.GradientTransformationExtraArgs` with a
@@ -219,7 +443,24 @@ def prune_optimizer(
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     groups = _checked(groups)
+    if healing_start_step is not None and healing_start_step <= warmup_steps:
+        raise ValueError(f"Invalid warmup_steps={warmup_steps} >= {healing_start_step=}")
+    if healing_start_step is None and any(g.get("min_sparsity_schedule") for g in groups):
+        raise ValueError("min_sparsity_schedule requires a finite healing_start_step")
     lr_fn = lr_function(lr)
+
+    def n_zero_now(s: _Pruned, shape: tuple[int, ...], count: jax.Array) -> Any:
+        """The scheduled count of zero groups at this step (a host table of torchao's
+        Python-float ramp, indexed by the traced step), or `None` for the map's own."""
+        if not (s.schedule and isinstance(s.prox_map, MinSparsityConstraint)):
+            return None
+        n_groups = s.prox_map.n_groups(shape, s.group_type, s.k)
+        target = s.prox_map.min_sparsity
+        table = [
+            s.prox_map.n_zero(n_groups, cubic_sparsity(target, n, warmup_steps, healing_start_step))
+            for n in range(healing_start_step)
+        ]
+        return jnp.asarray(table, jnp.int32)[jnp.minimum(count, healing_start_step - 1)]
 
     def init(params: Any) -> PruneState:
         plan = _prune_plan(groups, reg_lambda, params)
@@ -238,6 +479,14 @@ def prune_optimizer(
         if params is None:
             raise ValueError("prune_optimizer needs params in update (the weights it prunes)")
         plan = _prune_plan(groups, reg_lambda, params)
+        heal = False if healing_start_step is None else state.count >= healing_start_step
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        if healing_start_step is not None:  # the frozen mask: no gradient on pruned entries
+            grads = [
+                g if s is None else jnp.where(heal & (p == 0), jnp.zeros_like(g), g)
+                for g, p, s in zip(treedef.flatten_up_to(updates), leaves, plan, strict=True)
+            ]
+            updates = jax.tree_util.tree_unflatten(treedef, grads)
         step = latent_step(
             inner,
             updates,
@@ -250,16 +499,25 @@ def prune_optimizer(
             state.gamma,
             lr_fn,
             extra,
+            heal,
         )
         out, latent = [], []
         for i, (p, z, s) in enumerate(zip(step.leaves, step.stepped, plan, strict=True)):
+            u = step.u_leaves[i]
             if s is None:
-                out.append(step.u_leaves[i])
+                out.append(u)
                 latent.append(None)
                 continue
-            pruned = s[0].apply(z, step.cumu_lr, s[1])
-            out.append(jnp.where(step.warm, step.u_leaves[i], (pruned - p).astype(p.dtype)))
-            latent.append(jnp.where(step.warm, state.latent[i], z))
+            options = {"k": s.k}
+            n_zero = n_zero_now(s, p.shape, state.count)
+            if n_zero is not None:
+                options["n_zero"] = n_zero
+            pruned = s.prox_map.apply(z, step.cumu_lr, s.group_type, **options)
+            healed = jnp.where(p == 0, jnp.zeros_like(u), u)  # re-zeroed after the step
+            out.append(
+                jnp.where(step.warm, u, jnp.where(heal, healed, (pruned - p).astype(p.dtype)))
+            )
+            latent.append(jnp.where(step.warm | heal, state.latent[i], z))
         new_state = PruneState(
             count=optax.safe_increment(state.count),
             latent=tuple(latent),
