@@ -89,7 +89,9 @@ def group_lasso_rows(z: np.ndarray, reg_lambda: float, gamma: float) -> np.ndarr
     return _shrink(view, norm, reg_lambda * math.sqrt(view.shape[1]) * gamma).reshape(z.shape)
 
 
-def latent_run(opt, grad, steps: int, maps: dict, warmup: int) -> list[list]:
+def latent_run(
+    opt, grad, steps: int, maps: dict, warmup: int, healing: int | None = None
+) -> list[list]:
     """A run of torchao's latent-weight wrappers (`QuantOptimizer`, `PruneOptimizer`).
 
     Args:
@@ -99,6 +101,9 @@ def latent_run(opt, grad, steps: int, maps: dict, warmup: int) -> list[list]:
       steps: steps to take.
       maps: parameter index → `prox(z, n, gamma) -> weight` for the wrapped parameters.
       warmup: steps of the optimizer alone first.
+      healing: from this step on (PAT's healing) the optimizer steps the weights themselves,
+        with the wrapped parameters' gradients zeroed where the weight is 0 and those entries
+        kept at 0; no proximal map, $\\gamma$ stops.
 
     Returns:
       The model's parameters after every step.
@@ -112,6 +117,16 @@ def latent_run(opt, grad, steps: int, maps: dict, warmup: int) -> list[list]:
     gamma, out = 0.0, []
     for n in range(steps):
         g = grad(weights)
+        if healing is not None and n >= healing:
+            masks = {i: weights[i] != 0 for i in maps}
+            opt.params = [w.copy() for w in weights]
+            opt.step([np.where(masks[i], g[i], 0.0) if i in masks else g[i] for i in range(len(g))])
+            weights = [
+                np.where(masks[i], p, 0.0) if i in masks else p.copy()
+                for i, p in enumerate(opt.params)
+            ]
+            out.append([w.copy() for w in weights])
+            continue
         opt.params = [
             latent[i] if (i in latent and n > warmup) else w.copy() for i, w in enumerate(weights)
         ]
@@ -140,3 +155,53 @@ def parq_map(bits: int, warmup: int, period: int, t1: int, t2: int, per_row: boo
         return prox_parq(z, levels["Q"], q, n, t1, t2)
 
     return prox
+
+
+def _group_rows(z: np.ndarray, group_type: str, k: int | None) -> np.ndarray:
+    """PAT's groups as the rows of a 2-D array (a copy)."""
+    if group_type == "ConvFilterGrouper":
+        return z.reshape(z.shape[0] * z.shape[1], -1).copy()
+    view = z.reshape(z.shape[0], -1)
+    if group_type == "Dim1Grouper":
+        return view.T.copy()
+    if group_type == "KElementGrouper":
+        return view.reshape(-1, k).copy()
+    return view.copy()
+
+
+def _ungroup(rows: np.ndarray, z: np.ndarray, group_type: str) -> np.ndarray:
+    if group_type == "Dim1Grouper":
+        return rows.T.reshape(z.shape)
+    return rows.reshape(z.shape)
+
+
+def min_sparsity(
+    z: np.ndarray, sparsity: float, group_type: str, k: int | None = None
+) -> np.ndarray:
+    """`MinSparsityConstraint(sparsity)`: the ceil(sparsity · groups) groups of smallest L2 norm
+    zeroed (ties: the lower index first)."""
+    rows = _group_rows(z, group_type, k)
+    n_zero = math.ceil(sparsity * rows.shape[0])
+    norms = np.sqrt(np.sum(rows * rows, axis=1))
+    rows[np.argsort(norms, kind="stable")[:n_zero]] = 0
+    return _ungroup(rows, z, group_type)
+
+
+def nm_sparse(z: np.ndarray, n_nonzero: int, group_type: str, k: int | None = None) -> np.ndarray:
+    """`NMSparseConstraint(n_nonzero)`: all but the n_nonzero largest |entries| of every group
+    zeroed (ties: the lower index first)."""
+    rows = _group_rows(z, group_type, k)
+    for row in rows:
+        row[np.argsort(np.abs(row), kind="stable")[: row.size - n_nonzero]] = 0
+    return _ungroup(rows, z, group_type)
+
+
+def cubic_sparsity(target: float, step: int, warmup: int, healing: int) -> float:
+    """PAT's cubic ramp of min_sparsity: 0 up to warmup, target from healing - 1 on, in between
+    target · (1 - (1 - t)^3) with t = (step - warmup) / (healing - warmup)."""
+    if step >= healing - 1:
+        return target
+    if step <= warmup:
+        return 0.0
+    t = (step - warmup) / (healing - warmup)
+    return target * (1 - (1 - t) ** 3)

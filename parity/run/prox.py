@@ -223,6 +223,64 @@ def _pat_map_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
     ]
 
 
+def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
+    """MinSparsityConstraint / NMSparseConstraint over the row, column, k-element and
+    conv-filter groupers on tie-free inputs: ours, torchao's and the reference's values, and the
+    cubic min-sparsity ramp."""
+    import jax
+    import torch
+
+    from jaxopt_port import prox
+
+    _, _, tg, to, apply_prox = _torchao()
+    groupers = [
+        ("Dim0Grouper", {}, (8, 12)),
+        ("Dim1Grouper", {}, (8, 12)),
+        ("KElementGrouper", {"k": 4}, (6, 12)),
+        ("ConvFilterGrouper", {}, (5, 3, 2, 2)),
+    ]
+    maps = [
+        ("MinSparsityConstraint", {"min_sparsity": 0.4}, prox.MinSparsityConstraint(0.4)),
+        ("NMSparseConstraint", {"n_nonzero": 2}, prox.NMSparseConstraint(2)),
+    ]
+    off = cases = 0
+    for dtype in (np.float32, np.float64):
+        with _precision(np.float64):
+            for group, gk, shape in groupers:
+                size = int(np.prod(shape))
+                z = rng.permutation(size) + 1.0 + rng.uniform(0, 0.5, size)
+                z = (z * rng.choice([-1, 1], size) / size).reshape(shape).astype(dtype)
+                for name, options, ours in maps:
+                    k = gk.get("k")
+                    got = jax.jit(lambda z, m=ours, g=group, k=k: m.apply(z, 0.0, g, k))(z)
+                    t = torch.from_numpy(z.copy())
+                    kwargs = {
+                        "gamma": 0.0,
+                        "gamma_index_slope": 0.0,
+                        "disable_vmap": False,
+                        "is_svd_grouper": False,
+                        "zero_elts_are_counts": True,
+                    }
+                    apply_prox(t, getattr(to, name)(0.0, **options), getattr(tg, group), gk, kwargs)
+                    if name == "MinSparsityConstraint":
+                        want = ref.min_sparsity(z, 0.4, group, k)
+                    else:
+                        want = ref.nm_sparse(z, 2, group, k)
+                    off += _mismatches(got, t.numpy()) + _mismatches(want, t.numpy())
+                    cases += 1
+    ramp_off = 0
+    for n in range(60):
+        stub = type("Stub", (), {"num_steps": n, "warmup_steps": 4, "healing_start_step": 50})
+        group = {"min_sparsity": 0.7, "min_sparsity_schedule": True}
+        want = to.PruneOptimizer._effective_min_sparsity(stub, group)
+        ramp_off += prox.cubic_sparsity(0.7, n, 4, 50) != want
+        ramp_off += ref.cubic_sparsity(0.7, n, 4, 50) != want
+    return [
+        _row("PAT MinSparsity/NMSparse × groupers, f32+f64: values off torchao/ref", off, cases),
+        _row("PAT cubic min-sparsity ramp (Python floats): values off torchao/ref", ramp_off, 60),
+    ]
+
+
 def _rho_rows() -> list[dict[str, Any]]:
     import jax
     import jax.numpy as jnp
@@ -271,7 +329,17 @@ def _training_rows(steps: int) -> list[dict[str, Any]]:
     rows = []
     for opt, lr in (("sgd", 0.05), ("adamw", 0.01)):
         options = {"momentum": 0.9} if opt == "sgd" else {}
-        for wrapper in ("PARQ", "PAT"):
+        for wrapper in ("PARQ", "PAT", "PAT min-sparsity ramp + healing"):
+            healing = steps // 2 if "healing" in wrapper else None
+            if "healing" in wrapper:
+                w_group = {
+                    "prox_type": "MinSparsityConstraint",
+                    "group_type": "Dim0Grouper",
+                    "min_sparsity": 0.5,
+                    "min_sparsity_schedule": True,
+                }
+            else:
+                w_group = {"prox_type": "ProxGroupLasso", "group_type": "Dim0Grouper"}
             # torchao
             with _precision(np.float64):
                 W = torch.nn.Parameter(torch.from_numpy(W0.copy()))
@@ -280,7 +348,7 @@ def _training_rows(steps: int) -> list[dict[str, Any]]:
                     groups = [{"params": [W], "quant_bits": 2}, {"params": [b]}]
                 else:
                     groups = [
-                        {"params": [W], "prox_type": "ProxGroupLasso", "group_type": "Dim0Grouper"},
+                        {"params": [W], **w_group},
                         {
                             "params": [b],
                             "prox_type": "ProxLasso",
@@ -299,7 +367,12 @@ def _training_rows(steps: int) -> list[dict[str, Any]]:
                         quant_period=period,
                     )
                 else:
-                    wrapped = to_pat.PruneOptimizer(base, warmup_steps=warmup, reg_lambda=lam_w)
+                    wrapped = to_pat.PruneOptimizer(
+                        base,
+                        warmup_steps=warmup,
+                        reg_lambda=lam_w,
+                        **({} if healing is None else {"healing_start_step": healing}),
+                    )
                 Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
                 theirs = []
                 for _ in range(steps):
@@ -321,11 +394,16 @@ def _training_rows(steps: int) -> list[dict[str, Any]]:
                 )
             else:
                 groups_j = [
-                    {"params": "W", "prox_type": "ProxGroupLasso", "group_type": "Dim0Grouper"},
+                    {"params": "W", **w_group},
                     {"params": "b", "prox_type": "ProxLasso", "reg_lambda": lam_b},
                 ]
                 tx = prox.prune_optimizer(
-                    inner, groups_j, warmup_steps=warmup, reg_lambda=lam_w, lr=lr
+                    inner,
+                    groups_j,
+                    warmup_steps=warmup,
+                    reg_lambda=lam_w,
+                    lr=lr,
+                    healing_start_step=healing,
                 )
             ours = []
             with jax.enable_x64(True):
@@ -345,12 +423,19 @@ def _training_rows(steps: int) -> list[dict[str, Any]]:
             reference_opt = ref_optim.make(opt, [W0, b0], lr=lr, **options)
             if wrapper == "PARQ":
                 maps = {0: ref.parq_map(2, warmup, period, t1, t2)}
-            else:
+            elif healing is None:
                 maps = {
                     0: lambda z, n, gamma: ref.group_lasso_rows(z, lam_w, gamma),
                     1: lambda z, n, gamma: ref.lasso(z, lam_b, gamma),
                 }
-            reference = ref.latent_run(reference_opt, grad, steps, maps, warmup)
+            else:
+
+                def ramp(z: np.ndarray, n: int, gamma: float, healing: int = healing) -> Any:
+                    sparsity = ref.cubic_sparsity(0.5, n, warmup, healing)
+                    return ref.min_sparsity(z, sparsity, "Dim0Grouper")
+
+                maps = {0: ramp, 1: lambda z, n, gamma: ref.lasso(z, lam_b, gamma)}
+            reference = ref.latent_run(reference_opt, grad, steps, maps, warmup, healing)
             to_torch = to_ref = 0.0
             for a, t, r in zip(ours, theirs, reference, strict=True):
                 for x, y, z in zip(a, t, r, strict=True):
@@ -377,6 +462,7 @@ def run_prox_parity(quick: bool = False, seed: int = 0) -> list[dict[str, Any]]:
         *_quantizer_rows(rng, quick),
         *_prox_map_rows(rng, quick),
         *_pat_map_rows(rng),
+        *_constraint_rows(rng),
         *_rho_rows(),
         *_training_rows(60 if quick else 100),
     ]
