@@ -19,8 +19,13 @@ floats; float32 otherwise, one rounding more) and rounded once to the weights' d
 
 Differences from torchao: where $z = 0$ (or $z_g = 0$) and $\lambda\gamma = 0$ — the default
 `reg_lambda=0`, and every step's $0/0$ — torchao returns NaN (its multiplier is
-$1 - 0/0$); here the weight stays 0. Healing, `prox_freq`, `gamma_index_slope` and the
-constraint maps (`MinSparsityConstraint`, N:M, nuclear norm, SVD groupers) are not available yet.
+$1 - 0/0$); here the weight stays 0.
+
+Hard constraints: `MinSparsityConstraint` (the smallest groups zeroed, optionally along torchao's
+cubic ramp) and `NMSparseConstraint` (N largest entries kept per group), over rows, columns,
+k-element chunks and conv filters; healing (`healing_start_step`: a frozen mask and masked
+gradients). Not available yet: `prox_freq`, `gamma_index_slope`, `ProxNuclearNorm`,
+`GlobalMinSparsityConstraint`, `MinRankConstraint`, the attention-head and SVD groupers.
 """
 
 from __future__ import annotations
