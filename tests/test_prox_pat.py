@@ -213,6 +213,8 @@ CONSTRAINT_GROUPERS = [
     ("KElementGrouper", {"k": 4}, (6, 12)),
     ("Dim0Grouper", {}, (6, 3, 2, 2)),
     ("ConvFilterGrouper", {}, (5, 3, 2, 2)),
+    ("AttentionHeadGrouperDim0", {"num_heads": 4}, (8, 6)),
+    ("AttentionHeadGrouperDim1", {"num_heads": 3}, (4, 12)),
 ]
 
 
@@ -232,14 +234,18 @@ def test_constraints_and_new_groupers_bit_equal_to_torchao(dtype):
                 ("ProxGroupLasso", prox.ProxGroupLasso(0.6), {}),
             ]
             for name, ours, options in cases:
-                lam, k = (0.6 if name == "ProxGroupLasso" else 0.0), gk.get("k")
+                lam = 0.6 if name == "ProxGroupLasso" else 0.0
+                k = gk.get("k", gk.get("num_heads"))
                 if name == "ProxGroupLasso":  # values k/8: squared norms exact in any order
                     z = (rng.integers(-12, 13, shape) / 8).astype(dtype)
                 got = jax.jit(lambda z, m=ours, g=group_type, k=k: m.apply(z, 0.75, g, k))(z)
                 want = torchao_prox(z, name, group_type, lam, 0.75, gk, **options)
                 where = f"{name} {group_type} {shape}"
                 np.testing.assert_array_equal(np.asarray(got), want, err_msg=where)
-                assert 0 < (want == 0).mean() < 1, where  # it prunes, not everything
+                if name == "ProxGroupLasso":
+                    assert (want != z).any() and (want != 0).any(), where  # it shrinks
+                else:
+                    assert 0 < (want == 0).mean() < 1, where  # it prunes, not everything
     # the 2:4 pattern: two nonzeros in every four consecutive entries
     z = rng.standard_normal((4, 16))
     two_four = np.asarray(

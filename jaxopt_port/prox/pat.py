@@ -23,9 +23,9 @@ $1 - 0/0$); here the weight stays 0.
 
 Hard constraints: `MinSparsityConstraint` (the smallest groups zeroed, optionally along torchao's
 cubic ramp) and `NMSparseConstraint` (N largest entries kept per group), over rows, columns,
-k-element chunks and conv filters; healing (`healing_start_step`: a frozen mask and masked
+k-element chunks, conv filters and attention heads; healing (`healing_start_step`: a frozen mask and masked
 gradients). Not available yet: `prox_freq`, `gamma_index_slope`, `ProxNuclearNorm`,
-`GlobalMinSparsityConstraint`, `MinRankConstraint`, the attention-head and SVD groupers.
+`GlobalMinSparsityConstraint`, `MinRankConstraint`, the SVD groupers.
 """
 
 from __future__ import annotations
@@ -61,16 +61,25 @@ GROUPERS = {
     "Dim1Grouper": 0,
     "KElementGrouper": 1,
     "ConvFilterGrouper": 1,
+    "AttentionHeadGrouperDim0": 1,
+    "AttentionHeadGrouperDim1": 1,
 }
 """The groupers: name → the axis of the grouped 2-D view a group runs along (`None`: one group,
 the whole leaf). The view: dims 1.. flattened (`Dim0Grouper`: rows, `Dim1Grouper`: columns);
 `KElementGrouper` (group key `k`): each row cut into chunks of `k` consecutive entries;
 `ConvFilterGrouper`: a `(out, in, ...)` kernel viewed as `(out·in, ...)`, one group per
-input-channel filter."""
+input-channel filter; `AttentionHeadGrouperDim0` / `Dim1` (group key `num_heads`): one group per
+attention head of a packed projection, its `out / num_heads` consecutive rows (Dim0) or
+`in / num_heads` consecutive columns (Dim1)."""
 
 
 def grouped_view(z: jax.Array, group_type: str, k: int | None = None) -> jax.Array:
     """The 2-D view of `z` whose rows (or, for `Dim1Grouper`, columns) are torchao's groups.
+
+    Args:
+      z: the leaf, in torch's layout.
+      group_type: a key of [`GROUPERS`][jaxopt_port.prox.GROUPERS].
+      k: `KElementGrouper`'s `k`, or the attention-head groupers' `num_heads`.
 
     Raises:
       ValueError: `KElementGrouper` without `k` or with a row length `k` does not divide (torchao
@@ -81,6 +90,16 @@ def grouped_view(z: jax.Array, group_type: str, k: int | None = None) -> jax.Arr
         if not 2 < z.ndim <= 4:
             raise ValueError(f"ConvFilterGrouper needs a 3-D or 4-D leaf, got shape {z.shape}")
         return z.reshape(z.shape[0] * z.shape[1], -1)
+    if group_type.startswith("AttentionHeadGrouper"):
+        axis = 0 if group_type.endswith("Dim0") else 1
+        if z.ndim != 2 or k is None or k < 1 or z.shape[axis] % k:
+            raise ValueError(
+                f"{group_type} needs a 2-D leaf and a 'num_heads' dividing its dim {axis}, got "
+                f"shape {tuple(z.shape)} and num_heads={k!r}"
+            )
+        if axis == 0:
+            return z.reshape(k, -1)
+        return z.reshape(z.shape[0], k, -1).transpose(1, 0, 2).reshape(k, -1)
     view = z.reshape(z.shape[0], -1) if z.ndim > 2 else z
     if group_type == "KElementGrouper":
         if k is None or k < 1 or view.shape[-1] % k:
@@ -165,11 +184,28 @@ class ProxGroupLasso(ProxLasso):
             size = view.shape[axis]
         norm = jnp.sqrt(jnp.sum(view * view, axis=axis, keepdims=axis is not None))
         thr = _threshold(self.reg_lambda * math.sqrt(size), gamma)
-        return (view * _multiplier(norm, thr)).reshape(z.shape)
+        return _ungrouped(view * _multiplier(norm, thr), z, group_type, k)
 
 
 def _groups_as_rows(view: jax.Array, group_type: str) -> jax.Array:
     return view.T if GROUPERS[group_type] == 0 else view
+
+
+def _ungrouped(view: jax.Array, z: jax.Array, group_type: str, k: int | None) -> jax.Array:
+    """`grouped_view`'s inverse: the view back in `z`'s shape."""
+    if group_type == "AttentionHeadGrouperDim1":
+        return view.reshape(k, z.shape[0], -1).transpose(1, 0, 2).reshape(z.shape)
+    return view.reshape(z.shape)
+
+
+_CONSTRAINT_GROUPERS = (
+    "Dim0Grouper",
+    "Dim1Grouper",
+    "KElementGrouper",
+    "ConvFilterGrouper",
+    "AttentionHeadGrouperDim0",
+    "AttentionHeadGrouperDim1",
+)
 
 
 def _zero_smallest(view: jax.Array, scores: jax.Array, n_zero: Any) -> jax.Array:
@@ -226,16 +262,16 @@ class MinSparsityConstraint:
         n_zero: Any = None,
     ) -> jax.Array:
         """`z` with its smallest groups zeroed; `n_zero` (possibly traced) overrides the count."""
-        if group_type not in ("Dim0Grouper", "Dim1Grouper", "KElementGrouper", "ConvFilterGrouper"):
+        if group_type not in _CONSTRAINT_GROUPERS:
             raise ValueError(
-                f"MinSparsityConstraint needs a row/column/k/conv grouper, got {group_type!r}"
+                f"MinSparsityConstraint needs a row, column, k-element, conv-filter or attention-head grouper, got {group_type!r}"
             )
         rows = _groups_as_rows(grouped_view(z, group_type, k), group_type)
         if n_zero is None:
             n_zero = self.n_zero(rows.shape[0])
         norms = jnp.sqrt(jnp.sum(rows * rows, axis=1))
         out = _zero_smallest(rows, norms, n_zero)
-        return _groups_as_rows(out, group_type).reshape(z.shape)
+        return _ungrouped(_groups_as_rows(out, group_type), z, group_type, k)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_sparsity={self.min_sparsity!r})"
@@ -266,9 +302,9 @@ class NMSparseConstraint:
         self, z: jax.Array, gamma: Any, group_type: str, k: int | None = None, **grouping: Any
     ) -> jax.Array:
         """`z` with all but the `n_nonzero` largest |entries| of each group zeroed."""
-        if group_type not in ("Dim0Grouper", "Dim1Grouper", "KElementGrouper", "ConvFilterGrouper"):
+        if group_type not in _CONSTRAINT_GROUPERS:
             raise ValueError(
-                f"NMSparseConstraint needs a row/column/k/conv grouper, got {group_type!r}"
+                f"NMSparseConstraint needs a row, column, k-element, conv-filter or attention-head grouper, got {group_type!r}"
             )
         rows = _groups_as_rows(grouped_view(z, group_type, k), group_type)
         if self.n_nonzero > rows.shape[1]:
@@ -276,7 +312,7 @@ class NMSparseConstraint:
                 f"n_nonzero ({self.n_nonzero}) must be at most the group size ({rows.shape[1]})"
             )
         out = _zero_smallest(rows, jnp.abs(rows), rows.shape[1] - self.n_nonzero)
-        return _groups_as_rows(out, group_type).reshape(z.shape)
+        return _ungrouped(_groups_as_rows(out, group_type), z, group_type, k)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_nonzero={self.n_nonzero!r})"
@@ -366,7 +402,7 @@ def _prune_plan(groups: list, reg_lambda: float, params: Any) -> list:
             _Pruned(
                 _make_map(group, reg_lambda),
                 group.get("group_type", "ElemGrouper"),
-                group.get("k"),
+                group.get("num_heads", group.get("k")),
                 bool(group.get("min_sparsity_schedule", False)),
             )
         )
@@ -414,6 +450,7 @@ def prune_optimizer(
         "ProxGroupLasso" | "MinSparsityConstraint" | "NMSparseConstraint" | instance,
         "group_type": a key of [`GROUPERS`][jaxopt_port.prox.GROUPERS], "reg_lambda": λ}]`
         (selectors as in `transforms.param_groups`), with `"k"` for `KElementGrouper`,
+        `"num_heads"` for the attention-head groupers,
         `"min_sparsity"` (and optionally `"min_sparsity_schedule": True`, the cubic ramp up to
         `healing_start_step - 1`) for `MinSparsityConstraint`, `"n_nonzero"` for
         `NMSparseConstraint`; leaves in no group are not pruned.

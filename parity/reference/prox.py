@@ -161,6 +161,11 @@ def _group_rows(z: np.ndarray, group_type: str, k: int | None) -> np.ndarray:
     """PAT's groups as the rows of a 2-D array (a copy)."""
     if group_type == "ConvFilterGrouper":
         return z.reshape(z.shape[0] * z.shape[1], -1).copy()
+    if group_type == "AttentionHeadGrouperDim0":  # k = num_heads: consecutive rows per head
+        return z.reshape(k, -1).copy()
+    if group_type == "AttentionHeadGrouperDim1":  # consecutive columns per head
+        heads = np.split(z, k, axis=1)
+        return np.stack([h.ravel() for h in heads])
     view = z.reshape(z.shape[0], -1)
     if group_type == "Dim1Grouper":
         return view.T.copy()
@@ -172,6 +177,8 @@ def _group_rows(z: np.ndarray, group_type: str, k: int | None) -> np.ndarray:
 def _ungroup(rows: np.ndarray, z: np.ndarray, group_type: str) -> np.ndarray:
     if group_type == "Dim1Grouper":
         return rows.T.reshape(z.shape)
+    if group_type == "AttentionHeadGrouperDim1":
+        return np.concatenate([r.reshape(z.shape[0], -1) for r in rows], axis=1)
     return rows.reshape(z.shape)
 
 

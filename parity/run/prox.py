@@ -231,8 +231,8 @@ def _pat_map_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
 
 
 def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
-    """MinSparsityConstraint / NMSparseConstraint over the row, column, k-element and
-    conv-filter groupers on tie-free inputs: ours, torchao's and the reference's values, and the
+    """MinSparsityConstraint / NMSparseConstraint over the row, column, k-element, conv-filter and
+    attention-head groupers on tie-free inputs: ours, torchao's and the reference's values, and the
     cubic min-sparsity ramp."""
     import jax
     import torch
@@ -245,6 +245,8 @@ def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
         ("Dim1Grouper", {}, (8, 12)),
         ("KElementGrouper", {"k": 4}, (6, 12)),
         ("ConvFilterGrouper", {}, (5, 3, 2, 2)),
+        ("AttentionHeadGrouperDim0", {"num_heads": 4}, (8, 6)),
+        ("AttentionHeadGrouperDim1", {"num_heads": 3}, (4, 12)),
     ]
     maps = [
         ("MinSparsityConstraint", {"min_sparsity": 0.4}, prox.MinSparsityConstraint(0.4)),
@@ -258,7 +260,7 @@ def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
                 z = rng.permutation(size) + 1.0 + rng.uniform(0, 0.5, size)
                 z = (z * rng.choice([-1, 1], size) / size).reshape(shape).astype(dtype)
                 for name, options, ours in maps:
-                    k = gk.get("k")
+                    k = gk.get("k", gk.get("num_heads"))
                     got = jax.jit(lambda z, m=ours, g=group, k=k: m.apply(z, 0.0, g, k))(z)
                     t = torch.from_numpy(z.copy())
                     kwargs = {
