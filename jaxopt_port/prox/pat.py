@@ -23,8 +23,8 @@ $1 - 0/0$); here the weight stays 0.
 
 Hard constraints: `MinSparsityConstraint` (the smallest groups zeroed, optionally along torchao's
 cubic ramp) and `NMSparseConstraint` (N largest entries kept per group), over rows, columns,
-k-element chunks, conv filters and attention heads; healing (`healing_start_step`: a frozen mask and masked
-gradients). Not available yet: `prox_freq`, `gamma_index_slope`, `ProxNuclearNorm`,
+k-element chunks, conv filters and attention heads; healing (`healing_start_step`: a frozen mask
+and masked gradients). Not available yet: `prox_freq`, `gamma_index_slope`, `ProxNuclearNorm`,
 `GlobalMinSparsityConstraint`, `MinRankConstraint`, the SVD groupers.
 """
 
@@ -219,14 +219,26 @@ def _zero_smallest(view: jax.Array, scores: jax.Array, n_zero: Any) -> jax.Array
     return jnp.where(drop, jnp.zeros_like(view), view)
 
 
+def _constraint_groups(z: jax.Array, group_type: str, k: int | None, name: str) -> jax.Array:
+    """The groups of `z` as rows, for a constraint map."""
+    if group_type not in _CONSTRAINT_GROUPERS:
+        raise ValueError(
+            f"{name} needs a row, column, k-element, conv-filter or attention-head grouper, "
+            f"got {group_type!r}"
+        )
+    return _groups_as_rows(grouped_view(z, group_type, k), group_type)
+
+
 class MinSparsityConstraint:
     r"""Zero the $\lceil s\,n_g\rceil$ groups of smallest L2 norm (torchao's
     `MinSparsityConstraint`; $s$ = `min_sparsity`, $n_g$ the leaf's number of groups; λ and γ
     are not used). Groups: rows (`Dim0Grouper`), columns (`Dim1Grouper`), chunks of `k`
-    (`KElementGrouper`; `k=1`: global magnitude pruning of the leaf) or conv filters.
+    (`KElementGrouper`; `k=1`: magnitude pruning of the whole leaf), conv filters or attention
+    heads.
 
-    With the group key `min_sparsity_schedule=True`, [`prune_optimizer`][jaxopt_port.prox.prune_optimizer]
-    ramps $s$ along torchao's cubic schedule (see [`cubic_sparsity`][jaxopt_port.prox.cubic_sparsity]).
+    With the group key `min_sparsity_schedule=True`,
+    [`prune_optimizer`][jaxopt_port.prox.prune_optimizer] ramps $s$ along torchao's cubic
+    schedule ([`cubic_sparsity`][jaxopt_port.prox.cubic_sparsity]).
 
     Args:
       min_sparsity: the fraction $s \in [0, 1]$ of groups zeroed.
@@ -262,11 +274,7 @@ class MinSparsityConstraint:
         n_zero: Any = None,
     ) -> jax.Array:
         """`z` with its smallest groups zeroed; `n_zero` (possibly traced) overrides the count."""
-        if group_type not in _CONSTRAINT_GROUPERS:
-            raise ValueError(
-                f"MinSparsityConstraint needs a row, column, k-element, conv-filter or attention-head grouper, got {group_type!r}"
-            )
-        rows = _groups_as_rows(grouped_view(z, group_type, k), group_type)
+        rows = _constraint_groups(z, group_type, k, "MinSparsityConstraint")
         if n_zero is None:
             n_zero = self.n_zero(rows.shape[0])
         norms = jnp.sqrt(jnp.sum(rows * rows, axis=1))
@@ -302,11 +310,7 @@ class NMSparseConstraint:
         self, z: jax.Array, gamma: Any, group_type: str, k: int | None = None, **grouping: Any
     ) -> jax.Array:
         """`z` with all but the `n_nonzero` largest |entries| of each group zeroed."""
-        if group_type not in _CONSTRAINT_GROUPERS:
-            raise ValueError(
-                f"NMSparseConstraint needs a row, column, k-element, conv-filter or attention-head grouper, got {group_type!r}"
-            )
-        rows = _groups_as_rows(grouped_view(z, group_type, k), group_type)
+        rows = _constraint_groups(z, group_type, k, "NMSparseConstraint")
         if self.n_nonzero > rows.shape[1]:
             raise ValueError(
                 f"n_nonzero ({self.n_nonzero}) must be at most the group size ({rows.shape[1]})"
