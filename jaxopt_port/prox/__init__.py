@@ -18,6 +18,7 @@ from jaxopt_port.prox.from_torch import from_torch, read_wrapper
 from jaxopt_port.prox.parq import QuantState, quant_optimizer, quantized_params
 from jaxopt_port.prox.pat import (
     GROUPERS,
+    GlobalMinSparsityConstraint,
     MinSparsityConstraint,
     NMSparseConstraint,
     ProxGroupLasso,
@@ -46,6 +47,7 @@ from jaxopt_port.prox.torch_state import quant_state_from_torch, quant_state_to_
 
 __all__ = [
     "GROUPERS",
+    "GlobalMinSparsityConstraint",
     "LSBQuantizer",
     "MaxUnifQuantizer",
     "MinSparsityConstraint",

@@ -149,7 +149,14 @@ def _prune_from_torch(
                 "group_type": group.get("group_type", "ElemGrouper"),
                 "reg_lambda": group["reg_lambda"],
             }
-            for key in ("k", "num_heads", "min_sparsity", "min_sparsity_schedule", "n_nonzero"):
+            for key in (
+                "k",
+                "num_heads",
+                "min_sparsity",
+                "min_sparsity_schedule",
+                "n_nonzero",
+                "score_type",
+            ):
                 if key in group:
                     converted[key] = group[key]
             groups.append(converted)

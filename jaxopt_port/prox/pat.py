@@ -24,8 +24,9 @@ $1 - 0/0$); here the weight stays 0.
 Hard constraints: `MinSparsityConstraint` (the smallest groups zeroed, optionally along torchao's
 cubic ramp) and `NMSparseConstraint` (N largest entries kept per group), over rows, columns,
 k-element chunks, conv filters and attention heads; healing (`healing_start_step`: a frozen mask
-and masked gradients). Not available yet: `prox_freq`, `gamma_index_slope`, `ProxNuclearNorm`,
-`GlobalMinSparsityConstraint`, `MinRankConstraint`, the SVD groupers.
+and masked gradients); `GlobalMinSparsityConstraint` (one budget over all the leaves of a
+group). Not available yet: `prox_freq`, `gamma_index_slope`, `ProxNuclearNorm`,
+`MinRankConstraint`, the SVD groupers.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from jaxopt_port.transforms import param_group_labels
 
 __all__ = [
     "GROUPERS",
+    "GlobalMinSparsityConstraint",
     "MinSparsityConstraint",
     "NMSparseConstraint",
     "ProxGroupLasso",
@@ -285,6 +287,93 @@ class MinSparsityConstraint:
         return f"{type(self).__name__}(min_sparsity={self.min_sparsity!r})"
 
 
+class GlobalMinSparsityConstraint(MinSparsityConstraint):
+    r"""One budget over all the leaves of a group (torchao's `GlobalMinSparsityConstraint`): the
+    $\lceil s\,N\rceil$ groups of smallest score among the $N$ groups of every leaf of the
+    group are zeroed. Scores: `"rms"` ($\lVert z_g\rVert_2/\sqrt{n_g}$), `"l2"`
+    ($\lVert z_g\rVert_2$) or `"param_cost"` ($\lVert z_g\rVert_2/n_g$). Groups as for
+    [`MinSparsityConstraint`][jaxopt_port.prox.MinSparsityConstraint], plus `ElemGrouper` (each
+    entry a group: global magnitude pruning) and `LayerGrouper` (each leaf one group).
+
+    Args:
+      min_sparsity: the fraction $s$ of all the groups zeroed.
+      score_type: `"rms"`, `"l2"` or `"param_cost"`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> m = GlobalMinSparsityConstraint(0.5, "l2")
+      >>> [x.tolist() for x in m.apply_many([jnp.array([[3.0, -1.0]]), jnp.array([[0.5, 2.0]])],
+      ...                                     "ElemGrouper")]
+      [[[3.0, 0.0]], [[0.0, 2.0]]]
+    """
+
+    def __init__(self, min_sparsity: float, score_type: str = "rms", reg_lambda: float = 0.0):
+        super().__init__(min_sparsity, reg_lambda)
+        if score_type not in ("rms", "l2", "param_cost"):
+            raise ValueError(f"score_type must be one of rms/l2/param_cost, got {score_type!r}")
+        self.score_type = score_type
+
+    def _rows(self, z: jax.Array, group_type: str, k: int | None) -> jax.Array:
+        if group_type == "ElemGrouper":
+            return z.reshape(-1, 1)
+        if group_type == "LayerGrouper":
+            return z.reshape(1, -1)
+        return _constraint_groups(z, group_type, k, type(self).__name__)
+
+    def _back(self, rows: jax.Array, z: jax.Array, group_type: str, k: int | None) -> jax.Array:
+        if group_type in ("ElemGrouper", "LayerGrouper"):
+            return rows.reshape(z.shape)
+        return _ungrouped(_groups_as_rows(rows, group_type), z, group_type, k)
+
+    def n_groups(self, shape: tuple[int, ...], group_type: str, k: int | None = None) -> int:
+        """The number of groups of a leaf of `shape`."""
+        return self._rows(jnp.zeros(shape), group_type, k).shape[0]
+
+    def score(self, rows: jax.Array) -> jax.Array:
+        """One score per row (group)."""
+        norm = jnp.sqrt(jnp.sum(rows * rows, axis=1))
+        size = rows.shape[1]
+        if self.score_type == "rms":
+            return norm / jnp.asarray(math.sqrt(size), norm.dtype)
+        if self.score_type == "param_cost":
+            return norm / jnp.asarray(size, norm.dtype)
+        return norm
+
+    def apply_many(
+        self, zs: Sequence[jax.Array], group_type: str, k: int | None = None, n_zero: Any = None
+    ) -> list[jax.Array]:
+        """The leaves `zs` with the globally smallest groups zeroed (`n_zero` overrides the
+        count)."""
+        rows = [self._rows(z, group_type, k) for z in zs]
+        scores = jnp.concatenate([self.score(r) for r in rows])
+        if n_zero is None:
+            n_zero = self.n_zero(scores.shape[0])
+        ranks = jnp.argsort(jnp.argsort(scores, stable=True), stable=True)
+        out, offset = [], 0
+        for r, z in zip(rows, zs, strict=True):
+            drop = (ranks[offset : offset + r.shape[0]] < n_zero)[:, None]
+            out.append(self._back(jnp.where(drop, jnp.zeros_like(r), r), z, group_type, k))
+            offset += r.shape[0]
+        return out
+
+    def apply(
+        self,
+        z: jax.Array,
+        gamma: Any,
+        group_type: str,
+        k: int | None = None,
+        n_zero: Any = None,
+    ) -> jax.Array:
+        """The map on one leaf alone (a group of one leaf)."""
+        return self.apply_many([z], group_type, k, n_zero)[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(min_sparsity={self.min_sparsity!r}, "
+            f"score_type={self.score_type!r})"
+        )
+
+
 class NMSparseConstraint:
     r"""Keep the `n_nonzero` largest-magnitude entries of every group and zero the rest
     (torchao's `NMSparseConstraint`; N:M sparsity with `KElementGrouper`, `k` = M; λ and γ are not
@@ -360,6 +449,7 @@ _PROX_TYPES = {
     "ProxLasso": ProxLasso,
     "ProxGroupLasso": ProxGroupLasso,
     "MinSparsityConstraint": MinSparsityConstraint,
+    "GlobalMinSparsityConstraint": GlobalMinSparsityConstraint,
     "NMSparseConstraint": NMSparseConstraint,
 }
 
@@ -369,6 +459,7 @@ class _Pruned(NamedTuple):
     group_type: str
     k: int | None
     schedule: bool  # min_sparsity along the cubic ramp
+    group: int  # the id of its group (a global constraint spans the group's leaves)
 
 
 def _make_map(group: Mapping[str, Any], reg_lambda: float) -> Any:
@@ -378,6 +469,10 @@ def _make_map(group: Mapping[str, Any], reg_lambda: float) -> Any:
     lam = group.get("reg_lambda", reg_lambda)
     if prox_map == "MinSparsityConstraint":
         return MinSparsityConstraint(group["min_sparsity"], lam)
+    if prox_map == "GlobalMinSparsityConstraint":
+        return GlobalMinSparsityConstraint(
+            group["min_sparsity"], group.get("score_type", "rms"), lam
+        )
     if prox_map == "NMSparseConstraint":
         return NMSparseConstraint(group["n_nonzero"], lam)
     return _PROX_TYPES[prox_map](lam)
@@ -408,6 +503,7 @@ def _prune_plan(groups: list, reg_lambda: float, params: Any) -> list:
                 group.get("group_type", "ElemGrouper"),
                 group.get("num_heads", group.get("k")),
                 bool(group.get("min_sparsity_schedule", False)),
+                id(group),
             )
         )
     return plan
@@ -425,6 +521,7 @@ def _checked(groups: Sequence[Mapping[str, Any]]) -> list:
             raise ValueError(f"group {i} has no 'prox_type': {dict(group)!r}")
         for name, key in (
             ("MinSparsityConstraint", "min_sparsity"),
+            ("GlobalMinSparsityConstraint", "min_sparsity"),
             ("NMSparseConstraint", "n_nonzero"),
         ):
             if prox_type == name and key not in group:
@@ -495,12 +592,11 @@ def prune_optimizer(
         raise ValueError("min_sparsity_schedule requires a finite healing_start_step")
     lr_fn = lr_function(lr)
 
-    def n_zero_now(s: _Pruned, shape: tuple[int, ...], count: jax.Array) -> Any:
-        """The scheduled count of zero groups at this step (a host table of torchao's
-        Python-float ramp, indexed by the traced step), or `None` for the map's own."""
+    def n_zero_now(s: _Pruned, n_groups: int, count: jax.Array) -> Any:
+        """The scheduled count of zero groups (of `n_groups`) at this step (a host table of
+        torchao's Python-float ramp, indexed by the traced step), or `None` for the map's own."""
         if not (s.schedule and isinstance(s.prox_map, MinSparsityConstraint)):
             return None
-        n_groups = s.prox_map.n_groups(shape, s.group_type, s.k)
         target = s.prox_map.min_sparsity
         table = [
             s.prox_map.n_zero(n_groups, cubic_sparsity(target, n, warmup_steps, healing_start_step))
@@ -547,6 +643,17 @@ def prune_optimizer(
             extra,
             heal,
         )
+        pruned_all = {}  # a global constraint: every leaf of its group at once
+        for gid in {
+            s.group for s in plan if s and isinstance(s.prox_map, GlobalMinSparsityConstraint)
+        }:
+            idx = [i for i, s in enumerate(plan) if s is not None and s.group == gid]
+            s = plan[idx[0]]
+            total = sum(s.prox_map.n_groups(leaves[i].shape, s.group_type, s.k) for i in idx)
+            outs = s.prox_map.apply_many(
+                [step.stepped[i] for i in idx], s.group_type, s.k, n_zero_now(s, total, state.count)
+            )
+            pruned_all.update(zip(idx, outs, strict=True))
         out, latent = [], []
         for i, (p, z, s) in enumerate(zip(step.leaves, step.stepped, plan, strict=True)):
             u = step.u_leaves[i]
@@ -554,11 +661,15 @@ def prune_optimizer(
                 out.append(u)
                 latent.append(None)
                 continue
-            options = {"k": s.k}
-            n_zero = n_zero_now(s, p.shape, state.count)
-            if n_zero is not None:
-                options["n_zero"] = n_zero
-            pruned = s.prox_map.apply(z, step.cumu_lr, s.group_type, **options)
+            if i in pruned_all:
+                pruned = pruned_all[i]
+            else:
+                options = {"k": s.k}
+                n_groups = s.prox_map.n_groups(p.shape, s.group_type, s.k) if s.schedule else 0
+                n_zero = n_zero_now(s, n_groups, state.count)
+                if n_zero is not None:
+                    options["n_zero"] = n_zero
+                pruned = s.prox_map.apply(z, step.cumu_lr, s.group_type, **options)
             healed = jnp.where(p == 0, jnp.zeros_like(u), u)  # re-zeroed after the step
             out.append(
                 jnp.where(step.warm, u, jnp.where(heal, healed, (pruned - p).astype(p.dtype)))
