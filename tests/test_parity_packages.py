@@ -54,5 +54,5 @@ def test_the_prox_section_passes_its_rules_in_quick_mode():
     # ≤ 8.7e-14, PAT ≤ 8.9e-16)
     assert all(0 < row["worst"] <= F64_GATE for row in training)
     bitwise = [row for row in rows if "values off torchao" in row["name"]]
-    assert len(bitwise) == 5 and all(row["worst"] == 0 for row in bitwise)
+    assert len(bitwise) == 6 and all(row["worst"] == 0 for row in bitwise)
     assert packages.package_result("prox", rows).passed

@@ -212,3 +212,36 @@ def cubic_sparsity(target: float, step: int, warmup: int, healing: int) -> float
         return 0.0
     t = (step - warmup) / (healing - warmup)
     return target * (1 - (1 - t) ** 3)
+
+
+def global_min_sparsity(
+    zs: list[np.ndarray],
+    sparsity: float,
+    group_type: str,
+    score_type: str = "rms",
+    k: int | None = None,
+) -> list[np.ndarray]:
+    """`GlobalMinSparsityConstraint(sparsity, score_type)`: of all the groups of all `zs`, the
+    ceil(sparsity · total) of smallest score zeroed (rms: norm/sqrt(size), l2: norm,
+    param_cost: norm/size; ElemGrouper: each entry a group, LayerGrouper: each leaf one)."""
+    rows = []
+    for z in zs:
+        if group_type == "ElemGrouper":
+            rows.append(z.reshape(-1, 1).copy())
+        elif group_type == "LayerGrouper":
+            rows.append(z.reshape(1, -1).copy())
+        else:
+            rows.append(_group_rows(z, group_type, k))
+    divisor = {"rms": lambda n: math.sqrt(n), "l2": lambda n: 1.0, "param_cost": lambda n: n}
+    scores = np.concatenate(
+        [np.sqrt(np.sum(r * r, axis=1)) / divisor[score_type](r.shape[1]) for r in rows]
+    )
+    drop = np.zeros(scores.size, bool)
+    drop[np.argsort(scores, kind="stable")[: math.ceil(sparsity * scores.size)]] = True
+    out, offset = [], 0
+    for r, z in zip(rows, zs, strict=True):
+        r[drop[offset : offset + len(r)]] = 0
+        offset += len(r)
+        grouped = group_type not in ("ElemGrouper", "LayerGrouper")
+        out.append(_ungroup(r, z, group_type) if grouped else r.reshape(z.shape))
+    return out

@@ -277,6 +277,28 @@ def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
                         want = ref.nm_sparse(z, 2, group, k)
                     off += _mismatches(got, t.numpy()) + _mismatches(want, t.numpy())
                     cases += 1
+    # one global budget over three leaves (torchao's apply_global_prox)
+    from torchao.prototype.pat.optim.prox_executor import apply_global_prox
+
+    global_off = global_cases = 0
+    shapes = [(6, 8), (4, 8), (10, 8)]
+    sizes = [int(np.prod(s)) for s in shapes]
+    for dtype in (np.float32, np.float64):
+        with _precision(np.float64):
+            values = rng.permutation(sum(sizes)) + 1.0 + rng.uniform(0, 0.5, sum(sizes))
+            values *= rng.choice([-1, 1], values.size) / sum(sizes)
+            parts = np.split(values, np.cumsum(sizes)[:-1])
+            zs = [v.reshape(s).astype(dtype) for v, s in zip(parts, shapes, strict=True)]
+            for group, score_type in [("Dim0Grouper", "rms"), ("ElemGrouper", "l2")]:
+                ours = prox.GlobalMinSparsityConstraint(0.4, score_type)
+                got = jax.jit(lambda zs, m=ours, g=group: m.apply_many(zs, g))(zs)
+                ts = [torch.from_numpy(z.copy()) for z in zs]
+                theirs = to.GlobalMinSparsityConstraint(0.0, 0.4, score_type)
+                apply_global_prox(ts, theirs, getattr(tg, group), {}, 0.4)
+                want = ref.global_min_sparsity(zs, 0.4, group, score_type)
+                for g, t, r in zip(got, ts, want, strict=True):
+                    global_off += _mismatches(g, t.numpy()) + _mismatches(r, t.numpy())
+                global_cases += 1
     ramp_off = 0
     for n in range(60):
         stub = type("Stub", (), {"num_steps": n, "warmup_steps": 4, "healing_start_step": 50})
@@ -286,6 +308,11 @@ def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
         ramp_off += ref.cubic_sparsity(0.7, n, 4, 50) != want
     return [
         _row("PAT MinSparsity/NMSparse × groupers, f32+f64: values off torchao/ref", off, cases),
+        _row(
+            "PAT GlobalMinSparsity over 3 leaves, f32+f64: values off torchao/ref",
+            global_off,
+            global_cases,
+        ),
         _row("PAT cubic min-sparsity ramp (Python floats): values off torchao/ref", ramp_off, 60),
     ]
 
