@@ -25,8 +25,9 @@ Hard constraints: `MinSparsityConstraint` (the smallest groups zeroed, optionall
 cubic ramp) and `NMSparseConstraint` (N largest entries kept per group), over rows, columns,
 k-element chunks, conv filters and attention heads; healing (`healing_start_step`: a frozen mask
 and masked gradients); `GlobalMinSparsityConstraint` (one budget over all the leaves of a
-group). Not available yet: `prox_freq`, `gamma_index_slope`, `ProxNuclearNorm`,
-`MinRankConstraint`, the SVD groupers.
+group); `ProxNuclearNorm` and `MinRankConstraint` on the singular values (`SVDGrouper`). Not
+available yet: `prox_freq`, `gamma_index_slope`, `PackedSVDGrouper`, healing through a
+`MinRankConstraint` (`prox_through_heal`).
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ from jaxopt_port.transforms import param_group_labels
 __all__ = [
     "GROUPERS",
     "GlobalMinSparsityConstraint",
+    "MinRankConstraint",
     "MinSparsityConstraint",
     "NMSparseConstraint",
     "ProxGroupLasso",
     "ProxLasso",
+    "ProxNuclearNorm",
     "PruneState",
     "cubic_sparsity",
     "grouped_view",
@@ -65,6 +68,7 @@ GROUPERS = {
     "ConvFilterGrouper": 1,
     "AttentionHeadGrouperDim0": 1,
     "AttentionHeadGrouperDim1": 1,
+    "SVDGrouper": None,
 }
 """The groupers: name → the axis of the grouped 2-D view a group runs along (`None`: one group,
 the whole leaf). The view: dims 1.. flattened (`Dim0Grouper`: rows, `Dim1Grouper`: columns);
@@ -72,7 +76,8 @@ the whole leaf). The view: dims 1.. flattened (`Dim0Grouper`: rows, `Dim1Grouper
 `ConvFilterGrouper`: a `(out, in, ...)` kernel viewed as `(out·in, ...)`, one group per
 input-channel filter; `AttentionHeadGrouperDim0` / `Dim1` (group key `num_heads`): one group per
 attention head of a packed projection, its `out / num_heads` consecutive rows (Dim0) or
-`in / num_heads` consecutive columns (Dim1)."""
+`in / num_heads` consecutive columns (Dim1); `SVDGrouper`: the singular values of the leaf's
+2-D view (for `ProxNuclearNorm` and `MinRankConstraint` only)."""
 
 
 def grouped_view(z: jax.Array, group_type: str, k: int | None = None) -> jax.Array:
@@ -374,6 +379,76 @@ class GlobalMinSparsityConstraint(MinSparsityConstraint):
         )
 
 
+def _svd_map(z: jax.Array, shrink: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    r"""`z` rebuilt from its SVD with the singular values `shrink`-ed (torchao's `SVDGrouper`:
+    the squeezed leaf, dims 1.. flattened; $(U \cdot S) V^H$)."""
+    view = jnp.squeeze(z)
+    if view.ndim > 2:
+        view = view.reshape(view.shape[0], -1)
+    u, sv, vh = jnp.linalg.svd(view, full_matrices=False)
+    return ((u * shrink(sv)) @ vh).reshape(z.shape)
+
+
+def _svd_only(group_type: str, name: str) -> None:
+    if group_type != "SVDGrouper":
+        raise ValueError(f"{name} needs group_type 'SVDGrouper', got {group_type!r}")
+
+
+class ProxNuclearNorm(ProxLasso):
+    r"""Soft thresholding of the singular values, $\sigma_i \leftarrow \max(0, \sigma_i -
+    \lambda\gamma)$, the proximal map of the nuclear norm (torchao's `ProxNuclearNorm` with
+    `SVDGrouper`); the weight is rebuilt as $U\,\operatorname{diag}(\sigma)\,V^H$.
+
+    The SVD is XLA's (LAPACK on CPU), not torch's: the rebuilt weights agree with torchao's to
+    the SVD's rounding (float64 ~1e-15, float32 ~1e-6 relative), not bit for bit.
+
+    Args:
+      reg_lambda: $\lambda$.
+    """
+
+    def apply(self, z: jax.Array, gamma: Any, group_type: str, **grouping: Any) -> jax.Array:
+        """The map of `z` at cumulative lr `gamma` (`group_type` must be `"SVDGrouper"`)."""
+        _svd_only(group_type, type(self).__name__)
+        thr = _threshold(self.reg_lambda * 1.0, gamma)
+        return _svd_map(z, lambda sv: jnp.maximum(sv - thr.astype(sv.dtype), 0))
+
+
+class MinRankConstraint(MinSparsityConstraint):
+    r"""Zero the $\lceil s\,r\rceil$ smallest of the $r$ singular values (torchao's
+    `MinRankConstraint` with `SVDGrouper`; the rank drops to $r - \lceil s\,r\rceil$); λ and γ
+    are not used; `min_sparsity_schedule` ramps $s$ as for
+    [`MinSparsityConstraint`][jaxopt_port.prox.MinSparsityConstraint]. SVD as in
+    [`ProxNuclearNorm`][jaxopt_port.prox.ProxNuclearNorm].
+
+    Args:
+      min_sparsity: the fraction $s$ of singular values zeroed.
+    """
+
+    def n_groups(self, shape: tuple[int, ...], group_type: str, k: int | None = None) -> int:
+        """The number of singular values of a leaf of `shape`."""
+        dims = [d for d in shape if d != 1]
+        rows = dims[0] if dims else 1
+        return min(rows, math.prod(dims[1:])) if len(dims) > 1 else 1
+
+    def apply(
+        self,
+        z: jax.Array,
+        gamma: Any,
+        group_type: str,
+        k: int | None = None,
+        n_zero: Any = None,
+    ) -> jax.Array:
+        """`z` with its smallest singular values zeroed (`n_zero` overrides the count)."""
+        _svd_only(group_type, type(self).__name__)
+        if n_zero is None:
+            n_zero = self.n_zero(self.n_groups(z.shape, group_type))
+
+        def shrink(sv: jax.Array) -> jax.Array:  # sorted descending: the last ones
+            return jnp.where(jnp.arange(sv.shape[-1]) >= sv.shape[-1] - n_zero, 0, sv)
+
+        return _svd_map(z, shrink)
+
+
 class NMSparseConstraint:
     r"""Keep the `n_nonzero` largest-magnitude entries of every group and zero the rest
     (torchao's `NMSparseConstraint`; N:M sparsity with `KElementGrouper`, `k` = M; λ and γ are not
@@ -451,6 +526,8 @@ _PROX_TYPES = {
     "MinSparsityConstraint": MinSparsityConstraint,
     "GlobalMinSparsityConstraint": GlobalMinSparsityConstraint,
     "NMSparseConstraint": NMSparseConstraint,
+    "ProxNuclearNorm": ProxNuclearNorm,
+    "MinRankConstraint": MinRankConstraint,
 }
 
 
@@ -473,6 +550,8 @@ def _make_map(group: Mapping[str, Any], reg_lambda: float) -> Any:
         return GlobalMinSparsityConstraint(
             group["min_sparsity"], group.get("score_type", "rms"), lam
         )
+    if prox_map == "MinRankConstraint":
+        return MinRankConstraint(group["min_sparsity"], lam)
     if prox_map == "NMSparseConstraint":
         return NMSparseConstraint(group["n_nonzero"], lam)
     return _PROX_TYPES[prox_map](lam)
@@ -522,6 +601,7 @@ def _checked(groups: Sequence[Mapping[str, Any]]) -> list:
         for name, key in (
             ("MinSparsityConstraint", "min_sparsity"),
             ("GlobalMinSparsityConstraint", "min_sparsity"),
+            ("MinRankConstraint", "min_sparsity"),
             ("NMSparseConstraint", "n_nonzero"),
         ):
             if prox_type == name and key not in group:
@@ -588,6 +668,18 @@ def prune_optimizer(
     groups = _checked(groups)
     if healing_start_step is not None and healing_start_step <= warmup_steps:
         raise ValueError(f"Invalid warmup_steps={warmup_steps} >= {healing_start_step=}")
+    rank_groups = [
+        g
+        for g in groups
+        if g["prox_type"] == "MinRankConstraint" or isinstance(g["prox_type"], MinRankConstraint)
+    ]
+    if healing_start_step is not None and (
+        rank_groups or any(g.get("prox_through_heal") for g in groups)
+    ):
+        raise ValueError(
+            "healing with MinRankConstraint (torchao reapplies it while healing, "
+            "prox_through_heal) is not available"
+        )
     if healing_start_step is None and any(g.get("min_sparsity_schedule") for g in groups):
         raise ValueError("min_sparsity_schedule requires a finite healing_start_step")
     lr_fn = lr_function(lr)
