@@ -156,6 +156,7 @@ def _prune_from_torch(
                 "min_sparsity_schedule",
                 "n_nonzero",
                 "score_type",
+                "prox_through_heal",
             ):
                 if key in group:
                     converted[key] = group[key]

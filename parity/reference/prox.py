@@ -245,3 +245,28 @@ def global_min_sparsity(
         grouped = group_type not in ("ElemGrouper", "LayerGrouper")
         out.append(_ungroup(r, z, group_type) if grouped else r.reshape(z.shape))
     return out
+
+
+def _svd_rebuilt(z: np.ndarray, shrink) -> np.ndarray:
+    view = np.squeeze(z)
+    if view.ndim > 2:
+        view = view.reshape(view.shape[0], -1)
+    u, sv, vh = np.linalg.svd(view, full_matrices=False)
+    return ((u * shrink(sv)) @ vh).reshape(z.shape)
+
+
+def nuclear_norm(z: np.ndarray, reg_lambda: float, gamma: float) -> np.ndarray:
+    """PAT's `ProxNuclearNorm` with `SVDGrouper`: singular values max(0, σ - λγ)."""
+    return _svd_rebuilt(z, lambda sv: np.maximum(sv - z.dtype.type(reg_lambda * gamma), 0))
+
+
+def min_rank(z: np.ndarray, sparsity: float) -> np.ndarray:
+    """PAT's `MinRankConstraint` with `SVDGrouper`: the ceil(sparsity · r) smallest of the r
+    singular values zeroed."""
+
+    def shrink(sv: np.ndarray) -> np.ndarray:
+        out = sv.copy()
+        out[np.argsort(sv, kind="stable")[: math.ceil(sparsity * sv.size)]] = 0
+        return out
+
+    return _svd_rebuilt(z, shrink)

@@ -11,12 +11,20 @@ Rules (one row each):
   inside the window in float32, which is within 1 ulp (torch's `add_(q, alpha=θ)` is a fused
   multiply-add; `worst`: values more than 1 ulp off) and in float64 (`worst`: the largest
   difference);
-- PAT's `ProxLasso` / `ProxGroupLasso` over every grouper, float32 and float64: bit-equal;
+- PAT's `ProxLasso` / `ProxGroupLasso` over the element, layer, row and column groupers, float32
+  and float64: bit-equal;
+- PAT's `MinSparsityConstraint`, `NMSparseConstraint` over the row, column, k-element,
+  conv-filter and attention-head groupers and `GlobalMinSparsityConstraint` over three leaves,
+  float32 and float64, tie-free inputs: bit-equal to torchao and the reference;
+- `ProxNuclearNorm` / `MinRankConstraint` with `SVDGrouper` (float64): XLA's SVD against torch's
+  and NumPy's, the largest difference of the rebuilt weights, judged against the float64 gate;
+- the cubic min-sparsity ramp: equal to torchao's and the reference's;
 - the $\\rho_t$ sequence of `ProxPARQ`: equal to torchao's and the reference's (Python floats),
   and the traced float32/float64 tables equal to those values rounded;
-- float64 training runs (a linear model, 100 steps; 60 in quick mode) of each wrapper with SGD
-  (momentum) and AdamW: the largest difference of the weights from torchao's and from the
-  reference's after every step, judged against the float64 gate.
+- float64 training runs (a linear model, 100 steps; 60 in quick mode) of PARQ, PAT (lasso) and
+  PAT (the min-sparsity ramp, then healing) with SGD (momentum) and AdamW: the largest
+  difference of the weights from torchao's and from the reference's after every step, judged
+  against the float64 gate.
 """
 
 from __future__ import annotations
@@ -299,6 +307,40 @@ def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
                 for g, t, r in zip(got, ts, want, strict=True):
                     global_off += _mismatches(g, t.numpy()) + _mismatches(r, t.numpy())
                 global_cases += 1
+    # SVD-grouped maps (XLA's SVD vs torch's and NumPy's: their rounding, float64)
+    svd_worst, svd_cases = 0.0, 0
+    with _precision(np.float64):
+        for shape in [(8, 6), (6, 3, 2, 2)]:
+            z = rng.standard_normal(shape)
+            for name, ours, options, reference in [
+                ("ProxNuclearNorm", prox.ProxNuclearNorm(1.2), {}, ref.nuclear_norm(z, 1.2, 1.5)),
+                (
+                    "MinRankConstraint",
+                    prox.MinRankConstraint(0.5),
+                    {"min_sparsity": 0.5},
+                    ref.min_rank(z, 0.5),
+                ),
+            ]:
+                got = np.asarray(jax.jit(lambda z, m=ours: m.apply(z, 1.5, "SVDGrouper"))(z))
+                t = torch.from_numpy(z.copy())
+                kwargs = {
+                    "gamma": 1.5,
+                    "gamma_index_slope": 0.0,
+                    "disable_vmap": False,
+                    "is_svd_grouper": True,
+                    "zero_elts_are_counts": bool(options),
+                }
+                lam = 1.2 if name == "ProxNuclearNorm" else 0.0
+                theirs = getattr(to, name)(lam, **options)
+                count = torch.zeros(1, dtype=torch.int)
+                apply_prox(t, theirs, tg.SVDGrouper, {}, kwargs, sv_count=count)
+                want = t.numpy()
+                svd_worst = max(
+                    svd_worst,
+                    float(np.abs(got - want).max()),
+                    float(np.abs(reference - want).max()),
+                )
+                svd_cases += 1
     ramp_off = 0
     for n in range(60):
         stub = type("Stub", (), {"num_steps": n, "warmup_steps": 4, "healing_start_step": 50})
@@ -312,6 +354,12 @@ def _constraint_rows(rng: np.random.Generator) -> list[dict[str, Any]]:
             "PAT GlobalMinSparsity over 3 leaves, f32+f64: values off torchao/ref",
             global_off,
             global_cases,
+        ),
+        _row(
+            "PAT ProxNuclearNorm/MinRank (SVDGrouper), f64: |Δ| from torchao/ref",
+            svd_worst,
+            svd_cases,
+            svd_worst <= F64_GATE,
         ),
         _row("PAT cubic min-sparsity ramp (Python floats): values off torchao/ref", ramp_off, 60),
     ]
