@@ -550,3 +550,33 @@ def test_nuclear_norm_training_follows_torchao(torch_float64):
         np.linalg.matrix_rank(w, tol=1e-8) for w in (np.asarray(params[0]), W.detach().numpy())
     ]
     assert ranks[0] == ranks[1] < 6
+
+
+def test_constraint_errors():
+    sgd = optim.sgd(lr=0.1)
+    with pytest.raises(ValueError, match="requires 'min_sparsity'"):
+        prox.prune_optimizer(sgd, [{"params": "w", "prox_type": "MinSparsityConstraint"}])
+    with pytest.raises(ValueError, match="requires 'n_nonzero'"):
+        prox.prune_optimizer(sgd, [{"params": "w", "prox_type": "NMSparseConstraint"}])
+    ramp = {"params": "w", "prox_type": "MinSparsityConstraint", "min_sparsity": 0.5}
+    with pytest.raises(ValueError, match="finite healing_start_step"):
+        prox.prune_optimizer(sgd, [{**ramp, "min_sparsity_schedule": True}])
+    with pytest.raises(ValueError, match="warmup_steps"):
+        prox.prune_optimizer(sgd, [ramp], warmup_steps=5, healing_start_step=5)
+    rank = {"params": "w", "prox_type": "MinRankConstraint", "min_sparsity": 0.5}
+    with pytest.raises(ValueError, match="prox_through_heal"):
+        prox.prune_optimizer(sgd, [{**rank, "group_type": "SVDGrouper"}], healing_start_step=9)
+    with pytest.raises(ValueError, match="SVDGrouper"):
+        prox.ProxNuclearNorm(0.1).apply(jnp.ones((3, 3)), 1.0, "Dim0Grouper")
+    with pytest.raises(ValueError, match="attention-head grouper"):
+        prox.MinSparsityConstraint(0.5).apply(jnp.ones((3, 3)), 1.0, "ElemGrouper")
+    with pytest.raises(ValueError, match="dividing the row length 6"):
+        prox.NMSparseConstraint(2).apply(jnp.ones((3, 6)), 1.0, "KElementGrouper", k=4)
+    with pytest.raises(ValueError, match="num_heads"):
+        prox.grouped_view(jnp.ones((6, 4)), "AttentionHeadGrouperDim0", 4)
+    with pytest.raises(ValueError, match="at most the group size"):
+        prox.NMSparseConstraint(5).apply(jnp.ones((3, 4)), 1.0, "Dim0Grouper")
+    with pytest.raises(ValueError, match=r"min_sparsity must be in \[0, 1\]"):
+        prox.MinSparsityConstraint(1.5)
+    with pytest.raises(ValueError, match="score_type"):
+        prox.GlobalMinSparsityConstraint(0.5, "max")
