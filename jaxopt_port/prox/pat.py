@@ -606,6 +606,13 @@ def _checked(groups: Sequence[Mapping[str, Any]]) -> list:
         ):
             if prox_type == name and key not in group:
                 raise ValueError(f"group {i}: {name} requires {key!r} in the group")
+        name = prox_type if isinstance(prox_type, str) else type(prox_type).__name__
+        svd_maps = ("ProxNuclearNorm", "MinRankConstraint")
+        if (group.get("group_type") == "SVDGrouper") != (name in svd_maps):
+            raise ValueError(
+                f"group {i}: group_type 'SVDGrouper' goes with {' or '.join(svd_maps)} and they "
+                f"with it, got {name} with {group.get('group_type', 'ElemGrouper')!r}"
+            )
         if group.get("group_type", "ElemGrouper") not in GROUPERS:
             raise ValueError(
                 f"group {i}: group_type {group['group_type']!r} is not available; expected one "
