@@ -36,3 +36,23 @@ def test_the_cli_selects_each_package_by_model_and_dtype():
     ]
     assert suite.select(models=["quantization"], dtypes=["float64"]) == []
     assert all(c.kind not in names for c in suite.select(models=["formula"], quick=True))
+
+
+def test_the_prox_section_passes_its_rules_in_quick_mode():
+    """PARQ/PAT against torchao 0.18 and the NumPy reference: bit-equal maps, ρ_t, and float64
+    training runs of both wrappers with SGD and AdamW (quick: 60 steps)."""
+    import pytest
+
+    pytest.importorskip("torchao")
+    rows = packages.PACKAGES[[p.name for p in packages.PACKAGES].index("prox")].rows(True)
+    assert all(row["passed"] for row in rows), [r for r in rows if not r["passed"]]
+    assert all(row["cases"] > 0 for row in rows)
+    training = [row for row in rows if "training" in row["name"]]
+    # {PARQ, PAT lasso, PAT min-sparsity ramp + healing} × {SGD, AdamW} × {torchao, reference}
+    assert len(training) == 12
+    # real float64 comparisons, not copies: nonzero and within the gate (measured: PARQ
+    # ≤ 8.7e-14, PAT ≤ 8.9e-16)
+    assert all(0 < row["worst"] <= F64_GATE for row in training)
+    bitwise = [row for row in rows if "values off torchao" in row["name"]]
+    assert len(bitwise) == 6 and all(row["worst"] == 0 for row in bitwise)
+    assert packages.package_result("prox", rows).passed

@@ -5,8 +5,9 @@ around any optimizer (torchao's PARQ, `torchao.prototype.parq`, and PAT, `torcha
   `TernaryUnifQuantizer`, `LSBQuantizer`).
 - `proxmaps`: from latent to model weights (`ProxHardQuant`, `ProxPARQ`, `ProxBinaryRelax`).
 - `parq`: `quant_optimizer`, the wrapper, and `quantized_params` for export.
-- `pat`: `prune_optimizer` (torchao's PAT `PruneOptimizer`) with `ProxLasso` and
-  `ProxGroupLasso` over element, layer, row and column groups.
+- `pat`: `prune_optimizer` (torchao's PAT `PruneOptimizer`) with `ProxLasso`,
+  `ProxGroupLasso`, `MinSparsityConstraint` (and its cubic schedule) and `NMSparseConstraint`
+  over element, layer, row, column, k-element and conv-filter groups, and healing.
 - `from_torch`: a live torchao `QuantOptimizer` / `PruneOptimizer` as the equivalent wrapper
   (`optim.from_torch` reads them through it).
 - `torch_state`: PARQ's state to and from torchao's `QuantOptimizer.state_dict()`.
@@ -17,9 +18,16 @@ from jaxopt_port.prox.from_torch import from_torch, read_wrapper
 from jaxopt_port.prox.parq import QuantState, quant_optimizer, quantized_params
 from jaxopt_port.prox.pat import (
     GROUPERS,
+    GlobalMinSparsityConstraint,
+    MinRankConstraint,
+    MinSparsityConstraint,
+    NMSparseConstraint,
     ProxGroupLasso,
     ProxLasso,
+    ProxNuclearNorm,
     PruneState,
+    cubic_sparsity,
+    grouped_view,
     prune_optimizer,
 )
 from jaxopt_port.prox.proxmaps import (
@@ -41,20 +49,27 @@ from jaxopt_port.prox.torch_state import quant_state_from_torch, quant_state_to_
 
 __all__ = [
     "GROUPERS",
+    "GlobalMinSparsityConstraint",
     "LSBQuantizer",
     "MaxUnifQuantizer",
+    "MinRankConstraint",
+    "MinSparsityConstraint",
+    "NMSparseConstraint",
     "ProxBinaryRelax",
     "ProxGroupLasso",
     "ProxHardQuant",
     "ProxLasso",
     "ProxMap",
+    "ProxNuclearNorm",
     "ProxPARQ",
     "PruneState",
     "QuantState",
     "Quantizer",
     "TernaryUnifQuantizer",
     "UnifQuantizer",
+    "cubic_sparsity",
     "from_torch",
+    "grouped_view",
     "nearest_level",
     "normalized_mirror_sigmoid",
     "prune_optimizer",

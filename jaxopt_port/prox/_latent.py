@@ -36,15 +36,18 @@ def latent_step(
     cumu_lr: jax.Array,
     lr_fn: Callable[[jax.Array], Any],
     extra: dict,
+    heal: jax.Array | bool = False,
 ) -> LatentStep:
     """Before `warmup_steps` the inner optimizer steps from the params; at `warmup_steps` from
     the params too (the latent weights are first saved then); later the selected leaves step
-    from their latent weights. The lr of every step from `warmup_steps` on is summed."""
+    from their latent weights. The lr of every step from `warmup_steps` on is summed. Where
+    `heal` (PAT's healing phase) the inner optimizer steps from the params and no lr is summed,
+    as in warmup."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     warm = count < warmup_steps
     first = count == warmup_steps
     start = [
-        jnp.where(warm | first, p, z) if chosen else p
+        jnp.where(warm | first | heal, p, z) if chosen else p
         for p, z, chosen in zip(leaves, latent, selected, strict=True)
     ]
     start = jax.tree_util.tree_unflatten(treedef, start)
@@ -58,7 +61,7 @@ def latent_step(
         u_leaves=jax.tree_util.tree_leaves(u),
         stepped=stepped,
         inner_state=inner_state,
-        cumu_lr=jnp.where(warm, cumu_lr, cumu_lr + lr_now),
+        cumu_lr=jnp.where(warm | heal, cumu_lr, cumu_lr + lr_now),
     )
 
 

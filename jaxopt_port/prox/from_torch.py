@@ -133,8 +133,7 @@ def from_torch(
 def _prune_from_torch(
     optimizer: Any, scheduler: Any, steps_per_epoch: int, overrides: dict[str, Any]
 ) -> optax.GradientTransformationExtraArgs:
-    if optimizer.healing_start_step != sys.maxsize:
-        raise ValueError("PruneOptimizer healing (healing_start_step) is not available here")
+    healing = None if optimizer.healing_start_step == sys.maxsize else optimizer.healing_start_step
     groups, offset, lrs, first = [], 0, [], None
     for index, group in enumerate(optimizer.param_groups):
         size = len(group["params"])
@@ -144,21 +143,33 @@ def _prune_from_torch(
                     raise ValueError(
                         f"PruneOptimizer group key {key}={group[key]!r} is not available"
                     )
-            groups.append(
-                {
-                    "leaf_indices": frozenset(range(offset, offset + size)),
-                    "prox_type": group["prox_type"],
-                    "group_type": group.get("group_type", "ElemGrouper"),
-                    "reg_lambda": group["reg_lambda"],
-                }
-            )
+            converted = {
+                "leaf_indices": frozenset(range(offset, offset + size)),
+                "prox_type": group["prox_type"],
+                "group_type": group.get("group_type", "ElemGrouper"),
+                "reg_lambda": group["reg_lambda"],
+            }
+            for key in (
+                "k",
+                "num_heads",
+                "min_sparsity",
+                "min_sparsity_schedule",
+                "n_nonzero",
+                "score_type",
+                "prox_through_heal",
+            ):
+                if key in group:
+                    converted[key] = group[key]
+            groups.append(converted)
             lrs.append(float(group["lr"]))
             first = index if first is None else first
         offset += size
     if len(set(lrs)) > 1:
         raise ValueError(f"gamma sums one lr here; the pruned groups have lrs {lrs}")
     inner, lr = _inner(optimizer, scheduler, steps_per_epoch, overrides, first, lrs)
-    return prune_optimizer(inner, groups, warmup_steps=optimizer.warmup_steps, lr=lr)
+    return prune_optimizer(
+        inner, groups, warmup_steps=optimizer.warmup_steps, lr=lr, healing_start_step=healing
+    )
 
 
 def _inner(

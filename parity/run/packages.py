@@ -62,6 +62,12 @@ def _gradient_free(quick: bool) -> list[dict[str, Any]]:
     return run_gradient_free_parity()
 
 
+def _prox(quick: bool) -> list[dict[str, Any]]:
+    from parity.run.prox import run_prox_parity
+
+    return run_prox_parity(quick)
+
+
 #: The package sections, in report order.
 PACKAGES = (
     PackageSpec(
@@ -81,6 +87,12 @@ PACKAGES = (
         "SA, GA, DE, CMA-ES, ES gradients vs the NumPy reference",
         "float64",
         _gradient_free,
+    ),
+    PackageSpec(
+        "prox",
+        "PARQ / PAT (torchao.prototype) quantizers, prox maps and training runs",
+        "float64",
+        _prox,
     ),
 )
 
