@@ -23,6 +23,13 @@ from jaxopt_port.quantization._fake_quantize import (
     FusedMovingAvgObsFakeQuantize,
 )
 from jaxopt_port.quantization._histogram import HistogramObserver, HistogramState
+from jaxopt_port.quantization._int8 import (
+    QuantizedArray,
+    linear,
+    linear_dynamic,
+    quantize_weight,
+    relu,
+)
 from jaxopt_port.quantization._learnable import (
     LearnableFakeQuantize,
     LearnableFakeQuantizeState,
@@ -45,6 +52,26 @@ from jaxopt_port.quantization._observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
     PlaceholderObserver,
+)
+from jaxopt_port.quantization._ptq import (
+    DeQuantize,
+    DeQuantStub,
+    DynamicQuantizedLinear,
+    Observed,
+    ObserverState,
+    Quantize,
+    QuantizedLinear,
+    QuantizedVariable,
+    QuantStub,
+    ReLU,
+    convert,
+    default_dynamic_qconfig,
+    prepare,
+    quantize_dynamic,
+)
+from jaxopt_port.quantization._ptq_torch import (
+    quantized_weights_from_torch,
+    quantized_weights_to_torch,
 )
 from jaxopt_port.quantization._qat import (
     FakeQuantizeWeightsState,
@@ -69,6 +96,9 @@ from jaxopt_port.quantization._qparams import calculate_qparams, choose_quantiza
 from jaxopt_port.quantization._ranges import calculate_qmin_qmax
 
 __all__ = [
+    "DeQuantStub",
+    "DeQuantize",
+    "DynamicQuantizedLinear",
     "FakeQuantize",
     "FakeQuantizeState",
     "FakeQuantizeWeightsState",
@@ -83,12 +113,22 @@ __all__ = [
     "MinMaxState",
     "MovingAverageMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
+    "Observed",
+    "ObserverState",
     "PerChannelMinMaxObserver",
     "PlaceholderObserver",
     "QConfig",
+    "QuantStub",
+    "Quantize",
+    "QuantizedArray",
+    "QuantizedLinear",
+    "QuantizedVariable",
+    "ReLU",
     "calculate_qmin_qmax",
     "calculate_qparams",
     "choose_quantization_params",
+    "convert",
+    "default_dynamic_qconfig",
     "default_fake_quant",
     "default_fused_per_channel_wt_fake_quant",
     "default_observer",
@@ -107,6 +147,14 @@ __all__ = [
     "fake_quantized_params",
     "get_default_qat_qconfig",
     "get_default_qconfig",
+    "linear",
+    "linear_dynamic",
+    "prepare",
+    "quantize_dynamic",
     "quantize_per_channel",
     "quantize_per_tensor",
+    "quantize_weight",
+    "quantized_weights_from_torch",
+    "quantized_weights_to_torch",
+    "relu",
 ]
