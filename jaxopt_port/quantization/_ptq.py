@@ -211,8 +211,8 @@ def quantize_dynamic(
         The quantized model.
 
     Raises:
-        NotImplementedError: `dtype="float16"`, or a selected layer that is not an
-            `nnx.Linear` (LSTM/GRU are not reproduced).
+        NotImplementedError: `dtype` `"float16"`, `"quint8"` or `"quint4x2"`, or a selected
+            layer that is not an `nnx.Linear` (LSTM/GRU/EmbeddingBag are not reproduced).
         ValueError: another dtype (torch's message).
 
     Examples:
@@ -230,6 +230,11 @@ def quantize_dynamic(
         raise NotImplementedError(
             "quantize_dynamic with dtype float16 (fbgemm's fp16 GEMM) is not reproduced; "
             "use dtype='qint8'"
+        )
+    if name in ("quint8", "quint4x2"):
+        raise NotImplementedError(
+            f"quantize_dynamic with dtype {name} (torch's weight-only EmbeddingBag "
+            "quantization) is not reproduced; use dtype='qint8'"
         )
     if name != "qint8":
         raise ValueError(
@@ -375,12 +380,15 @@ def prepare(model: nnx.Module, qconfig: QConfig | None = None, inplace: bool = F
         The model with observers; it computes what the float model computes.
 
     Examples:
+        >>> import warnings
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> from jaxopt_port import quantization
         >>> model = nnx.Sequential(quantization.QuantStub(), nnx.Linear(4, 2, rngs=nnx.Rngs(0)),
         ...                        quantization.DeQuantStub())
-        >>> prepared = quantization.prepare(model)
+        >>> with warnings.catch_warnings():  # torch's reduce_range deprecation warning
+        ...     warnings.simplefilter("ignore")
+        ...     prepared = quantization.prepare(model)
         >>> _ = prepared(jnp.linspace(-1.0, 1.0, 12).reshape(3, 4))
         >>> qmodel = quantization.convert(prepared)
         >>> [type(m).__name__ for m in qmodel.layers]
