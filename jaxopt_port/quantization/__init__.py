@@ -12,6 +12,12 @@
 - `FakeQuantize` / `FusedMovingAvgObsFakeQuantize` (functional), `QConfig` and torch's defaults,
   and QAT's weight side as one Optax transformation
   ([`fake_quantize_weights`][jaxopt_port.quantization.fake_quantize_weights]).
+- Post-training int8 on Flax NNX models:
+  [`quantize_dynamic`][jaxopt_port.quantization.quantize_dynamic] and
+  [`prepare`][jaxopt_port.quantization.prepare] → calibrate →
+  [`convert`][jaxopt_port.quantization.convert], equal to torch's converted models bit for bit;
+  the int8 kernels on plain arrays ([`linear_dynamic`][jaxopt_port.quantization.linear_dynamic],
+  [`linear`][jaxopt_port.quantization.linear]) and torch `state_dict` export/import.
 
 Dtypes and qschemes are torch's names as strings (`"quint8"`, `"per_tensor_affine"`, ...); torch
 objects (`torch.quint8`) are accepted too.
