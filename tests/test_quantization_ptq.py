@@ -283,3 +283,36 @@ def test_errors(twins):
         )
     with pytest.raises(ValueError, match=r"missing 1\.scale"):
         Q.quantized_weights_from_torch(Q.quantize_dynamic(model), {})
+
+
+def test_static_cnn_digits_bitwise(digits):
+    """A small CNN (padding, stride 2, per-channel weights, x86 qconfig) on all 1797 images:
+    torch's converted model and ours agree bit for bit (dyadic weights, see `_torch_mlp`)."""
+    torch.manual_seed(0)
+    torch_model = torch.nn.Sequential(
+        tq.QuantStub(),
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 3, stride=2),
+        tq.DeQuantStub(),
+    ).eval()
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.copy_(torch.round(p * 32) / 32)
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential(
+        Q.QuantStub(),
+        nnx.Conv(1, 8, (3, 3), padding=1, rngs=rngs),
+        nnx.relu,
+        nnx.Conv(8, 4, (3, 3), strides=2, padding="VALID", rngs=rngs),
+        Q.DeQuantStub(),
+    )
+    interop.weights_from_torch(model, torch_model.state_dict())
+    x, x_t = digits.reshape(-1, 8, 8, 1), torch.from_numpy(digits.reshape(-1, 1, 8, 8))
+    torch_model.qconfig = tq.get_default_qconfig("x86")
+    t_prepared = tq.prepare(torch_model)
+    t_prepared(x_t)
+    prepared = Q.prepare(model)
+    _apply(prepared, x)
+    want = tq.convert(t_prepared)(x_t).numpy().transpose(0, 2, 3, 1)
+    _assert_outputs(Q.convert(prepared), x, want)  # jit only (eager: the MLP tests)

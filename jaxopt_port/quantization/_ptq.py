@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.linear import canonicalize_padding
 
 from jaxopt_port.quantization._int8 import (
     QuantizedArray,
+    conv2d,
     linear,
     linear_dynamic,
     quantize_weight,
@@ -361,10 +363,87 @@ class QuantizedLinear(nnx.Module):
         return linear(x, self.weight.get_value(), bias, self.scale[...], self.zero_point[...])
 
 
+class QuantizedConv(nnx.Module):
+    """A statically quantized 2-D convolution, channels last, quint8 in and out (torch's
+    `nnq.Conv2d` on x86); see [`conv2d`][jaxopt_port.quantization.conv2d].
+
+    Args:
+        weight: The quantized kernel `(kh, kw, C_in / groups, C_out)`.
+        bias: Float bias, or None.
+        scale: Output scale.
+        zero_point: Output zero point.
+        strides: Window strides.
+        padding: Padding in `lax.conv_general_dilated`'s form.
+        dilation: Kernel dilation.
+        groups: Feature groups.
+    """
+
+    def __init__(
+        self,
+        weight: QuantizedArray,
+        bias: jax.Array | None,
+        scale: jax.Array,
+        zero_point: jax.Array,
+        *,
+        strides: Any = 1,
+        padding: Any = "VALID",
+        dilation: Any = 1,
+        groups: int = 1,
+    ) -> None:
+        self.weight = QuantizedVariable(weight)
+        self.bias = None if bias is None else nnx.Param(jnp.asarray(bias, _F32))
+        self.scale = QuantizedVariable(jnp.asarray(scale, _F32).reshape(1))
+        self.zero_point = QuantizedVariable(jnp.asarray(zero_point, jnp.int32).reshape(1))
+        self.strides, self.padding, self.dilation, self.groups = strides, padding, dilation, groups
+
+    @classmethod
+    def from_conv(
+        cls, conv: nnx.Conv, weight: QuantizedArray, scale: jax.Array, zero_point: jax.Array
+    ) -> QuantizedConv:
+        """The quantized counterpart of a 2-D `nnx.Conv` with its hyperparameters."""
+        if len(conv.kernel_size) != 2 or conv.input_dilation not in (1, (1, 1)):
+            raise NotImplementedError(
+                "convert quantizes 2-D convolutions without input dilation only; got kernel "
+                f"size {conv.kernel_size}, input dilation {conv.input_dilation}"
+            )
+        if conv.padding in ("CIRCULAR", "REFLECT") or getattr(conv, "mask", None) is not None:
+            raise NotImplementedError(
+                f"convert quantizes zero-padded convolutions only; got padding {conv.padding!r}"
+            )
+        padding = (
+            conv.padding if isinstance(conv.padding, str) else canonicalize_padding(conv.padding, 2)
+        )
+        bias = None if conv.bias is None else conv.bias[...]
+        return cls(
+            weight,
+            bias,
+            scale,
+            zero_point,
+            strides=conv.strides,
+            padding=padding,
+            dilation=conv.kernel_dilation,
+            groups=conv.feature_group_count,
+        )
+
+    def __call__(self, x: QuantizedArray) -> QuantizedArray:
+        bias = None if self.bias is None else self.bias[...]
+        return conv2d(
+            x,
+            self.weight.get_value(),
+            bias,
+            self.scale[...],
+            self.zero_point[...],
+            strides=self.strides,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+
+
 def prepare(model: nnx.Module, qconfig: QConfig | None = None, inplace: bool = False) -> nnx.Module:
     """Attach observers for static quantization (torch's eager-mode `prepare`).
 
-    Every `QuantStub` and `nnx.Linear` is wrapped in an
+    Every `QuantStub`, `nnx.Linear` and `nnx.Conv` (2-D) is wrapped in an
     [`Observed`][jaxopt_port.quantization.Observed] layer that records its output's range with
     `qconfig.activation` (torch observes the same places; a ReLU shares its input's qparams).
     Run calibration data through the result (eagerly or under `nnx.jit`), then
@@ -397,7 +476,7 @@ def prepare(model: nnx.Module, qconfig: QConfig | None = None, inplace: bool = F
     qconfig = get_default_qconfig("x86") if qconfig is None else qconfig
 
     def select(node, _):
-        if isinstance(node, (QuantStub, nnx.Linear)):
+        if isinstance(node, (QuantStub, nnx.Linear, nnx.Conv)):
             return Observed(node, qconfig)
         return None
 
@@ -408,7 +487,8 @@ def convert(model: nnx.Module, inplace: bool = False) -> nnx.Module:
     """Replace observed layers by int8 ones (torch's eager-mode `convert`).
 
     `QuantStub` → [`Quantize`][jaxopt_port.quantization.Quantize], `nnx.Linear` →
-    [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear] (weights quantized with the
+    [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear], `nnx.Conv` →
+    [`QuantizedConv`][jaxopt_port.quantization.QuantizedConv] (weights quantized with the
     qconfig's weight observer, output qparams from the calibrated observer), `DeQuantStub` →
     [`DeQuantize`][jaxopt_port.quantization.DeQuantize], bare `nnx.relu` entries →
     [`ReLU`][jaxopt_port.quantization.ReLU]. The converted model's outputs equal torch's
@@ -434,6 +514,8 @@ def convert(model: nnx.Module, inplace: bool = False) -> nnx.Module:
         if isinstance(inner, QuantStub):
             return Quantize(scale, zero_point)
         weight = quantize_weight(inner.kernel[...], node.qconfig.weight)
+        if isinstance(inner, nnx.Conv):
+            return QuantizedConv.from_conv(inner, weight, scale, zero_point)
         bias = None if inner.bias is None else inner.bias[...]
         return QuantizedLinear(weight, bias, scale, zero_point)
 
