@@ -287,7 +287,8 @@ def test_errors(twins):
 
 def test_static_cnn_digits_bitwise(digits):
     """A small CNN (padding, stride 2, per-channel weights, x86 qconfig) on all 1797 images:
-    torch's converted model and ours agree bit for bit (dyadic weights, see `_torch_mlp`)."""
+    torch's converted model and ours agree bit for bit (dyadic weights, see `_torch_mlp`), also
+    after exchanging state dicts."""
     torch.manual_seed(0)
     torch_model = torch.nn.Sequential(
         tq.QuantStub(),
@@ -314,5 +315,18 @@ def test_static_cnn_digits_bitwise(digits):
     t_prepared(x_t)
     prepared = Q.prepare(model)
     _apply(prepared, x)
-    want = tq.convert(t_prepared)(x_t).numpy().transpose(0, 2, 3, 1)
-    _assert_outputs(Q.convert(prepared), x, want)  # jit only (eager: the MLP tests)
+    theirs = tq.convert(t_prepared)
+    want = theirs(x_t).numpy().transpose(0, 2, 3, 1)
+    ours = Q.convert(prepared)
+    _assert_outputs(ours, x, want)  # jit only (eager: the MLP tests)
+    # state dicts both ways, into twins calibrated on other images (other qparams)
+    other_t = tq.prepare(copy.deepcopy(torch_model))
+    other_t(x_t[:50])
+    other_t = tq.convert(other_t)
+    other_t.load_state_dict(Q.quantized_weights_to_torch(ours))
+    np.testing.assert_array_equal(other_t(x_t).numpy().transpose(0, 2, 3, 1), want)
+    other = Q.prepare(model)
+    _apply(other, x[:50])
+    other = Q.convert(other)
+    Q.quantized_weights_from_torch(other, theirs.state_dict())
+    np.testing.assert_array_equal(np.asarray(_apply(other, x)), want)

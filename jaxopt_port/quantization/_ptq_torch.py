@@ -24,6 +24,7 @@ from jaxopt_port.quantization._int8 import QuantizedArray
 from jaxopt_port.quantization._ptq import (
     DynamicQuantizedLinear,
     Quantize,
+    QuantizedConv,
     QuantizedLinear,
     _dotted,
 )
@@ -36,7 +37,7 @@ _LINEARS = (DynamicQuantizedLinear, QuantizedLinear)
 
 def _quantized_layers(model):
     for path, node in nnx.iter_graph(model):
-        if isinstance(node, (*_LINEARS, Quantize)):
+        if isinstance(node, (*_LINEARS, Quantize, QuantizedConv)):
             name = _dotted(model, path)
             yield name, (name + "." if name else ""), node
 
@@ -44,7 +45,10 @@ def _quantized_layers(model):
 def _weight_to_torch(w: QuantizedArray) -> torch.Tensor:
     import torch
 
-    values = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(w.values), -1, 0)))
+    values = np.asarray(w.values)
+    # Flax (in, out) → torch (out, in); (kh, kw, in, out) → (out, in, kh, kw)
+    values = values.T if values.ndim == 2 else values.transpose(3, 2, 0, 1)
+    values = torch.from_numpy(np.ascontiguousarray(values))
     scale, zero_point = np.asarray(w.scale), np.asarray(w.zero_point)
     if scale.size == 1:
         return torch._make_per_tensor_quantized_tensor(values, float(scale[0]), int(zero_point[0]))
@@ -59,7 +63,8 @@ def _weight_to_torch(w: QuantizedArray) -> torch.Tensor:
 def _weight_from_torch(qweight: Any) -> QuantizedArray:
     import torch
 
-    values = np.moveaxis(qweight.int_repr().numpy(), 0, -1)
+    values = qweight.int_repr().numpy()
+    values = values.T if values.ndim == 2 else values.transpose(2, 3, 1, 0)
     if qweight.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
         scale = np.array([qweight.q_scale()], np.float32)
         zero_point = np.array([qweight.q_zero_point()], np.int32)
@@ -74,7 +79,9 @@ def quantized_weights_to_torch(model: nnx.Module) -> collections.OrderedDict[str
 
     Covers [`DynamicQuantizedLinear`][jaxopt_port.quantization.DynamicQuantizedLinear]
     (torch's `nnqd.Linear`), [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear]
-    (`nnq.Linear`) and [`Quantize`][jaxopt_port.quantization.Quantize] (`nnq.Quantize`); the
+    (`nnq.Linear`), [`QuantizedConv`][jaxopt_port.quantization.QuantizedConv] (`nnq.Conv2d`:
+    `weight`, `bias`, `scale`, `zero_point`) and [`Quantize`][jaxopt_port.quantization.Quantize]
+    (`nnq.Quantize`); the
     result carries torch's module versions (`_metadata`), so
     `torch_quantized_model.load_state_dict(...)` takes it. Weights are rebuilt with torch's
     quantized-tensor constructors: a one-column weight is written per tensor (per channel with
@@ -100,6 +107,7 @@ def quantized_weights_to_torch(model: nnx.Module) -> collections.OrderedDict[str
         ['0._packed_params._packed_params', '0._packed_params.dtype', '0.scale', '0.zero_point']
     """
     import torch
+    from torch.ao.nn.quantized import Conv2d as QConv2d
     from torch.ao.nn.quantized import Linear as QLinear
     from torch.ao.nn.quantized import Quantize as QQuantize
     from torch.ao.nn.quantized.dynamic import Linear as DLinear
@@ -114,6 +122,15 @@ def quantized_weights_to_torch(model: nnx.Module) -> collections.OrderedDict[str
                 np.asarray(node.zero_point[...]).astype(np.int64)
             )
             metadata[name] = {"version": QQuantize._version}
+            continue
+        if isinstance(node, QuantizedConv):
+            state_dict[prefix + "weight"] = _weight_to_torch(node.weight.get_value())
+            state_dict[prefix + "bias"] = (
+                None if node.bias is None else torch.from_numpy(np.asarray(node.bias[...]).copy())
+            )
+            state_dict[prefix + "scale"] = torch.tensor(float(node.scale[...][0]))
+            state_dict[prefix + "zero_point"] = torch.tensor(int(node.zero_point[...][0]))
+            metadata[name] = {"version": QConv2d._version}
             continue
         dynamic = isinstance(node, DynamicQuantizedLinear)
         if dynamic:
@@ -153,11 +170,12 @@ def quantized_weights_from_torch(model: nnx.Module, state_dict: Mapping[str, Any
     problems = []
     updates = []
     for _, prefix, node in _quantized_layers(model):
-        keys = (
-            ("scale", "zero_point")
-            if isinstance(node, Quantize)
-            else ("scale", "zero_point", "_packed_params._packed_params")
-        )
+        if isinstance(node, Quantize):
+            keys = ("scale", "zero_point")
+        elif isinstance(node, QuantizedConv):
+            keys = ("scale", "zero_point", "weight")
+        else:
+            keys = ("scale", "zero_point", "_packed_params._packed_params")
         missing = [prefix + k for k in keys if prefix + k not in state_dict]
         if missing:
             problems.append(f"missing {', '.join(missing)}")
@@ -167,12 +185,15 @@ def quantized_weights_from_torch(model: nnx.Module, state_dict: Mapping[str, Any
         if isinstance(node, Quantize):
             updates.append((node, None, None, scale, zero_point))
             continue
-        qweight, bias = state_dict[prefix + "_packed_params._packed_params"]
+        if isinstance(node, QuantizedConv):
+            qweight, bias = state_dict[prefix + "weight"], state_dict.get(prefix + "bias")
+        else:
+            qweight, bias = state_dict[prefix + "_packed_params._packed_params"]
         weight = _weight_from_torch(qweight)
         want = node.weight.get_value().values.shape
         if weight.values.shape != want:
             problems.append(
-                f"{prefix}_packed_params: torch weight {tuple(qweight.shape)} gives an NNX kernel "
+                f"{prefix}: torch weight {tuple(qweight.shape)} gives an NNX kernel "
                 f"{weight.values.shape}, the model has {want}"
             )
             continue
