@@ -253,9 +253,7 @@ def test_state_dict_to_and_from_torch(twins, digits):
     t_prepared = tq.prepare(t_model)
     t_prepared(x[:300])
     theirs = tq.convert(t_prepared)
-    empty = Q.prepare(_nnx_mlp(_torch_mlp(seed=1)))
-    _apply(empty, digits[:2])
-    ours = Q.convert(empty)
+    ours = Q.convert(Q.prepare(_nnx_mlp(_torch_mlp(seed=1))))  # uncalibrated: qparams 1, 0
     Q.quantized_weights_from_torch(ours, theirs.state_dict())
     np.testing.assert_array_equal(np.asarray(_apply(ours, digits)), theirs(x).numpy())
     back = tq.convert(tq.prepare(t_model))  # fresh torch twin, other qparams
@@ -281,20 +279,27 @@ def test_errors(twins):
                 ch_axis=1, dtype="qint8", qscheme="per_channel_symmetric"
             ),
         )
+    w = Q.QuantizedArray(jnp.ones((1, 1, 1, 1), jnp.int8), jnp.ones(1), jnp.ones(1, jnp.int32))
+    x = Q.QuantizedArray(jnp.ones((1, 2, 2, 1), jnp.uint8), jnp.ones(1), jnp.zeros(1, jnp.int32))
+    with pytest.raises(ValueError, match="symmetric weights"):
+        Q.conv2d(x, w, None, 1.0, 0)
     with pytest.raises(ValueError, match=r"missing 1\.scale"):
         Q.quantized_weights_from_torch(Q.quantize_dynamic(model), {})
 
 
 def test_static_cnn_digits_bitwise(digits):
-    """A small CNN (padding, stride 2, per-channel weights, x86 qconfig) on all 1797 images:
-    torch's converted model and ours agree bit for bit (dyadic weights, see `_torch_mlp`), also
-    after exchanging state dicts."""
+    """A small CNN (padding, stride 2, per-channel weights, a Linear head after torch's
+    channels-first flatten, x86 qconfig) on all 1797 images: torch's converted model and ours
+    agree bit for bit (dyadic weights, see `_torch_mlp`), also after exchanging state dicts."""
     torch.manual_seed(0)
     torch_model = torch.nn.Sequential(
         tq.QuantStub(),
         torch.nn.Conv2d(1, 8, 3, padding=1),
         torch.nn.ReLU(),
         torch.nn.Conv2d(8, 4, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(36, 10),
         tq.DeQuantStub(),
     ).eval()
     with torch.no_grad():
@@ -306,17 +311,23 @@ def test_static_cnn_digits_bitwise(digits):
         nnx.Conv(1, 8, (3, 3), padding=1, rngs=rngs),
         nnx.relu,
         nnx.Conv(8, 4, (3, 3), strides=2, padding="VALID", rngs=rngs),
+        nnx.relu,
+        Q.Flatten(),
+        nnx.Linear(36, 10, rngs=rngs),
         Q.DeQuantStub(),
     )
     interop.weights_from_torch(model, torch_model.state_dict())
     x, x_t = digits.reshape(-1, 8, 8, 1), torch.from_numpy(digits.reshape(-1, 1, 8, 8))
+    np.testing.assert_array_equal(  # the premise: float forwards agree exactly
+        np.asarray(_apply(model, x)), torch_model(x_t).detach().numpy()
+    )
     torch_model.qconfig = tq.get_default_qconfig("x86")
     t_prepared = tq.prepare(torch_model)
     t_prepared(x_t)
     prepared = Q.prepare(model)
     _apply(prepared, x)
     theirs = tq.convert(t_prepared)
-    want = theirs(x_t).numpy().transpose(0, 2, 3, 1)
+    want = theirs(x_t).numpy()
     ours = Q.convert(prepared)
     _assert_outputs(ours, x, want)  # jit only (eager: the MLP tests)
     # state dicts both ways, into twins calibrated on other images (other qparams)
@@ -324,9 +335,7 @@ def test_static_cnn_digits_bitwise(digits):
     other_t(x_t[:50])
     other_t = tq.convert(other_t)
     other_t.load_state_dict(Q.quantized_weights_to_torch(ours))
-    np.testing.assert_array_equal(other_t(x_t).numpy().transpose(0, 2, 3, 1), want)
-    other = Q.prepare(model)
-    _apply(other, x[:50])
-    other = Q.convert(other)
+    np.testing.assert_array_equal(other_t(x_t).numpy(), want)
+    other = Q.convert(Q.prepare(model))  # never calibrated: torch's default qparams 1, 0
     Q.quantized_weights_from_torch(other, theirs.state_dict())
     np.testing.assert_array_equal(np.asarray(_apply(other, x)), want)

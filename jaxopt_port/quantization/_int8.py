@@ -24,7 +24,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxopt_port.quantization import _exact
-from jaxopt_port.quantization._numerics import dequantize, quantize_per_channel, quantize_per_tensor
+from jaxopt_port.quantization._numerics import (
+    _is_concrete,
+    dequantize,
+    quantize_per_channel,
+    quantize_per_tensor,
+)
 from jaxopt_port.quantization._observers import PerChannelMinMaxObserver
 from jaxopt_port.quantization._qconfig import default_weight_observer
 from jaxopt_port.quantization._qparams import choose_quantization_params
@@ -89,6 +94,9 @@ def quantize_weight(
 
     Returns:
         The quantized weight, values in the kernel's layout.
+
+    Raises:
+        ValueError: a per-channel observer whose `ch_axis` is not 0 (torch's output channels).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -294,6 +302,9 @@ def conv2d(
     Returns:
         The quantized output `(N, H', W', C_out)`.
 
+    Raises:
+        ValueError: a weight zero point other than 0 (checked when not traced).
+
     Examples:
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization
@@ -303,6 +314,11 @@ def conv2d(
         >>> quantization.conv2d(x, w, None, 0.25, 0).values[..., 0]
         Array([[[4, 4]]], dtype=uint8)
     """
+    if _is_concrete(weight.zero_point) and bool(jnp.any(weight.zero_point != 0)):
+        raise ValueError(
+            "conv2d takes symmetric weights (zero points 0, the x86 default); got zero points "
+            f"{weight.zero_point}"
+        )
     q = x.values.astype(jnp.int32)
     offset = 128 if x.values.dtype == jnp.uint8 else 0
     a8 = (q - offset).astype(jnp.int8)

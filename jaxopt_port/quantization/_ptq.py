@@ -27,6 +27,7 @@ int8 checkpoint.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -288,6 +289,31 @@ class ReLU(nnx.Module):
         return relu(x) if isinstance(x, QuantizedArray) else jax.nn.relu(x)
 
 
+class Flatten(nnx.Module):
+    """Flatten all but the batch axis in torch's order (channels first), for float arrays and
+    [`QuantizedArray`][jaxopt_port.quantization.QuantizedArray]s (qparams kept, as torch's
+    `flatten` of a quantized tensor).
+
+    Channels-last `(N, H, W, C)` activations are flattened as torch flattens `(N, C, H, W)`, so
+    a Linear after it takes torch's weights unchanged.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization
+        >>> quantization.Flatten()(jnp.arange(8).reshape(1, 2, 2, 2))
+        Array([[0, 2, 4, 6, 1, 3, 5, 7]], dtype=int32)
+    """
+
+    def __call__(self, x):
+        def flat(a):
+            a = jnp.moveaxis(a, -1, 1) if a.ndim > 2 else a
+            return a.reshape(a.shape[0], -1)
+
+        if isinstance(x, QuantizedArray):
+            return QuantizedArray(flat(x.values), x.scale, x.zero_point)
+        return flat(x)
+
+
 class Observed(nnx.Module):
     """A layer whose output an observer watches (torch's module with an
     `activation_post_process` child after `prepare`).
@@ -311,8 +337,18 @@ class Observed(nnx.Module):
         return y
 
     def calculate_qparams(self) -> tuple[jax.Array, jax.Array]:
-        """The observer's `(scale, zero_point)` for what it has seen."""
-        return self.observer.calculate_qparams(self.activation_post_process.get_value())
+        """The observer's `(scale, zero_point)` for what it has seen (compiled once per
+        observer; an observer that saw nothing answers eagerly, with torch's warning)."""
+        state = self.activation_post_process.get_value()
+        min_val = getattr(state, "min_val", None)
+        if min_val is not None and bool(jnp.all(jnp.isposinf(min_val))):
+            return self.observer.calculate_qparams(state)
+        return _calculate_qparams(self.observer, state)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _calculate_qparams(observer, state):
+    return observer.calculate_qparams(state)
 
 
 class Quantize(nnx.Module):
