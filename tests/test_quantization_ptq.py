@@ -339,3 +339,58 @@ def test_static_cnn_digits_bitwise(digits):
     other = Q.convert(Q.prepare(model))  # never calibrated: torch's default qparams 1, 0
     Q.quantized_weights_from_torch(other, theirs.state_dict())
     np.testing.assert_array_equal(np.asarray(_apply(other, x)), want)
+
+
+def test_requantization_random_qparams():
+    """Random int8 inputs, weights and qparams (1.7·10^5 outputs): `linear` (fbgemm) and `conv2d`
+    (oneDNN) equal torch's kernels and the NumPy reference. (On 3·10^6 such outputs, fbgemm's
+    formula applied to the convolution differed from torch on 5, oneDNN's steps with $1/s_y$
+    instead of the division on 1: measured while choosing the formula.)"""
+    rng = np.random.default_rng(0)
+    linear = jax.jit(Q.linear)
+    conv = jax.jit(lambda x, w, b, s, z: Q.conv2d(x, w, b, s, z, padding=((1, 1), (1, 1))))
+    for _ in range(4):
+        s_x, s_y = np.float32(rng.uniform(0.001, 0.1)), np.float32(rng.uniform(0.001, 0.05))
+        z_x, z_y = (int(v) for v in rng.integers(0, 128, 2))
+        s_w = rng.uniform(0.001, 0.02, 16).astype(np.float32)
+        b = (rng.standard_normal(16) * 0.3).astype(np.float32)
+        t_sw = torch.from_numpy(s_w.astype(np.float64))
+        zeros = torch.zeros(16, dtype=torch.int64)
+        qx = rng.integers(0, 128, (256, 32)).astype(np.uint8)
+        qw = rng.integers(-128, 128, (16, 32)).astype(np.int8)
+        tw = torch._make_per_channel_quantized_tensor(torch.from_numpy(qw), t_sw, zeros, 0)
+        tx = torch._make_per_tensor_quantized_tensor(torch.from_numpy(qx), float(s_x), z_x)
+        packed = torch.ops.quantized.linear_prepack(tw, torch.from_numpy(b))
+        want = torch.ops.quantized.linear(tx, packed, float(s_y), z_y).int_repr().numpy()
+        x = Q.QuantizedArray(jnp.asarray(qx), jnp.array([s_x]), jnp.array([z_x]))
+        w = Q.QuantizedArray(jnp.asarray(qw.T), jnp.asarray(s_w), jnp.zeros(16, jnp.int32))
+        np.testing.assert_array_equal(np.asarray(linear(x, w, b, s_y, z_y).values), want)
+        got = ref.linear_static(qx, s_x, z_x, qw, s_w, b, s_y, z_y)
+        np.testing.assert_array_equal(got, want)
+
+        qx = rng.integers(0, 128, (24, 4, 10, 10)).astype(np.uint8)
+        qw = rng.integers(-128, 128, (16, 4, 3, 3)).astype(np.int8)
+        tw = torch._make_per_channel_quantized_tensor(torch.from_numpy(qw), t_sw, zeros, 0)
+        tx = torch._make_per_tensor_quantized_tensor(torch.from_numpy(qx), float(s_x), z_x)
+        packed = torch.ops.quantized.conv2d_prepack(
+            tw, torch.from_numpy(b), [1, 1], [1, 1], [1, 1], 1
+        )
+        want = torch.ops.quantized.conv2d(tx, packed, float(s_y), z_y).int_repr().numpy()
+        want = want.transpose(0, 2, 3, 1)
+        x = Q.QuantizedArray(
+            jnp.asarray(qx.transpose(0, 2, 3, 1)), jnp.array([s_x]), jnp.array([z_x])
+        )
+        w = Q.QuantizedArray(
+            jnp.asarray(qw.transpose(2, 3, 1, 0)), jnp.asarray(s_w), jnp.zeros(16, jnp.int32)
+        )
+        np.testing.assert_array_equal(np.asarray(conv(x, w, b, s_y, z_y).values), want)
+        acc = np.asarray(
+            jax.lax.conv_general_dilated(
+                jnp.asarray(qx.transpose(0, 2, 3, 1), jnp.int32) - z_x,
+                jnp.asarray(qw.transpose(2, 3, 1, 0), jnp.int32),
+                (1, 1),
+                ((1, 1), (1, 1)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        )
+        np.testing.assert_array_equal(ref.requantize_onednn(acc, s_x, s_w, b, s_y, z_y), want)

@@ -295,3 +295,13 @@ def linear_static(q_x, s_x, z_x, q_w, s_w, bias, s_y, z_y):
     raw = acc.astype(F32) + (np.asarray(bias, F32) / m).astype(F32)
     q = np.rint((raw * (m / F32(s_y)).astype(F32)).astype(F32)).astype(np.int64) + z_y
     return np.clip(q, 0, 255)
+
+
+def requantize_onednn(acc, s_x, s_w, bias, s_y, z_y):
+    """oneDNN's requantization (torch's x86 quantized Conv2d), channels on the last axis:
+    q = clamp(rint(f32(f32(f32(f32(acc)·m) + b) / s_y) + z_y), 0, 255), m = f32(s_x·s_w)."""
+    m = (F32(s_x) * np.asarray(s_w, F32)).astype(F32)
+    v = (np.asarray(acc).astype(F32) * m).astype(F32)
+    v = (v + np.asarray(bias, F32)).astype(F32)
+    v = ((v / F32(s_y)).astype(F32) + F32(z_y)).astype(F32)
+    return np.clip(np.rint(v).astype(np.int64), 0, 255)
