@@ -394,3 +394,76 @@ def test_requantization_random_qparams():
             )
         )
         np.testing.assert_array_equal(ref.requantize_onednn(acc, s_x, s_w, b, s_y, z_y), want)
+
+
+class _TorchResidual(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = tq.QuantStub()
+        self.fc1 = torch.nn.Linear(64, 64)
+        self.relu = torch.nn.ReLU()
+        self.skip = torch.ao.nn.quantized.FloatFunctional()
+        self.fc2 = torch.nn.Linear(64, 10)
+        self.dequant = tq.DeQuantStub()
+
+    def forward(self, x):
+        x = self.quant(x)
+        return self.dequant(self.fc2(self.skip.add(x, self.relu(self.fc1(x)))))
+
+
+class _Residual(nnx.Module):
+    def __init__(self, rngs):
+        self.quant = Q.QuantStub()
+        self.fc1 = nnx.Linear(64, 64, rngs=rngs)
+        self.relu = Q.ReLU()
+        self.skip = Q.Add()
+        self.fc2 = nnx.Linear(64, 10, rngs=rngs)
+        self.dequant = Q.DeQuantStub()
+
+    def __call__(self, x):
+        x = self.quant(x)
+        return self.dequant(self.fc2(self.skip(x, self.relu(self.fc1(x)))))
+
+
+def test_static_residual_add_bitwise(digits):
+    """A residual MLP with torch's `FloatFunctional.add` / our `Add`, observed and converted:
+    logits on all 1797 rows bit for bit (dyadic weights), also after exchanging state dicts;
+    `add` and `add(relu=True)` on 10^5
+    random pairs equal torch's `quantized.add` / `add_relu` (eagerly and under jit)."""
+    torch.manual_seed(0)
+    torch_model = _TorchResidual().eval()
+    with torch.no_grad():
+        for p in torch_model.parameters():
+            p.copy_(torch.round(p * 32) / 32)
+    model = _Residual(nnx.Rngs(0))
+    interop.weights_from_torch(model, torch_model.state_dict())
+    torch_model.qconfig = tq.get_default_qconfig("x86")
+    t_prepared = tq.prepare(torch_model)
+    x_t = torch.from_numpy(digits)
+    t_prepared(x_t)
+    prepared = Q.prepare(model)
+    _apply(prepared, digits)
+    theirs = tq.convert(t_prepared)
+    want = theirs(x_t).numpy()
+    ours = Q.convert(prepared)
+    _assert_outputs(ours, digits, want)
+    other = Q.convert(Q.prepare(model))  # never calibrated: torch's default qparams 1, 0
+    Q.quantized_weights_from_torch(other, theirs.state_dict())
+    np.testing.assert_array_equal(np.asarray(_apply(other, digits)), want)
+    other_t = tq.convert(tq.prepare(copy.deepcopy(torch_model)))  # uncalibrated torch twin
+    other_t.load_state_dict(Q.quantized_weights_to_torch(ours))
+    np.testing.assert_array_equal(other_t(x_t).numpy(), want)
+
+    rng = np.random.default_rng(1)
+    s_a, s_b, s_y = (np.float32(v) for v in rng.uniform(0.001, 0.1, 3))
+    z_a, z_b, z_y = (int(v) for v in rng.integers(0, 128, 3))
+    q_a, q_b = rng.integers(0, 256, (2, 100_000)).astype(np.uint8)
+    t_a = torch._make_per_tensor_quantized_tensor(torch.from_numpy(q_a), float(s_a), z_a)
+    t_b = torch._make_per_tensor_quantized_tensor(torch.from_numpy(q_b), float(s_b), z_b)
+    a = Q.QuantizedArray(jnp.asarray(q_a), jnp.array([s_a]), jnp.array([z_a]))
+    b = Q.QuantizedArray(jnp.asarray(q_b), jnp.array([s_b]), jnp.array([z_b]))
+    jitted = jax.jit(Q.add, static_argnames="relu")
+    for relu, op in ((False, torch.ops.quantized.add), (True, torch.ops.quantized.add_relu)):
+        want = op(t_a, t_b, float(s_y), z_y).int_repr().numpy()
+        for fn in (Q.add, jitted):
+            np.testing.assert_array_equal(np.asarray(fn(a, b, s_y, z_y, relu=relu).values), want)

@@ -31,6 +31,7 @@ from jaxopt_port.quantization._fake_quantize import (
 from jaxopt_port.quantization._histogram import HistogramObserver, HistogramState
 from jaxopt_port.quantization._int8 import (
     QuantizedArray,
+    add,
     conv2d,
     linear,
     linear_dynamic,
@@ -61,6 +62,7 @@ from jaxopt_port.quantization._observers import (
     PlaceholderObserver,
 )
 from jaxopt_port.quantization._ptq import (
+    Add,
     DeQuantize,
     DeQuantStub,
     DynamicQuantizedLinear,
@@ -68,6 +70,7 @@ from jaxopt_port.quantization._ptq import (
     Observed,
     ObserverState,
     Quantize,
+    QuantizedAdd,
     QuantizedConv,
     QuantizedLinear,
     QuantizedVariable,
@@ -105,6 +108,7 @@ from jaxopt_port.quantization._qparams import calculate_qparams, choose_quantiza
 from jaxopt_port.quantization._ranges import calculate_qmin_qmax
 
 __all__ = [
+    "Add",
     "DeQuantStub",
     "DeQuantize",
     "DynamicQuantizedLinear",
@@ -130,11 +134,13 @@ __all__ = [
     "QConfig",
     "QuantStub",
     "Quantize",
+    "QuantizedAdd",
     "QuantizedArray",
     "QuantizedConv",
     "QuantizedLinear",
     "QuantizedVariable",
     "ReLU",
+    "add",
     "calculate_qmin_qmax",
     "calculate_qparams",
     "choose_quantization_params",

@@ -38,6 +38,7 @@ from flax.nnx.nn.linear import canonicalize_padding
 
 from jaxopt_port.quantization._int8 import (
     QuantizedArray,
+    add,
     conv2d,
     linear,
     linear_dynamic,
@@ -314,6 +315,40 @@ class Flatten(nnx.Module):
         return flat(x)
 
 
+class Add(nnx.Module):
+    """Addition that static quantization can observe and convert (torch's `FloatFunctional`
+    used as `self.ff.add(a, b)`): `a + b` until [`convert`][jaxopt_port.quantization.convert]
+    makes it a [`QuantizedAdd`][jaxopt_port.quantization.QuantizedAdd] with the calibrated
+    output qparams.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_port import quantization
+        >>> quantization.Add()(jnp.ones(2), jnp.ones(2))
+        Array([2., 2.], dtype=float32)
+    """
+
+    def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        return a + b
+
+
+class QuantizedAdd(nnx.Module):
+    """Quantized addition with fixed output qparams (torch's `QFunctional.add`); see
+    [`add`][jaxopt_port.quantization.add].
+
+    Args:
+        scale: Output scale.
+        zero_point: Output zero point.
+    """
+
+    def __init__(self, scale: jax.Array, zero_point: jax.Array) -> None:
+        self.scale = QuantizedVariable(jnp.asarray(scale, _F32).reshape(1))
+        self.zero_point = QuantizedVariable(jnp.asarray(zero_point, jnp.int32).reshape(1))
+
+    def __call__(self, a: QuantizedArray, b: QuantizedArray) -> QuantizedArray:
+        return add(a, b, self.scale[...], self.zero_point[...])
+
+
 class Observed(nnx.Module):
     """A layer whose output an observer watches (torch's module with an
     `activation_post_process` child after `prepare`).
@@ -330,8 +365,8 @@ class Observed(nnx.Module):
         self.observer = qconfig.activation()
         self.activation_post_process = ObserverState(self.observer.init())
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.module(x)
+    def __call__(self, *args: jax.Array) -> jax.Array:
+        y = self.module(*args)
         state = self.activation_post_process.get_value()
         self.activation_post_process.set_value(self.observer.update(state, y))
         return y
@@ -479,7 +514,8 @@ class QuantizedConv(nnx.Module):
 def prepare(model: nnx.Module, qconfig: QConfig | None = None, inplace: bool = False) -> nnx.Module:
     """Attach observers for static quantization (torch's eager-mode `prepare`).
 
-    Every `QuantStub`, `nnx.Linear` and `nnx.Conv` (2-D) is wrapped in an
+    Every `QuantStub`, `nnx.Linear`, `nnx.Conv` (2-D) and [`Add`][jaxopt_port.quantization.Add]
+    is wrapped in an
     [`Observed`][jaxopt_port.quantization.Observed] layer that records its output's range with
     `qconfig.activation` (torch observes the same places; a ReLU shares its input's qparams).
     Run calibration data through the result (eagerly or under `nnx.jit`), then
@@ -512,7 +548,7 @@ def prepare(model: nnx.Module, qconfig: QConfig | None = None, inplace: bool = F
     qconfig = get_default_qconfig("x86") if qconfig is None else qconfig
 
     def select(node, _):
-        if isinstance(node, (QuantStub, nnx.Linear, nnx.Conv)):
+        if isinstance(node, (QuantStub, nnx.Linear, nnx.Conv, Add)):
             return Observed(node, qconfig)
         return None
 
@@ -524,7 +560,8 @@ def convert(model: nnx.Module, inplace: bool = False) -> nnx.Module:
 
     `QuantStub` → [`Quantize`][jaxopt_port.quantization.Quantize], `nnx.Linear` →
     [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear], `nnx.Conv` →
-    [`QuantizedConv`][jaxopt_port.quantization.QuantizedConv] (weights quantized with the
+    [`QuantizedConv`][jaxopt_port.quantization.QuantizedConv], `Add` →
+    [`QuantizedAdd`][jaxopt_port.quantization.QuantizedAdd] (weights quantized with the
     qconfig's weight observer, output qparams from the calibrated observer), `DeQuantStub` →
     [`DeQuantize`][jaxopt_port.quantization.DeQuantize], bare `nnx.relu` entries →
     [`ReLU`][jaxopt_port.quantization.ReLU]. The converted model's outputs equal torch's
@@ -549,6 +586,8 @@ def convert(model: nnx.Module, inplace: bool = False) -> nnx.Module:
         inner = node.module
         if isinstance(inner, QuantStub):
             return Quantize(scale, zero_point)
+        if isinstance(inner, Add):
+            return QuantizedAdd(scale, zero_point)
         weight = quantize_weight(inner.kernel[...], node.qconfig.weight)
         if isinstance(inner, nnx.Conv):
             return QuantizedConv.from_conv(inner, weight, scale, zero_point)

@@ -24,6 +24,7 @@ from jaxopt_port.quantization._int8 import QuantizedArray
 from jaxopt_port.quantization._ptq import (
     DynamicQuantizedLinear,
     Quantize,
+    QuantizedAdd,
     QuantizedConv,
     QuantizedLinear,
     _dotted,
@@ -37,7 +38,7 @@ _LINEARS = (DynamicQuantizedLinear, QuantizedLinear)
 
 def _quantized_layers(model):
     for path, node in nnx.iter_graph(model):
-        if isinstance(node, (*_LINEARS, Quantize, QuantizedConv)):
+        if isinstance(node, (*_LINEARS, Quantize, QuantizedConv, QuantizedAdd)):
             name = _dotted(model, path)
             yield name, (name + "." if name else ""), node
 
@@ -80,8 +81,8 @@ def quantized_weights_to_torch(model: nnx.Module) -> collections.OrderedDict[str
     Covers [`DynamicQuantizedLinear`][jaxopt_port.quantization.DynamicQuantizedLinear]
     (torch's `nnqd.Linear`), [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear]
     (`nnq.Linear`), [`QuantizedConv`][jaxopt_port.quantization.QuantizedConv] (`nnq.Conv2d`:
-    `weight`, `bias`, `scale`, `zero_point`) and [`Quantize`][jaxopt_port.quantization.Quantize]
-    (`nnq.Quantize`); the
+    `weight`, `bias`, `scale`, `zero_point`), [`QuantizedAdd`][jaxopt_port.quantization.QuantizedAdd]
+    (`nnq.QFunctional`) and [`Quantize`][jaxopt_port.quantization.Quantize] (`nnq.Quantize`); the
     result carries torch's module versions (`_metadata`), so
     `torch_quantized_model.load_state_dict(...)` takes it. Weights are rebuilt with torch's
     quantized-tensor constructors: a one-column weight is written per tensor (per channel with
@@ -109,6 +110,7 @@ def quantized_weights_to_torch(model: nnx.Module) -> collections.OrderedDict[str
     import torch
     from torch.ao.nn.quantized import Conv2d as QConv2d
     from torch.ao.nn.quantized import Linear as QLinear
+    from torch.ao.nn.quantized import QFunctional
     from torch.ao.nn.quantized import Quantize as QQuantize
     from torch.ao.nn.quantized.dynamic import Linear as DLinear
     from torch.ao.nn.quantized.modules.linear import LinearPackedParams
@@ -122,6 +124,11 @@ def quantized_weights_to_torch(model: nnx.Module) -> collections.OrderedDict[str
                 np.asarray(node.zero_point[...]).astype(np.int64)
             )
             metadata[name] = {"version": QQuantize._version}
+            continue
+        if isinstance(node, QuantizedAdd):
+            state_dict[prefix + "scale"] = torch.tensor(float(node.scale[...][0]))
+            state_dict[prefix + "zero_point"] = torch.tensor(int(node.zero_point[...][0]))
+            metadata[name] = {"version": QFunctional._version}
             continue
         if isinstance(node, QuantizedConv):
             state_dict[prefix + "weight"] = _weight_to_torch(node.weight.get_value())
@@ -170,7 +177,7 @@ def quantized_weights_from_torch(model: nnx.Module, state_dict: Mapping[str, Any
     problems = []
     updates = []
     for _, prefix, node in _quantized_layers(model):
-        if isinstance(node, Quantize):
+        if isinstance(node, (Quantize, QuantizedAdd)):
             keys = ("scale", "zero_point")
         elif isinstance(node, QuantizedConv):
             keys = ("scale", "zero_point", "weight")
@@ -182,7 +189,7 @@ def quantized_weights_from_torch(model: nnx.Module, state_dict: Mapping[str, Any
             continue
         scale = np.asarray(to_numpy(state_dict[prefix + "scale"]), np.float32).reshape(1)
         zero_point = np.asarray(to_numpy(state_dict[prefix + "zero_point"])).reshape(1)
-        if isinstance(node, Quantize):
+        if isinstance(node, (Quantize, QuantizedAdd)):
             updates.append((node, None, None, scale, zero_point))
             continue
         if isinstance(node, QuantizedConv):
