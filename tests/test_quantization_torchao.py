@@ -141,7 +141,7 @@ def test_int8_dynamic_random_layers_bitwise(variant):
         np.testing.assert_array_equal(qw[i], lin.weight.qdata.numpy())
         np.testing.assert_array_equal(sw[i], lin.weight.scale.numpy())
         np.testing.assert_array_equal(y[i], run_torch(lin, x[i]), err_msg=f"layer {i}")
-    exported = q.quantized_linear_to_torch(q.QuantizedLinear(qw[0], sw[0], None, b[0], cfg))
+    exported = q.quantized_linear_to_torch(q.AffineQuantizedLinear(qw[0], sw[0], None, b[0], cfg))
     np.testing.assert_array_equal(run_torch(exported, x[0]), y[0])
     assert q.quantized_linear_from_torch(lins[0]).config == cfg
 
@@ -197,7 +197,7 @@ def test_int8_dynamic_digits_mlp_and_export(digits):
 
     exported = torch.nn.Sequential(
         *[
-            m if not isinstance(m, q.QuantizedLinear) else q.quantized_linear_to_torch(m)
+            m if not isinstance(m, q.AffineQuantizedLinear) else q.quantized_linear_to_torch(m)
             for m in (
                 model.layers[0],
                 torch.nn.ReLU(),
@@ -318,7 +318,7 @@ def test_qat_prepare_convert_against_torchao():
 
     torchao_quantize(tmodel, TQATConfig(base_t, step="convert"))
     q.quantize_(model, q.QATConfig(base, step="convert"))
-    assert isinstance(model.layers[0], q.QuantizedLinear)
+    assert isinstance(model.layers[0], q.AffineQuantizedLinear)
     np.testing.assert_array_equal(run_torch(tmodel, x), fake_t)  # torchao's own claim
     np.testing.assert_array_equal(nnx.jit(lambda mod, v: mod(v))(model, x), fake)
     np.testing.assert_array_equal(model.layers[0].qdata[...], tmodel[0].weight.qdata.numpy())
@@ -336,7 +336,7 @@ def test_quantize_filter_names_and_errors():
     q.quantize_(net, q.Int8WeightOnlyConfig(), lambda m, name: names.append(name) or name != "fc1")
     assert sorted(names) == ["", "blocks", "blocks.0", "blocks.1", "fc1"]
     assert isinstance(net.fc1, nnx.Linear)
-    assert all(isinstance(b, q.QuantizedLinear) for b in net.blocks)
+    assert all(isinstance(b, q.AffineQuantizedLinear) for b in net.blocks)
     with pytest.raises(TypeError, match="config must be one of"):
         q.quantize_(net, object())
     with pytest.raises(ValueError, match="Only PerTensor and PerRow"):

@@ -16,6 +16,12 @@
 - `FakeQuantize` / `FusedMovingAvgObsFakeQuantize` (functional), `QConfig` and torch's defaults,
   and QAT's weight side as one Optax transformation
   ([`fake_quantize_weights`][jaxopt_port.quantization.fake_quantize_weights]).
+- Post-training int8 on Flax NNX models:
+  [`quantize_dynamic`][jaxopt_port.quantization.quantize_dynamic] and
+  [`prepare`][jaxopt_port.quantization.prepare] → calibrate →
+  [`convert`][jaxopt_port.quantization.convert], equal to torch's converted models bit for bit;
+  the int8 kernels on plain arrays ([`linear_dynamic`][jaxopt_port.quantization.linear_dynamic],
+  [`linear`][jaxopt_port.quantization.linear]) and torch `state_dict` export/import.
 
 Dtypes and qschemes are torch's names as strings (`"quint8"`, `"per_tensor_affine"`, ...); torch
 objects (`torch.quint8`) are accepted too.
@@ -27,6 +33,15 @@ from jaxopt_port.quantization._fake_quantize import (
     FusedMovingAvgObsFakeQuantize,
 )
 from jaxopt_port.quantization._histogram import HistogramObserver, HistogramState
+from jaxopt_port.quantization._int8 import (
+    QuantizedArray,
+    add,
+    conv2d,
+    linear,
+    linear_dynamic,
+    quantize_weight,
+    relu,
+)
 from jaxopt_port.quantization._learnable import (
     LearnableFakeQuantize,
     LearnableFakeQuantizeState,
@@ -50,6 +65,30 @@ from jaxopt_port.quantization._observers import (
     PerChannelMinMaxObserver,
     PlaceholderObserver,
 )
+from jaxopt_port.quantization._ptq import (
+    Add,
+    DeQuantize,
+    DeQuantStub,
+    DynamicQuantizedLinear,
+    Flatten,
+    Observed,
+    ObserverState,
+    Quantize,
+    QuantizedAdd,
+    QuantizedConv,
+    QuantizedLinear,
+    QuantizedVariable,
+    QuantStub,
+    ReLU,
+    convert,
+    default_dynamic_qconfig,
+    prepare,
+    quantize_dynamic,
+)
+from jaxopt_port.quantization._ptq_torch import (
+    quantized_weights_from_torch,
+    quantized_weights_to_torch,
+)
 from jaxopt_port.quantization._qat import (
     FakeQuantizeWeightsState,
     fake_quantize_weights,
@@ -72,12 +111,11 @@ from jaxopt_port.quantization._qconfig import (
 from jaxopt_port.quantization._qparams import calculate_qparams, choose_quantization_params
 from jaxopt_port.quantization._ranges import calculate_qmin_qmax
 from jaxopt_port.quantization._torchao import (
+    AffineQuantizedLinear,
     Int8DynamicActivationInt8WeightConfig,
     Int8DynamicActivationIntxWeightConfig,
     Int8WeightOnlyConfig,
     IntxWeightOnlyConfig,
-    QuantizedLinear,
-    QuantizedWeight,
     quantized_linear_from_torch,
     quantized_linear_to_torch,
 )
@@ -107,12 +145,18 @@ from jaxopt_port.quantization._torchao_qat import (
 from jaxopt_port.quantization._torchao_quantize import quantize_
 
 __all__ = [
+    "Add",
+    "AffineQuantizedLinear",
+    "DeQuantStub",
+    "DeQuantize",
+    "DynamicQuantizedLinear",
     "FakeQuantize",
     "FakeQuantizeState",
     "FakeQuantizeWeightsState",
     "FakeQuantizedLinear",
     "FixedQParamsObserver",
     "FixedQParamsState",
+    "Flatten",
     "FusedMovingAvgObsFakeQuantize",
     "HistogramObserver",
     "HistogramState",
@@ -127,6 +171,8 @@ __all__ = [
     "MinMaxState",
     "MovingAverageMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
+    "Observed",
+    "ObserverState",
     "PerAxis",
     "PerChannelMinMaxObserver",
     "PerGroup",
@@ -136,12 +182,22 @@ __all__ = [
     "PlaceholderObserver",
     "QATConfig",
     "QConfig",
+    "QuantStub",
+    "Quantize",
+    "QuantizedAdd",
+    "QuantizedArray",
+    "QuantizedConv",
     "QuantizedLinear",
-    "QuantizedWeight",
+    "QuantizedVariable",
+    "ReLU",
+    "add",
     "calculate_qmin_qmax",
     "calculate_qparams",
     "choose_qparams_affine",
     "choose_quantization_params",
+    "conv2d",
+    "convert",
+    "default_dynamic_qconfig",
     "default_fake_quant",
     "default_fused_per_channel_wt_fake_quant",
     "default_observer",
@@ -169,10 +225,18 @@ __all__ = [
     "int8_weight_only_linear",
     "intx_linear",
     "intx_quantize_weight",
+    "linear",
+    "linear_dynamic",
+    "prepare",
     "quantize_",
     "quantize_affine",
+    "quantize_dynamic",
     "quantize_per_channel",
     "quantize_per_tensor",
+    "quantize_weight",
     "quantized_linear_from_torch",
     "quantized_linear_to_torch",
+    "quantized_weights_from_torch",
+    "quantized_weights_to_torch",
+    "relu",
 ]

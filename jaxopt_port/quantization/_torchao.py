@@ -1,6 +1,6 @@
 """torchao's `quantize_` and its int8 / intx inference configs, on Flax NNX models.
 
-A [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear] holds torchao's quantized weight
+A [`AffineQuantizedLinear`][jaxopt_port.quantization.AffineQuantizedLinear] holds torchao's quantized weight
 (values, scales, zero points in torch's `(out_features, in_features)` layout), as torchao's
 `quantize_` gives each `nn.Linear` a quantized tensor subclass as its weight. The configs carry
 torchao's class names, keyword names and defaults; granularities and mapping types are ours
@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from jaxopt_port.quantization import _torchao_ops as ops
+from jaxopt_port.quantization._ptq import QuantizedVariable
 from jaxopt_port.quantization._torchao_ops import (
     MappingName,
     PerAxis,
@@ -59,7 +60,7 @@ class Int8DynamicActivationInt8WeightConfig:
         >>> model = nnx.Sequential(nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
         >>> model = quantization.quantize_(model, quantization.Int8DynamicActivationInt8WeightConfig())
         >>> type(model.layers[0]).__name__, model.layers[0].qdata[...].dtype
-        ('QuantizedLinear', dtype('int8'))
+        ('AffineQuantizedLinear', dtype('int8'))
     """
 
     act_mapping_type: MappingName | Any = "SYMMETRIC"
@@ -281,11 +282,7 @@ def _apply(config: Any, x, q, s, z, b) -> jax.Array:
     return config._apply(x, q, s, z, b)
 
 
-class QuantizedWeight(nnx.Variable):
-    """A quantized weight's values, scales or zero points (not trained, not an `nnx.Param`)."""
-
-
-class QuantizedLinear(nnx.Module):
+class AffineQuantizedLinear(nnx.Module):
     """A linear layer with a torchao-quantized weight; what `quantize_` puts in place of
     `nnx.Linear`.
 
@@ -300,7 +297,7 @@ class QuantizedLinear(nnx.Module):
         >>> import jax.numpy as jnp
         >>> from jaxopt_port import quantization as q
         >>> w = jnp.array([[0.5, -1.0, 0.25], [2.0, 0.1, -0.3]])
-        >>> layer = q.QuantizedLinear.from_weight(w, None, q.Int8DynamicActivationInt8WeightConfig())
+        >>> layer = q.AffineQuantizedLinear.from_weight(w, None, q.Int8DynamicActivationInt8WeightConfig())
         >>> layer(jnp.array([[1.0, 2.0, -1.0]]))
         Array([[-1.73238  ,  2.4866745]], dtype=float32)
     """
@@ -313,15 +310,15 @@ class QuantizedLinear(nnx.Module):
         bias: jax.typing.ArrayLike | None,
         config: Any,
     ):
-        self.qdata = QuantizedWeight(jnp.asarray(qdata, jnp.int8))
-        self.scale = QuantizedWeight(jnp.asarray(scale, _F32))
-        self.zero_point = None if zero_point is None else QuantizedWeight(jnp.asarray(zero_point))
+        self.qdata = QuantizedVariable(jnp.asarray(qdata, jnp.int8))
+        self.scale = QuantizedVariable(jnp.asarray(scale, _F32))
+        self.zero_point = None if zero_point is None else QuantizedVariable(jnp.asarray(zero_point))
         self.bias = None if bias is None else nnx.Param(jnp.asarray(bias))
         self.config = config
         self.out_features, self.in_features = self.qdata[...].shape
 
     @classmethod
-    def from_weight(cls, weight, bias, config: Any) -> QuantizedLinear:
+    def from_weight(cls, weight, bias, config: Any) -> AffineQuantizedLinear:
         """Quantize a float weight `(out_features, in_features)` with `config`."""
         return cls(*_quantize_weight(config, jnp.asarray(weight, _F32)), bias, config)
 
@@ -350,7 +347,7 @@ def _torchao_granularity(g: Any) -> Any:
     return getattr(tg, type(g).__name__)(**dataclasses.asdict(g))
 
 
-def quantized_linear_to_torch(layer: QuantizedLinear) -> Any:
+def quantized_linear_to_torch(layer: AffineQuantizedLinear) -> Any:
     """A torch `nn.Linear` whose weight is torchao's quantized tensor for `layer`.
 
     The weight is torchao's `Int8Tensor` (int8 configs, with the activation quantization of the
@@ -358,7 +355,7 @@ def quantized_linear_to_torch(layer: QuantizedLinear) -> Any:
     scales and zero points: the torch layer computes what torchao's `quantize_` would have made.
 
     Args:
-        layer: A [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear].
+        layer: A [`AffineQuantizedLinear`][jaxopt_port.quantization.AffineQuantizedLinear].
 
     Returns:
         A `torch.nn.Linear` (float32 bias) with a torchao tensor-subclass weight.
@@ -421,8 +418,8 @@ def _granularity_of_block(shape, block) -> Any:
     return PerGroup(block[-1])
 
 
-def quantized_linear_from_torch(linear: Any) -> QuantizedLinear:
-    """A [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear] from a torch `nn.Linear`
+def quantized_linear_from_torch(linear: Any) -> AffineQuantizedLinear:
+    """A [`AffineQuantizedLinear`][jaxopt_port.quantization.AffineQuantizedLinear] from a torch `nn.Linear`
     that torchao's `quantize_` quantized (its weight an `Int8Tensor` or
     `IntxUnpackedToInt8Tensor`): the same values, scales, zero points and kernel.
 
@@ -452,15 +449,15 @@ def quantized_linear_from_torch(linear: Any) -> QuantizedLinear:
         g = _granularity_of_block(q.shape, w.block_size)
         act = w.act_quant_kwargs
         if act is None:
-            return QuantizedLinear(q, s, None, bias, Int8WeightOnlyConfig(g))
+            return AffineQuantizedLinear(q, s, None, bias, Int8WeightOnlyConfig(g))
         cfg = Int8DynamicActivationInt8WeightConfig(
             act.mapping_type.name, [act.granularity, g], bool(act.reduce_range)
         )
-        return QuantizedLinear(q, s, None, bias, cfg)
+        return AffineQuantizedLinear(q, s, None, bias, cfg)
     g = _granularity_of_block(q.shape, w.block_size)
     g = PerAxis(0) if isinstance(g, PerRow) else g
     dtype = str(w.target_dtype)
     z = w.zero_point.cpu().numpy()
     if w.activation_quantization is None:
-        return QuantizedLinear(q, s, z, bias, IntxWeightOnlyConfig(dtype, g))
-    return QuantizedLinear(q, s, z, bias, Int8DynamicActivationIntxWeightConfig(dtype, g))
+        return AffineQuantizedLinear(q, s, z, bias, IntxWeightOnlyConfig(dtype, g))
+    return AffineQuantizedLinear(q, s, z, bias, Int8DynamicActivationIntxWeightConfig(dtype, g))

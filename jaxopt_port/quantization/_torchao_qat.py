@@ -17,9 +17,9 @@ from flax import nnx
 
 from jaxopt_port.quantization import _torchao_ops as ops
 from jaxopt_port.quantization._torchao import (
+    AffineQuantizedLinear,
     Int8DynamicActivationIntxWeightConfig,
     IntxWeightOnlyConfig,
-    QuantizedLinear,
     _linear_weight,
 )
 from jaxopt_port.quantization._torchao_ops import PerAxis, PerGroup, PerToken
@@ -305,4 +305,4 @@ def qat_swap(module: Any, config: QATConfig) -> Any:
         return module
     if config.base_config is None:
         return module.to_linear()
-    return QuantizedLinear.from_weight(*_linear_weight(module), config.base_config)
+    return AffineQuantizedLinear.from_weight(*_linear_weight(module), config.base_config)

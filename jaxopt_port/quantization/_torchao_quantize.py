@@ -9,7 +9,7 @@ from flax import nnx
 
 from jaxopt_port.quantization._torchao import (
     PTQ_CONFIGS,
-    QuantizedLinear,
+    AffineQuantizedLinear,
     _linear_weight,
     from_torchao_config,
 )
@@ -36,7 +36,7 @@ def _is_linear(module: Any, name: str) -> bool:
 
 def _ptq_swap(module: Any, config: Any) -> Any:
     if isinstance(module, nnx.Linear | FakeQuantizedLinear):
-        return QuantizedLinear.from_weight(*_linear_weight(module), config)
+        return AffineQuantizedLinear.from_weight(*_linear_weight(module), config)
     return module
 
 
@@ -49,7 +49,7 @@ def quantize_(
 
     Every submodule for which `filter_fn(module, name)` is true (default: every `nnx.Linear`, and
     QAT's fake-quantized linears) is replaced, in its parent, by the layer `config` makes:
-    a [`QuantizedLinear`][jaxopt_port.quantization.QuantizedLinear] for the inference configs, a
+    a [`AffineQuantizedLinear`][jaxopt_port.quantization.AffineQuantizedLinear] for the inference configs, a
     [`FakeQuantizedLinear`][jaxopt_port.quantization.FakeQuantizedLinear] or its conversion for
     [`QATConfig`][jaxopt_port.quantization.QATConfig]. `name` is torch's module name
     (`"0"`, `"encoder.fc1"`; an `nnx.Sequential`'s `layers` attribute is skipped, as in
@@ -80,7 +80,7 @@ def quantize_(
         >>> _ = quantization.quantize_(model, quantization.Int8WeightOnlyConfig(),
         ...                            filter_fn=lambda m, name: name == "2")
         >>> [type(m).__name__ for m in (model.layers[0], model.layers[2])]
-        ['Linear', 'QuantizedLinear']
+        ['Linear', 'AffineQuantizedLinear']
     """
     config = from_torchao_config(config)
     if isinstance(config, QATConfig):

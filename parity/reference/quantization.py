@@ -258,3 +258,50 @@ def near_ties(rng, scale, zero_point, quant_min, quant_max, shape):
         x = np.where(steps <= -i, np.nextafter(x, F32(-np.inf)), x)
     tiny = np.finfo(F32).tiny
     return np.where((x != 0) & (np.abs(x) < tiny), np.sign(x) * tiny, x).astype(F32)
+
+
+# ---------------------------------------------------------------- int8 inference (PTQ)
+def quantize_weight_symmetric(w, per_channel=False):
+    """torch's default weight observers on a `(out, in)` weight: symmetric qint8,
+    s = max|w| / 127.5 (per tensor, or per output row), zero point 0. Returns (q int64, s)."""
+    w = np.asarray(w, F32)
+    if per_channel:
+        mn, mx = w.min(axis=1), w.max(axis=1)
+        s, _ = calculate_qparams(mn, mx, -128, 127, "per_channel_symmetric", "qint8")
+        return quantize_per_channel(w, s, np.zeros_like(s, np.int64), 0, "qint8").astype(
+            np.int64
+        ), s
+    s, _ = calculate_qparams(w.min(), w.max(), -128, 127, "per_tensor_symmetric", "qint8")
+    return quantize_per_tensor(w, s[0], 0, "qint8").astype(np.int64), s
+
+
+def linear_dynamic(x, q_w, s_w, bias, reduce_range=True):
+    """fbgemm's dynamic Linear: the activation quantized to quint8 with
+    `choose_quantization_params` of the whole input's min/max, an exact integer product with
+    the `(out, in)` int8 weight (zero point 0), then fma(f32(acc), f32(s_x·s_w), b)."""
+    x = np.asarray(x, F32)
+    s, z = choose_quantization_params(x.min(), x.max(), 0, 255, False, reduce_range)
+    s = F32(s)
+    q = quantize_per_tensor(x, s, z, "quint8").astype(np.int64)
+    acc = (q - z) @ np.asarray(q_w, np.int64).T
+    return fma32(acc.astype(F32), (s * np.asarray(s_w, F32)).astype(F32), np.asarray(bias, F32))
+
+
+def linear_static(q_x, s_x, z_x, q_w, s_w, bias, s_y, z_y):
+    """fbgemm's static Linear, quint8 → quint8: with m = f32(s_x·s_w),
+    q = clamp(rint(f32(f32(acc) + f32(b / m)) · f32(m / s_y)) + z_y, 0, 255)."""
+    acc = (np.asarray(q_x, np.int64) - z_x) @ np.asarray(q_w, np.int64).T
+    m = (F32(s_x) * np.asarray(s_w, F32)).astype(F32)
+    raw = acc.astype(F32) + (np.asarray(bias, F32) / m).astype(F32)
+    q = np.rint((raw * (m / F32(s_y)).astype(F32)).astype(F32)).astype(np.int64) + z_y
+    return np.clip(q, 0, 255)
+
+
+def requantize_onednn(acc, s_x, s_w, bias, s_y, z_y):
+    """oneDNN's requantization (torch's x86 quantized Conv2d), channels on the last axis:
+    q = clamp(rint(f32(f32(f32(f32(acc)·m) + b) / s_y) + z_y), 0, 255), m = f32(s_x·s_w)."""
+    m = (F32(s_x) * np.asarray(s_w, F32)).astype(F32)
+    v = (np.asarray(acc).astype(F32) * m).astype(F32)
+    v = (v + np.asarray(bias, F32)).astype(F32)
+    v = ((v / F32(s_y)).astype(F32) + F32(z_y)).astype(F32)
+    return np.clip(np.rint(v).astype(np.int64), 0, 255)
