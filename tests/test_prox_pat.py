@@ -580,3 +580,36 @@ def test_constraint_errors():
         prox.MinSparsityConstraint(1.5)
     with pytest.raises(ValueError, match="score_type"):
         prox.GlobalMinSparsityConstraint(0.5, "max")
+
+
+def test_lr_is_read_from_the_inner_optimizer_or_required():
+    """γ sums the inner optimizer's lr: read from a jaxopt_port optimizer when omitted (the same
+    result as passing it), and required where it cannot be read (a default of 0 would silently
+    never prune)."""
+    group = [{"params": "w", "prox_type": "ProxLasso"}]
+    params = {"w": jnp.array([1.0, 0.05, -0.5, 0.3])}
+    grads = {"w": jnp.array([0.1, -0.2, 0.3, 0.0])}
+
+    def two_steps(tx):
+        p, state = params, tx.init(params)
+        for _ in range(2):
+            updates, state = tx.update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+        return np.asarray(p["w"])
+
+    given = two_steps(prox.prune_optimizer(optim.sgd(lr=0.5), group, reg_lambda=0.2, lr=0.5))
+    read = two_steps(prox.prune_optimizer(optim.sgd(lr=0.5), group, reg_lambda=0.2))
+    np.testing.assert_array_equal(read, given)
+    unpruned = two_steps(prox.prune_optimizer(optim.sgd(lr=0.5), group, reg_lambda=0.2, lr=0.0))
+    assert np.abs(given).sum() < np.abs(unpruned).sum() - 0.5  # γ > 0 shrank the weights
+    schedule = optax.linear_schedule(0.5, 0.1, 2)
+    np.testing.assert_array_equal(
+        two_steps(prox.prune_optimizer(optim.sgd(lr=schedule), group, reg_lambda=0.2)),
+        two_steps(prox.prune_optimizer(optim.sgd(lr=schedule), group, reg_lambda=0.2, lr=schedule)),
+    )
+    with pytest.raises(ValueError, match="prune_optimizer: pass lr="):
+        prox.prune_optimizer(optax.sgd(0.5), group, reg_lambda=0.2)
+    with pytest.raises(ValueError, match=r"quant_optimizer\(quant_shrink=True\): pass lr="):
+        prox.quant_optimizer(
+            optax.sgd(0.5), prox.UnifQuantizer(), prox.ProxHardQuant(), 2, quant_shrink=True
+        )

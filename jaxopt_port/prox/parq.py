@@ -32,10 +32,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_port._core import scalar_dtype
-from jaxopt_port.prox._latent import latent_step, lr_function
+from jaxopt_port.prox._latent import group_of_each_leaf, latent_step, lr_function
 from jaxopt_port.prox.proxmaps import ProxMap, nearest_level
 from jaxopt_port.prox.quantizers import Quantizer, true_divide
-from jaxopt_port.transforms import param_group_labels
 
 __all__ = ["QuantState", "quant_optimizer", "quantized_params"]
 
@@ -87,18 +86,7 @@ def _groups(bits: int | Sequence[Mapping[str, Any]], params: Any) -> list[Mappin
 def _plan(groups: list, quantizer: Quantizer, params: Any) -> list[_Leaf | None]:
     """Per params leaf: how it is quantized, or `None`."""
     leaves = jax.tree_util.tree_leaves(params)
-    if all("leaf_indices" in g for g in groups):  # from torch: leaf i is torch's parameter i
-        chosen = [
-            next((g for g in groups if i in g["leaf_indices"]), None) for i in range(len(leaves))
-        ]
-    else:
-        labels = param_group_labels(
-            [{"params": g["params"]} for g in groups], params, unmatched="default", allow_empty=True
-        )
-        chosen = [
-            None if label == "default" else groups[int(label.removeprefix("group"))]
-            for label in jax.tree_util.tree_leaves(labels)
-        ]
+    chosen = group_of_each_leaf(groups, params)
     plan = []
     for group, leaf in zip(chosen, leaves, strict=True):
         if group is None or group["quant_bits"] >= 16:
@@ -141,7 +129,7 @@ def quant_optimizer(
     quant_period: int = 10,
     quant_per_channel: bool = False,
     quant_shrink: bool = False,
-    lr: float | Callable[[jax.Array], Any] = 0.0,
+    lr: float | Callable[[jax.Array], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Quantization-aware training with a proximal map (PARQ, BinaryRelax, STE) around `inner`
     (module docstring for the exact step).
@@ -162,16 +150,20 @@ def quant_optimizer(
       quant_period: recompute the levels every `quant_period` steps.
       quant_per_channel: one scale per row (dim 0, torch's layout) instead of per leaf.
       quant_shrink: quantize $z/\gamma$ with $\gamma = \max(1, \sum \text{lr})$.
-      lr: the inner optimizer's lr (a number, or a schedule of the step), summed into $\gamma$;
-        only read with `quant_shrink`.
+      lr: the inner optimizer's lr (a number, or a schedule of the step), summed into $\gamma$
+        (the state's `cumu_lr`, torchao's group key); only read with `quant_shrink`. `None`: the
+        inner optimizer's own when it is a jaxopt_port optimizer with one lr (number or schedule)
+        for all its param groups; otherwise required with `quant_shrink`, and `cumu_lr` stays 0
+        without it (pass `lr` to export a state whose `cumu_lr` torchao would hold).
 
     Returns:
       An `optax.GradientTransformationExtraArgs` with a
       [`QuantState`][jaxopt_port.prox.QuantState]; `update` needs `params`.
 
     Raises:
-      ValueError: `quant_period < 1`, `warmup_steps < 0`, a group without `quant_bits`, or a
-        block size that does not fit a leaf.
+      ValueError: `quant_period < 1`, `warmup_steps < 0`, a group without `quant_bits`, a
+        block size that does not fit a leaf, or `quant_shrink` with no `lr` and an inner optimizer
+        whose lr cannot be read.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -189,7 +181,7 @@ def quant_optimizer(
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     groups = _groups(bits, params)
-    lr_fn = lr_function(lr)
+    lr_fn = lr_function(lr, inner, quant_shrink, "quant_optimizer(quant_shrink=True)")
 
     def init(params: Any) -> QuantState:
         plan = _plan(groups, quantizer, params)

@@ -41,8 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxopt_port._core import scalar_dtype
-from jaxopt_port.prox._latent import latent_step, lr_function
-from jaxopt_port.transforms import param_group_labels
+from jaxopt_port.prox._latent import group_of_each_leaf, latent_step, lr_function
 
 __all__ = [
     "GROUPERS",
@@ -558,19 +557,7 @@ def _make_map(group: Mapping[str, Any], reg_lambda: float) -> Any:
 
 
 def _prune_plan(groups: list, reg_lambda: float, params: Any) -> list:
-    leaves = jax.tree_util.tree_leaves(params)
-    if all("leaf_indices" in g for g in groups):  # from torch: leaf i is torch's parameter i
-        chosen = [
-            next((g for g in groups if i in g["leaf_indices"]), None) for i in range(len(leaves))
-        ]
-    else:
-        labels = param_group_labels(
-            [{"params": g["params"]} for g in groups], params, unmatched="default", allow_empty=True
-        )
-        chosen = [
-            None if label == "default" else groups[int(label.removeprefix("group"))]
-            for label in jax.tree_util.tree_leaves(labels)
-        ]
+    chosen = group_of_each_leaf(groups, params)
     plan = []
     for group in chosen:
         if group is None:
@@ -627,7 +614,7 @@ def prune_optimizer(
     *,
     warmup_steps: int = 0,
     reg_lambda: float = 0.0,
-    lr: float | Callable[[jax.Array], Any] = 0.0,
+    lr: float | Callable[[jax.Array], Any] | None = None,
     healing_start_step: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Proximal pruning (PAT) around `inner` (module docstring for the maps).
@@ -645,6 +632,8 @@ def prune_optimizer(
       warmup_steps: steps of the inner optimizer alone first.
       reg_lambda: $\lambda$ of groups that do not set one.
       lr: the inner optimizer's lr (number or schedule of the step), summed into $\gamma$.
+        `None`: the inner optimizer's own, when it is a jaxopt_port optimizer with one lr
+        (number or schedule) for all its param groups; required otherwise.
       healing_start_step: from this step on (torchao's healing phase) no proximal map: the
         inner optimizer steps the weights themselves, with the gradients of the pruned leaves'
         zero entries set to 0 and those entries kept at 0 (a frozen mask); $\gamma$ stops.
@@ -653,7 +642,8 @@ def prune_optimizer(
     Raises:
       ValueError: an unknown `prox_type` / `group_type`, a constraint without its key,
         `min_sparsity_schedule` without `healing_start_step`, or
-        `healing_start_step <= warmup_steps`.
+        `healing_start_step <= warmup_steps`, or no `lr` with an inner optimizer whose lr cannot
+        be read (an optax one, or param groups with different lrs).
 
     Returns:
       An `optax.GradientTransformationExtraArgs` with a
@@ -689,7 +679,7 @@ def prune_optimizer(
         )
     if healing_start_step is None and any(g.get("min_sparsity_schedule") for g in groups):
         raise ValueError("min_sparsity_schedule requires a finite healing_start_step")
-    lr_fn = lr_function(lr)
+    lr_fn = lr_function(lr, inner, True, "prune_optimizer")
 
     def n_zero_now(s: _Pruned, n_groups: int, count: jax.Array) -> Any:
         """The scheduled count of zero groups (of `n_groups`) at this step (a host table of
