@@ -36,3 +36,36 @@ def test_the_cli_selects_each_package_by_model_and_dtype():
     ]
     assert suite.select(models=["quantization"], dtypes=["float64"]) == []
     assert all(c.kind not in names for c in suite.select(models=["formula"], quick=True))
+
+
+def test_the_lowbit_rules_catch_one_code_and_a_few_ulps(monkeypatch):
+    """The lowbit section's rows for one class pass on a short stream, and fail when one stored
+    code is off by one or the parameters are 40 ulps off (as the run's figures)."""
+    import numpy as np
+
+    from parity.run import lowbit
+
+    stream = lowbit.gradient_stream(3)
+    rows = lowbit.optimizer_rows("adamw8bit", "AdamW8bit", 8, stream)
+    assert [row["passed"] for row in rows] == [True] * 4 and max(r["worst"] for r in rows) == 0
+    assert rows[1]["ulps"] <= lowbit.ULP_BOUND  # measured 2
+
+    honest = lowbit._run_jax
+
+    def broken(name, params, grads, lrs):
+        p, state = honest(name, params, grads, lrs)
+        m = state.exp_avg[0]
+        state = state._replace(
+            exp_avg=[m._replace(codes=m.codes.at[3, 5].add(1)), *state.exp_avg[1:]]
+        )
+        p[0] = p[0] + 40 * np.spacing(np.maximum(np.abs(p[0]), lrs.min()))
+        return p, state
+
+    monkeypatch.setattr(lowbit, "_run_jax", broken)
+    codes, ulps, reference, size = lowbit.optimizer_rows("adamw8bit", "AdamW8bit", 8, stream)
+    assert not codes["passed"] and codes["worst"] == 1
+    assert not ulps["passed"] and 40 - 2 - lowbit.ULP_BOUND <= ulps["worst"] <= 40 + 2
+    assert not reference["passed"] and reference["worst"] == 8192 + 1
+    assert size["passed"]
+    result = packages.package_result("lowbit", [codes, ulps, reference, size], "float32")
+    assert not result.passed and result.worst == math.inf

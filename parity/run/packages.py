@@ -62,6 +62,12 @@ def _gradient_free(quick: bool) -> list[dict[str, Any]]:
     return run_gradient_free_parity()
 
 
+def _lowbit(quick: bool) -> list[dict[str, Any]]:
+    from parity.run.lowbit import run_lowbit_parity
+
+    return run_lowbit_parity(quick)
+
+
 #: The package sections, in report order.
 PACKAGES = (
     PackageSpec(
@@ -81,6 +87,12 @@ PACKAGES = (
         "SA, GA, DE, CMA-ES, ES gradients vs the NumPy reference",
         "float64",
         _gradient_free,
+    ),
+    PackageSpec(
+        "lowbit",
+        "torchao's low-bit Adam(W): codes bitwise, parameters within 16 ulps; int8 dynamic config",
+        "float32",
+        _lowbit,
     ),
 )
 
