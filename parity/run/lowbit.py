@@ -70,7 +70,7 @@ def _bit_mismatches(a: Any, b: Any) -> int:
     return int(np.sum(a.view(bits) != b.view(bits)))
 
 
-def _eager_torchao():
+def eager_torchao():
     """torchao's step without torch.compile: its `torch.compile(fn)(...)` becomes `fn(...)`."""
     import torch
 
@@ -86,7 +86,7 @@ def _run_torchao(cls: str, params, grads, lrs):
 
     tensors = [torch.nn.Parameter(torch.tensor(p)) for p in params]
     opt = getattr(torchao.optim, cls)(tensors, lr=float(lrs[0]), **KWARGS)
-    with _eager_torchao():
+    with eager_torchao():
         for lr, step_grads in zip(lrs, grads, strict=True):
             opt.param_groups[0]["lr"].fill_(float(lr))
             for p, g in zip(tensors, step_grads, strict=True):
