@@ -56,3 +56,38 @@ def test_the_prox_section_passes_its_rules_in_quick_mode():
     bitwise = [row for row in rows if "values off torchao" in row["name"]]
     assert len(bitwise) == 6 and all(row["worst"] == 0 for row in bitwise)
     assert packages.package_result("prox", rows).passed
+
+
+def test_the_lowbit_rules_catch_one_code_and_a_few_ulps(monkeypatch):
+    """The lowbit section's rows for one class pass on a short stream, and fail when one stored
+    code is off by one or the parameters are 40 ulps off (as the run's figures)."""
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("torchao", reason="the lowbit section compares with torchao")
+    from parity.run import lowbit
+
+    stream = lowbit.gradient_stream(3)
+    rows = lowbit.optimizer_rows("adamw8bit", "AdamW8bit", 8, stream)
+    assert [row["passed"] for row in rows] == [True] * 4 and max(r["worst"] for r in rows) == 0
+    assert rows[1]["ulps"] <= lowbit.ULP_BOUND  # measured 2
+
+    honest = lowbit._run_jax
+
+    def broken(name, params, grads, lrs):
+        p, state = honest(name, params, grads, lrs)
+        m = state.exp_avg[0]
+        state = state._replace(
+            exp_avg=[m._replace(codes=m.codes.at[3, 5].add(1)), *state.exp_avg[1:]]
+        )
+        p[0] = p[0] + 40 * np.spacing(np.maximum(np.abs(p[0]), lrs.min()))
+        return p, state
+
+    monkeypatch.setattr(lowbit, "_run_jax", broken)
+    codes, ulps, reference, size = lowbit.optimizer_rows("adamw8bit", "AdamW8bit", 8, stream)
+    assert not codes["passed"] and codes["worst"] == 1
+    assert not ulps["passed"] and 40 - 2 - lowbit.ULP_BOUND <= ulps["worst"] <= 40 + 2
+    assert not reference["passed"] and reference["worst"] == 8192 + 1
+    assert size["passed"]
+    result = packages.package_result("lowbit", [codes, ulps, reference, size], "float32")
+    assert not result.passed and result.worst == math.inf

@@ -1,7 +1,8 @@
-"""The sections of the packages beyond the optimizers: pruning, quantization, gradient-free.
+"""The sections of the packages beyond the optimizers: pruning, quantization, gradient-free,
+prox (PARQ/PAT) and lowbit (torchao's low-bit optimizers and int8 config).
 
 Each package's runner (`parity.run.pruning`, `parity.run.quantization`,
-`parity.run.gradient_free`) compares jaxopt_port with torch and with the package's NumPy
+`parity.run.gradient_free`, `parity.run.prox`, `parity.run.lowbit`) compares jaxopt_port with torch and with the package's NumPy
 reference (`parity.reference.<package>`) rule by rule and returns one row per rule. Here each
 package is one section (`--models pruning`, ...) with one run in the report: its `worst` is the
 largest figure over the rules (a mask or code difference, a count of mismatching values, or a
@@ -68,6 +69,12 @@ def _prox(quick: bool) -> list[dict[str, Any]]:
     return run_prox_parity(quick)
 
 
+def _lowbit(quick: bool) -> list[dict[str, Any]]:
+    from parity.run.lowbit import run_lowbit_parity
+
+    return run_lowbit_parity(quick)
+
+
 #: The package sections, in report order.
 PACKAGES = (
     PackageSpec(
@@ -93,6 +100,12 @@ PACKAGES = (
         "PARQ / PAT (torchao.prototype) quantizers, prox maps and training runs",
         "float64",
         _prox,
+    ),
+    PackageSpec(
+        "lowbit",
+        "torchao's low-bit Adam(W): codes bitwise, parameters within 16 ulps; int8 dynamic config",
+        "float32",
+        _lowbit,
     ),
 )
 
