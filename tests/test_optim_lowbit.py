@@ -535,3 +535,29 @@ def test_nearest_code_rule_is_torchaos():
         codes = np.asarray(nearest_code(jnp.asarray(mids), table))
         assert exact.sum() >= 8  # measured 150, 164, 8 and 15 exact midpoints
         np.testing.assert_array_equal(codes[exact], np.arange(1, len(table))[exact])
+
+
+@pytest.mark.parametrize(
+    "make", [optim.adamw8bit, optim.adam4bit, lambda: optim.quantize_moments(optim.adamw(lr=1e-3))]
+)
+def test_inside_flax_nnx_optimizer_equals_the_functional_loop(make):
+    """`nnx.Optimizer` writes the state back into its own containers, turning each quantized
+    state into a mapping; the second update failed on it (`No attribute 'astype' in State`)."""
+    from flax import nnx
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 64)), jnp.float32)
+    model = nnx.Linear(64, 256, rngs=nnx.Rngs(0))  # kernel: 16384 values, quantized
+    graphdef, params = nnx.split(nnx.clone(model), nnx.Param)  # variables of its own
+    loss = lambda model: jnp.mean(jnp.tanh(model(x)) ** 2)
+    tx = make()
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    state = tx.init(params)
+    for _ in range(4):
+        opt.update(model, nnx.grad(loss)(model))
+        grads = jax.grad(lambda p: loss(nnx.merge(graphdef, p)))(params)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    for ours, theirs in zip(
+        jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(params), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))

@@ -19,8 +19,8 @@ from jaxopt_port._core.torch_groups import carries_torch_group
 from jaxopt_port.optim._base import Array, LearningRate, lerp, lr_at
 from jaxopt_port.optim._docs import doc
 from jaxopt_port.optim._lowbit_quant import (
-    QuantizedArray,
     StateFormat,
+    as_quantized,
     divide,
     opaque_zero,
     rounded,
@@ -194,12 +194,13 @@ def quantized_adam(
         )
 
     def load(fmt: StateFormat, stored: Any, shape: tuple[int, ...], zero: jax.Array) -> jax.Array:
-        if isinstance(stored, QuantizedArray):
-            return fmt.dequantize(stored, shape, zero)
+        quantized = as_quantized(stored)
+        if quantized is not None:
+            return fmt.dequantize(quantized, shape, zero)
         return stored.astype(F32)
 
     def store(fmt: StateFormat, stored: Any, value: jax.Array, zero: jax.Array) -> Any:
-        if isinstance(stored, QuantizedArray):
+        if as_quantized(stored) is not None:
             return fmt.quantize(value, zero)
         return value.astype(stored.dtype)
 

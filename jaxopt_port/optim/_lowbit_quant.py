@@ -54,6 +54,19 @@ class QuantizedArray(NamedTuple):
     scale: jax.Array
 
 
+def as_quantized(stored: Any) -> QuantizedArray | None:
+    """`stored` as a `QuantizedArray`, or `None` for a plain array.
+
+    `flax.nnx.Optimizer` writes each update's state back into its own containers, which turns a
+    `QuantizedArray` into a mapping with the same two fields: both forms are read here."""
+    if isinstance(stored, QuantizedArray) or hasattr(stored, "dtype"):
+        return stored if isinstance(stored, QuantizedArray) else None
+    try:
+        return QuantizedArray(stored["codes"], stored["scale"])
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
 def opaque_zero(value: jax.Array) -> jax.Array:
     """A uint32 zero XLA cannot see is zero: the sign bit of `value`, a non-negative float32
     that is an input of the computation (the step counter)."""

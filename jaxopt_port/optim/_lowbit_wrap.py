@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxopt_port.optim._lowbit_quant import QuantizedArray, StateFormat
+from jaxopt_port.optim._lowbit_quant import StateFormat, as_quantized
 
 __all__ = ["UNSIGNED_STATES", "QuantizedMomentsState", "quantize_moments"]
 
@@ -106,8 +106,9 @@ def quantize_moments(
 
     def expand(stored: Any, template: Any) -> Any:
         def one(path, spec, leaf):
-            if isinstance(leaf, QuantizedArray):
-                return fmt(path).dequantize(leaf, spec.shape, zero).astype(spec.dtype)
+            quantized = as_quantized(leaf)
+            if quantized is not None:
+                return fmt(path).dequantize(quantized, spec.shape, zero).astype(spec.dtype)
             return leaf
 
         return jax.tree_util.tree_map_with_path(one, template, stored)
