@@ -10,7 +10,8 @@ around any optimizer (torchao's PARQ, `torchao.prototype.parq`, and PAT, `torcha
   over element, layer, row, column, k-element and conv-filter groups, and healing.
 - `from_torch`: a live torchao `QuantOptimizer` / `PruneOptimizer` as the equivalent wrapper
   (`optim.from_torch` reads them through it).
-- `torch_state`: PARQ's state to and from torchao's `QuantOptimizer.state_dict()`.
+- `torch_state`: PARQ's and PAT's states to and from torchao's `QuantOptimizer.state_dict()` /
+  `PruneOptimizer.state_dict()`.
 """
 
 from jaxopt_port._core.hooks import add_wrapper_reader
@@ -45,7 +46,12 @@ from jaxopt_port.prox.quantizers import (
     TernaryUnifQuantizer,
     UnifQuantizer,
 )
-from jaxopt_port.prox.torch_state import quant_state_from_torch, quant_state_to_torch
+from jaxopt_port.prox.torch_state import (
+    prune_state_from_torch,
+    prune_state_to_torch,
+    quant_state_from_torch,
+    quant_state_to_torch,
+)
 
 __all__ = [
     "GROUPERS",
@@ -73,6 +79,8 @@ __all__ = [
     "nearest_level",
     "normalized_mirror_sigmoid",
     "prune_optimizer",
+    "prune_state_from_torch",
+    "prune_state_to_torch",
     "quant_optimizer",
     "quant_state_from_torch",
     "quant_state_to_torch",

@@ -507,8 +507,9 @@ class PruneState(NamedTuple):
 
     Attributes:
       count: steps taken (torchao's `num_steps`).
-      latent: per params leaf, the latent weight of a pruned leaf (torchao's state `"latent"`),
-        `None` for the others.
+      latent: per params leaf, the latent weight of a pruned leaf (torchao's state `"latent"`:
+        during warmup the weights after the first step, unused; while healing the last proximal
+        step's), `None` for the others.
       gamma: the cumulative lr (torchao's group `"gamma"`).
       inner_state: the inner optimizer's state.
     """
@@ -763,7 +764,11 @@ def prune_optimizer(
             out.append(
                 jnp.where(step.warm, u, jnp.where(heal, healed, (pruned - p).astype(p.dtype)))
             )
-            latent.append(jnp.where(step.warm | heal, state.latent[i], z))
+            # torchao keeps (and never reads) the weights after the first warmup step as the
+            # latent until its first proximal step saves them anew: kept the same, for its
+            # state_dict
+            first_warm = step.warm & (state.count == 0)
+            latent.append(jnp.where(first_warm, z, jnp.where(step.warm | heal, state.latent[i], z)))
         new_state = PruneState(
             count=optax.safe_increment(state.count),
             latent=tuple(latent),
