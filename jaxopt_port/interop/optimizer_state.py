@@ -270,6 +270,11 @@ def optimizer_state_from_torch(
       scheduler: the torch lr scheduler attached to the optimizer, or its `state_dict()`
         (default None): its position gives the count, and ReduceLROnPlateau's state.
 
+    torchao's low-bit optimizers (`AdamW8bit`, `Adam4bit`, `AdamWFp8`, ...): each
+    `OptimState8bit` / `OptimState4bit` / `OptimStateFp8` fills the `QuantizedArray` of
+    `tx.init(params)` with its `codes` and `scale` bit for bit; the storage (8-bit, 4-bit, FP8)
+    and block size must be `tx`'s.
+
     Returns:
       `tx.init(params)` with every torch state entry filled in. Parameters torch has no state for
       (not stepped yet) keep the initial state, as torch would create it.
@@ -277,7 +282,8 @@ def optimizer_state_from_torch(
     Raises:
       ValueError: the number of parameters differs, the param groups differ from those `tx`
         carries in number or size (torch's messages), an entry has another shape (the message
-        names the entry and both shapes), the count cannot be inferred where it matters or
+        names the entry and both shapes; for a torchao state, both storages and block sizes),
+        the count cannot be inferred where it matters or
         torch's `step` and the scheduler disagree, or `tx` follows ReduceLROnPlateau and
         steps were taken but no `scheduler=` holds its position. Nothing is returned
         half-converted.
@@ -465,7 +471,12 @@ def optimizer_state_to_torch(
     tensors of torch's scalar dtype (float32, float64 when `torch.get_default_dtype()` is
     float64); SparseAdam's `step` and L-BFGS's `func_evals` and `n_iter` as Python ints;
     L-BFGS's `old_dirs`, `old_stps` and `ro` as lists of tensors (oldest first), `d`,
-    `prev_flat_grad` and `H_diag` as tensors, `t` and `prev_loss` as Python floats.
+    `prev_flat_grad` and `H_diag` as tensors, `t` and `prev_loss` as Python floats. A
+    `QuantizedArray` (torchao's low-bit optimizers) becomes torchao's `OptimState8bit`,
+    `OptimState4bit` or `OptimStateFp8` with the same codes and scales, built by torchao's
+    constructors with its maps (signed for `exp_avg`, unsigned for `exp_avg_sq` and
+    `max_exp_avg_sq`; imports torchao), and their groups' lr is a float32 tensor, as torchao
+    keeps it.
 
     When `tx` carries torch's param groups — it was built by a jaxopt_port optimizer
     (`optim.adamw(...)`), `optim.from_torch`, `schedules.with_schedules` or
