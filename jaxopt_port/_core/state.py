@@ -3,9 +3,12 @@
 Every state NamedTuple names its fields as torch names its state keys, so the view is mechanical:
 a field holding one entry per parameter gives that entry to each parameter; a scalar field
 (`step`, `eta`, `mu_product`, ...) is shared by the parameters its NamedTuple serves; fields
-named `count` are bookkeeping and are left out. A state that is not laid out per parameter
+named `count` are bookkeeping and are left out, and so are JAX PRNG keys (torch draws from its
+global generator). A state that is not laid out per parameter
 (L-BFGS's one global state) gives its torch view itself through an `as_torch_state()` method;
-torch files it under the first parameter, and so does this view.
+torch files it under the first parameter, and so does this view. A quantized entry (the low-bit
+optimizers' `QuantizedArray`: a NamedTuple of `codes` and `scale`) is one entry, as torchao's
+`OptimState8bit` / `OptimState4bit` / `OptimStateFp8` tensor is one state value.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ import optax
 
 from jaxopt_port._core.arrays import absent, is_array
 
-__all__ = ["absent", "is_array", "per_param_entries", "per_param_state"]
+__all__ = ["absent", "is_array", "is_quantized", "per_param_entries", "per_param_state"]
+
+
+def is_quantized(entry: Any) -> bool:
+    """True for one quantized state tensor: a NamedTuple of exactly `codes` and `scale` (the
+    low-bit optimizers' `QuantizedArray`, recognised here without importing `optim`)."""
+    return isinstance(entry, tuple) and getattr(entry, "_fields", None) == ("codes", "scale")
 
 
 def per_param_entries(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -> list[Any] | None:
@@ -28,11 +37,17 @@ def per_param_entries(value: Any, treedef: Any, shapes: list[tuple[int, ...]]) -
     except (ValueError, TypeError):
         return None
     for entry, shape in zip(entries, shapes, strict=True):
-        if absent(entry):
+        if absent(entry) or is_quantized(entry):
             continue
         if not is_array(entry) or (entry.ndim == 0 and len(shape) != 0):
             return None
     return entries
+
+
+def _is_prng_key(value: Any) -> bool:
+    """A typed JAX PRNG key (the low-bit optimizers' stochastic rounding): JAX's own randomness,
+    which torch, drawing from its global generator, keeps no state for."""
+    return jax.dtypes.issubdtype(getattr(value, "dtype", None), jax.dtypes.prng_key)
 
 
 def _walk(
@@ -53,7 +68,7 @@ def _walk(
                     if not absent(entry):
                         out[i][name] = entry
                         served.add(i)
-            elif is_array(value) and np.ndim(value) == 0:
+            elif is_array(value) and np.ndim(value) == 0 and not _is_prng_key(value):
                 scalars[name] = value
             else:
                 _walk(value, treedef, shapes, out)

@@ -31,9 +31,9 @@ import optax
 
 from jaxopt_port._core import absent as _absent
 from jaxopt_port._core import is_array as _is_array
+from jaxopt_port._core import numel, to_tensor
 from jaxopt_port._core import to_numpy as _numpy
-from jaxopt_port._core import to_tensor
-from jaxopt_port._core.state import per_param_entries, per_param_state
+from jaxopt_port._core.state import is_quantized, per_param_entries, per_param_state
 from jaxopt_port._core.torch_groups import TorchGroup, torch_layout
 from jaxopt_port.interop._torch_inputs import check_optimizer_state_dict
 from jaxopt_port.interop.scheduler_state import (
@@ -47,6 +47,7 @@ from jaxopt_port.interop.scheduler_state import (
     scheduler_count,
     steps_in_state,
 )
+from jaxopt_port.optim import QuantizedAdamState
 from jaxopt_port.optim.lbfgs import LBFGSState
 from jaxopt_port.optim.sparse_adam import ScaleBySparseAdamState
 from jaxopt_port.schedules import ReduceLROnPlateau, ReduceLROnPlateauState, TorchSchedule
@@ -69,6 +70,73 @@ def _cast(value: Any, like: Any, where: str) -> jax.Array:
             f"{tuple(np.shape(like))}"
         )
     return jnp.asarray(array, like.dtype)
+
+
+def _is_torchao_state(value: Any) -> bool:
+    """A torchao low-bit state tensor (`OptimState8bit`, `OptimState4bit`, `OptimStateFp8`)."""
+    return hasattr(value, "codes") and hasattr(value, "scale")
+
+
+def _storage(codes: Any, scale: Any, shape: tuple[int, ...]) -> tuple[str, int]:
+    """(storage, block size) of quantized `codes` with `scale`s for a tensor of `shape`: FP8
+    codes are float8_e4m3fn in the tensor's shape, 8-bit ones uint8 in its shape, 4-bit ones
+    two per byte in a flat array."""
+    size = int(np.prod(shape, dtype=np.int64))
+    scales = max(numel(scale), 1)
+    if "float8" in str(codes.dtype):
+        return "FP8", size // scales
+    if tuple(codes.shape) == tuple(shape):
+        return "8-bit", size // scales
+    return "4-bit", 2 * numel(codes) // scales
+
+
+def _entry_from_torch(value: Any, like: Any, where: str) -> Any:
+    """One per-parameter entry: a plain array, or a `QuantizedArray` copied bitwise from
+    torchao's state tensor."""
+    quantized = is_quantized(like)
+    if quantized == _is_torchao_state(value):
+        return _quantized_from_torch(value, like, where) if quantized else _cast(value, like, where)
+    shape = tuple(value.shape)
+    if quantized:
+        storage, block = _storage(like.codes, like.scale, shape)
+        got, expected = "a plain tensor", f"quantized ({storage}, block size {block})"
+    else:
+        storage, block = _storage(value.codes, value.scale, shape)
+        got, expected = f"{type(value).__name__} ({storage}, block size {block})", "plain"
+    raise ValueError(
+        f"{where}: torch holds {got} of shape {shape}, the jaxopt_port state expects it "
+        f"{expected}: the storage or block size differs (torchao quantizes states of at least "
+        "4096 values that fill whole blocks)"
+    )
+
+
+def _quantized_from_torch(value: Any, like: Any, where: str) -> Any:
+    """torchao's state tensor `value` as `like`'s `QuantizedArray`: codes and scales bitwise."""
+    import torch  # an interop path: value is a torchao tensor
+
+    shape = tuple(value.shape)
+    theirs, mine = (
+        _storage(value.codes, value.scale, shape),
+        _storage(like.codes, like.scale, shape),
+    )
+    codes = value.codes.detach().cpu()
+    if codes.dtype == torch.float8_e4m3fn:
+        codes = codes.view(torch.uint8)
+    codes, scale = np.asarray(codes).copy(), _numpy(value.scale)
+    if (
+        theirs != mine
+        or codes.shape != tuple(like.codes.shape)
+        or scale.shape != tuple(like.scale.shape)
+        or scale.dtype != like.scale.dtype
+    ):
+        raise ValueError(
+            f"{where}: torch's {type(value).__name__} of shape {shape} holds {theirs[0]} codes "
+            f"{tuple(codes.shape)} with {scale.size} {scale.dtype} scales (block size "
+            f"{theirs[1]}), the jaxopt_port state expects {mine[0]} codes "
+            f"{tuple(like.codes.shape)} with {like.scale.size} float32 scales (block size "
+            f"{mine[1]})"
+        )
+    return type(like)(jnp.asarray(codes.view(like.codes.dtype)), jnp.asarray(scale))
 
 
 class _Filler:
@@ -122,7 +190,7 @@ class _Filler:
                     filled.append(entry)  # torch creates state lazily: not stepped yet
                 else:
                     where = f"state[{i}][{name!r}] ({type(node).__name__})"
-                    filled.append(_cast(self.torch_state[i][name], entry, where))
+                    filled.append(_entry_from_torch(self.torch_state[i][name], entry, where))
             return self.treedef.unflatten(filled)
         if _is_array(value) and np.ndim(value) == 0:
             for i in served:
@@ -202,6 +270,11 @@ def optimizer_state_from_torch(
       scheduler: the torch lr scheduler attached to the optimizer, or its `state_dict()`
         (default None): its position gives the count, and ReduceLROnPlateau's state.
 
+    torchao's low-bit optimizers (`AdamW8bit`, `Adam4bit`, `AdamWFp8`, ...): each
+    `OptimState8bit` / `OptimState4bit` / `OptimStateFp8` fills the `QuantizedArray` of
+    `tx.init(params)` with its `codes` and `scale` bit for bit; the storage (8-bit, 4-bit, FP8)
+    and block size must be `tx`'s.
+
     Returns:
       `tx.init(params)` with every torch state entry filled in. Parameters torch has no state for
       (not stepped yet) keep the initial state, as torch would create it.
@@ -209,7 +282,8 @@ def optimizer_state_from_torch(
     Raises:
       ValueError: the number of parameters differs, the param groups differ from those `tx`
         carries in number or size (torch's messages), an entry has another shape (the message
-        names the entry and both shapes), the count cannot be inferred where it matters or
+        names the entry and both shapes; for a torchao state, both storages and block sizes),
+        the count cannot be inferred where it matters or
         torch's `step` and the scheduler disagree, or `tx` follows ReduceLROnPlateau and
         steps were taken but no `scheduler=` holds its position. Nothing is returned
         half-converted.
@@ -397,7 +471,12 @@ def optimizer_state_to_torch(
     tensors of torch's scalar dtype (float32, float64 when `torch.get_default_dtype()` is
     float64); SparseAdam's `step` and L-BFGS's `func_evals` and `n_iter` as Python ints;
     L-BFGS's `old_dirs`, `old_stps` and `ro` as lists of tensors (oldest first), `d`,
-    `prev_flat_grad` and `H_diag` as tensors, `t` and `prev_loss` as Python floats.
+    `prev_flat_grad` and `H_diag` as tensors, `t` and `prev_loss` as Python floats. A
+    `QuantizedArray` (torchao's low-bit optimizers) becomes torchao's `OptimState8bit`,
+    `OptimState4bit` or `OptimStateFp8` with the same codes and scales, built by torchao's
+    constructors with its maps (signed for `exp_avg`, unsigned for `exp_avg_sq` and
+    `max_exp_avg_sq`; imports torchao), and their groups' lr is a float32 tensor, as torchao
+    keeps it.
 
     When `tx` carries torch's param groups — it was built by a jaxopt_port optimizer
     (`optim.adamw(...)`), `optim.from_torch`, `schedules.with_schedules` or
@@ -466,7 +545,9 @@ def optimizer_state_to_torch(
     for torch_id, leaf in enumerate(order):
         if per_param[leaf]:
             state[torch_id] = {
-                k: _to_torch_value(torch, k, v, leaf in int_step)
+                k: _quantized_to_torch(torch, k, v, leaves[leaf])
+                if is_quantized(v)
+                else _to_torch_value(torch, k, v, leaf in int_step)
                 for k, v in per_param[leaf].items()
             }
     if param_groups is not None:
@@ -482,6 +563,9 @@ def optimizer_state_to_torch(
         if group is not None and group.label is not None:
             sub_state = opt_state.inner_states[group.label]
         hyperparams = {} if group is None else _group_values(group.hyperparams, count, sub_state)
+        if "lr" in hyperparams and any(isinstance(n, QuantizedAdamState) for n in nodes(sub_state)):
+            # torchao's low-bit optimizers keep lr as a float32 tensor (their step refuses a float)
+            hyperparams["lr"] = torch.tensor(float(hyperparams["lr"]), dtype=torch.float32)
         groups.append({**hyperparams, "params": list(range(start, start + len(group_leaves)))})
         start += len(group_leaves)
     return {"state": state, "param_groups": groups}
@@ -574,6 +658,39 @@ def _to_torch_value(torch: Any, key: str, value: Any, int_step: bool) -> Any:
         scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
         return to_tensor(np.asarray(value, np.float64), scalar)
     return to_tensor(value)
+
+
+_UNSIGNED_KEYS = ("exp_avg_sq", "max_exp_avg_sq")
+"""States torchao quantizes with its unsigned map (the first moment uses the signed one)."""
+
+
+def _quantized_to_torch(torch: Any, key: str, value: Any, param: Any) -> Any:
+    """A `QuantizedArray` as the torchao state tensor holding the same codes and scales, built
+    with torchao's own constructor and its maps; its dtype is the parameter's, as torchao's."""
+    shape = tuple(np.shape(param))
+    storage, _ = _storage(value.codes, value.scale, shape)
+    codes = np.asarray(value.codes)
+    scale = to_tensor(value.scale)
+    dtype = to_tensor(np.zeros((), param.dtype)).dtype
+    if storage == "FP8":
+        from torchao.optim.subclass_fp8 import OptimStateFp8
+
+        codes = torch.from_numpy(codes.view(np.uint8).copy()).view(torch.float8_e4m3fn)
+        return OptimStateFp8(codes, scale, dtype=dtype)
+    signed = key not in _UNSIGNED_KEYS
+    if storage == "8-bit":
+        from torchao.optim import subclass_8bit as module
+
+        extra: tuple[Any, ...] = ()
+        cls = module.OptimState8bit
+    else:
+        from torchao.optim import subclass_4bit as module
+
+        extra = (torch.Size(shape),)
+        cls = module.OptimState4bit
+    table = module.get_qmap_signed() if signed else module.get_qmap_unsigned()
+    qmap = torch.tensor(table, dtype=torch.float32)
+    return cls(to_tensor(codes), scale, qmap, signed, *extra, dtype=dtype)
 
 
 def _int_step_leaves(opt_state: Any, params: Any) -> set[int]:
