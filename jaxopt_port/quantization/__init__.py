@@ -110,6 +110,7 @@ from jaxopt_port.quantization._qconfig import (
 )
 from jaxopt_port.quantization._qparams import calculate_qparams, choose_quantization_params
 from jaxopt_port.quantization._ranges import calculate_qmin_qmax
+from jaxopt_port.quantization._rnn import DynamicQuantizedRNN
 from jaxopt_port.quantization._torchao import (
     AffineQuantizedLinear,
     Int8DynamicActivationInt8WeightConfig,
@@ -150,6 +151,7 @@ __all__ = [
     "DeQuantStub",
     "DeQuantize",
     "DynamicQuantizedLinear",
+    "DynamicQuantizedRNN",
     "FakeQuantize",
     "FakeQuantizeState",
     "FakeQuantizeWeightsState",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jax import lax
 
 from jaxopt_port.quantization import _exact
@@ -70,6 +71,10 @@ class QuantizedArray:
     def dequantize(self) -> jax.Array:
         """The float32 values $(q - z)\\,s$ (torch's `dequantize()`, bit for bit)."""
         return dequantize(self.values, self.scale, self.zero_point)
+
+
+class QuantizedVariable(nnx.Variable):
+    """Integer weights and qparams of a converted layer (not trainable, not an `nnx.Param`)."""
 
 
 def quantize_weight(
