@@ -290,7 +290,7 @@ def format_table(result: dict[str, Any]) -> str:
         ratio = f"{r['jax_over_torch']:>11.2f}x" if r["jax_over_torch"] is not None else ""
         lines.append(
             f"  {name:<32} {r['kind']:<13} {r['median_ms']:>9.3f} {r['min_ms']:>9.3f} "
-            f"{r['gops']:>8.1f} {r['over_float32']:>9.2f}x {ratio:>12}"
+            f"{r['gops']:>8.1f} {r['over_float32']:>9.2f}x {ratio:>12}".rstrip()
         )
     return "\n".join(lines)
 
