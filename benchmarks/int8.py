@@ -44,7 +44,10 @@ How to read it
 Run from the repository root:
 
     python -m benchmarks.int8 [--sizes 512,1024,4096] [--batch 256] [--conv 32,64,28,28]
-                              [--rounds 10] [--quick] [--json PATH]
+                              [--rounds 10] [--threads N] [--quick] [--json PATH]
+
+(`--threads 1` on a machine other jobs share: see `pin`; the figures in docs/benchmarks.md were
+taken so.)
 """
 
 from __future__ import annotations
