@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxopt_port import interop
 from jaxopt_port import quantization as Q
 from parity.reference import quantization as ref
 
 torch = pytest.importorskip("torch")
 tq = pytest.importorskip("torch.ao.quantization")
-sklearn_datasets = pytest.importorskip("sklearn.datasets")
+pytest.importorskip("sklearn.datasets")
+
+from parity.specs import ptq_models  # noqa: E402  (imports torch)
 
 
 @pytest.fixture(autouse=True)
@@ -38,56 +39,22 @@ def _x86_engine():
 
 @pytest.fixture(scope="module")
 def digits():
-    return sklearn_datasets.load_digits().data.astype(np.float32) / 16.0
-
-
-def _torch_mlp(seed=0, dyadic=False):
-    """Digits MLP with QuantStub/DeQuantStub. `dyadic`: weights and biases rounded to multiples
-    of 2^-5, so that the float forward (digits are multiples of 1/16) is exact in float32 in any
-    summation order: calibration then sees the same activations in torch and XLA, whose float
-    GEMMs otherwise differ in the last bits (which moves calibrated ranges by an ulp)."""
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        tq.QuantStub(),
-        torch.nn.Linear(64, 128),
-        torch.nn.ReLU(),
-        torch.nn.Linear(128, 64),
-        torch.nn.ReLU(),
-        torch.nn.Linear(64, 10),
-        tq.DeQuantStub(),
-    ).eval()
-    if dyadic:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.round(p * 32) / 32)
-    return model
-
-
-def _nnx_mlp(torch_model):
-    rngs = nnx.Rngs(0)
-    model = nnx.Sequential(
-        Q.QuantStub(),
-        nnx.Linear(64, 128, rngs=rngs),
-        nnx.relu,
-        nnx.Linear(128, 64, rngs=rngs),
-        nnx.relu,
-        nnx.Linear(64, 10, rngs=rngs),
-        Q.DeQuantStub(),
-    )
-    interop.weights_from_torch(model, torch_model.state_dict())
-    return model
+    return ptq_models.digits()
 
 
 @pytest.fixture(scope="module")
 def twins():
-    torch_model = _torch_mlp()
-    return torch_model, _nnx_mlp(torch_model)
+    """The digits MLP in torch and NNX (`parity.specs.ptq_models`), same float weights."""
+    return ptq_models.mlp_twins()
 
 
 @pytest.fixture(scope="module")
 def dyadic_twins(digits):
-    torch_model = _torch_mlp(dyadic=True)
-    model = _nnx_mlp(torch_model)
+    """The MLP with weights and biases rounded to multiples of 2^-5: the float forward (digits
+    are multiples of 1/16) is exact in float32 in any summation order, so calibration sees the
+    same activations in torch and XLA, whose float GEMMs otherwise differ in the last bits
+    (which moves calibrated ranges by an ulp)."""
+    torch_model, model = ptq_models.mlp_twins(dyadic=True)
     float_model = nnx.Sequential(*list(model.layers)[1:-1])
     np.testing.assert_array_equal(  # the premise: float forwards agree exactly
         np.asarray(_apply(float_model, digits)),
@@ -244,7 +211,7 @@ def test_state_dict_to_and_from_torch(twins, digits):
     x = torch.from_numpy(digits)
     # dynamic: our weights into torch's model built from other float weights
     ours = Q.quantize_dynamic(model)
-    theirs = tq.quantize_dynamic(_torch_mlp(seed=1), {torch.nn.Linear})
+    theirs = tq.quantize_dynamic(ptq_models.mlp_twins(seed=1)[0], {torch.nn.Linear})
     theirs.load_state_dict(Q.quantized_weights_to_torch(ours))
     np.testing.assert_array_equal(theirs(x).detach().numpy(), np.asarray(ours(digits)))
     # static: torch's calibrated int8 model into ours built from other float weights
@@ -253,7 +220,7 @@ def test_state_dict_to_and_from_torch(twins, digits):
     t_prepared = tq.prepare(t_model)
     t_prepared(x[:300])
     theirs = tq.convert(t_prepared)
-    ours = Q.convert(Q.prepare(_nnx_mlp(_torch_mlp(seed=1))))  # uncalibrated: qparams 1, 0
+    ours = Q.convert(Q.prepare(ptq_models.mlp_twins(seed=1)[1]))  # uncalibrated: qparams 1, 0
     Q.quantized_weights_from_torch(ours, theirs.state_dict())
     np.testing.assert_array_equal(np.asarray(_apply(ours, digits)), theirs(x).numpy())
     back = tq.convert(tq.prepare(t_model))  # fresh torch twin, other qparams
@@ -290,34 +257,10 @@ def test_errors(twins):
 def test_static_cnn_digits_bitwise(digits):
     """A small CNN (padding, stride 2, per-channel weights, a Linear head after torch's
     channels-first flatten, x86 qconfig) on all 1797 images: torch's converted model and ours
-    agree bit for bit (dyadic weights, see `_torch_mlp`), also after exchanging state dicts."""
-    torch.manual_seed(0)
-    torch_model = torch.nn.Sequential(
-        tq.QuantStub(),
-        torch.nn.Conv2d(1, 8, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 4, 3, stride=2),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(36, 10),
-        tq.DeQuantStub(),
-    ).eval()
-    with torch.no_grad():
-        for p in torch_model.parameters():
-            p.copy_(torch.round(p * 32) / 32)
-    rngs = nnx.Rngs(0)
-    model = nnx.Sequential(
-        Q.QuantStub(),
-        nnx.Conv(1, 8, (3, 3), padding=1, rngs=rngs),
-        nnx.relu,
-        nnx.Conv(8, 4, (3, 3), strides=2, padding="VALID", rngs=rngs),
-        nnx.relu,
-        Q.Flatten(),
-        nnx.Linear(36, 10, rngs=rngs),
-        Q.DeQuantStub(),
-    )
-    interop.weights_from_torch(model, torch_model.state_dict())
-    x, x_t = digits.reshape(-1, 8, 8, 1), torch.from_numpy(digits.reshape(-1, 1, 8, 8))
+    agree bit for bit (dyadic weights, see `dyadic_twins`), also after exchanging state dicts."""
+    torch_model, model = ptq_models.cnn_twins()
+    x, x_t = ptq_models.images(digits)
+    x_t = torch.from_numpy(x_t)
     np.testing.assert_array_equal(  # the premise: float forwards agree exactly
         np.asarray(_apply(model, x)), torch_model(x_t).detach().numpy()
     )
@@ -396,47 +339,12 @@ def test_requantization_random_qparams():
         np.testing.assert_array_equal(ref.requantize_onednn(acc, s_x, s_w, b, s_y, z_y), want)
 
 
-class _TorchResidual(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.quant = tq.QuantStub()
-        self.fc1 = torch.nn.Linear(64, 64)
-        self.relu = torch.nn.ReLU()
-        self.skip = torch.ao.nn.quantized.FloatFunctional()
-        self.fc2 = torch.nn.Linear(64, 10)
-        self.dequant = tq.DeQuantStub()
-
-    def forward(self, x):
-        x = self.quant(x)
-        return self.dequant(self.fc2(self.skip.add(x, self.relu(self.fc1(x)))))
-
-
-class _Residual(nnx.Module):
-    def __init__(self, rngs):
-        self.quant = Q.QuantStub()
-        self.fc1 = nnx.Linear(64, 64, rngs=rngs)
-        self.relu = Q.ReLU()
-        self.skip = Q.Add()
-        self.fc2 = nnx.Linear(64, 10, rngs=rngs)
-        self.dequant = Q.DeQuantStub()
-
-    def __call__(self, x):
-        x = self.quant(x)
-        return self.dequant(self.fc2(self.skip(x, self.relu(self.fc1(x)))))
-
-
 def test_static_residual_add_bitwise(digits):
     """A residual MLP with torch's `FloatFunctional.add` / our `Add`, observed and converted:
     logits on all 1797 rows bit for bit (dyadic weights), also after exchanging state dicts;
     `add` and `add(relu=True)` on 10^5
     random pairs equal torch's `quantized.add` / `add_relu` (eagerly and under jit)."""
-    torch.manual_seed(0)
-    torch_model = _TorchResidual().eval()
-    with torch.no_grad():
-        for p in torch_model.parameters():
-            p.copy_(torch.round(p * 32) / 32)
-    model = _Residual(nnx.Rngs(0))
-    interop.weights_from_torch(model, torch_model.state_dict())
+    torch_model, model = ptq_models.residual_twins()
     torch_model.qconfig = tq.get_default_qconfig("x86")
     t_prepared = tq.prepare(torch_model)
     x_t = torch.from_numpy(digits)

@@ -194,3 +194,105 @@ def run_quantization_parity(seed: int = 0, cases: int = 8, per_case: int = 12_50
     finally:
         torch.backends.quantized.engine = old_engine
     return rows
+
+
+#: The PTQ model rows: `(row name, twins builder, float weights rounded to multiples of 2^-5,
+#: "dynamic" or a static qconfig's name, calibration batches)`. Static rows use dyadic weights
+#: (see `parity.specs.ptq_models`), so that both frameworks calibrate on the same activations.
+PTQ_MODELS = (
+    ("dynamic MLP", "mlp_twins", False, "dynamic", 0),
+    ("dynamic MLP per-channel", "mlp_twins", False, "per_channel_dynamic", 0),
+    ("static MLP x86", "mlp_twins", True, "x86", 1),
+    ("static MLP default_qconfig 3 batches", "mlp_twins", True, "default_qconfig", 3),
+    ("static CNN x86", "cnn_twins", True, "x86", 1),
+    ("static residual MLP (add) default_qconfig", "residual_twins", True, "default_qconfig", 1),
+)
+#: The rows of `run_ptq_model_parity(quick=True)` (the x86 qconfig's histogram observers cost
+#: ~4 s of compilation per model: none in the quick rows).
+PTQ_QUICK = (
+    "dynamic MLP",
+    "static MLP default_qconfig 3 batches",
+    "static residual MLP (add) default_qconfig",
+)
+
+
+def ptq_twins(name: str):
+    """Row `name` of `PTQ_MODELS`: torch's converted int8 model, ours, and the digits inputs of
+    each (`(theirs, ours, x_torch, x)`). Needs the x86 engine set (`run_ptq_model_parity` does)."""
+    import copy
+
+    import torch
+    import torch.ao.quantization as tq
+    from flax import nnx
+
+    from jaxopt_port import quantization as Q
+    from parity.specs import ptq_models
+
+    _, builder, dyadic, config, n_batches = next(m for m in PTQ_MODELS if m[0] == name)
+    torch_model, model = getattr(ptq_models, builder)(dyadic=dyadic)
+    x = ptq_models.digits()
+    x, x_t = ptq_models.images(x) if builder == "cnn_twins" else (x, x)
+    x_t = torch.from_numpy(x_t)
+    if config == "dynamic":
+        theirs = tq.quantize_dynamic(torch_model, {torch.nn.Linear}, dtype=torch.qint8)
+        return theirs, Q.quantize_dynamic(model), x_t, x
+    if config == "per_channel_dynamic":
+        per_channel = Q.QConfig(activation=None, weight=Q.default_per_channel_weight_observer)
+        theirs = tq.quantize_dynamic(torch_model, {torch.nn.Linear: tq.per_channel_dynamic_qconfig})
+        return theirs, Q.quantize_dynamic(model, {nnx.Linear: per_channel}), x_t, x
+    t_model = copy.deepcopy(torch_model)
+    if config == "x86":
+        t_model.qconfig, qconfig = tq.get_default_qconfig("x86"), Q.get_default_qconfig("x86")
+    else:
+        t_model.qconfig, qconfig = tq.default_qconfig, Q.default_qconfig
+    t_prepared = tq.prepare(t_model)
+    prepared = Q.prepare(model, qconfig)
+    calibrate = nnx.jit(lambda m, xb: m(xb))
+    with torch.no_grad():
+        for xb, xb_t in zip(np.split(x, n_batches), x_t.split(len(x) // n_batches), strict=True):
+            t_prepared(xb_t)
+            calibrate(prepared, xb)
+    return tq.convert(t_prepared), Q.convert(prepared), x_t, x
+
+
+def logits_row(name: str, theirs, ours, x_torch, x) -> dict:
+    """torch's int8 model and ours on the same inputs (ours under `nnx.jit`): `worst` the largest
+    |Δ logit|, `cases` the inputs (digits rows) compared, `passed` iff every logit is equal bit
+    for bit."""
+    import torch
+    from flax import nnx
+
+    with torch.no_grad():
+        want = theirs(x_torch).numpy()
+    got = np.asarray(nnx.jit(lambda m, x: m(x))(ours, x))
+    if got.shape != want.shape:
+        return {"name": f"PTQ {name}: logits", "worst": np.inf, "cases": 0, "passed": False}
+    worst = float(np.max(np.abs(got.astype(np.float64) - want), initial=0.0))
+    passed = _row(name, want, got)["passed"]
+    return {"name": f"PTQ {name}: logits", "worst": worst, "cases": len(want), "passed": passed}
+
+
+def run_ptq_model_parity(quick: bool = False) -> list[dict]:
+    """Post-training int8 models on digits, torch's converted model (x86 engine) vs ours.
+
+    One row per `PTQ_MODELS` entry (`PTQ_QUICK` when `quick`): dynamic quantization of an MLP
+    (per-tensor and per-channel weights), static `prepare` → calibrate → `convert` of an MLP, a
+    small CNN and a residual MLP with a quantized add, all 1797 digits images through both
+    converted models; judged bit for bit (`logits_row`). Needs torch and jaxopt_port.
+    """
+    import warnings
+
+    import torch
+
+    old_engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation, reduce_range
+            return [
+                logits_row(name, *ptq_twins(name))
+                for name, *_ in PTQ_MODELS
+                if not quick or name in PTQ_QUICK
+            ]
+    finally:
+        torch.backends.quantized.engine = old_engine
