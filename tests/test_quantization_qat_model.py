@@ -59,11 +59,6 @@ def cnn_run():
 _apply = nnx.jit(lambda model, x: model(x))
 
 
-def _int_outputs(logits, scale, zero_point):
-    """The converted model's quint8 outputs back from its dequantized logits $(q - z)s$."""
-    return np.rint(logits / np.float32(scale)).astype(np.int64) + int(zero_point)
-
-
 # ------------------------------------------------------------------------------- the MLP run
 def test_qat_mlp_follows_torch(mlp_run):
     """Weights and biases within float32 GEMM rounding of torch's after every step; zero points
@@ -85,7 +80,8 @@ def test_qat_mlp_convert_matches_torch(mlp_run):
     scale, zp = converted.fc2.scale[...][0], converted.fc2.zero_point[...][0]
     want_scale = mlp_run["torch"].fc2.activation_post_process.calculate_qparams()[0]
     np.testing.assert_array_equal(
-        _int_outputs(ours, scale, zp), _int_outputs(theirs, want_scale.item(), zp)
+        qat_model.int8_outputs(ours, scale, zp),
+        qat_model.int8_outputs(theirs, want_scale.item(), zp),
     )
     np.testing.assert_array_equal(ours.argmax(1), theirs.argmax(1))
     assert np.max(np.abs(ours - theirs)) <= 1e-6  # measured 6.0e-8

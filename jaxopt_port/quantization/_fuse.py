@@ -323,18 +323,13 @@ def fuse_modules_qat(model: nnx.Module, modules_to_fuse: Sequence[Any], inplace:
     [`ConvBnReLU2d`][jaxopt_port.quantization.ConvBnReLU2d], which
     [`prepare_qat`][jaxopt_port.quantization.prepare_qat] turns into modules that train the
     BatchNorm and fold it into the fake-quantized weight at every step. Linear + BatchNorm
-    (torch's `LinearBn1d`) is not reproduced.
-
-    Supported runs (by layer type): `nnx.Conv` (2-D) + `nnx.BatchNorm` (+ ReLU), `nnx.Conv` +
-    ReLU, `nnx.Linear` + ReLU, `nnx.Linear` + `nnx.BatchNorm`. ReLU is `nnx.relu` (a list or
-    `nnx.Sequential` entry) or [`ReLU`][jaxopt_port.quantization.ReLU]. The first slot gets the
-    fused layer, the others [`Identity`][jaxopt_port.quantization.Identity].
+    (torch's `LinearBn1d`) is not reproduced. Names, slots and the other runs as in
+    `fuse_modules`.
 
     Args:
-        model: The float model.
-        modules_to_fuse: Lists of torch dotted names (`[["conv", "bn", "relu"], ["fc1",
-            "relu1"]]`; `nnx.Sequential` entries by index, `"0"`), or one list of names.
-        inplace: Modify `model` instead of a copy (torch's default is a copy too).
+        model: The float model (BatchNorm layers may be in training mode).
+        modules_to_fuse: Lists of torch dotted names, or one list of names.
+        inplace: Modify `model` instead of a copy.
 
     Returns:
         The fused model.

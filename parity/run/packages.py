@@ -50,9 +50,10 @@ def _pruning(quick: bool) -> list[dict[str, Any]]:
 
 
 def _quantization(quick: bool) -> list[dict[str, Any]]:
-    from parity.run.quantization import run_quantization_parity
+    from parity.run.quantization import run_qat_model_parity, run_quantization_parity
 
-    return run_quantization_parity(cases=2, per_case=2_000) if quick else run_quantization_parity()
+    rows = run_quantization_parity(cases=2, per_case=2_000) if quick else run_quantization_parity()
+    return rows + run_qat_model_parity(quick)
 
 
 def _gradient_free(quick: bool) -> list[dict[str, Any]]:

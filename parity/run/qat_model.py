@@ -303,6 +303,11 @@ def converted_logits(torch_model, nnx_model, kind: str) -> tuple[np.ndarray, np.
     return theirs, np.asarray(_apply(Q.convert(nnx_model), xj))
 
 
+def int8_outputs(logits: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """A converted model's quint8 outputs back from its dequantized logits $(q - z)s$."""
+    return np.rint(logits / np.float32(scale)).astype(np.int64) + int(zero_point)
+
+
 def _apply(model, x):
     from flax import nnx
 
