@@ -10,13 +10,17 @@ wants) trains on scikit-learn's digits; its twin in torch gets the same weights.
    and torch's `quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)`;
 2. **static**: `prepare` → calibrate on the training images → `convert` (x86 default qconfig:
    histogram observers, 7-bit activations, per-channel int8 weights), and torch's eager
-   `prepare` / `convert` calibrated on the same images.
+   `prepare` / `convert` calibrated on the same images;
+3. **QAT**: `fuse_modules_qat` (Linear+ReLU) → `prepare_qat` (x86 default QAT qconfig: fused
+   moving-average fake-quantizers) → fine-tune the trained model a few epochs with fake
+   quantization → `convert`, and torch's eager QAT flow on the same batches.
 
 Prints test accuracy, the size of the state (bytes of `nnx.state`; torch: `torch.save` of the
 `state_dict`) relative to float32, forward time of the test set, and how many test rows give
 the same logits (bit for bit) and the same prediction as torch's int8 model. Exits 1 if the
 dynamic model loses more than `--max-drop` points, its state is less than 3.7× smaller, or its
-logits differ from torch's on any row.
+logits differ from torch's on any row, or if the QAT int8 model loses more than `--max-drop`
+points or predicts differently from torch's QAT int8 model on any row.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-drop", type=float, default=0.5, help="accuracy points (exit 1)")
+    parser.add_argument("--qat-epochs", type=int, default=2, help="QAT fine-tuning epochs")
+    parser.add_argument("--qat-lr", type=float, default=0.01)
     parser.add_argument("--timing-repeats", type=int, default=50, help="forward calls timed")
     return parser.parse_args(argv)
 
@@ -88,11 +94,14 @@ def main(argv=None) -> int:
     def step(model, optimizer, xb, yb):
         optimizer.update(model, nnx.grad(loss_fn)(model, xb, yb))
 
-    for _ in range(args.epochs):
-        order = rng.permutation(len(x_train))
-        for i in range(0, len(order) - args.batch_size + 1, args.batch_size):
-            idx = order[i : i + args.batch_size]
-            step(model, optimizer, jnp.asarray(x_train[idx]), jnp.asarray(y_train[idx]))
+    def batches(epochs):
+        for _ in range(epochs):
+            order = rng.permutation(len(x_train))
+            for i in range(0, len(order) - args.batch_size + 1, args.batch_size):
+                yield order[i : i + args.batch_size]
+
+    for idx in batches(args.epochs):
+        step(model, optimizer, jnp.asarray(x_train[idx]), jnp.asarray(y_train[idx]))
 
     twin = torch.nn.Sequential(
         tq.QuantStub(),
@@ -154,6 +163,23 @@ def main(argv=None) -> int:
         prepared_t(torch.from_numpy(x_train))
     static_t = tq.convert(prepared_t)
 
+    # QAT: fine-tune the trained float model with fake quantization, in both frameworks
+    fuse = [["1", "2"], ["3", "4"]]  # Linear + ReLU pairs (torch's names of Sequential entries)
+    qat = quantization.prepare_qat(quantization.fuse_modules_qat(model, fuse))  # x86 default
+    twin_qat = tq.fuse_modules_qat(copy.deepcopy(twin).train(), fuse)
+    twin_qat.qconfig = tq.get_default_qat_qconfig("x86")
+    twin_qat = tq.prepare_qat(twin_qat)
+    qat_optimizer = nnx.Optimizer(qat, optim.sgd(lr=args.qat_lr, momentum=0.9), wrt=nnx.Param)
+    torch_optimizer = torch.optim.SGD(twin_qat.parameters(), lr=args.qat_lr, momentum=0.9)
+    for idx in batches(args.qat_epochs):
+        step(qat, qat_optimizer, jnp.asarray(x_train[idx]), jnp.asarray(y_train[idx]))
+        torch_optimizer.zero_grad()
+        logits = twin_qat(torch.from_numpy(x_train[idx]))
+        torch.nn.functional.cross_entropy(logits, torch.from_numpy(y_train[idx])).backward()
+        torch_optimizer.step()
+    qat_int8 = quantization.convert(qat)
+    qat_int8_t = tq.convert(twin_qat.eval())
+
     float_logits = jax_logits(model)
     float_acc = accuracy(float_logits)
     float_bytes, float_bytes_t = jax_bytes(model), torch_bytes(twin)
@@ -162,6 +188,7 @@ def main(argv=None) -> int:
         ("float32", model, twin),
         ("dynamic int8", dynamic, dynamic_t),
         ("static int8", static, static_t),
+        ("QAT int8", qat_int8, qat_int8_t),
     ):
         lo, lt = jax_logits(ours), torch_logits(theirs)
         rows.append(
@@ -199,6 +226,11 @@ def main(argv=None) -> int:
         failures.append(f"dynamic int8 state only {dyn['size']:.2f}× smaller")
     if dyn["bitwise"] != n:
         failures.append(f"dynamic int8 logits differ from torch's on {n - dyn['bitwise']} rows")
+    qat_row = rows[3]
+    if float_acc - qat_row["acc"] > args.max_drop:
+        failures.append(f"QAT int8 lost {float_acc - qat_row['acc']:.2f} points")
+    if qat_row["agree"] != n:
+        failures.append(f"QAT int8 predictions differ from torch's on {n - qat_row['agree']} rows")
     for failure in failures:
         print("FAIL:", failure)
     return 1 if failures else 0

@@ -16,6 +16,11 @@
 - `FakeQuantize` / `FusedMovingAvgObsFakeQuantize` (functional), `QConfig` and torch's defaults,
   and QAT's weight side as one Optax transformation
   ([`fake_quantize_weights`][jaxopt_port.quantization.fake_quantize_weights]).
+- torch's eager QAT model flow on Flax NNX models:
+  [`fuse_modules`][jaxopt_port.quantization.fuse_modules] /
+  [`fuse_modules_qat`][jaxopt_port.quantization.fuse_modules_qat],
+  [`prepare_qat`][jaxopt_port.quantization.prepare_qat] (QAT layers with fake-quantized weights
+  and activations), the observer / fake-quant / BatchNorm toggles, then `convert`.
 - Post-training int8 on Flax NNX models:
   [`quantize_dynamic`][jaxopt_port.quantization.quantize_dynamic] and
   [`prepare`][jaxopt_port.quantization.prepare] → calibrate →
@@ -31,6 +36,16 @@ from jaxopt_port.quantization._fake_quantize import (
     FakeQuantize,
     FakeQuantizeState,
     FusedMovingAvgObsFakeQuantize,
+)
+from jaxopt_port.quantization._fuse import (
+    ConvBn2d,
+    ConvBnReLU2d,
+    ConvReLU2d,
+    Identity,
+    LinearReLU,
+    fold_bn_weights,
+    fuse_modules,
+    fuse_modules_qat,
 )
 from jaxopt_port.quantization._histogram import HistogramObserver, HistogramState
 from jaxopt_port.quantization._int8 import (
@@ -73,6 +88,7 @@ from jaxopt_port.quantization._ptq import (
     Flatten,
     Observed,
     ObserverState,
+    Quantizable,
     Quantize,
     QuantizedAdd,
     QuantizedConv,
@@ -93,6 +109,18 @@ from jaxopt_port.quantization._qat import (
     FakeQuantizeWeightsState,
     fake_quantize_weights,
     fake_quantized_params,
+)
+from jaxopt_port.quantization._qat_modules import (
+    QATConv2d,
+    QATConvBn2d,
+    QATLinear,
+    disable_fake_quant,
+    disable_observer,
+    enable_fake_quant,
+    enable_observer,
+    freeze_bn_stats,
+    prepare_qat,
+    update_bn_stats,
 )
 from jaxopt_port.quantization._qconfig import (
     QConfig,
@@ -148,6 +176,9 @@ from jaxopt_port.quantization._torchao_quantize import quantize_
 __all__ = [
     "Add",
     "AffineQuantizedLinear",
+    "ConvBn2d",
+    "ConvBnReLU2d",
+    "ConvReLU2d",
     "DeQuantStub",
     "DeQuantize",
     "DynamicQuantizedLinear",
@@ -162,6 +193,7 @@ __all__ = [
     "FusedMovingAvgObsFakeQuantize",
     "HistogramObserver",
     "HistogramState",
+    "Identity",
     "Int8DynamicActivationInt8WeightConfig",
     "Int8DynamicActivationIntxWeightConfig",
     "Int8WeightOnlyConfig",
@@ -169,6 +201,7 @@ __all__ = [
     "IntxWeightOnlyConfig",
     "LearnableFakeQuantize",
     "LearnableFakeQuantizeState",
+    "LinearReLU",
     "MinMaxObserver",
     "MinMaxState",
     "MovingAverageMinMaxObserver",
@@ -183,8 +216,12 @@ __all__ = [
     "PerToken",
     "PlaceholderObserver",
     "QATConfig",
+    "QATConv2d",
+    "QATConvBn2d",
+    "QATLinear",
     "QConfig",
     "QuantStub",
+    "Quantizable",
     "Quantize",
     "QuantizedAdd",
     "QuantizedArray",
@@ -211,6 +248,10 @@ __all__ = [
     "default_weight_observer",
     "dequantize",
     "dequantize_affine",
+    "disable_fake_quant",
+    "disable_observer",
+    "enable_fake_quant",
+    "enable_observer",
     "fake_quantize_affine",
     "fake_quantize_learnable_per_channel_affine",
     "fake_quantize_learnable_per_tensor_affine",
@@ -218,6 +259,10 @@ __all__ = [
     "fake_quantize_per_tensor_affine",
     "fake_quantize_weights",
     "fake_quantized_params",
+    "fold_bn_weights",
+    "freeze_bn_stats",
+    "fuse_modules",
+    "fuse_modules_qat",
     "get_block_size",
     "get_default_qat_qconfig",
     "get_default_qconfig",
@@ -230,6 +275,7 @@ __all__ = [
     "linear",
     "linear_dynamic",
     "prepare",
+    "prepare_qat",
     "quantize_",
     "quantize_affine",
     "quantize_dynamic",
@@ -241,4 +287,5 @@ __all__ = [
     "quantized_weights_from_torch",
     "quantized_weights_to_torch",
     "relu",
+    "update_bn_stats",
 ]

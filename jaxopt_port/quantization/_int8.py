@@ -128,10 +128,16 @@ def _quantize_weight(kernel, observer):
     per_channel = isinstance(obs, PerChannelMinMaxObserver)
     state = obs.init(kernel.shape[-1]) if per_channel else obs.init()
     scale, zero_point = obs.calculate_qparams(obs.update(state, jnp.moveaxis(kernel, -1, 0)))
+    return quantize_kernel(kernel, scale, zero_point, per_channel, obs.dtype)
+
+
+def quantize_kernel(kernel, scale, zero_point, per_channel: bool, dtype) -> QuantizedArray:
+    """A Flax kernel (output channels last) quantized with given qparams, as torch's
+    `_quantize_weight` does with its observer's (per tensor, or per output channel)."""
     if per_channel:
-        values = quantize_per_channel(kernel, scale, zero_point, -1, obs.dtype)
+        values = quantize_per_channel(kernel, scale, zero_point, -1, dtype)
     else:
-        values = quantize_per_tensor(kernel, scale[0], zero_point[0], obs.dtype)
+        values = quantize_per_tensor(kernel, scale[0], zero_point[0], dtype)
     return QuantizedArray(values, scale, zero_point.astype(jnp.int32))
 
 

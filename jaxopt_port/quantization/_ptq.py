@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn.linear import canonicalize_padding
 
+from jaxopt_port.quantization._fake_quantize import FakeQuantize
 from jaxopt_port.quantization._int8 import (
     QuantizedArray,
     QuantizedVariable,
@@ -110,6 +111,11 @@ def _swap(model, select: Callable[[Any, str], Any | None]):
                 new = select(child, _dotted(model, full))
                 if new is not None:
                     found.append((full, new))
+    # a replaced layer takes its sub-layers with it (a fused layer's inner Linear stays inside)
+    paths = {path for path, _ in found}
+    found = [
+        (path, new) for path, new in found if not any(path[:i] in paths for i in range(len(path)))
+    ]
     for path, new in found:
         if not path:
             model = new
@@ -362,12 +368,28 @@ class QuantizedAdd(nnx.Module):
         return add(a, b, self.scale[...], self.zero_point[...])
 
 
+class Quantizable(nnx.Module):
+    """Base of float layers that [`convert`][jaxopt_port.quantization.convert] turns into int8
+    layers by their own rule (fused and QAT layers); `prepare` observes their output."""
+
+    def to_quantized(
+        self, scale: jax.Array, zero_point: jax.Array, qconfig: QConfig
+    ) -> nnx.Module:  # pragma: no cover - every subclass overrides it
+        """The int8 layer, given the output qparams and the layer's `QConfig`."""
+        raise NotImplementedError
+
+
 class Observed(nnx.Module):
-    """A layer whose output an observer watches (torch's module with an
-    `activation_post_process` child after `prepare`).
+    """A layer whose output an observer or fake-quantizer watches (torch's module with an
+    `activation_post_process` child after `prepare` / `prepare_qat`).
+
+    With an observer (`prepare`) the output passes unchanged; with a fake-quantizer
+    (`prepare_qat`: `FakeQuantize`, `FusedMovingAvgObsFakeQuantize`) the output is observed and
+    fake-quantized, and its state (torch's buffers) lives in the `activation_post_process`
+    variable.
 
     Args:
-        module: The float layer (`QuantStub`, `nnx.Linear`).
+        module: The float layer (`QuantStub`, `nnx.Linear`, a fused or QAT layer, ...).
         qconfig: The `QConfig` its conversion uses (activation observer now, weight observer
             at `convert`).
     """
@@ -381,17 +403,25 @@ class Observed(nnx.Module):
     def __call__(self, *args: jax.Array) -> jax.Array:
         y = self.module(*args)
         state = self.activation_post_process.get_value()
-        self.activation_post_process.set_value(self.observer.update(state, y))
+        if isinstance(self.observer, FakeQuantize):
+            y, state = self.observer(state, y)
+        else:
+            state = self.observer.update(state, y)
+        self.activation_post_process.set_value(state)
         return y
 
     def calculate_qparams(self) -> tuple[jax.Array, jax.Array]:
         """The observer's `(scale, zero_point)` for what it has seen (compiled once per
-        observer; an observer that saw nothing answers eagerly, with torch's warning)."""
-        state = self.activation_post_process.get_value()
+        observer; an observer that saw nothing answers eagerly, with torch's warning). For a
+        fake-quantizer: its observer's formula, as torch's `convert` computes them (not the
+        fused fake-quantizer's training-time fbgemm qparams)."""
+        observer, state = self.observer, self.activation_post_process.get_value()
+        if isinstance(observer, FakeQuantize):
+            observer, state = observer.activation_post_process, state.observer
         min_val = getattr(state, "min_val", None)
         if min_val is not None and bool(jnp.all(jnp.isposinf(min_val))):
-            return self.observer.calculate_qparams(state)
-        return _calculate_qparams(self.observer, state)
+            return observer.calculate_qparams(state)
+        return _calculate_qparams(observer, state)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -427,6 +457,7 @@ class QuantizedLinear(nnx.Module):
         bias: Float bias, or None.
         scale: Output scale.
         zero_point: Output zero point.
+        relu: ReLU fused into the output (torch's `nniq.LinearReLU`).
     """
 
     def __init__(
@@ -435,7 +466,9 @@ class QuantizedLinear(nnx.Module):
         bias: jax.Array | None,
         scale: jax.Array,
         zero_point: jax.Array,
+        relu: bool = False,
     ) -> None:
+        self.relu = relu
         self.in_features, self.out_features = weight.values.shape
         self.weight = QuantizedVariable(weight)
         self.bias = None if bias is None else nnx.Param(jnp.asarray(bias, _F32))
@@ -444,7 +477,14 @@ class QuantizedLinear(nnx.Module):
 
     def __call__(self, x: QuantizedArray) -> QuantizedArray:
         bias = None if self.bias is None else self.bias[...]
-        return linear(x, self.weight.get_value(), bias, self.scale[...], self.zero_point[...])
+        return linear(
+            x,
+            self.weight.get_value(),
+            bias,
+            self.scale[...],
+            self.zero_point[...],
+            relu=self.relu,
+        )
 
 
 class QuantizedConv(nnx.Module):
@@ -460,6 +500,7 @@ class QuantizedConv(nnx.Module):
         padding: Padding in `lax.conv_general_dilated`'s form.
         dilation: Kernel dilation.
         groups: Feature groups.
+        relu: ReLU fused into the output (torch's `nniq.ConvReLU2d`).
     """
 
     def __init__(
@@ -473,7 +514,9 @@ class QuantizedConv(nnx.Module):
         padding: Any = "VALID",
         dilation: Any = 1,
         groups: int = 1,
+        relu: bool = False,
     ) -> None:
+        self.relu = relu
         self.weight = QuantizedVariable(weight)
         self.bias = None if bias is None else nnx.Param(jnp.asarray(bias, _F32))
         self.scale = QuantizedVariable(jnp.asarray(scale, _F32).reshape(1))
@@ -482,32 +525,20 @@ class QuantizedConv(nnx.Module):
 
     @classmethod
     def from_conv(
-        cls, conv: nnx.Conv, weight: QuantizedArray, scale: jax.Array, zero_point: jax.Array
+        cls,
+        conv: nnx.Conv,
+        weight: QuantizedArray,
+        scale: jax.Array,
+        zero_point: jax.Array,
+        *,
+        bias: jax.Array | None = None,
+        relu: bool = False,
     ) -> QuantizedConv:
-        """The quantized counterpart of a 2-D `nnx.Conv` with its hyperparameters."""
-        if len(conv.kernel_size) != 2 or conv.input_dilation not in (1, (1, 1)):
-            raise NotImplementedError(
-                "convert quantizes 2-D convolutions without input dilation only; got kernel "
-                f"size {conv.kernel_size}, input dilation {conv.input_dilation}"
-            )
-        if conv.padding in ("CIRCULAR", "REFLECT") or getattr(conv, "mask", None) is not None:
-            raise NotImplementedError(
-                f"convert quantizes zero-padded convolutions only; got padding {conv.padding!r}"
-            )
-        padding = (
-            conv.padding if isinstance(conv.padding, str) else canonicalize_padding(conv.padding, 2)
-        )
-        bias = None if conv.bias is None else conv.bias[...]
-        return cls(
-            weight,
-            bias,
-            scale,
-            zero_point,
-            strides=conv.strides,
-            padding=padding,
-            dilation=conv.kernel_dilation,
-            groups=conv.feature_group_count,
-        )
+        """The quantized counterpart of a 2-D `nnx.Conv` with its hyperparameters (`bias`
+        replaces the conv's own, e.g. after folding a BatchNorm into it)."""
+        if bias is None and conv.bias is not None:
+            bias = conv.bias[...]
+        return cls(weight, bias, scale, zero_point, relu=relu, **conv_args(conv))
 
     def __call__(self, x: QuantizedArray) -> QuantizedArray:
         bias = None if self.bias is None else self.bias[...]
@@ -522,6 +553,33 @@ class QuantizedConv(nnx.Module):
             dilation=self.dilation,
             groups=self.groups,
         )
+
+
+def conv_args(conv: nnx.Conv) -> dict[str, Any]:
+    """`strides`, `padding` (in `lax.conv_general_dilated`'s form), `dilation` and `groups` of
+    a 2-D zero-padded `nnx.Conv`, the only kind quantization reproduces.
+
+    Raises:
+        NotImplementedError: another convolution.
+    """
+    if len(conv.kernel_size) != 2 or conv.input_dilation not in (1, (1, 1)):
+        raise NotImplementedError(
+            "convert quantizes 2-D convolutions without input dilation only; got kernel "
+            f"size {conv.kernel_size}, input dilation {conv.input_dilation}"
+        )
+    if conv.padding in ("CIRCULAR", "REFLECT") or getattr(conv, "mask", None) is not None:
+        raise NotImplementedError(
+            f"convert quantizes zero-padded convolutions only; got padding {conv.padding!r}"
+        )
+    padding = (
+        conv.padding if isinstance(conv.padding, str) else canonicalize_padding(conv.padding, 2)
+    )
+    return {
+        "strides": conv.strides,
+        "padding": padding,
+        "dilation": conv.kernel_dilation,
+        "groups": conv.feature_group_count,
+    }
 
 
 def prepare(model: nnx.Module, qconfig: QConfig | None = None, inplace: bool = False) -> nnx.Module:
@@ -561,7 +619,7 @@ def prepare(model: nnx.Module, qconfig: QConfig | None = None, inplace: bool = F
     qconfig = get_default_qconfig("x86") if qconfig is None else qconfig
 
     def select(node, _):
-        if isinstance(node, (QuantStub, nnx.Linear, nnx.Conv, Add)):
+        if isinstance(node, (QuantStub, nnx.Linear, nnx.Conv, Add, Quantizable)):
             return Observed(node, qconfig)
         return None
 
@@ -601,6 +659,8 @@ def convert(model: nnx.Module, inplace: bool = False) -> nnx.Module:
             return Quantize(scale, zero_point)
         if isinstance(inner, Add):
             return QuantizedAdd(scale, zero_point)
+        if isinstance(inner, Quantizable):
+            return inner.to_quantized(scale, zero_point, node.qconfig)
         weight = quantize_weight(inner.kernel[...], node.qconfig.weight)
         if isinstance(inner, nnx.Conv):
             return QuantizedConv.from_conv(inner, weight, scale, zero_point)

@@ -50,10 +50,14 @@ def _pruning(quick: bool) -> list[dict[str, Any]]:
 
 
 def _quantization(quick: bool) -> list[dict[str, Any]]:
-    from parity.run.quantization import run_ptq_model_parity, run_quantization_parity
+    from parity.run.quantization import (
+        run_ptq_model_parity,
+        run_qat_model_parity,
+        run_quantization_parity,
+    )
 
     rows = run_quantization_parity(cases=2, per_case=2_000) if quick else run_quantization_parity()
-    return rows + run_ptq_model_parity(quick)
+    return rows + run_ptq_model_parity(quick) + run_qat_model_parity(quick)
 
 
 def _gradient_free(quick: bool) -> list[dict[str, Any]]:
@@ -86,7 +90,7 @@ PACKAGES = (
     ),
     PackageSpec(
         "quantization",
-        "torch.ao.quantization's numerics on near-tie inputs, bit for bit",
+        "torch.ao.quantization: numerics on near-tie inputs, PTQ and QAT models on digits",
         "float32",
         _quantization,
     ),

@@ -30,6 +30,72 @@ def _row(name, *arrays):
     return {"name": name, "mismatches": bad, "compared": int(want.size), "passed": bad == 0}
 
 
+def run_qat_model_parity(quick: bool = False) -> list[dict]:
+    """torch's eager QAT model flow against jaxopt_port's on digits (`parity.run.qat_model`):
+    x86 default QAT qconfig, SGD, float32.
+
+    Rows (`mismatches` must be 0): the MLP's converted logits from torch's trained state
+    (bitwise), the int8 outputs of each twin converted after its own 50 steps (20 quick), the
+    steps where the twins part beyond the measured float32 drift (parameters 1e-7, scales
+    2 ulps, zero points equal), and the Conv+BN+ReLU model's converted logits after 30 (10)
+    steps restarted from torch's state every step (bitwise).
+    """
+    import warnings
+
+    import torch
+
+    from jaxopt_port import quantization as Q
+    from parity.run import qat_model
+
+    old_engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    rows = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mlp = qat_model.train("mlp", 20 if quick else 50)
+            theirs, ours = qat_model.converted_logits(mlp["torch"], mlp["nnx"], "mlp")
+            fc2 = Q.convert(mlp["nnx"]).fc2
+            zero_point = int(mlp["torch"].fc2.activation_post_process.calculate_qparams()[1])
+            want_scale = float(mlp["torch"].fc2.activation_post_process.calculate_qparams()[0])
+            row = _row(
+                "QAT MLP, each trained: converted int8 outputs",
+                qat_model.int8_outputs(theirs, want_scale, zero_point),
+                qat_model.int8_outputs(ours, float(fc2.scale[...][0]), zero_point),
+            )
+            row["mismatches"] += int(fc2.zero_point[...][0]) != zero_point
+            rows.append(row)
+            off = sum(
+                r["param"] > 1e-7 or r["scale_ulps"] > 2 or r["zero_point"] > 0
+                for r in mlp["records"]
+            )
+            rows.append(
+                {
+                    "name": "QAT MLP: steps beyond float32 drift (1e-7, 2 ulps)",
+                    "mismatches": off,
+                    "compared": len(mlp["records"]),
+                    "passed": off == 0,
+                }
+            )
+            qat_model.load_torch_state(mlp["nnx"], mlp["torch"], "mlp")
+            rows.append(
+                _row(
+                    "QAT MLP convert of torch's state: logits",
+                    *qat_model.converted_logits(mlp["torch"], mlp["nnx"], "mlp"),
+                )
+            )
+            cnn = qat_model.train("cnn", 10 if quick else 30, teacher_forced=True)
+            rows.append(
+                _row(
+                    "QAT Conv+BN+ReLU convert: logits",
+                    *qat_model.converted_logits(cnn["torch"], cnn["nnx"], "cnn"),
+                )
+            )
+    finally:
+        torch.backends.quantized.engine = old_engine
+    return rows
+
+
 def run_quantization_parity(seed: int = 0, cases: int = 8, per_case: int = 12_500) -> list[dict]:
     """jaxopt_port (eager and jitted) vs torch (x86 engine) vs this reference.
 
