@@ -77,10 +77,16 @@ def draw(key: jax.Array, spec: dict[str, tuple[tuple[int, ...], Any]], dtype: An
     an integer $n$ (indices $\\min(\\lfloor u n \\rfloor, n - 1)$). One `jax.random.uniform` call
     instead of one per variate: XLA compiles each threefry hash separately, and a strategy with six
     draws compiled ~15× slower than with one.
+
+    The draw is rounded up to an even count: threefry makes its bits in pairs, and XLA:CPU ran an
+    odd-sized draw 2–5× slower than the next even size (measured on 3,451 vs 3,452 and 28,351 vs
+    28,352 uniforms). The extra variate is unused; with JAX's partitionable threefry (the default)
+    the first $n$ of $n + 1$ uniforms equal the $n$ uniforms of the same key, so nothing changes.
     """
     sizes = [math.prod(shape) for shape, _ in spec.values()]
     dtype = jnp.dtype(dtype)
-    flat = jax.random.uniform(key, (sum(sizes),), dtype)
+    total = sum(sizes)
+    flat = jax.random.uniform(key, (total + total % 2,), dtype)
     out, offset = {}, 0
     for (name, (shape, kind)), size in zip(spec.items(), sizes, strict=True):
         u = flat[offset : offset + size].reshape(shape)

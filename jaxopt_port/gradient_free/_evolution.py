@@ -58,6 +58,20 @@ def distinct_indices(uniforms: jax.Array, size: int) -> jax.Array:
     return jnp.stack(taken[1:], axis=1)
 
 
+def _recycled_uniforms(u: jax.Array, rate: float) -> jax.Array:
+    """Fresh uniforms from the crossover uniforms: $u/CR$ where $u < CR$, else $(u - CR)/(1 - CR)$.
+
+    Given which side of $CR$ it fell on, $u$ is uniform on that side, so the rescaled value is a
+    uniform on $[0, 1)$ independent of the crossover decision (and of the mutant, which does not
+    use $u$). An out-of-bounds gene takes its replacement from it instead of from a draw of its
+    own, which halves the random numbers a generation needs (threefry dominates a generation's
+    time on cheap objectives).
+    """
+    low = jnp.maximum(rate, jnp.finfo(u.dtype).tiny)
+    high = jnp.maximum(1.0 - rate, jnp.finfo(u.dtype).tiny)
+    return jnp.where(u < rate, u / low, (u - rate) / high)
+
+
 def differential_evolution(
     dim: int,
     *,
@@ -95,7 +109,9 @@ def differential_evolution(
         mutation: $F$, or a `(lo, hi)` range to dither in.
         recombination: the crossover probability $CR \\in [0, 1]$.
         boundary: `"random"` (scipy's rule: an out-of-bounds gene is drawn again uniformly inside
-            the bounds), `"clip"` or `"reflect"`.
+            the bounds; the uniform is the gene's crossover uniform $u$ rescaled, $u/CR$ if
+            $u < CR$ else $(u - CR)/(1 - CR)$, uniform and independent of the crossover decision
+            given it, which saves a second draw per gene), `"clip"` or `"reflect"`.
         init: the starting population inside `bounds`: `"latinhypercube"` (scipy's default: row
             $i$ of coordinate $j$ in stratum $\\pi_j(i)$ of $P$ equal strata, $\\pi_j$ a random
             permutation, uniform within it) or `"random"` (uniform). Row 0 is `x0` either way.
@@ -140,7 +156,6 @@ def differential_evolution(
             "crossover": ((popsize, dim), "uniform"),
             "forced": ((popsize,), dim),
             "dither": ((), "uniform"),
-            "resample": ((popsize, dim), "uniform"),
         }
         return draw(iteration_key(key, iteration), spec, jnp.result_type(float))
 
@@ -188,7 +203,8 @@ def differential_evolution(
         else:
             lower, upper = (jnp.asarray(b, dtype) for b in box)
             outside = (trial < lower) | (trial > upper)
-            trial = jnp.where(outside, lower + d["resample"].astype(dtype) * (upper - lower), trial)
+            fresh = _recycled_uniforms(d["crossover"], recombination).astype(dtype)
+            trial = jnp.where(outside, lower + fresh * (upper - lower), trial)
         return jnp.where(state.iteration == 0, pop, trial), state
 
     def tell(state, candidates, values):

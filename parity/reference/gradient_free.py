@@ -340,7 +340,9 @@ def differential_evolution_reference(fun, start, draws, *, dim, bounds=None, **o
                 elif box is not None:
                     for j in range(dim):
                         if trial[j] < box[0][j] or trial[j] > box[1][j]:
-                            trial[j] = box[0][j] + d["resample"][i, j] * (box[1][j] - box[0][j])
+                            u = d["crossover"][i, j]
+                            fresh = u / cr if u < cr else (u - cr) / (1 - cr)
+                            trial[j] = box[0][j] + fresh * (box[1][j] - box[0][j])
                 candidates[i] = trial
         values = _evaluate(fun, candidates)
         best_x, best_f = _update_best(best_x, best_f, candidates, values)
