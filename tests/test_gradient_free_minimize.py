@@ -314,3 +314,38 @@ def test_es_gradient_transformation_contract():
     assert update._cache_size() == 1 and int(state.count) == 3
     with pytest.raises(ValueError, match="pass params to update"):
         tx.update(params, state)
+
+
+def test_dual_annealing_local_search_finds_the_rosenbrock_valley_floor():
+    """Annealing alone stalls on Rosenbrock's curved valley; the local search (projected L-BFGS on
+    forward differences, every evaluation counted) reaches the minimum at (1, ..., 1)."""
+    rosen = ref.TEST_FUNCTIONS["rosenbrock"][0]
+    with jax.enable_x64(True):
+        x0 = jnp.asarray(np.random.default_rng(0).uniform(-5, 5, 4))
+        runs = {
+            flag: gradient_free.minimize(
+                lambda x: rosen(x, jnp),
+                x0,
+                method="dual_annealing",
+                key=jax.random.key(1),
+                max_evals=4000,
+                bounds=(-5.0, 5.0),
+                no_local_search=flag,
+            )  # fmt: skip
+            for flag in (False, True)
+        }
+    searched = runs[False]
+    assert searched.nfev == 4000 and searched.nit == 4000
+    assert float(searched.fun) < 1e-8  # measured 3.3e-11
+    assert np.allclose(np.asarray(searched.x), 1.0, atol=1e-4)  # measured 9.6e-6
+    assert float(runs[True].fun) > 1e3 * float(searched.fun)
+    assert float(rosen(np.asarray(searched.x))) == pytest.approx(float(searched.fun), rel=1e-12)
+
+
+def test_dual_annealing_rejects_missing_bounds_and_bad_parameters():
+    with pytest.raises(ValueError, match="needs bounds"):
+        gradient_free.dual_annealing(3)
+    with pytest.raises(ValueError, match="visit must be in"):
+        gradient_free.dual_annealing(3, bounds=(-1.0, 1.0), visit=3.5)
+    with pytest.raises(ValueError, match="restart_temp_ratio"):
+        gradient_free.dual_annealing(3, bounds=(-1.0, 1.0), restart_temp_ratio=1.0)

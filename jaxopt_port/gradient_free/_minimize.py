@@ -16,6 +16,7 @@ from jaxopt_port import parallel
 from jaxopt_port.gradient_free._annealing import simulated_annealing
 from jaxopt_port.gradient_free._cmaes import cma_es
 from jaxopt_port.gradient_free._common import Strategy, check_int
+from jaxopt_port.gradient_free._dual_annealing import dual_annealing
 from jaxopt_port.gradient_free._evolution import differential_evolution
 from jaxopt_port.gradient_free._genetic import genetic
 
@@ -26,6 +27,7 @@ METHODS: dict[str, Callable[..., Strategy]] = {
     "genetic": genetic,
     "differential_evolution": differential_evolution,
     "cma_es": cma_es,
+    "dual_annealing": dual_annealing,
 }
 """`minimize`'s methods: name → strategy factory `factory(dim, *, bounds, **options)`."""
 
