@@ -331,7 +331,7 @@ def test_dual_annealing_local_search_finds_the_rosenbrock_valley_floor():
                 max_evals=4000,
                 bounds=(-5.0, 5.0),
                 no_local_search=flag,
-            )  # fmt: skip
+            )
             for flag in (False, True)
         }
     searched = runs[False]

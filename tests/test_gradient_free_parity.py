@@ -41,7 +41,7 @@ def test_case_exercises_its_options(case_run):
             assert np.any(np.diff(states["step"], axis=1) < 0), "no chain restarted"
     if method == "dual_annealing":
         fx = states["fx"]
-        assert np.any((np.diff(fx[:, 1:], axis=1) > 0)), "no uphill move was accepted"
+        assert np.any(np.diff(fx[:, 1:], axis=1) > 0), "no uphill move was accepted"
         assert np.any(states["phase"] == 3), "no chain restarted"
         assert np.any(np.diff(states["anneal"], axis=1) > 0), "no Markov chain completed"
     if method == "genetic":
