@@ -337,9 +337,10 @@ def dual_annealing(
         d = draws(state.key, state.iteration)
         dtype = state.x.dtype
         chain = Chain(**chain_fields(state))
-        proposals = jax.vmap(ask_one)(
-            chain, d["visit"].astype(dtype), d["tail"].astype(dtype), d["restart"].astype(dtype)
-        )
+        proposals = per_chain(
+            ask_one, chain, d["visit"].astype(dtype), d["tail"].astype(dtype),
+            d["restart"].astype(dtype),
+        )  # fmt: skip
         return jnp.where(state.iteration == 0, state.x, proposals), state
 
     def direction(grad, s_mem, y_mem, count):
@@ -480,38 +481,57 @@ def dual_annealing(
         return c, give_up
 
     def tell_one(c: Chain, candidate, value, u, first_iteration):
-        annealed = tell_anneal(c, candidate, value, u, first_iteration)
         temp_low = visiting_temperature(c.anneal, initial_temp, visit) < restart_temp
-        restarted = c._replace(
-            x=candidate, fx=value, step=jnp.zeros_like(c.step), anneal=jnp.zeros_like(c.anneal),
-            improved=jnp.ones_like(c.improved), phase=jnp.zeros_like(c.phase),
-        )  # fmt: skip
-        if not local:
-            return jax.tree.map(
-                lambda a, b: jnp.where(c.phase == _RESTART, a, b), restarted, annealed
+
+        def same_types(new: Chain) -> Chain:
+            return jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), new, c)
+
+        def annealed():
+            return same_types(tell_anneal(c, candidate, value, u, first_iteration))
+
+        def gradient():
+            new, done = tell_gradient(c, candidate, value)
+            ended = end_local_search(new, temp_low)
+            return same_types(jax.tree.map(lambda a, b: jnp.where(done, a, b), ended, new))
+
+        def line():
+            new, done = tell_line(c, candidate, value)
+            ended = end_local_search(new, temp_low)
+            return same_types(jax.tree.map(lambda a, b: jnp.where(done, a, b), ended, new))
+
+        def restarted():
+            return same_types(
+                c._replace(
+                    x=candidate,
+                    fx=value,
+                    step=jnp.zeros_like(c.step),
+                    anneal=jnp.zeros_like(c.anneal),
+                    improved=jnp.ones_like(c.improved),
+                    phase=jnp.zeros_like(c.phase),
+                )
             )
-        gradient, grad_done = tell_gradient(c, candidate, value)
-        line, line_done = tell_line(c, candidate, value)
-        gradient = jax.tree.map(
-            lambda a, b: jnp.where(grad_done, a, b), end_local_search(gradient, temp_low), gradient
-        )
-        line = jax.tree.map(
-            lambda a, b: jnp.where(line_done, a, b), end_local_search(line, temp_low), line
-        )
+
         phase = jnp.where(first_iteration, _ANNEAL, c.phase)
-        options = [annealed, gradient, line, restarted]
-        return jax.tree.map(
-            lambda *leaves: jnp.select([phase == p for p in range(1, 4)], leaves[1:], leaves[0]),
-            *options,
-        )
+        # `lax.switch` branches for real with one chain; vmapped over chains it selects.
+        if not local:
+            return jax.lax.switch((phase == _RESTART).astype(jnp.int32), [annealed, restarted])
+        return jax.lax.switch(phase, [annealed, gradient, line, restarted])
+
+    def per_chain(fn, chain, *args):
+        """`fn` on every chain: vmapped, or on the one chain itself (so `lax.switch` branches)."""
+        if chains > 1:
+            return jax.vmap(fn, in_axes=(0, 0, 0, 0, None)[: len(args) + 1])(chain, *args)
+        one = jax.tree.map(lambda a: a[0], (chain, *args[:3]))
+        out = fn(*one, *args[3:])
+        return jax.tree.map(lambda a: a[None], out)
 
     def tell(state, candidates, values):
         values = sanitize(jnp.asarray(values, state.fx.dtype))
         d = draws(state.key, state.iteration)
         chain = Chain(**chain_fields(state))
         first = state.iteration == 0
-        chain = jax.vmap(tell_one, in_axes=(0, 0, 0, 0, None))(
-            chain, candidates, values, d["accept"].astype(values.dtype), first
+        chain = per_chain(
+            tell_one, chain, candidates, values, d["accept"].astype(values.dtype), first
         )
         best_x, best_f = update_best(state.best_x, state.best_f, candidates, values)
         return DualAnnealingState(
