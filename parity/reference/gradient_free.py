@@ -394,59 +394,75 @@ def genetic_reference(fun, start, draws, *, dim, bounds=None, **options):
 
 
 def differential_evolution_reference(fun, start, draws, *, dim, bounds=None, **options):
-    """Replay `differential_evolution`: `start["population"]` the starting population."""
+    """Replay `differential_evolution`: `start["population"]` the starting population; with
+    `updating="immediate"` one member per iteration."""
     strategy = options.get("strategy", "best1bin")
     mutation = options.get("mutation", (0.5, 1.0))
     cr = options.get("recombination", 0.7)
     boundary = options.get("boundary", "random")
+    immediate = options.get("updating", "deferred") == "immediate"
     box = _box(bounds, dim)
     pop = np.array(start["population"], np.float64)
     size = pop.shape[0]
     fitness = np.full(size, np.inf)
     best_x, best_f = pop[0].copy(), np.inf
     records = []
+
+    def trial_for(i, d, row, f):
+        taken = [i]
+        for j in range(d["members"].shape[1]):
+            r = math.floor(d["members"][row, j] * (size - 1 - j))
+            for excluded in sorted(taken):
+                r += r >= excluded
+            taken.append(r)
+        r = taken[1:]
+        if strategy == "best1bin":
+            mutant = pop[int(np.argmin(fitness))] + f * (pop[r[0]] - pop[r[1]])
+        else:
+            mutant = pop[r[0]] + f * (pop[r[1]] - pop[r[2]])
+        forced = int(d["forced"][row])
+        trial = pop[i].copy()
+        for j in range(dim):
+            if d["crossover"][row, j] < cr or j == forced:
+                trial[j] = mutant[j]
+        if boundary != "random":
+            return _repair(trial, box, boundary)
+        if box is not None:
+            for j in range(dim):
+                if trial[j] < box[0][j] or trial[j] > box[1][j]:
+                    u = d["crossover"][row, j]
+                    fresh = u / cr if u < cr else (u - cr) / (1 - cr)
+                    trial[j] = box[0][j] + fresh * (box[1][j] - box[0][j])
+        return trial
+
+    def scale(d):
+        if isinstance(mutation, (tuple, list)):
+            return mutation[0] + float(d["dither"]) * (mutation[1] - mutation[0])
+        return mutation
+
     for t in range(len(next(iter(draws.values())))):
         d = _at(draws, t)
-        if t == 0:
-            candidates = pop.copy()
-        else:
-            if isinstance(mutation, (tuple, list)):
-                f = mutation[0] + float(d["dither"]) * (mutation[1] - mutation[0])
+        if immediate:
+            i = t % size
+            if t < size:
+                candidate = pop[i].copy()
             else:
-                f = mutation
-            best = int(np.argmin(fitness))
-            candidates = np.empty_like(pop)
+                candidate = trial_for(i, d, 0, scale(_at(draws, t - i)))
+            value = _evaluate(fun, candidate[None])[0]
+            best_x, best_f = _update_best(best_x, best_f, candidate[None], np.array([value]))
+            if value <= fitness[i]:
+                pop[i], fitness[i] = candidate, value
+        else:
+            if t == 0:
+                candidates = pop.copy()
+            else:
+                f = scale(d)
+                candidates = np.stack([trial_for(i, d, i, f) for i in range(size)])
+            values = _evaluate(fun, candidates)
+            best_x, best_f = _update_best(best_x, best_f, candidates, values)
             for i in range(size):
-                taken = [i]
-                for j in range(d["members"].shape[1]):
-                    r = math.floor(d["members"][i, j] * (size - 1 - j))
-                    for excluded in sorted(taken):
-                        r += r >= excluded
-                    taken.append(r)
-                r = taken[1:]
-                if strategy == "best1bin":
-                    mutant = pop[best] + f * (pop[r[0]] - pop[r[1]])
-                else:
-                    mutant = pop[r[0]] + f * (pop[r[1]] - pop[r[2]])
-                forced = int(d["forced"][i])
-                trial = pop[i].copy()
-                for j in range(dim):
-                    if d["crossover"][i, j] < cr or j == forced:
-                        trial[j] = mutant[j]
-                if boundary != "random":
-                    trial = _repair(trial, box, boundary)
-                elif box is not None:
-                    for j in range(dim):
-                        if trial[j] < box[0][j] or trial[j] > box[1][j]:
-                            u = d["crossover"][i, j]
-                            fresh = u / cr if u < cr else (u - cr) / (1 - cr)
-                            trial[j] = box[0][j] + fresh * (box[1][j] - box[0][j])
-                candidates[i] = trial
-        values = _evaluate(fun, candidates)
-        best_x, best_f = _update_best(best_x, best_f, candidates, values)
-        for i in range(size):
-            if values[i] <= fitness[i]:
-                pop[i], fitness[i] = candidates[i], values[i]
+                if values[i] <= fitness[i]:
+                    pop[i], fitness[i] = candidates[i], values[i]
         records.append(
             {
                 "population": pop.copy(),
@@ -559,6 +575,7 @@ CASES: list[tuple[str, str, dict, str, int, float | None]] = [
     ("ga-integer-roulette-uniform-gaussian", "genetic", {"popsize": 12, "genome": "integer", "selection": "roulette", "mutation_scale": 2.0, "mutation_rate": 0.5}, "rastrigin", 4, 5.0),
     ("de-best1bin-dither-random-bounds", "differential_evolution", {"popsize": 10}, "rosenbrock", 3, 1.5),
     ("de-rand1bin-reflect-random-init-fixed-F", "differential_evolution", {"popsize": 10, "strategy": "rand1bin", "init": "random", "mutation": 0.8, "recombination": 0.9, "boundary": "reflect"}, "rastrigin", 3, 5.12),
+    ("de-best1bin-immediate-dither", "differential_evolution", {"popsize": 6, "updating": "immediate"}, "rosenbrock", 3, 1.5),
     ("cma_es-bounded", "cma_es", {}, "rosenbrock", 4, 2.0),
     ("dual_annealing-restart", "dual_annealing", {"chains": 3, "no_local_search": True, "initial_temp": 1.0, "restart_temp_ratio": 0.4, "visit": 1.5}, "rastrigin", 3, 5.12),
 ]  # fmt: skip
