@@ -14,7 +14,7 @@ import pytest
 from _subprocess import run_json
 
 from jaxopt_port import gradient_free, optim
-from jaxopt_port.gradient_free import _minimize
+from jaxopt_port.gradient_free import _common, _minimize
 from parity.reference import gradient_free as ref
 
 
@@ -349,3 +349,19 @@ def test_dual_annealing_rejects_missing_bounds_and_bad_parameters():
         gradient_free.dual_annealing(3, bounds=(-1.0, 1.0), visit=3.5)
     with pytest.raises(ValueError, match="restart_temp_ratio"):
         gradient_free.dual_annealing(3, bounds=(-1.0, 1.0), restart_temp_ratio=1.0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1652, 14851])
+def test_threefry_uniform_is_jax_random_uniform_bit_for_bit(size):
+    """The unrolled threefry behind every strategy's draws gives `jax.random.uniform`'s bits (so
+    a run is the same as with `jax.random.uniform`), in float32 and float64, and other keys fall
+    back to `jax.random.uniform` itself."""
+    key = jax.random.fold_in(jax.random.key(42), size)
+    got = jax.jit(_common.threefry_uniform, static_argnums=(1, 2))(key, size, jnp.float32)
+    assert np.array_equal(got, jax.random.uniform(key, (size,), jnp.float32))
+    with jax.enable_x64(True):
+        got = jax.jit(_common.threefry_uniform, static_argnums=(1, 2))(key, size, jnp.float64)
+        assert np.array_equal(got, jax.random.uniform(key, (size,), jnp.float64))
+    rbg = jax.random.key(3, impl="rbg")
+    got = _common.threefry_uniform(rbg, size, jnp.float32)
+    assert np.array_equal(got, jax.random.uniform(rbg, (size + size % 2,), jnp.float32)[:size])

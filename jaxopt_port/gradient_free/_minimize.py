@@ -38,7 +38,7 @@ class OptimizeResult(NamedTuple):
     Attributes:
         x: the best point evaluated.
         fun: its value.
-        nfev: objective evaluations (iterations × population size).
+        nfev: objective evaluations (iterations × the candidates one `ask` returns).
         nit: ask/tell iterations, the evaluation of the starting points included.
         history: `(nit,)` the best value after each iteration.
         message: why the run stopped.
@@ -224,7 +224,8 @@ def minimize(
             jitted). NaN counts as $+\\infty$.
         x0: the starting point, shape `(dim,)` (population methods also accept a whole starting
             population `(popsize, dim)`).
-        method: `"simulated_annealing"`, `"genetic"`, `"differential_evolution"` or `"cma_es"`.
+        method: `"simulated_annealing"`, `"genetic"`, `"differential_evolution"`, `"cma_es"` or
+            `"dual_annealing"`.
         key: a JAX PRNG key.
         max_evals: evaluation budget; the run makes `max_evals // popsize` iterations (the first
             evaluates the starting points).
@@ -239,7 +240,7 @@ def minimize(
         mesh: a `jax.sharding.Mesh` to split each population over (row-wise on `axis`).
         axis: the mesh axis to split the population over.
         **options: the method's options (see `simulated_annealing`, `genetic`,
-            `differential_evolution`, `cma_es`).
+            `differential_evolution`, `cma_es`, `dual_annealing`).
 
     Returns:
         An `OptimizeResult` with `x`, `fun`, `nfev`, `nit`, `history`, `message`, `state`.
