@@ -365,3 +365,11 @@ def test_threefry_uniform_is_jax_random_uniform_bit_for_bit(size):
     rbg = jax.random.key(3, impl="rbg")
     got = _common.threefry_uniform(rbg, size, jnp.float32)
     assert np.array_equal(got, jax.random.uniform(rbg, (size + size % 2,), jnp.float32)[:size])
+
+
+def test_iteration_key_is_fold_in():
+    key = jax.random.key(5)
+    steps = jnp.arange(0, 4000, 37, dtype=jnp.int32)
+    got = jax.jit(jax.vmap(lambda t: jax.random.key_data(_common.iteration_key(key, t))))(steps)
+    expected = jax.vmap(lambda t: jax.random.key_data(jax.random.fold_in(key, t)))(steps)
+    assert np.array_equal(got, expected)

@@ -132,8 +132,7 @@ def threefry_uniform(key: jax.Array, n: int, dtype: Any) -> jax.Array:
     """
     dtype = jnp.dtype(dtype)
     fast = (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        and str(jax.random.key_impl(key)) == "threefry2x32"
+        _fast_threefry(key)
         and jax.config.jax_threefry_partitionable
         and dtype in (jnp.float32, jnp.float64)
         and jax.dtypes.canonicalize_dtype(dtype) == dtype
@@ -153,9 +152,23 @@ def threefry_uniform(key: jax.Array, n: int, dtype: Any) -> jax.Array:
     return jax.lax.bitcast_convert_type(bits, dtype) - np.float32(1.0)
 
 
+def _fast_threefry(key: jax.Array) -> bool:
+    return (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and str(jax.random.key_impl(key)) == "threefry2x32"
+        and key.shape == ()
+    )
+
+
 def iteration_key(key: jax.Array, iteration: jax.Array) -> jax.Array:
-    """The key of iteration `iteration`: `jax.random.fold_in(key, iteration)`."""
-    return jax.random.fold_in(key, iteration)
+    """The key of iteration `iteration`: `jax.random.fold_in(key, iteration)` (bit for bit; for a
+    threefry key the hash is written out unrolled, as in `threefry_uniform`)."""
+    if not _fast_threefry(key):
+        return jax.random.fold_in(key, iteration)
+    data = jax.random.key_data(key)
+    count = jnp.asarray(iteration).astype(np.uint32)
+    k1, k2 = _threefry2x32(data[0], data[1], np.uint32(0), count)
+    return jax.random.wrap_key_data(jnp.stack([k1, k2]), impl="threefry2x32")
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:

@@ -435,30 +435,38 @@ def dual_annealing(
         k = c.ls_coord
         partial = c.ls_partial.at[k].set((value - c.ls_f) / h[k])
         complete = k + 1 == dim
-        c = c._replace(ls_partial=partial, ls_coord=jnp.where(complete, 0, k + 1))
-        # the gradient at an accepted trial: store the pair (s, y), then a new direction
-        has_pair = c.ls_iter > 0
-        y = partial - c.ls_grad
-        sy = jnp.dot(c.ls_step, y)
-        store = complete & has_pair & (sy > 1e-10)
-        slot = c.ls_count % memory
-        ls_s = jnp.where(store, c.ls_s.at[slot].set(c.ls_step), c.ls_s)
-        ls_y = jnp.where(store, c.ls_y.at[slot].set(y), c.ls_y)
-        count = jnp.where(store, c.ls_count + 1, c.ls_count)
-        c = c._replace(ls_s=ls_s, ls_y=ls_y, ls_count=count)
-        lower, upper = bounds_of(c.ls_x.dtype)
-        projected = jnp.clip(c.ls_x - partial, lower, upper) - c.ls_x
-        converged = (jnp.max(jnp.abs(projected)) <= _PGTOL) | (c.ls_iter >= ls_maxiter)
-        p, alpha, count = start_line_search(c, partial, count, c.ls_iter == 0)
-        c = c._replace(
-            ls_grad=jnp.where(complete, partial, c.ls_grad),
-            ls_direction=jnp.where(complete, p, c.ls_direction),
-            ls_alpha=jnp.where(complete, alpha, c.ls_alpha),
-            ls_count=jnp.where(complete, count, c.ls_count),
-            ls_tries=jnp.where(complete, 0, c.ls_tries),
-            phase=jnp.where(complete, _LINE, _GRADIENT),
-        )
-        return c, complete & converged
+
+        def more():
+            return c._replace(ls_partial=partial, ls_coord=k + 1), jnp.asarray(False)
+
+        def finish():
+            # the gradient is complete: store the pair (s, y) of the accepted trial, then either
+            # stop or start a line search along a new direction
+            y = partial - c.ls_grad
+            store = (c.ls_iter > 0) & (jnp.dot(c.ls_step, y) > 1e-10)
+            slot = c.ls_count % memory
+            ls_s = jnp.where(store, c.ls_s.at[slot].set(c.ls_step), c.ls_s)
+            ls_y = jnp.where(store, c.ls_y.at[slot].set(y), c.ls_y)
+            count = jnp.where(store, c.ls_count + 1, c.ls_count)
+            new = c._replace(ls_s=ls_s, ls_y=ls_y, ls_count=count)
+            lower, upper = bounds_of(c.ls_x.dtype)
+            projected = jnp.clip(c.ls_x - partial, lower, upper) - c.ls_x
+            converged = (jnp.max(jnp.abs(projected)) <= _PGTOL) | (c.ls_iter >= ls_maxiter)
+            p, alpha, count = start_line_search(new, partial, count, c.ls_iter == 0)
+            new = new._replace(
+                ls_partial=partial, ls_coord=jnp.zeros_like(k), ls_grad=partial,
+                ls_direction=p, ls_alpha=alpha, ls_count=count,
+                ls_tries=jnp.zeros_like(c.ls_tries), phase=jnp.full_like(c.phase, _LINE),
+            )  # fmt: skip
+            return new, converged
+
+        def typed(branch):
+            new, done = branch()
+            return jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), new, c), done
+
+        # a real branch with one chain: the direction is computed once per gradient, not per
+        # evaluation
+        return jax.lax.cond(complete, lambda: typed(finish), lambda: typed(more))
 
     def tell_line(c: Chain, candidate, value):
         decrease = jnp.dot(c.ls_grad, candidate - c.ls_x)
