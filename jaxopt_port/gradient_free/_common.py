@@ -168,7 +168,10 @@ def iteration_key(key: jax.Array, iteration: jax.Array) -> jax.Array:
     data = jax.random.key_data(key)
     count = jnp.asarray(iteration).astype(np.uint32)
     k1, k2 = _threefry2x32(data[0], data[1], np.uint32(0), count)
-    return jax.random.wrap_key_data(jnp.stack([k1, k2]), impl="threefry2x32")
+    # materialised: XLA would otherwise fuse this scalar hash into every element of the draws
+    # that use the key, hashing twice per variate (4x slower DE generations, measured)
+    data = jax.lax.optimization_barrier(jnp.stack([k1, k2]))
+    return jax.random.wrap_key_data(data, impl="threefry2x32")
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
