@@ -1,5 +1,5 @@
-"""Gradient-free optimizers: simulated annealing, genetic algorithms, differential evolution,
-CMA-ES, and an evolution-strategies gradient estimator as an Optax transformation.
+"""Gradient-free optimizers: simulated annealing, dual annealing, genetic algorithms, differential
+evolution, CMA-ES, and an evolution-strategies gradient estimator as an Optax transformation.
 
 Every method is a `Strategy` of pure functions — `init(key, x0)`, `ask(state)`,
 `tell(state, candidates, values)` — with every random number drawn by `draws(key, iteration)`,
