@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any, NamedTuple
 
@@ -93,6 +94,13 @@ class DualAnnealingState(NamedTuple):
     best_f: jax.Array
 
 
+# The per-chain fields of `DualAnnealingState` (leading axis: chains), as one pytree to vmap over.
+_Chain = collections.namedtuple(
+    "_Chain",
+    [f for f in DualAnnealingState._fields if f not in ("key", "iteration", "best_x", "best_f")],
+)
+
+
 def visiting_temperature(i: Any, initial_temp: float = 5230.0, visit: float = 2.62) -> jax.Array:
     """The temperature of annealing iteration $i$ (0-based) of generalized simulated annealing:
 
@@ -155,7 +163,9 @@ def dual_annealing(
     (`ls_maxiter` iterations, default $\\min(\\max(6d, 100), 1000)$; relative decrease
     $\\le 10^7\\epsilon$; projected gradient $\\le 10^{-5}$). Its result replaces the chain's best and
     current point when better. When $T_i$ falls below `restart_temp_ratio`$\\cdot T_0$ the chain
-    restarts at a uniform point of the box.
+    restarts at a uniform point of the box. Iteration 0 evaluates the starting points: `x0` for
+    chain 0 (or row $c$ of a `(chains, d)` `x0` for chain $c$), uniform points of the box for the
+    other chains.
 
     Every evaluation is a candidate of `ask` — one per chain per iteration, the gradient's
     evaluations included — so `nfev` counts everything scipy counts. Unlike scipy, the local
@@ -302,41 +312,10 @@ def dual_annealing(
             proposal,
         )
 
-    def chain_fields(state):
-        fields = DualAnnealingState._fields
-        return {
-            k: getattr(state, k)
-            for k in fields
-            if k not in ("key", "iteration", "best_x", "best_f")
-        }
-
-    class Chain(NamedTuple):
-        x: Any
-        fx: Any
-        chain_x: Any
-        chain_f: Any
-        step: Any
-        anneal: Any
-        improved: Any
-        phase: Any
-        ls_x: Any
-        ls_f: Any
-        ls_grad: Any
-        ls_partial: Any
-        ls_coord: Any
-        ls_direction: Any
-        ls_alpha: Any
-        ls_tries: Any
-        ls_iter: Any
-        ls_s: Any
-        ls_y: Any
-        ls_count: Any
-        ls_step: Any
-
     def ask(state):
         d = draws(state.key, state.iteration)
         dtype = state.x.dtype
-        chain = Chain(**chain_fields(state))
+        chain = _Chain(*(getattr(state, f) for f in _Chain._fields))
         proposals = per_chain(
             ask_one, chain, d["visit"].astype(dtype), d["tail"].astype(dtype),
             d["restart"].astype(dtype),
@@ -367,7 +346,7 @@ def dual_annealing(
             r = r + jnp.where(valid[t], alphas[t] - b, 0.0) * s_mem[idx]
         return -r
 
-    def start_line_search(c: Chain, grad, count, first):
+    def start_line_search(c: _Chain, grad, count, first):
         """A new direction from `grad` (steepest descent if L-BFGS's is not downhill)."""
         p = direction(grad, c.ls_s, c.ls_y, count)
         downhill = jnp.dot(grad, p) < 0
@@ -377,7 +356,7 @@ def dual_annealing(
         alpha = jnp.where(first, jnp.minimum(1.0, 1.0 / jnp.where(norm > 0, norm, 1.0)), 1.0)
         return p, alpha.astype(grad.dtype), count
 
-    def end_local_search(c: Chain, temp_low):
+    def end_local_search(c: _Chain, temp_low):
         better = c.ls_f < c.chain_f
         return c._replace(
             phase=jnp.where(temp_low, _RESTART, _ANNEAL),
@@ -388,7 +367,7 @@ def dual_annealing(
             fx=jnp.where(better, c.ls_f, c.fx),
         )
 
-    def tell_anneal(c: Chain, candidate, value, u, first_iteration):
+    def tell_anneal(c: _Chain, candidate, value, u, first_iteration):
         temp = visiting_temperature(c.anneal, initial_temp, visit).astype(value.dtype)
         temp_step = temp / (c.anneal + 1).astype(value.dtype)
         downhill = value < c.fx
@@ -430,7 +409,7 @@ def dual_annealing(
         improved = jnp.where(done, False, improved)
         return c._replace(phase=phase, improved=improved)
 
-    def tell_gradient(c: Chain, candidate, value):
+    def tell_gradient(c: _Chain, candidate, value):
         h = gradient_step(c.ls_x)
         k = c.ls_coord
         partial = c.ls_partial.at[k].set((value - c.ls_f) / h[k])
@@ -468,7 +447,7 @@ def dual_annealing(
         # evaluation
         return jax.lax.cond(complete, lambda: typed(finish), lambda: typed(more))
 
-    def tell_line(c: Chain, candidate, value):
+    def tell_line(c: _Chain, candidate, value):
         decrease = jnp.dot(c.ls_grad, candidate - c.ls_x)
         ok = value <= c.ls_f + _ARMIJO * decrease
         small = (c.ls_f - value) <= _FTOL * jnp.maximum(
@@ -488,10 +467,10 @@ def dual_annealing(
         give_up = (~ok & (tries >= _MAX_HALVINGS)) | (ok & small)
         return c, give_up
 
-    def tell_one(c: Chain, candidate, value, u, first_iteration):
+    def tell_one(c: _Chain, candidate, value, u, first_iteration):
         temp_low = visiting_temperature(c.anneal, initial_temp, visit) < restart_temp
 
-        def same_types(new: Chain) -> Chain:
+        def same_types(new: _Chain) -> _Chain:
             return jax.tree.map(lambda a, b: jnp.asarray(a, b.dtype), new, c)
 
         def annealed():
@@ -536,7 +515,7 @@ def dual_annealing(
     def tell(state, candidates, values):
         values = sanitize(jnp.asarray(values, state.fx.dtype))
         d = draws(state.key, state.iteration)
-        chain = Chain(**chain_fields(state))
+        chain = _Chain(*(getattr(state, f) for f in _Chain._fields))
         first = state.iteration == 0
         chain = per_chain(
             tell_one, chain, candidates, values, d["accept"].astype(values.dtype), first
