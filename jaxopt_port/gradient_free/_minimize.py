@@ -227,8 +227,9 @@ def minimize(
         method: `"simulated_annealing"`, `"genetic"`, `"differential_evolution"`, `"cma_es"` or
             `"dual_annealing"`.
         key: a JAX PRNG key.
-        max_evals: evaluation budget; the run makes `max_evals // popsize` iterations (the first
-            evaluates the starting points).
+        max_evals: evaluation budget; the run makes `max_evals // popsize` iterations, `popsize`
+            being the candidates one `ask` returns (the first iterations evaluate the starting
+            points: one for a population, $P$ for immediate-updating DE).
         bounds: `(lower, upper)` arrays of shape `(dim,)` (scalars broadcast), or None.
         target: stop once the best value is ≤ `target`.
         patience: stop after this many iterations without the best value improving by more than
