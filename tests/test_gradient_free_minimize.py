@@ -14,7 +14,7 @@ import pytest
 from _subprocess import run_json
 
 from jaxopt_port import gradient_free, optim
-from jaxopt_port.gradient_free import _minimize
+from jaxopt_port.gradient_free import _common, _minimize
 from parity.reference import gradient_free as ref
 
 
@@ -314,3 +314,62 @@ def test_es_gradient_transformation_contract():
     assert update._cache_size() == 1 and int(state.count) == 3
     with pytest.raises(ValueError, match="pass params to update"):
         tx.update(params, state)
+
+
+def test_dual_annealing_local_search_finds_the_rosenbrock_valley_floor():
+    """Annealing alone stalls on Rosenbrock's curved valley; the local search (projected L-BFGS on
+    forward differences, every evaluation counted) reaches the minimum at (1, ..., 1)."""
+    rosen = ref.TEST_FUNCTIONS["rosenbrock"][0]
+    with jax.enable_x64(True):
+        x0 = jnp.asarray(np.random.default_rng(0).uniform(-5, 5, 4))
+        runs = {
+            flag: gradient_free.minimize(
+                lambda x: rosen(x, jnp),
+                x0,
+                method="dual_annealing",
+                key=jax.random.key(1),
+                max_evals=4000,
+                bounds=(-5.0, 5.0),
+                no_local_search=flag,
+            )
+            for flag in (False, True)
+        }
+    searched = runs[False]
+    assert searched.nfev == 4000 and searched.nit == 4000
+    assert float(searched.fun) < 1e-8  # measured 3.3e-11
+    assert np.allclose(np.asarray(searched.x), 1.0, atol=1e-4)  # measured 9.6e-6
+    assert float(runs[True].fun) > 1e3 * float(searched.fun)
+    assert float(rosen(np.asarray(searched.x))) == pytest.approx(float(searched.fun), rel=1e-12)
+
+
+def test_dual_annealing_rejects_missing_bounds_and_bad_parameters():
+    with pytest.raises(ValueError, match="needs bounds"):
+        gradient_free.dual_annealing(3)
+    with pytest.raises(ValueError, match="visit must be in"):
+        gradient_free.dual_annealing(3, bounds=(-1.0, 1.0), visit=3.5)
+    with pytest.raises(ValueError, match="restart_temp_ratio"):
+        gradient_free.dual_annealing(3, bounds=(-1.0, 1.0), restart_temp_ratio=1.0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1652, 14851])
+def test_threefry_uniform_is_jax_random_uniform_bit_for_bit(size):
+    """The unrolled threefry behind every strategy's draws gives `jax.random.uniform`'s bits (so
+    a run is the same as with `jax.random.uniform`), in float32 and float64, and other keys fall
+    back to `jax.random.uniform` itself."""
+    key = jax.random.fold_in(jax.random.key(42), size)
+    got = jax.jit(_common.threefry_uniform, static_argnums=(1, 2))(key, size, jnp.float32)
+    assert np.array_equal(got, jax.random.uniform(key, (size,), jnp.float32))
+    with jax.enable_x64(True):
+        got = jax.jit(_common.threefry_uniform, static_argnums=(1, 2))(key, size, jnp.float64)
+        assert np.array_equal(got, jax.random.uniform(key, (size,), jnp.float64))
+    rbg = jax.random.key(3, impl="rbg")
+    got = _common.threefry_uniform(rbg, size, jnp.float32)
+    assert np.array_equal(got, jax.random.uniform(rbg, (size + size % 2,), jnp.float32)[:size])
+
+
+def test_iteration_key_is_fold_in():
+    key = jax.random.key(5)
+    steps = jnp.arange(0, 4000, 37, dtype=jnp.int32)
+    got = jax.jit(jax.vmap(lambda t: jax.random.key_data(_common.iteration_key(key, t))))(steps)
+    expected = jax.vmap(lambda t: jax.random.key_data(jax.random.fold_in(key, t)))(steps)
+    assert np.array_equal(got, expected)

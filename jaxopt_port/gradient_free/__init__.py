@@ -1,5 +1,5 @@
-"""Gradient-free optimizers: simulated annealing, genetic algorithms, differential evolution,
-CMA-ES, and an evolution-strategies gradient estimator as an Optax transformation.
+"""Gradient-free optimizers: simulated annealing, dual annealing, genetic algorithms, differential
+evolution, CMA-ES, and an evolution-strategies gradient estimator as an Optax transformation.
 
 Every method is a `Strategy` of pure functions — `init(key, x0)`, `ask(state)`,
 `tell(state, candidates, values)` — with every random number drawn by `draws(key, iteration)`,
@@ -26,6 +26,11 @@ from jaxopt_port.gradient_free._annealing import (
 )
 from jaxopt_port.gradient_free._cmaes import CMAState, cma_es, cma_parameters
 from jaxopt_port.gradient_free._common import BOUNDARY_MODES, Strategy, repair
+from jaxopt_port.gradient_free._dual_annealing import (
+    DualAnnealingState,
+    dual_annealing,
+    visiting_temperature,
+)
 from jaxopt_port.gradient_free._es_gradient import ESGradientState, centered_ranks, es_gradient
 from jaxopt_port.gradient_free._evolution import (
     DE_STRATEGIES,
@@ -61,6 +66,7 @@ __all__ = [
     "SELECTIONS",
     "AnnealingState",
     "CMAState",
+    "DualAnnealingState",
     "ESGradientState",
     "EvolutionState",
     "GeneticState",
@@ -72,6 +78,7 @@ __all__ = [
     "cma_parameters",
     "differential_evolution",
     "distinct_indices",
+    "dual_annealing",
     "es_gradient",
     "evaluate_population",
     "genetic",
@@ -79,4 +86,5 @@ __all__ = [
     "repair",
     "simulated_annealing",
     "temperature",
+    "visiting_temperature",
 ]

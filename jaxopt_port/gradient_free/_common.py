@@ -38,6 +38,7 @@ __all__ = [
     "iteration_key",
     "repair",
     "sanitize",
+    "threefry_uniform",
     "update_best",
 ]
 
@@ -77,10 +78,12 @@ def draw(key: jax.Array, spec: dict[str, tuple[tuple[int, ...], Any]], dtype: An
     an integer $n$ (indices $\\min(\\lfloor u n \\rfloor, n - 1)$). One `jax.random.uniform` call
     instead of one per variate: XLA compiles each threefry hash separately, and a strategy with six
     draws compiled ~15× slower than with one.
+
+    The uniforms are `jax.random.uniform(key, (n,), dtype)`'s, bit for bit (`threefry_uniform`).
     """
     sizes = [math.prod(shape) for shape, _ in spec.values()]
     dtype = jnp.dtype(dtype)
-    flat = jax.random.uniform(key, (sum(sizes),), dtype)
+    flat = threefry_uniform(key, sum(sizes), dtype)
     out, offset = {}, 0
     for (name, (shape, kind)), size in zip(spec.items(), sizes, strict=True):
         u = flat[offset : offset + size].reshape(shape)
@@ -97,9 +100,78 @@ def draw(key: jax.Array, spec: dict[str, tuple[tuple[int, ...], Any]], dtype: An
     return out
 
 
+def _rotate_left(v: jax.Array, r: int) -> jax.Array:
+    return (v << np.uint32(r)) | (v >> np.uint32(32 - r))
+
+
+def _threefry2x32(k1, k2, x1, x2):
+    """The Threefry-2x32 hash (20 rounds, Salmon et al. 2011), unrolled."""
+    ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+    rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+    x = [x1 + ks[0], x2 + ks[1]]
+    for i in range(5):
+        for r in rotations[i % 2]:
+            x[0] = x[0] + x[1]
+            x[1] = x[0] ^ _rotate_left(x[1], r)
+        x[0] = x[0] + ks[(i + 1) % 3]
+        x[1] = x[1] + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x
+
+
+def threefry_uniform(key: jax.Array, n: int, dtype: Any) -> jax.Array:
+    """`jax.random.uniform(key, (n,), dtype)`, bit for bit, computed faster on XLA:CPU.
+
+    For a threefry key under JAX's partitionable threefry (the default), float32 or float64:
+    uniform $i$ hashes the counter $(0, i)$ with Threefry-2x32 and keeps the top mantissa bits
+    (the xor of the two output words for float32, both words for float64), as
+    `jax.random.uniform` does. JAX lowers the hash on CPU as a rolled loop of five steps, each a
+    pass over the whole array; written out unrolled it is one fused pass, 5–7× faster in a
+    compiled loop (measured on 32 to 14,852 uniforms), which matters because drawing random numbers
+    is most of a generation's time on cheap objectives. Other keys, dtypes or settings fall back to
+    `jax.random.uniform` (with an even count: XLA:CPU ran odd-sized threefry draws 2–5× slower).
+    """
+    dtype = jnp.dtype(dtype)
+    fast = (
+        _fast_threefry(key)
+        and jax.config.jax_threefry_partitionable
+        and dtype in (jnp.float32, jnp.float64)
+        and jax.dtypes.canonicalize_dtype(dtype) == dtype
+        and n < 2**32
+    )
+    if not fast:
+        return jax.random.uniform(key, (n + n % 2,), dtype)[:n]
+    data = jax.random.key_data(key)
+    counts = jax.lax.iota(np.uint32, n)
+    b1, b2 = _threefry2x32(data[0], data[1], jnp.zeros((n,), np.uint32), counts)
+    if dtype == jnp.float64:
+        bits = (b1.astype(np.uint64) << np.uint64(32)) | b2.astype(np.uint64)
+        one = np.array(1.0, np.float64).view(np.uint64)
+        return jax.lax.bitcast_convert_type((bits >> np.uint64(12)) | one, dtype) - 1.0
+    one = np.array(1.0, np.float32).view(np.uint32)
+    bits = ((b1 ^ b2) >> np.uint32(9)) | one
+    return jax.lax.bitcast_convert_type(bits, dtype) - np.float32(1.0)
+
+
+def _fast_threefry(key: jax.Array) -> bool:
+    return (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and str(jax.random.key_impl(key)) == "threefry2x32"
+        and key.shape == ()
+    )
+
+
 def iteration_key(key: jax.Array, iteration: jax.Array) -> jax.Array:
-    """The key of iteration `iteration`: `jax.random.fold_in(key, iteration)`."""
-    return jax.random.fold_in(key, iteration)
+    """The key of iteration `iteration`: `jax.random.fold_in(key, iteration)` (bit for bit; for a
+    threefry key the hash is written out unrolled, as in `threefry_uniform`)."""
+    if not _fast_threefry(key):
+        return jax.random.fold_in(key, iteration)
+    data = jax.random.key_data(key)
+    count = jnp.asarray(iteration).astype(np.uint32)
+    k1, k2 = _threefry2x32(data[0], data[1], np.uint32(0), count)
+    # materialised: XLA would otherwise fuse this scalar hash into every element of the draws
+    # that use the key, hashing twice per variate (4x slower DE generations, measured)
+    data = jax.lax.optimization_barrier(jnp.stack([k1, k2]))
+    return jax.random.wrap_key_data(data, impl="threefry2x32")
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:

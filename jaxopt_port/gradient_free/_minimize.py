@@ -16,6 +16,7 @@ from jaxopt_port import parallel
 from jaxopt_port.gradient_free._annealing import simulated_annealing
 from jaxopt_port.gradient_free._cmaes import cma_es
 from jaxopt_port.gradient_free._common import Strategy, check_int
+from jaxopt_port.gradient_free._dual_annealing import dual_annealing
 from jaxopt_port.gradient_free._evolution import differential_evolution
 from jaxopt_port.gradient_free._genetic import genetic
 
@@ -26,6 +27,7 @@ METHODS: dict[str, Callable[..., Strategy]] = {
     "genetic": genetic,
     "differential_evolution": differential_evolution,
     "cma_es": cma_es,
+    "dual_annealing": dual_annealing,
 }
 """`minimize`'s methods: name → strategy factory `factory(dim, *, bounds, **options)`."""
 
@@ -36,7 +38,7 @@ class OptimizeResult(NamedTuple):
     Attributes:
         x: the best point evaluated.
         fun: its value.
-        nfev: objective evaluations (iterations × population size).
+        nfev: objective evaluations (iterations × the candidates one `ask` returns).
         nit: ask/tell iterations, the evaluation of the starting points included.
         history: `(nit,)` the best value after each iteration.
         message: why the run stopped.
@@ -178,6 +180,16 @@ def _loop(carry, stop_at, stops, fun, plan):
     return jax.lax.while_loop(cond, body, carry)
 
 
+@functools.lru_cache(maxsize=256)
+def _check_fun(fun, popsize, dim, dtype, mesh, axis) -> None:
+    """Trace `fun` on a population once per signature, so a bad `fun` fails before compiling
+    (cached: tracing took ~60 % of a short run's per-call overhead)."""
+    jax.eval_shape(
+        lambda c: evaluate_population(fun, c, mesh=mesh, axis=axis),
+        jax.ShapeDtypeStruct((popsize, dim), dtype),
+    )
+
+
 _run = jax.jit(_loop, static_argnames=("fun", "plan"))
 _init = jax.jit(lambda key, x0, plan: plan.strategy().init(key, x0), static_argnames=("plan",))
 
@@ -212,10 +224,12 @@ def minimize(
             jitted). NaN counts as $+\\infty$.
         x0: the starting point, shape `(dim,)` (population methods also accept a whole starting
             population `(popsize, dim)`).
-        method: `"simulated_annealing"`, `"genetic"`, `"differential_evolution"` or `"cma_es"`.
+        method: `"simulated_annealing"`, `"genetic"`, `"differential_evolution"`, `"cma_es"` or
+            `"dual_annealing"`.
         key: a JAX PRNG key.
-        max_evals: evaluation budget; the run makes `max_evals // popsize` iterations (the first
-            evaluates the starting points).
+        max_evals: evaluation budget; the run makes `max_evals // popsize` iterations, `popsize`
+            being the candidates one `ask` returns (the first iterations evaluate the starting
+            points: one for a population, $P$ for immediate-updating DE).
         bounds: `(lower, upper)` arrays of shape `(dim,)` (scalars broadcast), or None.
         target: stop once the best value is ≤ `target`.
         patience: stop after this many iterations without the best value improving by more than
@@ -227,7 +241,7 @@ def minimize(
         mesh: a `jax.sharding.Mesh` to split each population over (row-wise on `axis`).
         axis: the mesh axis to split the population over.
         **options: the method's options (see `simulated_annealing`, `genetic`,
-            `differential_evolution`, `cma_es`).
+            `differential_evolution`, `cma_es`, `dual_annealing`).
 
     Returns:
         An `OptimizeResult` with `x`, `fun`, `nfev`, `nit`, `history`, `message`, `state`.
@@ -277,14 +291,18 @@ def minimize(
         if "hash" not in str(error):
             raise
         state = strategy.init(key, x0)
-    jax.eval_shape(
-        lambda c: evaluate_population(fun, c, mesh=mesh, axis=axis),
-        jax.ShapeDtypeStruct((strategy.popsize, dim), x0.dtype),
-    )
+    try:
+        _check_fun(fun, strategy.popsize, dim, x0.dtype, mesh, axis)
+    except TypeError as error:  # an unhashable `fun`: check it without the cache
+        if "hash" not in str(error):
+            raise
+        _check_fun.__wrapped__(fun, strategy.popsize, dim, x0.dtype, mesh, axis)
+    # Host (NumPy) arrays: each `jnp` constructor here would be a dispatch of its own.
+    dtype = np.dtype(state.best_f.dtype)
     stops = (
-        jnp.asarray(-jnp.inf if target is None else target, state.best_f.dtype),
-        jnp.asarray(jnp.iinfo(jnp.int32).max if patience is None else patience, jnp.int32),
-        jnp.asarray(tol, state.best_f.dtype),
+        np.asarray(-np.inf if target is None else target, dtype),
+        np.asarray(np.iinfo(np.int32).max if patience is None else patience, np.int32),
+        np.asarray(tol, dtype),
     )
     try:
         hash(plan)
@@ -292,14 +310,8 @@ def minimize(
     except TypeError:  # an option JAX cannot hold as a static argument: compile for this call
         run = jax.jit(lambda carry, stop_at, stops: _loop(carry, stop_at, stops, fun, plan))
 
-    dtype = state.best_f.dtype
-    carry = (
-        state,
-        jnp.full((iterations,), jnp.nan, dtype),
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), jnp.int32),
-        jnp.array(jnp.inf, dtype),
-    )
+    zero = np.zeros((), np.int32)
+    carry = (state, np.full((iterations,), np.nan, dtype), zero, zero, np.asarray(np.inf, dtype))
     watchers = [w for w in (callback, _Bar(iterations) if progress else None) if w is not None]
     chunk = callback_every if watchers else iterations
     message = f"max_evals reached ({iterations} iterations of {strategy.popsize})"

@@ -21,10 +21,12 @@ __all__ = [
     "annealing_reference",
     "cma_es_reference",
     "differential_evolution_reference",
+    "dual_annealing_reference",
     "es_gradient_reference",
     "function_by_name",
     "genetic_reference",
     "temperature_reference",
+    "visiting_temperature_reference",
 ]
 
 
@@ -188,6 +190,102 @@ def annealing_reference(fun, start, draws, *, dim, bounds=None, **options):
     return _stack(records)
 
 
+# --- dual annealing (generalized simulated annealing, the annealing part) ---------------------------
+
+
+def visiting_temperature_reference(i, initial_temp=5230.0, visit=2.62):
+    """$T_i = T_0 (2^{q_v-1} - 1)/((i + 2)^{q_v-1} - 1)$."""
+    t1 = math.exp((visit - 1) * math.log(2.0)) - 1.0
+    return initial_temp * t1 / (math.exp((visit - 1) * math.log(i + 2.0)) - 1.0)
+
+
+def dual_annealing_reference(fun, start, draws, *, dim, bounds=None, **options):
+    """Replay `dual_annealing` with `no_local_search=True`: `start["x"]` the `(C, d)` starting
+    points; Tsallis visiting steps, generalized acceptance, restarts (Tsallis & Stariolo 1996, in
+    scipy's arrangement: a Markov chain of $2d$ proposals per temperature)."""
+    assert options.get("no_local_search"), "the reference replays the annealing part only"
+    t0 = options.get("initial_temp", 5230.0)
+    qv = options.get("visit", 2.62)
+    qa = options.get("accept", -5.0)
+    restart_temp = t0 * options.get("restart_temp_ratio", 2e-5)
+    lower, upper = _box(bounds, dim)
+    width = upper - lower
+    factor2 = math.exp((4.0 - qv) * math.log(qv - 1.0))
+    factor3 = math.exp((2.0 - qv) * math.log(2.0) / (qv - 1.0))
+    factor4_p = math.sqrt(math.pi) * factor2 / (factor3 * (3.0 - qv))
+    factor5 = 1.0 / (qv - 1.0) - 0.5
+    factor6 = math.pi * (1.0 - factor5) / math.sin(math.pi * (1.0 - factor5))
+    factor6 /= math.exp(math.lgamma(2.0 - factor5))
+    x = np.array(start["x"], np.float64)
+    chains = x.shape[0]
+    fx = np.full(chains, np.inf)
+    chain_x, chain_f = x.copy(), np.full(chains, np.inf)
+    step = np.zeros(chains, int)
+    anneal = np.zeros(chains, int)
+    improved = np.ones(chains, bool)
+    phase = np.zeros(chains, int)
+    best_x, best_f = x[0].copy(), np.inf
+    records = []
+    for t in range(len(next(iter(draws.values())))):
+        d = _at(draws, t)
+        candidates = x.copy()
+        for c in range(chains):
+            if t == 0:
+                continue
+            if phase[c] == 3:
+                candidates[c] = lower + d["restart"][c] * width
+                continue
+            temp = visiting_temperature_reference(anneal[c], t0, qv)
+            j = step[c]
+            factor4 = factor4_p * math.exp(math.log(temp) / (qv - 1.0))
+            scale = math.exp(-(qv - 1.0) * math.log(factor6 / factor4) / (3.0 - qv))
+            indices = range(dim) if j < dim else [j - dim]
+            for k in indices:
+                z1, z2 = d["visit"][c, 0 if j >= dim else k]
+                visit = z1 * scale / math.exp((qv - 1.0) * math.log(abs(z2)) / (3.0 - qv))
+                if visit > 1e8:
+                    visit = 1e8 * d["tail"][c, 0]
+                elif visit < -1e8:
+                    visit = -1e8 * d["tail"][c, 1 if j < dim else 0]
+                v = math.fmod(math.fmod(x[c, k] + visit - lower[k], width[k]) + width[k], width[k])
+                v += lower[k]
+                if abs(v - lower[k]) < 1e-10:
+                    v += 1e-10
+                candidates[c, k] = v
+        values = _evaluate(fun, candidates)
+        for c in range(chains):
+            e = values[c]
+            if t == 0 or phase[c] == 3:
+                x[c], fx[c] = candidates[c], e
+                if t == 0:
+                    chain_x[c], chain_f[c] = candidates[c], e
+                step[c], anneal[c], improved[c], phase[c] = 0, 0, True, 0
+                continue
+            temp = visiting_temperature_reference(anneal[c], t0, qv)
+            if e < fx[c]:
+                x[c], fx[c] = candidates[c], e
+                if e < chain_f[c]:
+                    chain_x[c], chain_f[c] = candidates[c], e
+                    improved[c] = True
+            else:
+                pqv_temp = 1.0 - (1.0 - qa) * (e - fx[c]) / (temp / (anneal[c] + 1))
+                pqv = math.exp(math.log(pqv_temp) / (1.0 - qa)) if pqv_temp > 0 else 0.0
+                if d["accept"][c] <= pqv:
+                    x[c], fx[c] = candidates[c], e
+            step[c] += 1
+            if step[c] == 2 * dim:
+                step[c], anneal[c], improved[c] = 0, anneal[c] + 1, False
+                if visiting_temperature_reference(anneal[c], t0, qv) < restart_temp:
+                    phase[c] = 3
+        best_x, best_f = _update_best(best_x, best_f, candidates, values)
+        records.append(
+            {"x": x.copy(), "fx": fx.copy(), "chain_x": chain_x.copy(), "chain_f": chain_f.copy(),
+             "step": step.copy(), "anneal": anneal.copy(), "improved": improved.copy(),
+             "phase": phase.copy(), "best_x": best_x.copy(), "best_f": best_f}
+        )  # fmt: skip
+    return _stack(records)
+
+
 # --- genetic algorithm -----------------------------------------------------------------------------
 
 
@@ -296,57 +394,75 @@ def genetic_reference(fun, start, draws, *, dim, bounds=None, **options):
 
 
 def differential_evolution_reference(fun, start, draws, *, dim, bounds=None, **options):
-    """Replay `differential_evolution`: `start["population"]` the starting population."""
+    """Replay `differential_evolution`: `start["population"]` the starting population; with
+    `updating="immediate"` one member per iteration."""
     strategy = options.get("strategy", "best1bin")
     mutation = options.get("mutation", (0.5, 1.0))
     cr = options.get("recombination", 0.7)
     boundary = options.get("boundary", "random")
+    immediate = options.get("updating", "deferred") == "immediate"
     box = _box(bounds, dim)
     pop = np.array(start["population"], np.float64)
     size = pop.shape[0]
     fitness = np.full(size, np.inf)
     best_x, best_f = pop[0].copy(), np.inf
     records = []
+
+    def trial_for(i, d, row, f):
+        taken = [i]
+        for j in range(d["members"].shape[1]):
+            r = math.floor(d["members"][row, j] * (size - 1 - j))
+            for excluded in sorted(taken):
+                r += r >= excluded
+            taken.append(r)
+        r = taken[1:]
+        if strategy == "best1bin":
+            mutant = pop[int(np.argmin(fitness))] + f * (pop[r[0]] - pop[r[1]])
+        else:
+            mutant = pop[r[0]] + f * (pop[r[1]] - pop[r[2]])
+        forced = int(d["forced"][row])
+        trial = pop[i].copy()
+        for j in range(dim):
+            if d["crossover"][row, j] < cr or j == forced:
+                trial[j] = mutant[j]
+        if boundary != "random":
+            return _repair(trial, box, boundary)
+        if box is not None:
+            for j in range(dim):
+                if trial[j] < box[0][j] or trial[j] > box[1][j]:
+                    u = d["crossover"][row, j]
+                    fresh = u / cr if u < cr else (u - cr) / (1 - cr)
+                    trial[j] = box[0][j] + fresh * (box[1][j] - box[0][j])
+        return trial
+
+    def scale(d):
+        if isinstance(mutation, (tuple, list)):
+            return mutation[0] + float(d["dither"]) * (mutation[1] - mutation[0])
+        return mutation
+
     for t in range(len(next(iter(draws.values())))):
         d = _at(draws, t)
-        if t == 0:
-            candidates = pop.copy()
-        else:
-            if isinstance(mutation, (tuple, list)):
-                f = mutation[0] + float(d["dither"]) * (mutation[1] - mutation[0])
+        if immediate:
+            i = t % size
+            if t < size:
+                candidate = pop[i].copy()
             else:
-                f = mutation
-            best = int(np.argmin(fitness))
-            candidates = np.empty_like(pop)
+                candidate = trial_for(i, d, 0, scale(_at(draws, t - i)))
+            value = _evaluate(fun, candidate[None])[0]
+            best_x, best_f = _update_best(best_x, best_f, candidate[None], np.array([value]))
+            if value <= fitness[i]:
+                pop[i], fitness[i] = candidate, value
+        else:
+            if t == 0:
+                candidates = pop.copy()
+            else:
+                f = scale(d)
+                candidates = np.stack([trial_for(i, d, i, f) for i in range(size)])
+            values = _evaluate(fun, candidates)
+            best_x, best_f = _update_best(best_x, best_f, candidates, values)
             for i in range(size):
-                taken = [i]
-                for j in range(d["members"].shape[1]):
-                    r = math.floor(d["members"][i, j] * (size - 1 - j))
-                    for excluded in sorted(taken):
-                        r += r >= excluded
-                    taken.append(r)
-                r = taken[1:]
-                if strategy == "best1bin":
-                    mutant = pop[best] + f * (pop[r[0]] - pop[r[1]])
-                else:
-                    mutant = pop[r[0]] + f * (pop[r[1]] - pop[r[2]])
-                forced = int(d["forced"][i])
-                trial = pop[i].copy()
-                for j in range(dim):
-                    if d["crossover"][i, j] < cr or j == forced:
-                        trial[j] = mutant[j]
-                if boundary != "random":
-                    trial = _repair(trial, box, boundary)
-                elif box is not None:
-                    for j in range(dim):
-                        if trial[j] < box[0][j] or trial[j] > box[1][j]:
-                            trial[j] = box[0][j] + d["resample"][i, j] * (box[1][j] - box[0][j])
-                candidates[i] = trial
-        values = _evaluate(fun, candidates)
-        best_x, best_f = _update_best(best_x, best_f, candidates, values)
-        for i in range(size):
-            if values[i] <= fitness[i]:
-                pop[i], fitness[i] = candidates[i], values[i]
+                if values[i] <= fitness[i]:
+                    pop[i], fitness[i] = candidates[i], values[i]
         records.append(
             {
                 "population": pop.copy(),
@@ -442,6 +558,7 @@ REFERENCES: dict[str, Callable] = {
     "genetic": genetic_reference,
     "differential_evolution": differential_evolution_reference,
     "cma_es": cma_es_reference,
+    "dual_annealing": dual_annealing_reference,
 }
 
 #: One row per option family: (name, method, options, test function, dim, bounds half-width or None).
@@ -458,7 +575,9 @@ CASES: list[tuple[str, str, dict, str, int, float | None]] = [
     ("ga-integer-roulette-uniform-gaussian", "genetic", {"popsize": 12, "genome": "integer", "selection": "roulette", "mutation_scale": 2.0, "mutation_rate": 0.5}, "rastrigin", 4, 5.0),
     ("de-best1bin-dither-random-bounds", "differential_evolution", {"popsize": 10}, "rosenbrock", 3, 1.5),
     ("de-rand1bin-reflect-random-init-fixed-F", "differential_evolution", {"popsize": 10, "strategy": "rand1bin", "init": "random", "mutation": 0.8, "recombination": 0.9, "boundary": "reflect"}, "rastrigin", 3, 5.12),
+    ("de-best1bin-immediate-dither", "differential_evolution", {"popsize": 6, "updating": "immediate"}, "rosenbrock", 3, 1.5),
     ("cma_es-bounded", "cma_es", {}, "rosenbrock", 4, 2.0),
+    ("dual_annealing-restart", "dual_annealing", {"chains": 3, "no_local_search": True, "initial_temp": 1.0, "restart_temp_ratio": 0.4, "visit": 1.5}, "rastrigin", 3, 5.12),
 ]  # fmt: skip
 
 
