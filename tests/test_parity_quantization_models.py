@@ -71,12 +71,14 @@ def test_one_int8_code_off_fails_its_row(quick_run, name, layer, at):
     assert not packages.package_result("quantization", [row], "float32").passed
 
 
-def test_the_section_collects_the_ptq_rows(monkeypatch):
-    """The quantization section's rows are the numerics rows followed by the PTQ model rows."""
+def test_the_section_collects_the_ptq_and_qat_rows(monkeypatch):
+    """The quantization section's rows: numerics, then PTQ model rows, then QAT model rows."""
     numerics = [{"name": "numerics", "mismatches": 0, "compared": 1, "passed": True}]
     models = [{"name": "PTQ model", "worst": 0.0, "cases": 1797, "passed": True}]
+    qat = [{"name": "QAT model", "mismatches": 0, "compared": 17970, "passed": True}]
     seen = []
     monkeypatch.setattr(runner, "run_quantization_parity", lambda **kw: numerics)
     monkeypatch.setattr(runner, "run_ptq_model_parity", lambda quick: seen.append(quick) or models)
+    monkeypatch.setattr(runner, "run_qat_model_parity", lambda quick: seen.append(quick) or qat)
     spec = next(p for p in packages.PACKAGES if p.name == "quantization")
-    assert spec.rows(True) == numerics + models and seen == [True]
+    assert spec.rows(True) == numerics + models + qat and seen == [True, True]

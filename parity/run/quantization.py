@@ -1,5 +1,6 @@
 """Quantization's section runner: jaxopt_port, torch and the NumPy reference
-(`parity.reference.quantization`) on near-tie inputs."""
+(`parity.reference.quantization`) on near-tie inputs; torch's converted PTQ models and QAT runs
+against ours on the digits data."""
 
 from __future__ import annotations
 
