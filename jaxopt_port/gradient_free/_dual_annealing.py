@@ -159,10 +159,13 @@ def dual_annealing(
     $$ p = \\big[1 - (1 - q_a)\\,\\Delta E / T_i^{s}\\big]_+^{1/(1 - q_a)},\\qquad T_i^s = T_i/(i + 1). $$
     After a Markov chain in which the chain's best improved (and after the first one), a local
     search starts from that best: projected L-BFGS (`memory` pairs) with forward-difference
-    gradients (one evaluation per coordinate, $h = \\sqrt{\\epsilon}\\max(1, |x_k|)$, away from a
-    bound it would cross) and a backtracking Armijo line search, stopped like scipy's L-BFGS-B
-    (`ls_maxiter` iterations, default $\\min(\\max(6d, 100), 1000)$; relative decrease
-    $\\le 10^7\\epsilon$; projected gradient $\\le 10^{-5}$). Its result replaces the chain's best and
+    gradients (one evaluation per coordinate, on the points scipy's L-BFGS-B probes with
+    `jac=None`: $x_k + h_k$ with $h_k = 10^{-8}$, or $\\sqrt{\\epsilon}\\,\\mathrm{sign}(x_k)
+    \\max(1, |x_k|)$ where $x_k + 10^{-8} = x_k$, reversed at a bound it would cross, divided by
+    the step actually taken $(x_k + h_k) - x_k$) and a backtracking Armijo line search, stopped like
+    scipy's L-BFGS-B (`ls_maxiter` iterations, default $\\min(\\max(6d, 100), 1000)$; relative
+    decrease $\\le 10^7\\epsilon$; projected gradient $\\le 10^{-5}$; a pair $(s, y)$ is stored when
+    $s^\\top y > \\epsilon\\, y^\\top y$). Its result replaces the chain's best and
     current point when better. When $T_i$ falls below `restart_temp_ratio`$\\cdot T_0$ the chain
     restarts at a uniform point of the box. Iteration 0 evaluates the starting points: `x0` for
     chain 0 (or row $c$ of a `(chains, d)` `x0` for chain $c$), uniform points of the box for the
