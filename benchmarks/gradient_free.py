@@ -29,6 +29,7 @@ What is measured
 Run from the repository root:
 
     python -m benchmarks.gradient_free [--quick] [--seeds 5] [--dims 10 30] [--json PATH]
+        [--functions rastrigin ...] [--contenders dual_annealing ...]
 
 ``--quick``: 10 dimensions, 3 seeds, 5,000 evaluations, no GA (about 2 minutes on 2 busy cores).
 """
@@ -115,6 +116,7 @@ def ours(name: str, fun, dim: int, half: float, budget: int, seeds: list[int]) -
         "median": statistics.median(values),
         "evals_per_s": statistics.median(rates),
         "first_call_s": first,
+        "values": values,
     }
 
 
@@ -147,7 +149,20 @@ def scipy_run(solver: str, fun, dim, half, budget, seeds, vectorized=False) -> d
             )
         rates.append(objective.points / (time.perf_counter() - start))
         values.append(float(result.fun))
-    return {"median": statistics.median(values), "evals_per_s": statistics.median(rates)}
+    return {
+        "median": statistics.median(values),
+        "evals_per_s": statistics.median(rates),
+        "values": values,
+    }
+
+
+#: scipy contender → (solver, vectorized) for `scipy_run`.
+SCIPY: dict[str, tuple[str, bool]] = {
+    "differential_evolution": ("de", False),
+    "DE vectorized (deferred)": ("de", True),
+    "dual_annealing": ("da", False),
+    "dual_annealing no_local_search": ("sa", False),
+}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -159,6 +174,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--dims", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--evals-per-dim", type=int, default=2000, help="budget = this × dim")
     parser.add_argument("--functions", nargs="+", default=list(TEST_FUNCTIONS))
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        help="run only the contenders (ours and scipy's) whose name contains one of these, "
+        "e.g. dual_annealing (which also matches 'dual_annealing no_local_search')",
+    )
     parser.add_argument("--x64", action="store_true", help="run JAX in float64 (default float32)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
@@ -166,6 +187,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         args.seeds, args.dims, args.evals_per_dim = 3, [10], 500
     jax.config.update("jax_enable_x64", args.x64)
     seeds = list(range(args.seeds))
+
+    def wanted(contender: str) -> bool:
+        return args.contenders is None or any(c in contender for c in args.contenders)
+
     rows = []
     print(
         f"{args.seeds} seeds, budget {args.evals_per_dim}·d evaluations, JAX {'float64' if args.x64 else 'float32'}"
@@ -179,17 +204,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             budget = args.evals_per_dim * dim
             results = {}
             for contender in OURS:
-                if args.quick and contender == "genetic":
+                if (args.quick and contender == "genetic") or not wanted(contender):
                     continue
                 results[f"jaxopt_port {contender}"] = ours(contender, fun, dim, half, budget, seeds)
-            results["scipy differential_evolution"] = scipy_run("de", fun, dim, half, budget, seeds)
-            results["scipy DE vectorized (deferred)"] = scipy_run(
-                "de", fun, dim, half, budget, seeds, True
-            )
-            results["scipy dual_annealing"] = scipy_run("da", fun, dim, half, budget, seeds)
-            results["scipy dual_annealing no_local_search"] = scipy_run(
-                "sa", fun, dim, half, budget, seeds
-            )
+            for contender, (solver, vectorized) in SCIPY.items():
+                if wanted(contender):
+                    results[f"scipy {contender}"] = scipy_run(
+                        solver, fun, dim, half, budget, seeds, vectorized
+                    )
             for contender, r in results.items():
                 compile_s = f"{r['first_call_s']:9.2f}" if "first_call_s" in r else " " * 9
                 print(
@@ -205,6 +227,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 ("dual_annealing no_local_search", "scipy dual_annealing no_local_search"),
             )
             for mine, theirs in pairs:
+                if f"jaxopt_port {mine}" not in results or theirs not in results:
+                    continue
                 a, b = results[f"jaxopt_port {mine}"], results[theirs]
                 print(f"{'':15s} {mine} vs {theirs}: median {a['median']:.3g} vs "
                       f"{b['median']:.3g}, evals/s ratio {a['evals_per_s'] / b['evals_per_s']:.1f}x")  # fmt: skip

@@ -32,6 +32,7 @@ _ARMIJO = 1e-4  # sufficient-decrease constant of the line search
 _MAX_HALVINGS = 20  # backtracking steps before a line search gives up
 _FTOL = 1e7 * 2.220446049250313e-16  # scipy L-BFGS-B's default factr × machine epsilon
 _PGTOL = 1e-5  # scipy L-BFGS-B's default projected-gradient tolerance
+_FD_STEP = 1e-8  # scipy L-BFGS-B's default absolute finite-difference step (`eps`)
 
 
 class DualAnnealingState(NamedTuple):
@@ -158,10 +159,13 @@ def dual_annealing(
     $$ p = \\big[1 - (1 - q_a)\\,\\Delta E / T_i^{s}\\big]_+^{1/(1 - q_a)},\\qquad T_i^s = T_i/(i + 1). $$
     After a Markov chain in which the chain's best improved (and after the first one), a local
     search starts from that best: projected L-BFGS (`memory` pairs) with forward-difference
-    gradients (one evaluation per coordinate, $h = \\sqrt{\\epsilon}\\max(1, |x_k|)$, away from a
-    bound it would cross) and a backtracking Armijo line search, stopped like scipy's L-BFGS-B
-    (`ls_maxiter` iterations, default $\\min(\\max(6d, 100), 1000)$; relative decrease
-    $\\le 10^7\\epsilon$; projected gradient $\\le 10^{-5}$). Its result replaces the chain's best and
+    gradients (one evaluation per coordinate, on the points scipy's L-BFGS-B probes with
+    `jac=None`: $x_k + h_k$ with $h_k = 10^{-8}$, or $\\sqrt{\\epsilon}\\,\\mathrm{sign}(x_k)
+    \\max(1, |x_k|)$ where $x_k + 10^{-8} = x_k$, reversed at a bound it would cross, divided by
+    the step actually taken $(x_k + h_k) - x_k$) and a backtracking Armijo line search, stopped like
+    scipy's L-BFGS-B (`ls_maxiter` iterations, default $\\min(\\max(6d, 100), 1000)$; relative
+    decrease $\\le 10^7\\epsilon$; projected gradient $\\le 10^{-5}$; a pair $(s, y)$ is stored when
+    $s^\\top y > \\epsilon\\, y^\\top y$). Its result replaces the chain's best and
     current point when better. When $T_i$ falls below `restart_temp_ratio`$\\cdot T_0$ the chain
     restarts at a uniform point of the box. Iteration 0 evaluates the starting points: `x0` for
     chain 0 (or row $c$ of a `(chains, d)` `x0` for chain $c$), uniform points of the box for the
@@ -293,10 +297,19 @@ def dual_annealing(
         return jnp.where(every | one, moved, x)
 
     def gradient_step(x):
-        """The forward-difference step per coordinate: away from an upper bound it would cross."""
-        _, upper = bounds_of(x.dtype)
-        h = jnp.sqrt(jnp.finfo(x.dtype).eps) * jnp.maximum(1.0, jnp.abs(x))
-        return jnp.where(x + h > upper, -h, h)
+        """The forward-difference step per coordinate, as scipy's L-BFGS-B takes it with `jac=None`
+        (`approx_derivative`, '2-point', absolute step `eps=1e-8`): $h = 10^{-8}$, or
+        $\\sqrt{\\epsilon}\\,\\mathrm{sign}(x)\\max(1, |x|)$ where $x + 10^{-8} = x$; reversed where
+        it would leave the box and the reverse fits, else the distance to the farther bound."""
+        lower, upper = bounds_of(x.dtype)
+        h = jnp.full_like(x, _FD_STEP)
+        sign = jnp.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+        relative = jnp.sqrt(jnp.finfo(x.dtype).eps) * sign * jnp.maximum(1.0, jnp.abs(x))
+        h = jnp.where((x + h) - x == 0, relative, h)
+        below, above = x - lower, upper - x
+        fitting = jnp.abs(h) <= jnp.maximum(below, above)
+        h = jnp.where(((x + h < lower) | (x + h > upper)) & fitting, -h, h)
+        return jnp.where(fitting, h, jnp.where(above >= below, above, -below))
 
     def ask_one(s, normals, tail, uniforms):
         lower, upper = bounds_of(s.x.dtype)
@@ -412,7 +425,8 @@ def dual_annealing(
     def tell_gradient(c: _Chain, candidate, value):
         h = gradient_step(c.ls_x)
         k = c.ls_coord
-        partial = c.ls_partial.at[k].set((value - c.ls_f) / h[k])
+        dx = (c.ls_x[k] + h[k]) - c.ls_x[k]  # the step actually taken (scipy divides by it too)
+        partial = c.ls_partial.at[k].set((value - c.ls_f) / dx)
         complete = k + 1 == dim
 
         def more():
@@ -422,7 +436,9 @@ def dual_annealing(
             # the gradient is complete: store the pair (s, y) of the accepted trial, then either
             # stop or start a line search along a new direction
             y = partial - c.ls_grad
-            store = (c.ls_iter > 0) & (jnp.dot(c.ls_step, y) > 1e-10)
+            # L-BFGS-B's curvature test: a pair is kept when $s^\top y > \epsilon\, y^\top y$
+            eps = jnp.finfo(y.dtype).eps
+            store = (c.ls_iter > 0) & (jnp.dot(c.ls_step, y) > eps * jnp.dot(y, y))
             slot = c.ls_count % memory
             ls_s = jnp.where(store, c.ls_s.at[slot].set(c.ls_step), c.ls_s)
             ls_y = jnp.where(store, c.ls_y.at[slot].set(y), c.ls_y)
