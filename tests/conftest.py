@@ -26,3 +26,23 @@ def torch_float64():
     """torch's default dtype float64 for the test (scalar state such as ``step`` follows it);
     restored afterwards like every test's. Use with ``pytest.mark.usefixtures``."""
     torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture
+def quiet_quantization():
+    """torch.ao.quantization's deprecation and reduce_range notices silenced for the test."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # reduce_range / quantized tensor notices
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization itself
+        yield
+
+
+@pytest.fixture(scope="module")
+def x86_engine():
+    """torch's quantized engine pinned to x86 for the module, restored afterwards."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    yield
+    torch.backends.quantized.engine = before

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -20,21 +19,7 @@ pytest.importorskip("sklearn.datasets")
 
 from parity.specs import ptq_models  # noqa: E402  (imports torch)
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # reduce_range / quantized tensor notices
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization itself
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _x86_engine():
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "x86"
-    yield
-    torch.backends.quantized.engine = before
+pytestmark = pytest.mark.usefixtures("quiet_quantization", "x86_engine")
 
 
 @pytest.fixture(scope="module")

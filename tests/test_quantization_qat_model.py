@@ -21,21 +21,7 @@ tq = pytest.importorskip("torch.ao.quantization")
 pytest.importorskip("sklearn")
 from parity.run import qat_model  # noqa: E402  (needs torch and scikit-learn)
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # reduce_range / quantized tensor notices
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization itself
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _x86_engine():
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "x86"
-    yield
-    torch.backends.quantized.engine = before
+pytestmark = pytest.mark.usefixtures("quiet_quantization", "x86_engine")
 
 
 @pytest.fixture(scope="module")

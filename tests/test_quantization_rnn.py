@@ -10,8 +10,6 @@ reproduced bit for bit are `sigmoid`/`tanh` (SLEEF in torch, XLA's own on CPU, o
 
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,20 +23,7 @@ torch = pytest.importorskip("torch")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _x86_engine():
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "x86"
-    yield
-    torch.backends.quantized.engine = before
+pytestmark = pytest.mark.usefixtures("quiet_quantization", "x86_engine")
 
 
 @pytest.fixture(scope="module")
