@@ -274,7 +274,9 @@ def _fuse(model, modules_to_fuse, is_qat: bool, inplace: bool):
     return model
 
 
-def fuse_modules(model: nnx.Module, modules_to_fuse: Sequence[Any], inplace: bool = False):
+def fuse_modules(
+    model: nnx.Module, modules_to_fuse: Sequence[Any], inplace: bool = False
+) -> nnx.Module:
     """Fuse runs of layers for post-training quantization (torch's `fuse_modules`).
 
     BatchNorm is folded into the layer before it with torch's `fuse_conv_bn_eval` /
@@ -315,7 +317,9 @@ def fuse_modules(model: nnx.Module, modules_to_fuse: Sequence[Any], inplace: boo
     return _fuse(model, modules_to_fuse, is_qat=False, inplace=inplace)
 
 
-def fuse_modules_qat(model: nnx.Module, modules_to_fuse: Sequence[Any], inplace: bool = False):
+def fuse_modules_qat(
+    model: nnx.Module, modules_to_fuse: Sequence[Any], inplace: bool = False
+) -> nnx.Module:
     """Fuse runs of layers for quantization-aware training (torch's `fuse_modules_qat`).
 
     Like [`fuse_modules`][jaxopt_port.quantization.fuse_modules], but Conv + BatchNorm (+ ReLU)
