@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     size = what.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="every configuration in every dtype")
     size.add_argument("--quick", action="store_true", help="one configuration per optimizer")
+    what.add_argument(
+        "--jobs", type=_count(1), metavar="N",
+        help="processes to run in (default: the CPU count, at most 4, on the CPU backend for 16 "
+        "runs or more; otherwise 1). Each run stays whole in one process: the numbers do not "
+        "change",
+    )  # fmt: skip
     out = parser.add_argument_group("output")
     out.add_argument("--list", action="store_true", help="list the selected runs and exit")
     out.add_argument("--json", metavar="PATH", help="write every run's figures as JSON")
@@ -238,11 +244,12 @@ def main(argv: list[str] | None = None) -> int:
 
     device = "cuda" if args.platform == "gpu" and torch.cuda.is_available() else "cpu"
     dtypes = sections.DTYPES if args.dtype == "all" else (args.dtype,)
+    selection = dict(
+        optimizers=args.optimizers, models=args.models, dtypes=dtypes, full=args.full,
+        quick=args.quick, steps=args.steps, seed=args.seed, device=device,
+    )  # fmt: skip
     try:
-        cases = suite.select(
-            optimizers=args.optimizers, models=args.models, dtypes=dtypes, full=args.full,
-            quick=args.quick, steps=args.steps, seed=args.seed, device=device,
-        )  # fmt: skip
+        cases = suite.select(**selection)
     except ValueError as error:
         print(f"jaxopt-parity: error: {error}")
         return 2
@@ -251,14 +258,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case.kind:9s} {case.id}")
         print(f"{len(cases)} runs")
         return 0
+    import jax
+
+    from parity import pool
+
+    jobs, note = pool.plan_jobs(args.jobs, cases, jax.default_backend())
+    if note:
+        console.print(note, highlight=False)
     start = time.perf_counter()
-    results = []
     with report.progress(len(cases), console) as bar:
-        for case in cases:
-            result = case.execute()
-            results.append(result)
-            bar.advance(result)
+        platform = _JAX_PLATFORM[args.platform] if args.platform else None
+        results = pool.run_cases(cases, jobs, selection, bar.advance, platform)
     meta = _meta(args, time.perf_counter() - start, device)
+    meta["jobs"] = jobs
     return _report(args, results, meta, console)
 
 

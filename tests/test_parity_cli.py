@@ -294,3 +294,49 @@ def test_the_json_is_written_before_the_report_and_survives_its_failure(
     ran = _record_runs(monkeypatch)
     assert main(["--from-json", str(out / "results.json"), "--report", str(out)]) == 0
     assert ran == [] and (out / "report.html").is_file() and (out / "report.md").is_file()
+
+
+def test_jobs_are_planned_from_the_runs_the_backend_and_where_sections_live():
+    from parity import pool
+
+    cases = suite.select(optimizers=["sgd"], models=["formula"])
+    few = cases[: pool.AUTO_MIN_RUNS - 1]
+    many = (cases * pool.AUTO_MIN_RUNS)[: pool.AUTO_MIN_RUNS]
+    assert pool.plan_jobs(None, few, "cpu") == (1, "")  # not worth a worker's start-up
+    assert pool.plan_jobs(None, many, "cpu")[0] >= 1
+    assert pool.plan_jobs(3, few, "cpu") == (3, "")
+    assert pool.plan_jobs(8, few[:2], "cpu") == (2, "")  # never more workers than runs
+    jobs, note = pool.plan_jobs(2, few, "gpu")
+    assert jobs == 1 and "claim the device" in note
+    planted = sections.Case("demo", "sgd", "planted", "toy", "float64", lambda: None)
+    sections.register(
+        sections.Section("demo", "demo", {"toy": ""}, lambda: ("sgd",), lambda s: [planted])
+    )
+    try:
+        jobs, note = pool.plan_jobs(2, [*few, planted], "cpu")
+    finally:
+        sections._REGISTRY.pop("demo")
+    assert jobs == 1 and "['demo'] exist only in this one" in note
+
+
+def test_runs_in_worker_processes_give_the_numbers_of_one_process(tmp_path, capsys):
+    args = ["--optimizers", "sgd,adam", "--models", "formula", "--quick", "--steps", "5"]
+    code_1, _, _, alone = _run([*args, "--jobs", "1"], tmp_path, capsys)
+    code_2, _, _, pooled = _run([*args, "--jobs", "2"], tmp_path, capsys)
+    assert code_1 == code_2 == 0
+    assert [r["id"] for r in pooled] == [r["id"] for r in alone]  # the parent's order
+    for a, b in zip(alone, pooled, strict=True):
+        for key in ("worst", "param_abs", "loss_torch", "loss_jax", "reference_scaled"):
+            assert a[key] == b[key], (a["id"], key)
+
+
+def test_a_worker_whose_runs_differ_from_the_parents_fails_those_runs_by_name():
+    from parity import pool
+
+    wanted = dict(optimizers=["sgd"], models=["formula"], dtypes=["float64"], quick=True)
+    cases = suite.select(**wanted)
+    other = {**wanted, "optimizers": ["adam"]}  # what the workers will build instead
+    results = pool.run_cases(cases, 2, other, lambda result: None)
+    assert [r.optimizer for r in results] == ["sgd"]
+    assert not results[0].passed
+    assert "worker's run 0 is adam/" in results[0].error

@@ -107,6 +107,15 @@ class _UniformObserver:
         if symmetric and self.reduce_range and self.dtype == "quint8":
             raise NotImplementedError("Cannot reduce range for symmetric quantization for quint8")
 
+    # An observer is configuration only (its state is separate), so two equal configurations
+    # are interchangeable: equal and hashed by value, a jitted function taking one as a static
+    # argument compiles once per configuration, not once per module that holds one.
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return hash((type(self), *sorted(vars(self).items())))
+
     @classmethod
     def with_args(cls, **kwargs: Any) -> Callable[..., Self]:
         """A constructor with these keyword arguments preset (torch's `Observer.with_args`)."""

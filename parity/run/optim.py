@@ -256,7 +256,8 @@ def _run_jax(spec: OptimSpec, config: Config, dtype: str, seed: int, tx: Any, re
         (params, state), trace = train(params, state, batches)
     run = Run(*jax_snapshot(params, state))
     if record:
-        values, param_steps, state_steps = trace
+        # one transfer to the host, then NumPy slices (eager jax indexing dispatches per leaf)
+        values, param_steps, state_steps = jax.device_get(trace)
         run.losses = [float(v) for v in np.asarray(values)]
         for k in range(spec.steps):
             at = lambda tree, k=k: jax.tree_util.tree_map(lambda x: x[k], tree)
