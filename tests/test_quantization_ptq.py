@@ -360,3 +360,31 @@ def test_static_residual_add_bitwise(digits):
         want = op(t_a, t_b, float(s_y), z_y).int_repr().numpy()
         for fn in (Q.add, jitted):
             np.testing.assert_array_equal(np.asarray(fn(a, b, s_y, z_y, relu=relu).values), want)
+
+
+def test_eager_int8_layers_and_convert_compile_once_per_shape_and_configuration():
+    """A converted model called eagerly compiles each int8 kernel once per shape (not its few
+    dozen operations one by one), and `convert` computes the qparams of layers whose observers
+    are configured alike with one program (observers compare by configuration)."""
+    from jaxopt_port.quantization import _int8, _ptq
+
+    assert Q.MinMaxObserver() == Q.MinMaxObserver() != Q.MinMaxObserver(reduce_range=True)
+    assert hash(Q.HistogramObserver()) == hash(Q.HistogramObserver())
+    model = nnx.Sequential(
+        nnx.Linear(6, 5, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(5, 5, rngs=nnx.Rngs(1))
+    )
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6)), jnp.float32)
+    dynamic = Q.quantize_dynamic(model)
+    before = _int8._linear_dynamic._cache_size()
+    want = np.asarray(dynamic(x))
+    for _ in range(3):
+        np.testing.assert_array_equal(np.asarray(dynamic(x)), want)
+    assert _int8._linear_dynamic._cache_size() - before <= 2  # the two weight shapes
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda x: dynamic(x))(x)), want)
+    prepared = Q.prepare(model, Q.default_qconfig)
+    prepared(x)
+    before = _ptq._calculate_qparams._cache_size()
+    Q.convert(prepared)
+    # Linear, ReLU and Linear outputs: one observer configuration, one state shape (compiled
+    # here or by an earlier test; by observer identity it would be three new programs)
+    assert _ptq._calculate_qparams._cache_size() - before <= 1

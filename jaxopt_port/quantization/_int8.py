@@ -210,7 +210,14 @@ def linear_dynamic(
         >>> quantization.linear_dynamic(jnp.array([[1.0, 2.0]]), w, jnp.array([0.0, 0.1]))
         Array([[1.007874 , 3.0724874]], dtype=float32)
     """
-    x = jnp.asarray(x, _F32)
+    return _linear_dynamic(jnp.asarray(x, _F32), weight, bias, bool(reduce_range))
+
+
+# The int8 kernels below are compiled once per shape and static option even when called eagerly
+# (eagerly, their few dozen small operations would each be compiled on first use: seconds for a
+# model's first forward pass); under an outer `jax.jit` they are inlined as usual.
+@functools.partial(jax.jit, static_argnames="reduce_range")
+def _linear_dynamic(x, weight, bias, reduce_range):
     scale, zero_point = choose_quantization_params(x.min(), x.max(), 0, 255, False, reduce_range)
     scale = jnp.asarray(scale, _F32)
     xq = QuantizedArray(quantize_per_tensor(x, scale, zero_point, "quint8"), scale, zero_point)
@@ -259,6 +266,11 @@ def linear(
         >>> quantization.linear(x, w, None, 0.05, 10).values
         Array([[30, 70]], dtype=uint8)
     """
+    return _linear(x, weight, bias, scale, zero_point, bool(relu))
+
+
+@functools.partial(jax.jit, static_argnames="relu")
+def _linear(x, weight, bias, scale, zero_point, relu):
     acc = _int_matmul(x, weight)
     return _requantize(acc, x, weight, bias, scale, zero_point, relu, onednn=False)
 
@@ -349,13 +361,21 @@ def conv2d(
             "conv2d takes symmetric weights (zero points 0, the x86 default); got zero points "
             f"{weight.zero_point}"
         )
+    n = jnp.ndim(weight.values) - 2
+    strides = (strides,) * n if isinstance(strides, int) else tuple(strides)
+    dilation = (dilation,) * n if isinstance(dilation, int) else tuple(dilation)
+    padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+    return _conv2d(
+        x, weight, bias, scale, zero_point, strides, padding, dilation, groups, bool(relu)
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
+def _conv2d(x, weight, bias, scale, zero_point, strides, padding, dilation, groups, relu):
     q = x.values.astype(jnp.int32)
     offset = 128 if x.values.dtype == jnp.uint8 else 0
     a8 = (q - offset).astype(jnp.int8)
     w8 = weight.values.astype(jnp.int8)
-    n = w8.ndim - 2
-    strides = (strides,) * n if isinstance(strides, int) else tuple(strides)
-    dilation = (dilation,) * n if isinstance(dilation, int) else tuple(dilation)
 
     def conv(lhs):
         return lax.conv_general_dilated(
@@ -412,6 +432,11 @@ def add(
         Array([ 0, 20], dtype=uint8)
     """
 
+    return _add(a, b, scale, zero_point, bool(relu))
+
+
+@functools.partial(jax.jit, static_argnames="relu")
+def _add(a, b, scale, zero_point, relu):
     def dequantized(x):
         s = jnp.asarray(x.scale, _F32).reshape(())
         premul = _exact.no_contract(-jnp.asarray(x.zero_point, _F32).reshape(()) * s)

@@ -22,6 +22,7 @@ the tests and docs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -240,22 +241,30 @@ class DynamicQuantizedRNN(nnx.Module):
             )
         x = x if time_major else jnp.swapaxes(x, 0, 1)
         carry = self._zero_carry(x.shape[1]) if initial_carry is None else initial_carry
-        w_hh, b_hh = self.weight_hh.get_value(), self.bias_hh[...]
-        # The whole sequence's input projection in one call: one set of activation qparams.
-        projected = linear_dynamic(
-            x, self.weight_ih.get_value(), self.bias_ih[...], self.reduce_range
-        )
-
-        def step(carry, input_gates):
-            h = carry[1] if self.kind == "lstm" else carry
-            hidden_gates = linear_dynamic(h, w_hh, b_hh, self.reduce_range)
-            if self.kind == "lstm":
-                c, h = _lstm_cell(hidden_gates + input_gates, carry[0])
-                return (c, h), h
-            h = _gru_cell(input_gates, hidden_gates, h)
-            return h, h
-
-        carry, outputs = jax.lax.scan(step, carry, projected[::-1] if reverse else projected)
-        outputs = outputs[::-1] if reverse and keep_order else outputs
+        carry, outputs = _run_sequence(
+            self.kind, bool(self.reduce_range), bool(reverse), bool(keep_order),
+            x, carry, self.weight_ih.get_value(), self.bias_ih[...],
+            self.weight_hh.get_value(), self.bias_hh[...],
+        )  # fmt: skip
         outputs = outputs if time_major else jnp.swapaxes(outputs, 0, 1)
         return (carry, outputs) if return_carry else outputs
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _run_sequence(kind, reduce_range, reverse, keep_order, x, carry, w_ih, b_ih, w_hh, b_hh):
+    """The layer over a time-major sequence: `(final carry, outputs)`, one compiled program per
+    shape and option (eagerly, `lax.scan` would trace its body again at every call)."""
+    # The whole sequence's input projection in one call: one set of activation qparams.
+    projected = linear_dynamic(x, w_ih, b_ih, reduce_range)
+
+    def step(carry, input_gates):
+        h = carry[1] if kind == "lstm" else carry
+        hidden_gates = linear_dynamic(h, w_hh, b_hh, reduce_range)
+        if kind == "lstm":
+            c, h = _lstm_cell(hidden_gates + input_gates, carry[0])
+            return (c, h), h
+        h = _gru_cell(input_gates, hidden_gates, h)
+        return h, h
+
+    carry, outputs = jax.lax.scan(step, carry, projected[::-1] if reverse else projected)
+    return carry, outputs[::-1] if reverse and keep_order else outputs
