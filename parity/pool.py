@@ -49,7 +49,9 @@ def plan_jobs(requested: int | None, cases: Sequence[Case], backend: str) -> tup
         return 1, ""
     if backend != "cpu":
         return 1, f"--jobs {requested}: one process on {backend} (each would claim the device)"
-    builtin = {s.kind for s in sections.sections() if s.cases.__module__ in sections.SECTION_MODULES}
+    builtin = {
+        s.kind for s in sections.sections() if s.cases.__module__ in sections.SECTION_MODULES
+    }
     foreign = sorted({c.kind for c in cases} - builtin)
     if foreign:
         return 1, f"--jobs {requested}: one process (sections {foreign} exist only in this one)"
@@ -112,12 +114,13 @@ def run_cases(
     results: list[RunResult | None] = [None] * len(cases)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=(selection, platform, max(1, (os.cpu_count() or 1) // jobs))
+        jobs,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(selection, platform, max(1, (os.cpu_count() or 1) // jobs)),
     ) as pool:
         # the later sections (the packages: one long run each) first, the short runs last
-        futures = {
-            pool.submit(_execute, i, cases[i].id): i for i in reversed(range(len(cases)))
-        }
+        futures = {pool.submit(_execute, i, cases[i].id): i for i in reversed(range(len(cases)))}
         for future in as_completed(futures):
             i = futures[future]
             try:
