@@ -79,11 +79,10 @@ def _execute(index: int, case_id: str) -> RunResult:
 
 
 def _crashed(case: Case, error: BaseException) -> RunResult:
-    result = RunResult(
+    return RunResult(
         case.kind, case.optimizer, case.config, case.model, case.dtype, 0, math.nan,
         error=f"worker process: {type(error).__name__}: {error}".strip(),
     )  # fmt: skip
-    return result
 
 
 def run_cases(
