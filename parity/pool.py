@@ -13,7 +13,6 @@ one process otherwise, and on an accelerator, where each process would claim the
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -78,13 +77,6 @@ def _execute(index: int, case_id: str) -> RunResult:
     return case.execute()
 
 
-def _crashed(case: Case, error: BaseException) -> RunResult:
-    return RunResult(
-        case.kind, case.optimizer, case.config, case.model, case.dtype, 0, math.nan,
-        error=f"worker process: {type(error).__name__}: {error}".strip(),
-    )  # fmt: skip
-
-
 def run_cases(
     cases: Sequence[Case],
     jobs: int,
@@ -110,7 +102,7 @@ def run_cases(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    results: list[RunResult | None] = [None] * len(cases)
+    done: dict[int, RunResult] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         jobs,
@@ -123,8 +115,8 @@ def run_cases(
         for future in as_completed(futures):
             i = futures[future]
             try:
-                results[i] = future.result()
+                done[i] = future.result()
             except Exception as error:  # a worker died: a failed run that says so
-                results[i] = _crashed(cases[i], error)
-            on_result(results[i])
-    return [r for r in results if r is not None]
+                done[i] = cases[i].failed(error, where="worker process: ")
+            on_result(done[i])
+    return [done[i] for i in range(len(cases))]

@@ -61,14 +61,18 @@ class Case:
         try:
             result = self.run()
         except Exception as error:  # a crash is a finding, reported with the run's name
-            lines = str(error).strip().splitlines()  # JAX appends notes; keep the message
-            last = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-            result = RunResult(
-                self.kind, self.optimizer, self.config, self.model, self.dtype, 0, math.nan,
-                error=last,
-            )  # fmt: skip
+            result = self.failed(error)
         result.seconds = time.perf_counter() - start
         return result
+
+    def failed(self, error: BaseException, where: str = "") -> RunResult:
+        """A failed result naming this run and the error's first line (``where`` before it)."""
+        lines = str(error).strip().splitlines()  # JAX appends notes; keep the message
+        last = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        return RunResult(
+            self.kind, self.optimizer, self.config, self.model, self.dtype, 0, math.nan,
+            error=where + last,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

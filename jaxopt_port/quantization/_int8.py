@@ -431,7 +431,6 @@ def add(
         >>> quantization.add(a, a, 0.2, 0).values
         Array([ 0, 20], dtype=uint8)
     """
-
     return _add(a, b, scale, zero_point, bool(relu))
 
 
